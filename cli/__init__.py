@@ -1,0 +1,1 @@
+"""The ``hybridize`` command line (installed as the import package ``hybridize_cli``)."""

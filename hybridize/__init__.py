@@ -1,0 +1,42 @@
+"""hybridize: turn pretrained image classifiers into hybrid ANN-SNN models.
+
+The public API lives here; everything else is an implementation detail. Heavy submodules are
+imported lazily so that ``import hybridize`` and ``hybridize --help`` stay fast.
+"""
+
+from __future__ import annotations
+
+from importlib import import_module
+from typing import Any
+
+from hybridize.errors import HybridizeError
+
+__version__ = "0.1.0"
+
+# public name -> "module:attribute", resolved on first use
+_LAZY = {
+    "convert": "hybridize.convert:convert",
+    "plan": "hybridize.convert:plan",
+    "load_recipe": "hybridize.recipe:load_recipe",
+    "Recipe": "hybridize.recipe:Recipe",
+    "create_model": "hybridize.models:create",
+    "save": "hybridize.io:save",
+    "load": "hybridize.io:load",
+    "finetune": "hybridize.train:finetune",
+    "evaluate": "hybridize.train:evaluate",
+    "export_onnx": "hybridize.export:export_onnx",
+    "export_pt2": "hybridize.export:export_pt2",
+    "inspect": "hybridize.metrics:inspect",
+}
+
+__all__ = ["HybridizeError", "__version__", *_LAZY]
+
+
+def __getattr__(name: str) -> Any:
+    target = _LAZY.get(name)
+    if target is None:
+        raise AttributeError(f"module 'hybridize' has no attribute {name!r}")
+    module_name, attr = target.split(":")
+    value = getattr(import_module(module_name), attr)
+    globals()[name] = value
+    return value

@@ -1,0 +1,37 @@
+"""User-facing errors.
+
+A :class:`HybridizeError` is a mistake the user can fix (bad input, a missing file, an option
+out of range). Its message is one line that says what went wrong, where, and how to fix it. The
+CLI prints it without a traceback (unless ``--debug``) and exits non-zero. Programming errors
+stay ordinary exceptions.
+"""
+
+from __future__ import annotations
+
+
+class HybridizeError(Exception):
+    """An error caused by user input; the message is one actionable line."""
+
+
+class RecipeError(HybridizeError, ValueError):
+    """A recipe that does not validate, or that selects nothing."""
+
+
+class ConversionError(HybridizeError):
+    """A model that cannot be traced or rewritten as asked."""
+
+
+class CheckpointError(HybridizeError):
+    """A checkpoint file that is missing, corrupted or not a hybridize checkpoint."""
+
+
+class WeightsError(HybridizeError):
+    """Pretrained weights that cannot be found or loaded."""
+
+
+class DataError(HybridizeError):
+    """A data set that cannot be found or read."""
+
+
+class ExportError(HybridizeError):
+    """An export that failed or whose parity check did not pass."""

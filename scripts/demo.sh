@@ -1,0 +1,8 @@
+#!/usr/bin/env bash
+# The main job on the embedded default: pretrained EfficientNet-Lite0 -> has8-finetune hybrid ->
+# fine-tune and evaluate on Fashion-MNIST, offline, on the CPU.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+bash scripts/setup.sh
+bash scripts/fetch_data.sh
+exec .venv/bin/hybridize demo "$@"
