@@ -15,8 +15,8 @@ __version__ = "0.1.0"
 
 # public name -> "module:attribute", resolved on first use
 _LAZY = {
-    "convert": "hybridize.convert:convert",
-    "plan": "hybridize.convert:plan",
+    "convert": "hybridize.conversion:convert",
+    "plan": "hybridize.conversion:plan",
     "load_recipe": "hybridize.recipe:load_recipe",
     "Recipe": "hybridize.recipe:Recipe",
     "create_model": "hybridize.models:create",

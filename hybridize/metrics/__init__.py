@@ -1,0 +1,16 @@
+"""Inspect a hybrid: operation counts, firing rates, gates, energy, plots and a graph picture."""
+
+from hybridize.metrics.energy import PRESETS, EnergyModel, energy_model
+from hybridize.metrics.inspect import find_regions, inspect
+from hybridize.metrics.report import LayerStats, RegionStats, Report
+
+__all__ = [
+    "PRESETS",
+    "EnergyModel",
+    "LayerStats",
+    "RegionStats",
+    "Report",
+    "energy_model",
+    "find_regions",
+    "inspect",
+]

@@ -1,0 +1,29 @@
+"""Model names -> nn.Module, weight resolvers, and the HAS-8 reference ANNs."""
+
+from hybridize.models.factory import ModelError, create, create_from_spec
+from hybridize.models.has8 import (
+    HAS8_MODELS,
+    BasicBlock,
+    ConvBlock,
+    Has8ResNet,
+    Has8VGG,
+    MLPHead,
+    build_has8_ann,
+    has8_recipe,
+)
+from hybridize.models.weights import load_weights_file
+
+__all__ = [
+    "HAS8_MODELS",
+    "BasicBlock",
+    "ConvBlock",
+    "Has8ResNet",
+    "Has8VGG",
+    "MLPHead",
+    "ModelError",
+    "build_has8_ann",
+    "create",
+    "create_from_spec",
+    "has8_recipe",
+    "load_weights_file",
+]

@@ -1,0 +1,76 @@
+"""`hybridize export CHECKPOINT --format onnx|pt2`: export with a parity check."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+from rich.console import Console
+
+import hybridize
+from hybridize.errors import HybridizeError
+
+
+def _example_shape(model: object, img_size: int | None, batch_size: int | None) -> list[int]:
+    meta = getattr(model, "hybridize_meta", None)
+    shape = list(meta.get("example_shape", [])) if isinstance(meta, dict) else []
+    if len(shape) != 4:
+        shape = [1, 3, 224, 224]
+    if img_size is not None:
+        shape[2] = shape[3] = img_size
+    # a batch of 2 keeps the tracer from specialising size-1 axes; the axis is dynamic anyway
+    shape[0] = batch_size if batch_size is not None else 2
+    return shape
+
+
+def _export(
+    checkpoint: Path = typer.Argument(..., help="A hybrid checkpoint (.safetensors)."),
+    format: str = typer.Option(..., "--format", "-f", help="onnx or pt2."),
+    output: Path | None = typer.Option(
+        None, "--output", "-o", help="Output file (default: beside the checkpoint)."
+    ),
+    opset: int = typer.Option(17, "--opset", help="ONNX opset version."),
+    img_size: int | None = typer.Option(
+        None, "--img-size", help="Input height and width (default: the checkpoint's)."
+    ),
+    batch_size: int | None = typer.Option(
+        None, "--batch-size", help="Export with this static batch size."
+    ),
+    dynamic_batch: bool = typer.Option(
+        False, "--dynamic-batch", help="Export with a dynamic batch axis (the default)."
+    ),
+    check: bool = typer.Option(
+        True, "--check/--no-check", help="Run the parity check (onnxruntime / reloaded pt2)."
+    ),
+    real: bool = typer.Option(
+        True, "--real/--no-real", help="Also check on real sample images (foolbox)."
+    ),
+) -> None:
+    """Export a hybrid to ONNX or torch.export (.pt2) and print the parity report."""
+    fmt = format.lower()
+    if fmt not in ("onnx", "pt2"):
+        raise HybridizeError(f"--format {format!r} is not supported; use onnx or pt2")
+    if batch_size is not None and dynamic_batch:
+        raise HybridizeError("--batch-size and --dynamic-batch exclude each other; give one")
+    if batch_size is not None and batch_size < 1:
+        raise HybridizeError(f"--batch-size {batch_size}: give a positive batch size")
+    if img_size is not None and img_size < 1:
+        raise HybridizeError(f"--img-size {img_size}: give a positive size in pixels")
+    import torch
+
+    model = hybridize.load(checkpoint)
+    example = torch.rand(_example_shape(model, img_size, batch_size))
+    dest = output or checkpoint.with_suffix(f".{fmt}")
+    kwargs = dict(dynamic_batch=batch_size is None, check=check, real_inputs=None if real else False)
+    if fmt == "onnx":
+        report = hybridize.export_onnx(model, example, dest, opset=opset, **kwargs)
+    else:
+        report = hybridize.export_pt2(model, example, dest, **kwargs)
+    console = Console()
+    for line in report.lines():
+        console.print(line, highlight=False, soft_wrap=True)
+
+
+def register(app: typer.Typer) -> None:
+    """Add the `export` command to the application."""
+    app.command("export")(_export)

@@ -1,0 +1,182 @@
+"""``convert`` and ``plan``: the public face of the fx rewrite."""
+
+from __future__ import annotations
+
+import copy
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+from torch import fx, nn
+
+from hybridize.conversion import discover
+from hybridize.conversion.rewrite import RegionResult, splice
+from hybridize.conversion.select import add_segment_regions, select_module_regions
+from hybridize.conversion.trace import make_tracer, opaque_classes, shape_propagate, trace
+from hybridize.errors import ConversionError
+from hybridize.recipe import Recipe, load_recipe
+
+
+class HybridModule(fx.GraphModule):
+    """A converted model: an fx GraphModule that remembers how it was made.
+
+    ``hybridize_meta`` (kept in ``self.meta`` so that deep copies keep it) holds the base model
+    spec, the resolved recipe and the example input shape; checkpoints store it.
+    """
+
+    @property
+    def hybridize_meta(self) -> dict[str, Any]:
+        return self.meta.setdefault("hybridize", {})
+
+    @hybridize_meta.setter
+    def hybridize_meta(self, value: dict[str, Any]) -> None:
+        self.meta["hybridize"] = value
+
+
+@dataclass
+class Plan:
+    """The resolved per-region table of a conversion, and its summary."""
+
+    recipe: str
+    rows: list[RegionResult]
+    params_before: int
+    params_after: int
+    unconverted: list[tuple[str, str]] = field(default_factory=list)  # (where, why)
+
+    @property
+    def converted(self) -> list[RegionResult]:
+        return [r for r in self.rows if r.status == "converted"]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "recipe": self.recipe,
+            "params_before": self.params_before,
+            "params_after": self.params_after,
+            "regions": [
+                {
+                    "region": r.region.name,
+                    "kind": r.region.kind,
+                    "target": r.region.target_index,
+                    "selector": r.region.selector,
+                    "overrides": r.region.overrides,
+                    "mode": r.region.settings.mode,
+                    "status": r.status,
+                    "reason": r.reason,
+                    "time_steps": r.region.settings.time_steps,
+                    "ann_params": r.ann_params,
+                    "twin_params": r.twin_params,
+                    "activations": r.twin.activations,
+                    "pools": r.twin.pools,
+                    "sew_adds": r.twin.sew_adds,
+                    "note": r.twin.note,
+                }
+                for r in self.rows
+            ],
+            "unconverted": [{"where": w, "why": y} for w, y in self.unconverted],
+        }
+
+
+def default_example(model: nn.Module) -> torch.Tensor:
+    """An input the model accepts: timm's configured input size, else 3x224x224."""
+    size = None
+    cfg = getattr(model, "pretrained_cfg", None) or getattr(model, "default_cfg", None)
+    if isinstance(cfg, dict) and cfg.get("input_size"):
+        size = tuple(cfg["input_size"])
+        in_chans = getattr(model, "in_chans", None)
+        if isinstance(in_chans, int):
+            size = (in_chans, *size[1:])
+    return torch.zeros(1, *(size or (3, 224, 224)))
+
+
+def _params(module: nn.Module) -> int:
+    return sum(p.numel() for p in module.parameters())
+
+
+def _unconverted(gm: fx.GraphModule, converted: set[str]) -> list[tuple[str, str]]:
+    """Activations of the top-level graph that stayed ANN-only, and why."""
+    from hybridize.spiking import FusionBlock, SpikingBranch
+
+    modules = dict(gm.named_modules())
+    found: list[tuple[str, str]] = []
+    for node in gm.graph.nodes:
+        if node.op == "call_module" and node.target in converted:
+            continue
+        if discover.is_activation_node(node, modules):
+            where = node.target if node.op == "call_module" else node.name
+            found.append((str(where), "not in a selected region"))
+        elif node.op == "call_module":
+            module = modules[node.target]
+            if isinstance(module, (FusionBlock, SpikingBranch)):
+                continue
+            if not discover.is_primitive(module) and discover.has_activation(module):
+                found.append((node.target, "inside a region that was not converted"))
+    return found
+
+
+def _convert(
+    model: nn.Module, recipe: Any, example_input: torch.Tensor | None
+) -> tuple[HybridModule, Plan]:
+    recipe_obj: Recipe = load_recipe(recipe)
+    if not isinstance(model, nn.Module):
+        raise ConversionError(f"convert expects an nn.Module, got {type(model).__name__}")
+    spec = getattr(model, "hybridize_spec", None)
+    model = copy.deepcopy(model)
+    example = default_example(model) if example_input is None else example_input
+    params_before = _params(model)
+
+    opaque = opaque_classes(recipe_obj.trace)
+    regions, graph_targets = select_module_regions(model, recipe_obj, opaque)
+    blocks = discover.find_blocks(model, opaque)
+    wants_stem = any(recipe_obj.targets[i].select.auto == "stem" for i in graph_targets)
+    leaves = [r.name for r in regions] + (blocks if wants_stem else [])
+
+    def tracer_factory():
+        return make_tracer(recipe_obj.trace)
+
+    gm = trace(model, make_tracer(recipe_obj.trace, leaf_names=leaves))
+    shape_propagate(gm, example)
+    regions = add_segment_regions(gm, model, recipe_obj, regions, graph_targets, blocks)
+    order = {n.target if n.op == "call_module" else n.name: i for i, n in enumerate(gm.graph.nodes)}
+    regions.sort(key=lambda r: order.get(r.name if r.segment is None else r.segment.nodes[0], 0))
+
+    results = splice(gm, regions, tracer_factory)
+    hybrid = HybridModule(gm, gm.graph, type(model).__name__)
+    hybrid.train(model.training)
+    hybrid.hybridize_meta = {
+        "model": spec,
+        "recipe": recipe_obj.to_dict(),
+        "example_shape": list(example.shape),
+    }
+    converted = {r.region.name for r in results if r.status == "converted"}
+    plan = Plan(
+        recipe=recipe_obj.name,
+        rows=results,
+        params_before=params_before,
+        params_after=_params(hybrid),
+        unconverted=_unconverted(hybrid, converted),
+    )
+    if not converted:
+        reasons = "; ".join(f"{r.region.name}: {r.reason}" for r in results[:3]) or "no region selected"
+        raise ConversionError(
+            f"recipe {recipe_obj.name!r} converted no region of {type(model).__name__} ({reasons}); "
+            "check the plan with --dry-run and adjust the recipe targets"
+        )
+    return hybrid, plan
+
+
+def convert(
+    model: nn.Module, recipe: Any = "has8", example_input: torch.Tensor | None = None
+) -> HybridModule:
+    """Give the regions ``recipe`` selects a spiking twin; the input model is not modified.
+
+    ``recipe`` is a built-in name, a YAML path, a dict or a Recipe. ``example_input`` (default:
+    the model's configured input size) is run once to learn shapes.
+    """
+    hybrid, plan = _convert(model, recipe, example_input)
+    hybrid.meta["hybridize_plan"] = plan
+    return hybrid
+
+
+def plan(model: nn.Module, recipe: Any = "has8", example_input: torch.Tensor | None = None) -> Plan:
+    """The resolved per-region table of ``convert(model, recipe)``, without returning a model."""
+    return _convert(model, recipe, example_input)[1]

@@ -1,0 +1,178 @@
+"""Recipe -> regions: which parts of a model get a twin, with which settings.
+
+Deny by default; targets are applied in order and the last target that selects a region (or an
+overlapping one) wins. Within one name or type target, nested matches keep the outermost.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+from dataclasses import dataclass, field
+
+from torch import fx, nn
+
+from hybridize.conversion import discover
+from hybridize.conversion.segment import Segment, segment_from_endpoints
+from hybridize.conversion.trace import class_matches
+from hybridize.recipe import BlockSettings, Recipe
+from hybridize.recipe.messages import unmatched_target_error
+
+MODULE_AUTO_KINDS = {
+    "blocks": discover.find_blocks,
+    "stages": discover.find_stages,
+    "last-stage": discover.find_last_stage,
+    "head": discover.find_head,
+}
+GRAPH_AUTO_KINDS = ("stem", "conv-groups")
+
+
+@dataclass
+class Region:
+    """One selected region: a module (by qualified name) or a graph segment."""
+
+    name: str
+    target_index: int
+    selector: str
+    settings: BlockSettings
+    segment: Segment | None = None
+    overrides: list[int] = field(default_factory=list)
+
+    @property
+    def kind(self) -> str:
+        return "segment" if self.segment is not None else "module"
+
+
+def _outermost(names: list[str]) -> list[str]:
+    return [n for n in names if not any(n.startswith(o + ".") for o in names if o != n)]
+
+
+def module_candidates(
+    model: nn.Module, recipe: Recipe, index: int, opaque: tuple[type, ...] = ()
+) -> list[str] | None:
+    """Module names target ``index`` selects, or None when it selects graph segments."""
+    select = recipe.targets[index].select
+    named = [(n, m) for n, m in model.named_modules() if n]
+    if select.kind == "name":
+        hits = [n for n, _ in named if any(fnmatch.fnmatchcase(n, p) for p in select.patterns)]
+        return _outermost(hits)
+    if select.kind == "type":
+        hits = [n for n, m in named if any(class_matches(m, p) for p in select.patterns)]
+        return _outermost(hits)
+    if select.kind == "auto" and select.auto in MODULE_AUTO_KINDS:
+        found = MODULE_AUTO_KINDS[select.auto](model, opaque)
+        if found or select.auto != "blocks":
+            return found
+        return None  # no block modules: `blocks` falls back to conv-groups on the graph
+    return None
+
+
+def graph_candidates(
+    gm: fx.GraphModule, model: nn.Module, recipe: Recipe, index: int, blocks: list[str]
+) -> list[Segment]:
+    """Segments target ``index`` selects in the traced graph."""
+    select = recipe.targets[index].select
+    if select.kind == "segment":
+        return [segment_from_endpoints(gm.graph, select.segment.start, select.segment.end)]
+    if select.auto == "stem":
+        stem = discover.find_stem(gm, blocks)
+        return [stem] if stem is not None else []
+    # conv-groups, or blocks falling back to them
+    return discover.find_conv_groups(gm)
+
+
+def _candidates_for_error(model: nn.Module, recipe: Recipe, index: int) -> list[str]:
+    select = recipe.targets[index].select
+    if select.kind == "type":
+        return sorted({type(m).__name__ for m in model.modules()})
+    return [n for n, _ in model.named_modules() if n]
+
+
+def select_module_regions(
+    model: nn.Module, recipe: Recipe, opaque: tuple[type, ...] = ()
+) -> tuple[list[Region], list[int]]:
+    """Module regions after last-wins, and the indices of targets that select segments."""
+    regions: list[Region] = []
+    graph_targets: list[int] = []
+    for index, target in enumerate(recipe.targets):
+        names = module_candidates(model, recipe, index, opaque)
+        if names is None:
+            graph_targets.append(index)
+            continue
+        if not names and target.required:
+            raise unmatched_target_error(recipe, index, _candidates_for_error(model, recipe, index))
+        settings = recipe.settings_for(index)
+        for name in names:
+            replaced = [
+                r for r in regions if r.name == name or name.startswith(r.name + ".") or r.name.startswith(name + ".")
+            ]
+            regions = [r for r in regions if r not in replaced]
+            regions.append(
+                Region(
+                    name=name,
+                    target_index=index,
+                    selector=target.select.describe(),
+                    settings=settings,
+                    overrides=sorted({r.target_index for r in replaced}),
+                )
+            )
+    return regions, graph_targets
+
+
+def _segment_name(segment: Segment, auto: str | None) -> str:
+    if auto == "stem":
+        return "stem"
+    return f"{segment.nodes[0]}__{segment.exit}"
+
+
+def add_segment_regions(
+    gm: fx.GraphModule,
+    model: nn.Module,
+    recipe: Recipe,
+    regions: list[Region],
+    graph_targets: list[int],
+    blocks: list[str],
+) -> list[Region]:
+    """Resolve graph targets in the traced graph and merge them (last wins) with ``regions``."""
+    nodes = {n.name: n for n in gm.graph.nodes}
+    module_of_node = {n.name: n.target for n in gm.graph.nodes if n.op == "call_module"}
+
+    def covered_modules(region: Region) -> set[str]:
+        if region.segment is None:
+            return {region.name}
+        return {module_of_node[n] for n in region.segment.nodes if n in module_of_node}
+
+    def overlap(a: Region, b: Region) -> bool:
+        if a.segment is not None and b.segment is not None and set(a.segment.nodes) & set(b.segment.nodes):
+            return True
+        return any(
+            x == y or x.startswith(y + ".") or y.startswith(x + ".")
+            for x in covered_modules(a)
+            for y in covered_modules(b)
+        )
+
+    ordered = sorted(regions, key=lambda r: r.target_index)
+    for index in graph_targets:
+        target = recipe.targets[index]
+        segments = graph_candidates(gm, model, recipe, index, blocks)
+        if not segments and target.required:
+            raise unmatched_target_error(recipe, index, list(nodes))
+        settings = recipe.settings_for(index)
+        for segment in segments:
+            region = Region(
+                name=_segment_name(segment, target.select.auto),
+                target_index=index,
+                selector=target.select.describe(),
+                settings=settings,
+                segment=segment,
+            )
+            # a later module target beats this segment where they overlap
+            later = [r for r in ordered if r.target_index > index and overlap(r, region)]
+            if later:
+                for r in later:
+                    r.overrides = sorted({*r.overrides, index})
+                continue
+            replaced = [r for r in ordered if r.target_index < index and overlap(r, region)]
+            ordered = [r for r in ordered if r not in replaced]
+            region.overrides = sorted({r.target_index for r in replaced})
+            ordered.append(region)
+    return ordered

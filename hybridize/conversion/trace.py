@@ -1,0 +1,163 @@
+"""Symbolic tracing that works on real model zoos, with errors that name the layer.
+
+Leaves are: torch.nn's own layers (fx's default), the modules timm registers as not traceable,
+the recipe's ``trace.leaf_modules``, and whatever the caller passes (the regions being
+converted, so each is one ``call_module`` node). Functions timm registers as not traceable and
+the recipe's ``trace.autowrap_functions`` are recorded as calls instead of being traced into.
+"""
+
+from __future__ import annotations
+
+import importlib
+from collections.abc import Callable, Iterable
+
+import torch
+from torch import fx, nn
+
+from hybridize.errors import ConversionError
+
+
+def _timm_notrace() -> tuple[set[type], set[Callable]]:
+    try:
+        from timm.models._features_fx import get_notrace_functions, get_notrace_modules
+    except ImportError:  # pragma: no cover - timm is a dependency
+        return set(), set()
+    return set(get_notrace_modules()), set(get_notrace_functions())
+
+
+def resolve_dotted(path: str, what: str) -> object:
+    """Import ``package.module.Name`` (or ``package.module:Name``)."""
+    module_name, _, attr = path.replace(":", ".").rpartition(".")
+    if not module_name:
+        raise ConversionError(f"{what} {path!r} is not a dotted path; write it as 'package.module.Name'")
+    try:
+        return getattr(importlib.import_module(module_name), attr)
+    except (ImportError, AttributeError) as exc:
+        raise ConversionError(f"{what} {path!r} cannot be imported ({exc}); check the spelling") from None
+
+
+def class_matches(module: nn.Module, spec: str) -> bool:
+    """True if ``spec`` names the module's class or one of its bases (by name or dotted path)."""
+    for cls in type(module).__mro__:
+        if spec in (cls.__name__, f"{cls.__module__}.{cls.__qualname__}"):
+            return True
+    return False
+
+
+class HybridTracer(fx.Tracer):
+    """An fx tracer with configurable leaves: module instances, classes, and class names."""
+
+    def __init__(
+        self,
+        leaf_names: Iterable[str] = (),
+        leaf_classes: Iterable[str] = (),
+        autowrap_functions: Iterable[Callable] = (),
+    ) -> None:
+        timm_modules, timm_functions = _timm_notrace()
+        super().__init__(autowrap_functions=tuple(timm_functions) + tuple(autowrap_functions))
+        self._leaf_names = set(leaf_names)
+        self._leaf_classes = tuple(leaf_classes)
+        self._timm_leaves = tuple(timm_modules)
+
+    def is_leaf_module(self, m: nn.Module, module_qualified_name: str) -> bool:
+        if module_qualified_name in self._leaf_names:
+            return True
+        if self._timm_leaves and isinstance(m, self._timm_leaves):
+            return True
+        if any(class_matches(m, spec) for spec in self._leaf_classes):
+            return True
+        return super().is_leaf_module(m, module_qualified_name)
+
+
+def make_tracer(
+    trace_settings: object | None = None, leaf_names: Iterable[str] = ()
+) -> HybridTracer:
+    """A tracer configured from a recipe's ``trace`` section (leaf_modules, autowrap_functions)."""
+    leaf_classes = list(getattr(trace_settings, "leaf_modules", None) or [])
+    autowrap = [
+        resolve_dotted(path, "trace.autowrap_functions entry")
+        for path in (getattr(trace_settings, "autowrap_functions", None) or [])
+    ]
+    return HybridTracer(leaf_names=leaf_names, leaf_classes=leaf_classes, autowrap_functions=autowrap)
+
+
+def _optional_args(model: nn.Module) -> dict[str, object] | None:
+    """Forward parameters after the input that have defaults are fixed to them (e.g.
+    ``attn_mask=None``), so the graph has one input and blocks see constants."""
+    import inspect
+
+    try:
+        params = list(inspect.signature(model.forward).parameters.values())[1:]
+    except (TypeError, ValueError):
+        return None
+    fixed = {
+        p.name: p.default
+        for p in params
+        if p.default is not inspect.Parameter.empty
+        and p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)
+    }
+    return fixed or None
+
+
+def opaque_classes(trace_settings: object | None = None) -> tuple[type, ...]:
+    """Module classes fx will not look into: timm's not-traceable ones and the recipe's dotted
+    leaf classes (plain class names cannot be resolved to a class and only act in the tracer)."""
+    classes = set(_timm_notrace()[0])
+    for spec in getattr(trace_settings, "leaf_modules", None) or []:
+        if "." in spec:
+            cls = resolve_dotted(spec, "trace.leaf_modules entry")
+            if isinstance(cls, type):
+                classes.add(cls)
+    return tuple(classes)
+
+
+def trace(model: nn.Module, tracer: HybridTracer, what: str = "model") -> fx.GraphModule:
+    """Trace ``model``; a failure names the module being traced and suggests a leaf setting."""
+    current: list[str] = []
+    original_call_module = tracer.call_module
+
+    def call_module(m: nn.Module, forward: Callable, args: tuple, kwargs: dict):
+        name = tracer.path_of_module(m)
+        current.append(f"{name} ({type(m).__name__})")
+        try:
+            return original_call_module(m, forward, args, kwargs)
+        finally:
+            current.pop()
+
+    tracer.call_module = call_module  # type: ignore[method-assign]
+    try:
+        graph = tracer.trace(model, concrete_args=_optional_args(model))
+    except ConversionError:
+        raise
+    except Exception as exc:  # fx raises many types (TraceError, TypeError, RuntimeError, ...)
+        where = current[-1] if current else f"{what} ({type(model).__name__})"
+        leaf = where.split(" (")[0]
+        cls = type(model.get_submodule(leaf)).__name__ if current else type(model).__name__
+        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise ConversionError(
+            f"cannot trace {what}: in module {where}: {type(exc).__name__}: {reason}; "
+            f"add it as a leaf: 'trace: {{leaf_modules: [{cls}]}}' in the recipe"
+        ) from exc
+    finally:
+        del tracer.call_module
+    name = type(model).__name__
+    return fx.GraphModule(tracer.root, graph, name)
+
+
+def shape_propagate(gm: fx.GraphModule, example: torch.Tensor) -> None:
+    """Record each node's output shape in ``node.meta['tensor_meta']`` (eval mode, no grad)."""
+    from torch.fx.passes.shape_prop import ShapeProp
+
+    was_training = gm.training
+    gm.eval()
+    try:
+        with torch.no_grad():
+            ShapeProp(gm).propagate(example)
+    except Exception as exc:
+        raise ConversionError(
+            f"the traced model does not run on an example input of shape {tuple(example.shape)}: "
+            f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}; "
+            "pass an example_input (or --img-size) the model accepts"
+        ) from exc
+    finally:
+        gm.train(was_training)

@@ -1,0 +1,186 @@
+"""Build the spiking twin of a region: the same topology, activations replaced by LIF neurons.
+
+The twin works on time-folded tensors ``[T*N, ...]``: stateless layers (conv, linear, norm,
+pooling, add) run all T steps at once, and each LIF unfolds time internally. Rules, in order:
+
+1. every activation module (also the ``act`` inside timm norm-act layers) becomes a LIF;
+2. functional activations (``F.relu(x)``, ``x.relu()``, ...) become calls to new LIF modules;
+3. pooling ``max-to-avg``: max pooling becomes average pooling (modules and functions);
+4. residual ``sew``: an add whose only user is a LIF loses that LIF, and each operand that is not
+   already a spike train (a LIF output or the encoded planes) gets its own LIF (METHOD.md s.1);
+5. ``twin_init: fresh`` re-initialises every layer; ``bn_momentum`` sets the twin's BN momentum.
+
+A region that cannot be traced falls back to rule 1 alone (module surgery) and says so.
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from torch import fx, nn
+
+from hybridize.conversion.activations import (
+    ACTIVATION_METHODS,
+    ADD_FUNCTIONS,
+    ADD_METHODS,
+    MAX_TO_AVG_FUNCTIONS,
+    activation_name,
+    is_activation_function,
+    is_activation_module,
+    max_to_avg_pool,
+)
+from hybridize.spiking import LIF
+
+
+@dataclass
+class TwinReport:
+    """What the twin construction changed (for plans and summaries)."""
+
+    activations: list[str] = field(default_factory=list)  # converted, as "where: kind"
+    pools: list[str] = field(default_factory=list)
+    sew_adds: list[str] = field(default_factory=list)
+    traced: bool = True
+    note: str = ""
+
+
+def build_twin(
+    ann: nn.Module,
+    *,
+    time_steps: int,
+    neuron_kwargs: dict,
+    twin_init: str = "copy",
+    pooling: str = "max-to-avg",
+    residual: str = "sew",
+    bn_momentum: float | None = None,
+    trace_fn: Callable[[nn.Module], fx.GraphModule] | None = None,
+) -> tuple[nn.Module, TwinReport]:
+    """Return ``(twin, report)``; ``ann`` itself is left untouched."""
+    report = TwinReport()
+
+    def make_lif() -> LIF:
+        return LIF(**neuron_kwargs, time_steps=time_steps)
+
+    twin: nn.Module
+    if isinstance(ann, fx.GraphModule):
+        twin = copy.deepcopy(ann)
+    elif trace_fn is not None:
+        try:
+            twin = trace_fn(copy.deepcopy(ann))
+        except Exception as exc:  # untraceable region: module surgery only
+            twin = copy.deepcopy(ann)
+            report.traced = False
+            report.note = f"not traced ({str(exc).splitlines()[0][:120]}); module surgery only"
+    else:
+        twin = copy.deepcopy(ann)
+        report.traced = False
+
+    _swap_modules(twin, make_lif, pooling, report)
+    if isinstance(twin, fx.GraphModule):
+        _rewrite_functional(twin, make_lif, pooling, report)
+        if residual == "sew":
+            _apply_sew(twin, make_lif, report)
+        twin.graph.lint()
+        twin.delete_all_unused_submodules()
+        twin.recompile()
+    if twin_init == "fresh":
+        _reinitialise(twin)
+    if bn_momentum is not None:
+        for m in twin.modules():
+            if isinstance(m, nn.modules.batchnorm._BatchNorm):
+                m.momentum = bn_momentum
+    return twin, report
+
+
+def _swap_modules(twin: nn.Module, make_lif: Callable[[], LIF], pooling: str, report: TwinReport) -> None:
+    for name, module in list(twin.named_modules()):
+        if not name:
+            continue
+        if is_activation_module(module):
+            twin.set_submodule(name, make_lif())
+            report.activations.append(f"{name}: {activation_name(module)}")
+        elif pooling == "max-to-avg":
+            avg = max_to_avg_pool(module)
+            if avg is not None:
+                twin.set_submodule(name, avg)
+                report.pools.append(f"{name}: {type(module).__name__} -> {type(avg).__name__}")
+
+
+def _fresh_name(gm: fx.GraphModule, stem: str) -> str:
+    i = 0
+    while hasattr(gm, f"{stem}{i}"):
+        i += 1
+    return f"{stem}{i}"
+
+
+def _insert_lif(gm: fx.GraphModule, make_lif: Callable[[], LIF], before: fx.Node, value: fx.Node) -> fx.Node:
+    name = _fresh_name(gm, "lif")
+    gm.add_submodule(name, make_lif())
+    with gm.graph.inserting_before(before):
+        return gm.graph.call_module(name, (value,))
+
+
+def _rewrite_functional(gm: fx.GraphModule, make_lif: Callable[[], LIF], pooling: str, report: TwinReport) -> None:
+    for node in list(gm.graph.nodes):
+        is_fn = node.op == "call_function" and is_activation_function(node.target)
+        is_method = node.op == "call_method" and node.target in ACTIVATION_METHODS
+        if is_fn or is_method:
+            lif_node = _insert_lif(gm, make_lif, node, node.args[0])
+            node.replace_all_uses_with(lif_node)
+            gm.graph.erase_node(node)
+            kind = node.target if is_method else getattr(node.target, "__name__", str(node.target))
+            report.activations.append(f"{node.name}: {kind}()")
+        elif pooling == "max-to-avg" and node.op == "call_function" and node.target in MAX_TO_AVG_FUNCTIONS:
+            avg_fn = MAX_TO_AVG_FUNCTIONS[node.target]
+            names = ("kernel_size", "stride", "padding")
+            kwargs = {k: v for k, v in zip(names, node.args[1:4], strict=False)}
+            kwargs.update({k: v for k, v in node.kwargs.items() if k in (*names, "ceil_mode", "output_size")})
+            if "adaptive" in avg_fn.__name__:
+                node.args = node.args[:2]
+                node.kwargs = {k: v for k, v in node.kwargs.items() if k == "output_size"}
+            else:
+                node.args, node.kwargs = (node.args[0],), kwargs
+            report.pools.append(f"{node.name}: {node.target.__name__} -> {avg_fn.__name__}")
+            node.target = avg_fn
+
+
+def _is_add(node: fx.Node) -> bool:
+    if node.op == "call_function" and any(node.target is f for f in ADD_FUNCTIONS):
+        return True
+    return node.op == "call_method" and node.target in ADD_METHODS
+
+
+def _is_lif_node(node: fx.Node, modules: dict[str, nn.Module]) -> bool:
+    return node.op == "call_module" and isinstance(modules.get(node.target), LIF)
+
+
+def _apply_sew(gm: fx.GraphModule, make_lif: Callable[[], LIF], report: TwinReport) -> None:
+    modules = dict(gm.named_modules())
+    for node in list(gm.graph.nodes):
+        if not _is_add(node) or len(node.users) != 1:
+            continue
+        post = next(iter(node.users))
+        operands = [a for a in node.args[:2] if isinstance(a, fx.Node)]
+        if not _is_lif_node(post, modules) or len(operands) != 2:
+            continue
+        post.replace_all_uses_with(node)
+        gm.graph.erase_node(post)
+        new_args = list(node.args)
+        for i, arg in enumerate(node.args[:2]):
+            if isinstance(arg, fx.Node) and not (arg.op == "placeholder" or _is_lif_node(arg, modules)):
+                new_args[i] = _insert_lif(gm, make_lif, node, arg)
+                modules = dict(gm.named_modules())
+        node.args = tuple(new_args)
+        report.sew_adds.append(node.name)
+
+
+def _reinitialise(module: nn.Module) -> None:
+    for m in module.modules():
+        if m is module or isinstance(m, LIF):
+            continue
+        reset = getattr(m, "reset_parameters", None)
+        if callable(reset):
+            reset()
+        if isinstance(m, nn.modules.batchnorm._BatchNorm):
+            m.reset_running_stats()

@@ -1,0 +1,61 @@
+"""The inputs a parity check runs: random tensors shaped like the example, and real images."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import torch
+
+from hybridize.errors import ExportError
+from hybridize.export.samples import sample_images
+
+
+def random_inputs(example: torch.Tensor, n: int, seed: int = 0) -> torch.Tensor:
+    """``n`` samples uniform over the example's value range (so range-dependent encoders see
+    inputs like the real ones); standard normal when the example is constant."""
+    g = torch.Generator().manual_seed(seed)
+    shape = (n, *example.shape[1:])
+    lo, hi = float(example.min()), float(example.max())
+    if hi > lo:
+        return (torch.rand(shape, generator=g, dtype=torch.float64) * (hi - lo) + lo).to(
+            example.dtype
+        )
+    return torch.randn(shape, generator=g, dtype=example.dtype)
+
+
+def real_inputs_for(
+    example: torch.Tensor, real: torch.Tensor | bool | None, limit: int
+) -> tuple[torch.Tensor | None, str | None]:
+    """Resolve ``real``: a tensor is used as given; None/True load the foolbox sample images
+    resized to the example's size (None silently skips when foolbox is missing); False skips."""
+    if real is False:
+        return None, None
+    if isinstance(real, torch.Tensor):
+        if real.shape[1:] != example.shape[1:]:
+            raise ExportError(
+                f"real_inputs have per-sample shape {tuple(real.shape[1:])}, the example has "
+                f"{tuple(example.shape[1:])}; pass images of the example's size"
+            )
+        return real.to(example.dtype), "given tensor"
+    if example.dim() != 4:
+        return None, None
+    found = sample_images(example.shape[1], (example.shape[2], example.shape[3]), limit=limit)
+    if found is None:
+        if real is True:
+            raise ExportError(
+                "real_inputs=True but no sample images were found; install foolbox==3.3.4 "
+                "(it ships them) or pass real_inputs=False"
+            )
+        return None, None
+    images, source = found
+    return images.to(example.dtype), source
+
+
+def chunks(x: torch.Tensor, size: int, pad: bool) -> Iterator[torch.Tensor]:
+    """Split ``x`` into batches of ``size``; with ``pad`` (static-batch programs) the last batch
+    is filled up by repeating its first sample, and the repeats are compared like the others."""
+    for start in range(0, x.shape[0], size):
+        part = x[start : start + size]
+        if pad and part.shape[0] < size:
+            part = torch.cat([part, part[:1].expand(size - part.shape[0], *part.shape[1:])])
+        yield part

@@ -1,0 +1,198 @@
+"""ONNX export through the TorchScript-based exporter, verified in onnxruntime."""
+
+from __future__ import annotations
+
+import os
+import warnings
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from hybridize.errors import ExportError
+from hybridize.export.atomic import remove_quietly, temp_beside
+from hybridize.export.inputs import chunks, random_inputs, real_inputs_for
+from hybridize.export.parity import (
+    ATOL,
+    MAX_FLIP_FRACTION,
+    MIN_TOP1,
+    RTOL,
+    ParityCheck,
+    ParityReport,
+)
+from hybridize.export.prepare import SpikeTap, export_state, spiking_layers
+
+STANDARD_DOMAINS = ("", "ai.onnx")
+
+
+def export_onnx(
+    model: nn.Module,
+    example: torch.Tensor,
+    path: str | os.PathLike,
+    *,
+    opset: int = 17,
+    dynamic_batch: bool = True,
+    check: bool = True,
+    real_inputs: torch.Tensor | bool | None = None,
+    atol: float = ATOL,
+    rtol: float = RTOL,
+    min_top1: float = MIN_TOP1,
+    max_flip_fraction: float = MAX_FLIP_FRACTION,
+    n_random: int = 4,
+    max_real: int = 20,
+    check_batch: int = 4,
+) -> ParityReport:
+    """Export ``model`` (eval mode, T unrolled, standard ONNX ops only) to ``path``.
+
+    With ``check`` the file is run in onnxruntime on ``n_random`` random inputs and on real
+    images (``real_inputs``: a tensor, or None/True for the foolbox samples, False for none) and
+    compared with PyTorch eager: logits, top-1 and every spike. A failed check raises
+    :class:`ExportError` and leaves no file behind. The written file has one input ``input``
+    and one output ``logits``; its batch axis is dynamic unless ``dynamic_batch=False``.
+    """
+    dest = Path(path)
+    example = _validate_example(example)
+    report = ParityReport(format="onnx", path=str(dest), opset=opset, dynamic_batch=dynamic_batch)
+    report.atol, report.rtol = atol, rtol
+    report.min_top1, report.max_flip_fraction = min_top1, max_flip_fraction
+    tapped = temp_beside(dest, "tapped")
+    final = temp_beside(dest, "onnx")
+    try:
+        with export_state(model):
+            layers = spiking_layers(model) if check else []
+            layouts = [_layout(m) for _, m in layers]
+            tap = SpikeTap(model, layers).eval()  # the exporter restores the wrapper's mode
+            spike_names = [f"spikes_{i}" for i in range(len(layers))]
+            _torch_export(tap, example, tapped, opset, dynamic_batch, spike_names, layouts)
+            import onnx
+
+            proto = onnx.load(str(tapped))
+            _check_domains(proto)
+            if check:
+                check_ = ParityCheck(report, [name for name, _ in layers], layouts)
+                _run_parity(tap, tapped, example, check_, dynamic_batch, real_inputs, n_random,
+                            max_real, check_batch)
+                check_.finish()
+            del proto.graph.output[1:]  # keep the logits; the spikes were for the check only
+            onnx.save(proto, str(final))
+            onnx.checker.check_model(str(final))
+        if report.ok is False:
+            raise ExportError(
+                f"ONNX parity check failed for {dest}: {report.message}; the file was not "
+                "written (rerun with check=False / --no-check to keep it for debugging)"
+            )
+        os.replace(final, dest)
+        return report
+    finally:
+        remove_quietly(tapped, final)
+
+
+def _validate_example(example: object) -> torch.Tensor:
+    if not isinstance(example, torch.Tensor) or example.dim() < 2:
+        raise ExportError(
+            "the example input must be a tensor with a batch axis, e.g. torch.rand(1, 3, 224, "
+            f"224); got {type(example).__name__}"
+        )
+    return example.detach()
+
+
+def _layout(module: nn.Module) -> str:
+    """LIF modules with ``time_steps`` see folded [T*N, ...] tensors; the rest [T, N, ...]."""
+    return "folded" if getattr(module, "time_steps", None) and _is_lif(module) else "time_first"
+
+
+def _is_lif(module: nn.Module) -> bool:
+    from hybridize.spiking import LIF
+
+    return isinstance(module, LIF)
+
+
+def _torch_export(
+    tap: nn.Module,
+    example: torch.Tensor,
+    dest: Path,
+    opset: int,
+    dynamic_batch: bool,
+    spike_names: list[str],
+    layouts: list[str],
+) -> None:
+    dynamic_axes = None
+    if dynamic_batch:
+        dynamic_axes = {"input": {0: "batch"}, "logits": {0: "batch"}}
+        for name, layout in zip(spike_names, layouts, strict=True):
+            dynamic_axes[name] = {0: f"{name}_steps_x_batch"} if layout == "folded" else {1: "batch"}
+    try:
+        with torch.no_grad(), warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            torch.onnx.export(
+                tap,
+                (example,),
+                str(dest),
+                dynamo=False,
+                opset_version=opset,
+                input_names=["input"],
+                output_names=["logits", *spike_names],
+                dynamic_axes=dynamic_axes,
+                do_constant_folding=True,
+            )
+    except ExportError:
+        raise
+    except Exception as exc:  # the exporter's errors name the op; keep them on one line
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise ExportError(
+            f"torch.onnx.export (opset {opset}) failed: {first}; try another --opset, or check "
+            "that the model runs in eval mode on the example input"
+        ) from exc
+
+
+def _check_domains(proto: object) -> None:
+    """Every node, also inside subgraphs, must be in the standard ONNX domain."""
+    bad: set[str] = set()
+
+    def walk(graph: object) -> None:
+        for node in graph.node:
+            if node.domain not in STANDARD_DOMAINS:
+                bad.add(f"{node.domain}::{node.op_type}")
+            for attr in node.attribute:
+                if attr.HasField("g"):
+                    walk(attr.g)
+                for sub in attr.graphs:
+                    walk(sub)
+
+    walk(proto.graph)
+    if bad:
+        raise ExportError(
+            f"the exported graph uses non-standard ONNX ops {sorted(bad)}; make the model use "
+            "standard torch ops in eval mode (no custom autograd.Function in the forward)"
+        )
+
+
+def _run_parity(
+    tap: SpikeTap,
+    onnx_path: Path,
+    example: torch.Tensor,
+    check: ParityCheck,
+    dynamic_batch: bool,
+    real: torch.Tensor | bool | None,
+    n_random: int,
+    max_real: int,
+    check_batch: int,
+) -> None:
+    import onnxruntime as ort
+
+    opts = ort.SessionOptions()
+    opts.log_severity_level = 3
+    session = ort.InferenceSession(str(onnx_path), opts, providers=["CPUExecutionProvider"])
+    device = next((p.device for p in tap.model.parameters()), torch.device("cpu"))
+    batch = check_batch if dynamic_batch else example.shape[0]
+    images, source = real_inputs_for(example, real, max_real)
+    check.report.real_source = source
+    sets = [("random", random_inputs(example, n_random))]
+    if images is not None:
+        sets.append(("real", images))
+    for kind, data in sets:
+        for x in chunks(data, batch, pad=not dynamic_batch):
+            with torch.no_grad():
+                ref = [t.detach().cpu() for t in tap(x.to(device))]
+            got = session.run(None, {"input": x.cpu().numpy()})
+            check.add(kind, ref, [torch.from_numpy(a) for a in got])

@@ -1,0 +1,207 @@
+"""Parity between a reference run (PyTorch eager) and an exported run (onnxruntime, pt2).
+
+The rule (justified in docs/export.md): spike thresholds are discontinuous, so a float rounding
+difference of 1 ulp can flip one spike and move the logits by far more than any float tolerance.
+A sample therefore passes if its logits agree within ``atol + rtol * max|logits|``; a sample
+outside that tolerance is accepted only if at least one of its spikes flipped (the difference is
+explained by a threshold event, not by a wrong graph). On top of that, the whole check needs
+top-1 agreement >= ``min_top1`` and a flipped-spike fraction <= ``max_flip_fraction``.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass, field
+
+import torch
+
+ATOL = 1e-4
+RTOL = 1e-3
+MIN_TOP1 = 0.95
+MAX_FLIP_FRACTION = 1e-3
+
+
+@dataclass
+class ParityReport:
+    """What an export wrote and how closely the exported program reproduces PyTorch eager."""
+
+    format: str
+    path: str
+    ok: bool | None = None  # None when the check was skipped
+    message: str = ""
+    opset: int | None = None
+    dynamic_batch: bool = True
+    n_random: int = 0
+    n_real: int = 0
+    real_source: str | None = None
+    max_abs_diff: float = 0.0
+    max_abs_diff_random: float | None = None
+    max_abs_diff_real: float | None = None
+    atol: float = ATOL
+    rtol: float = RTOL
+    top1_agreement: float | None = None
+    min_top1: float = MIN_TOP1
+    spikes_compared: int = 0
+    spikes_flipped: int = 0
+    max_flip_fraction: float = MAX_FLIP_FRACTION
+    samples_outside_tol: int = 0
+    samples_unexplained: int = 0
+    flips_per_layer: dict[str, int] = field(default_factory=dict)
+
+    @property
+    def spike_agreement(self) -> float | None:
+        """Fraction of compared spikes (and bit-plane values) that agree; None if none compared."""
+        if self.spikes_compared == 0:
+            return None
+        return 1.0 - self.spikes_flipped / self.spikes_compared
+
+    def to_dict(self) -> dict:
+        """A JSON-ready dict, including ``spike_agreement``."""
+        d = asdict(self)
+        d["spike_agreement"] = self.spike_agreement
+        return d
+
+    def lines(self) -> list[str]:
+        """Human-readable summary lines."""
+        status = {True: "PASS", False: "FAIL", None: "not checked"}[self.ok]
+        out = [f"{self.format} export: {self.path} [{status}]"]
+        if self.ok is None:
+            return out
+        n = self.n_random + self.n_real
+        out.append(
+            f"samples: {n} ({self.n_random} random, {self.n_real} real"
+            + (f": {self.real_source}" if self.real_source else "")
+            + ")"
+        )
+        parts = [f"max |d logits| {self.max_abs_diff:.3g}"]
+        if self.max_abs_diff_random is not None:
+            parts.append(f"random {self.max_abs_diff_random:.3g}")
+        if self.max_abs_diff_real is not None:
+            parts.append(f"real {self.max_abs_diff_real:.3g}")
+        out.append(", ".join(parts) + f" (tolerance {self.atol:g} + {self.rtol:g} * max|logits|)")
+        out.append(f"top-1 agreement: {self.top1_agreement:.4f} (required >= {self.min_top1:g})")
+        if self.spike_agreement is not None:
+            out.append(
+                f"spike agreement: {self.spike_agreement:.6f} "
+                f"({self.spikes_flipped} of {self.spikes_compared} flipped; "
+                f"allowed fraction {self.max_flip_fraction:g})"
+            )
+        out.append(
+            f"samples outside tolerance: {self.samples_outside_tol} "
+            f"({self.samples_unexplained} without any spike flip)"
+        )
+        if self.message:
+            out.append(self.message)
+        return out
+
+
+@dataclass
+class _Tally:
+    max_diff: float = 0.0
+    seen: bool = False
+
+
+class ParityCheck:
+    """Accumulates chunk-by-chunk comparisons and decides pass/fail."""
+
+    def __init__(
+        self,
+        report: ParityReport,
+        layer_names: list[str],
+        layouts: list[str],
+    ) -> None:
+        self.report = report
+        self.layer_names = layer_names
+        self.layouts = layouts  # per tapped layer: "folded" [T*N, ...] or "time_first" [T, N, ...]
+        self.agree = 0
+        self.total = 0
+        self.tallies = {"random": _Tally(), "real": _Tally()}
+        self.nonfinite = False
+
+    def add(
+        self,
+        source: str,
+        ref: list[torch.Tensor],
+        test: list[torch.Tensor],
+    ) -> None:
+        """Compare one chunk: ``ref``/``test`` are ``[logits, *spikes]`` for the same inputs."""
+        r = self.report
+        ref_logits, test_logits = ref[0].double(), test[0].double()
+        if ref_logits.shape != test_logits.shape:
+            raise ValueError(
+                f"exported output shape {tuple(test_logits.shape)} != {tuple(ref_logits.shape)}"
+            )
+        n = ref_logits.shape[0]
+        if not (torch.isfinite(ref_logits).all() and torch.isfinite(test_logits).all()):
+            self.nonfinite = True
+        flat_ref, flat_test = ref_logits.reshape(n, -1), test_logits.reshape(n, -1)
+        diff = (flat_ref - flat_test).abs().amax(dim=1)
+        tol = r.atol + r.rtol * flat_ref.abs().amax(dim=1)
+        flips_per_sample = torch.zeros(n, dtype=torch.long)
+        unattributed = 0
+        for name, layout, a, b in zip(
+            self.layer_names, self.layouts, ref[1:], test[1:], strict=True
+        ):
+            flipped = (a.double() - b.double()).abs() > 0.5
+            count = int(flipped.sum())
+            r.spikes_compared += flipped.numel()
+            r.spikes_flipped += count
+            if count:
+                r.flips_per_layer[name] = r.flips_per_layer.get(name, 0) + count
+                per_sample = _per_sample(flipped, n, layout)
+                if per_sample is None:
+                    unattributed += count
+                else:
+                    flips_per_sample += per_sample
+        outside = diff > tol
+        explained = flips_per_sample > 0 if not unattributed else torch.ones(n, dtype=torch.bool)
+        r.samples_outside_tol += int(outside.sum())
+        r.samples_unexplained += int((outside & ~explained).sum())
+        self.agree += int(
+            (flat_ref.argmax(dim=1) == flat_test.argmax(dim=1)).sum()
+        )  # top-1 of the logits
+        self.total += n
+        t = self.tallies[source]
+        t.max_diff, t.seen = max(t.max_diff, float(diff.max())), True
+        if source == "random":
+            r.n_random += n
+        else:
+            r.n_real += n
+
+    def finish(self) -> ParityReport:
+        """Fill in the summary fields and the verdict."""
+        r = self.report
+        rnd, real = self.tallies["random"], self.tallies["real"]
+        r.max_abs_diff_random = rnd.max_diff if rnd.seen else None
+        r.max_abs_diff_real = real.max_diff if real.seen else None
+        r.max_abs_diff = max(rnd.max_diff, real.max_diff)
+        r.top1_agreement = self.agree / self.total if self.total else None
+        problems = []
+        if self.nonfinite:
+            problems.append("non-finite logits")
+        if r.samples_unexplained:
+            problems.append(
+                f"{r.samples_unexplained} sample(s) differ by more than the tolerance "
+                "with no spike flip to explain it"
+            )
+        if r.top1_agreement is not None and r.top1_agreement < r.min_top1:
+            problems.append(f"top-1 agreement {r.top1_agreement:.4f} < {r.min_top1:g}")
+        frac = r.spikes_flipped / r.spikes_compared if r.spikes_compared else 0.0
+        if frac > r.max_flip_fraction:
+            problems.append(f"flipped-spike fraction {frac:.3g} > {r.max_flip_fraction:g}")
+        r.ok = not problems
+        r.message = "; ".join(problems)
+        if math.isnan(r.max_abs_diff):
+            r.ok = False
+        return r
+
+
+def _per_sample(flipped: torch.Tensor, n: int, layout: str) -> torch.Tensor | None:
+    """Flip counts per sample for a [T*N, ...] (t-major) or [T, N, ...] tensor; None if unknown."""
+    if layout == "folded" and flipped.dim() >= 1 and flipped.shape[0] % n == 0:
+        view = flipped.reshape(flipped.shape[0] // n, n, -1)
+    elif layout == "time_first" and flipped.dim() >= 2 and flipped.shape[1] == n:
+        view = flipped.reshape(flipped.shape[0], n, -1)
+    else:
+        return None
+    return view.sum(dim=(0, 2))

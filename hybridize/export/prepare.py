@@ -1,0 +1,77 @@
+"""Put a hybrid into its exportable state, and tap its spike tensors as extra outputs."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+import torch
+from torch import nn
+
+
+def spiking_types() -> tuple[type, ...]:
+    """The module classes whose outputs are spikes or bit planes (LIF, BitPlaneEncoder)."""
+    try:
+        from hybridize.spiking import LIF, BitPlaneEncoder
+    except ImportError:  # spiking package absent: nothing to tap
+        return ()
+    return (LIF, BitPlaneEncoder)
+
+
+def spiking_layers(model: nn.Module) -> list[tuple[str, nn.Module]]:
+    """Every LIF neuron and bit-plane encoder in ``model``, by qualified name, in module order."""
+    types = spiking_types()
+    if not types:
+        return []
+    return [(name, m) for name, m in model.named_modules() if isinstance(m, types)]
+
+
+@contextmanager
+def export_state(model: nn.Module) -> Iterator[nn.Module]:
+    """Eval mode and ``export_mode = True`` on every module that has it; both restored after."""
+    training = {m: m.training for m in model.modules()}
+    flagged = {m: m.export_mode for m in model.modules() if hasattr(m, "export_mode")}
+    model.eval()
+    for m in flagged:
+        m.export_mode = True
+    try:
+        yield model
+    finally:
+        for m, was in training.items():
+            m.training = was
+        for m, was in flagged.items():
+            m.export_mode = was
+
+
+class SpikeTap(nn.Module):
+    """Wraps a model so that forward returns ``(logits, *spike_tensors)``.
+
+    The spike tensors are the outputs of ``layers`` in the order given, collected by forward hooks
+    that live only for the duration of one call (nothing survives the call).
+    """
+
+    def __init__(self, model: nn.Module, layers: list[tuple[str, nn.Module]]) -> None:
+        super().__init__()
+        self.model = model
+        self.layer_names = [name for name, _ in layers]
+        self._layers = [m for _, m in layers]  # plain list: not registered twice as submodules
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        captured: dict[int, torch.Tensor] = {}
+
+        def hook(index: int):
+            def record(_m: nn.Module, _inp: object, out: torch.Tensor) -> None:
+                captured[index] = out
+
+            return record
+
+        handles = [m.register_forward_hook(hook(i)) for i, m in enumerate(self._layers)]
+        try:
+            out = self.model(x)
+        finally:
+            for h in handles:
+                h.remove()
+        missing = [self.layer_names[i] for i in range(len(self._layers)) if i not in captured]
+        if missing:  # a layer that did not run (unused branch): it cannot be compared
+            raise RuntimeError(f"spiking layers not called during forward: {missing}")
+        return (out, *(captured[i] for i in range(len(self._layers))))

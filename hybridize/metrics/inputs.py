@@ -1,0 +1,78 @@
+"""Inputs for ``inspect`` given by name: real sample images, random tensors or a data set."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+import torch
+from torch import nn
+
+from hybridize.errors import HybridizeError
+
+
+def input_shape(model: nn.Module, img_size: int | None = None) -> tuple[int, int, int]:
+    """(C, H, W) from the checkpoint's ``example_shape``, else from the model's data config."""
+    meta = getattr(model, "hybridize_meta", None)
+    shape = meta.get("example_shape") if isinstance(meta, dict) else None
+    if shape and len(shape) == 4:
+        c, h, w = (int(s) for s in shape[1:])
+    else:
+        from hybridize.data import input_spec
+
+        spec = input_spec(model)
+        c, h, w = spec.in_chans, spec.img_size, spec.img_size
+    if img_size is not None:
+        h = w = int(img_size)
+    return c, h, w
+
+
+def named_inputs(
+    model: nn.Module,
+    data: str,
+    *,
+    batches: int = 1,
+    batch_size: int = 8,
+    img_size: int | None = None,
+    data_root: str | None = None,
+) -> Iterable[torch.Tensor]:
+    """Batches for ``data``: ``samples`` (the foolbox real images, normalised like the model's
+    data config), ``random`` (uniform [0, 1]) or a data set name known to ``hybridize.data``
+    (its eval split, first ``batches * batch_size`` images)."""
+    if batches < 1 or batch_size < 1:
+        raise HybridizeError(f"--batches {batches} / --batch-size {batch_size}: give values >= 1")
+    c, h, w = input_shape(model, img_size)
+    n = batches * batch_size
+    if data == "random":
+        g = torch.Generator().manual_seed(0)
+        x = torch.rand(n, c, h, w, generator=g)
+        return list(x.split(batch_size))
+    if data == "samples":
+        from hybridize.data import input_spec
+        from hybridize.export.samples import sample_images
+
+        found = sample_images(c, (h, w), limit=n)
+        if found is None:
+            raise HybridizeError(
+                "--data samples needs the foolbox sample images; `pip install foolbox==3.3.4` "
+                "or use --data random / a data set name"
+            )
+        x = found[0]
+        spec = input_spec(model)
+        if spec.mean is not None and spec.std is not None and len(spec.mean) == c:
+            mean = torch.tensor(spec.mean).view(1, c, 1, 1)
+            x = (x - mean) / torch.tensor(spec.std).view(1, c, 1, 1)
+        return list(x.split(batch_size))
+    from hybridize.data import build_loaders
+
+    loaders = build_loaders(
+        data,
+        model,
+        batch_size=batch_size,
+        img_size=h,
+        data_root=data_root,
+        limit_train=1,
+        limit_eval=n,
+        augment=False,
+        workers=0,
+    )
+    return loaders.eval

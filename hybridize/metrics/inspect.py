@@ -1,0 +1,263 @@
+"""``inspect``: run a hybrid on some inputs and measure it region by region."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from hybridize.errors import HybridizeError
+from hybridize.metrics.counting import OpCounter, OpTally
+from hybridize.metrics.energy import EnergyModel, energy_model
+from hybridize.metrics.report import LayerStats, RegionStats, Report
+
+
+@dataclass
+class Region:
+    """A spiking region found in the model."""
+
+    name: str
+    module: nn.Module
+    mode: str  # "parallel" (FusionBlock) or "replace" (SpikingBranch alone)
+
+    @property
+    def branch(self) -> nn.Module:
+        return self.module.branch if self.mode == "parallel" else self.module
+
+    @property
+    def time_steps(self) -> int | None:
+        t = getattr(getattr(self.branch, "encoder", None), "time_steps", None)
+        return int(t) if t is not None else None
+
+
+def find_regions(model: nn.Module) -> list[Region]:
+    """Every FusionBlock, and every SpikingBranch that is not the branch of a FusionBlock."""
+    from hybridize.spiking import FusionBlock, SpikingBranch
+
+    regions: list[Region] = []
+    branches_in_blocks: set[int] = set()
+    for name, m in model.named_modules():
+        if isinstance(m, FusionBlock):
+            regions.append(Region(name or "<model>", m, "parallel"))
+            branches_in_blocks.add(id(m.branch))
+    for name, m in model.named_modules():
+        if isinstance(m, SpikingBranch) and id(m) not in branches_in_blocks:
+            regions.append(Region(name or "<model>", m, "replace"))
+    order = {id(m): i for i, m in enumerate(model.modules())}
+    return sorted(regions, key=lambda r: order[id(r.module)])
+
+
+def _batches(inputs: torch.Tensor | Iterable, max_batches: int | None) -> Iterator[torch.Tensor]:
+    items = [inputs] if isinstance(inputs, torch.Tensor) else inputs
+    for i, item in enumerate(items):
+        if max_batches is not None and i >= max_batches:
+            return
+        x = item[0] if isinstance(item, (tuple, list)) else item
+        if not isinstance(x, torch.Tensor):
+            raise HybridizeError(
+                f"inspect: batch {i} is a {type(x).__name__}, not a tensor; pass a tensor, or an "
+                "iterable of tensors or (images, labels) pairs"
+            )
+        yield x
+
+
+@contextmanager
+def _eval(model: nn.Module) -> Iterator[None]:
+    modes = {m: m.training for m in model.modules()}
+    model.eval()
+    try:
+        yield
+    finally:
+        for m, was in modes.items():
+            m.training = was
+
+
+class _Spikes:
+    """Per-LIF accumulators, filled by a forward hook."""
+
+    def __init__(self, name: str, region: str, module: nn.Module) -> None:
+        self.name, self.region, self.module = name, region, module
+        self.spikes = 0
+        self.slots = 0
+        self.time_steps = 0
+        self.neurons = 0
+
+    def as_steps(self, out: torch.Tensor, n: int) -> torch.Tensor:
+        """The output as [T, N, neurons] (folded [T*N, ...] or time-first [T, N, ...])."""
+        if getattr(self.module, "time_steps", None):
+            return out.reshape(self.module.time_steps, n, -1)
+        return out.reshape(out.shape[0], n, -1)
+
+
+def inspect(
+    model: nn.Module,
+    inputs: torch.Tensor | Iterable | str,
+    *,
+    energy: str | EnergyModel = "45nm",
+    max_batches: int | None = None,
+    raster_region: str | None = None,
+    raster_neurons: int = 64,
+    batch_size: int = 8,
+    img_size: int | None = None,
+    data_root: str | None = None,
+) -> Report:
+    """Run ``model`` (eval mode, no grad) on ``inputs`` and measure every spiking region.
+
+    ``inputs`` is a tensor batch, an iterable of tensors or ``(images, labels)`` pairs (at
+    most ``max_batches`` are used), or a name: ``samples`` (real images), ``random`` or a data
+    set (``max_batches`` batches of ``batch_size`` at ``img_size``; see ``inputs.py``). Per region: mode, T, parameters, dense MACs of the ANN
+    branch, twin MACs and event-driven ACs (operator-level counting, see ``counting.py``),
+    measured firing rate of every LIF, gate values and energy under the ``energy`` preset.
+    A spike raster (first sample, up to ``raster_neurons`` neurons per LIF) is kept for
+    ``raster_region`` (default: the first region).
+    """
+    from hybridize.spiking import LIF
+
+    model_energy = energy_model(energy)
+    if isinstance(inputs, str):
+        from hybridize.metrics.inputs import named_inputs
+
+        inputs = named_inputs(
+            model,
+            inputs,
+            batches=max_batches or 1,
+            batch_size=batch_size,
+            img_size=img_size,
+            data_root=data_root,
+        )
+    regions = find_regions(model)
+    names = [r.name for r in regions]
+    if raster_region is not None and raster_region not in names:
+        raise HybridizeError(
+            f"inspect: no spiking region named {raster_region!r}; regions are {names}"
+        )
+    raster_name = raster_region or (names[0] if names else None)
+    stack: list[tuple[str, str]] = []
+    handles = []
+
+    def push(entry: tuple[str, str]):
+        def pre(_m: nn.Module, _args: object) -> None:
+            stack.append(entry)
+
+        return pre
+
+    def pop(_m: nn.Module, _args: object, _out: object) -> None:
+        stack.pop()
+
+    for r in regions:
+        parts = [(r.module, "fusion")] if r.mode == "parallel" else []
+        parts += [(r.module.ann, "ann"), (r.branch, "twin")] if r.mode == "parallel" else []
+        parts += [(r.module, "twin")] if r.mode == "replace" else []
+        for module, role in parts:
+            handles.append(module.register_forward_pre_hook(push((r.name, role))))
+            handles.append(module.register_forward_hook(pop))
+
+    def where() -> tuple[tuple[str, str], bool]:
+        if not stack:
+            return ("", "outside"), False
+        return stack[-1], stack[-1][1] == "twin"
+
+    layers: list[_Spikes] = []
+    for name, m in model.named_modules():
+        if isinstance(m, LIF):
+            owner = max((r for r in names if name.startswith(r + ".")), key=len, default="")
+            layers.append(_Spikes(name, owner, m))
+    state = {"n": 0, "first": True}
+    raster: dict = {"region": raster_name, "layers": []}
+
+    def on_spikes(acc: _Spikes):
+        def hook(_m: nn.Module, _args: object, out: torch.Tensor) -> None:
+            steps = acc.as_steps(out.detach(), state["n"])
+            acc.spikes += int(torch.count_nonzero(steps))
+            acc.slots += steps.numel()
+            acc.time_steps, acc.neurons = steps.shape[0], steps.shape[2]
+            if state["first"] and acc.region == raster_name:
+                k = min(raster_neurons, steps.shape[2])
+                idx = torch.linspace(0, steps.shape[2] - 1, k).round().long()
+                raster["layers"].append(
+                    {
+                        "name": acc.name,
+                        "neurons": idx.tolist(),
+                        "spikes": steps[:, 0, idx].to(torch.int8).tolist(),
+                    }
+                )
+
+        return hook
+
+    for acc in layers:
+        handles.append(acc.module.register_forward_hook(on_spikes(acc)))
+    counter = OpCounter(where)
+    n_samples = 0
+    device = next((p.device for p in model.parameters()), torch.device("cpu"))
+    try:
+        with _eval(model), torch.no_grad():
+            for x in _batches(inputs, max_batches):
+                state["n"] = x.shape[0]
+                with counter:
+                    model(x.to(device))
+                state["first"] = False
+                n_samples += x.shape[0]
+    finally:
+        for h in handles:
+            h.remove()
+    if n_samples == 0:
+        raise HybridizeError("inspect: no inputs were given; pass at least one batch")
+    return _build_report(regions, layers, counter.tallies, n_samples, model_energy, raster)
+
+
+def _build_report(
+    regions: list[Region],
+    layers: list[_Spikes],
+    tallies: dict[tuple[str, str], OpTally],
+    n: int,
+    em: EnergyModel,
+    raster: dict,
+) -> Report:
+    report = Report(n, em.name, em.e_mac_pj, em.e_ac_pj)
+    report.outside_macs = tallies.get(("", "outside"), OpTally()).dense_macs / n
+    for acc in layers:
+        rate = acc.spikes / acc.slots if acc.slots else 0.0
+        report.layers.append(
+            LayerStats(acc.name, acc.region, acc.time_steps, acc.neurons, acc.spikes, rate)
+        )
+    for r in regions:
+        empty = OpTally()
+        twin = tallies.get((r.name, "twin"), empty)
+        ann_dense = (
+            tallies.get((r.name, "ann"), empty).dense_macs
+            + tallies.get((r.name, "fusion"), empty).dense_macs
+        ) / n
+        t = r.time_steps
+        ann_macs = ann_dense if r.mode == "parallel" else None
+        equiv = ann_dense if r.mode == "parallel" else twin.dense_macs / n / (t or 1)
+        own = [a for a in layers if a.region == r.name]
+        slots = sum(a.slots for a in own)
+        gate = getattr(r.module, "gate", None) if r.mode == "parallel" else None
+        hybrid = (ann_macs or 0.0) * em.e_mac_pj + (
+            twin.macs / n * em.e_mac_pj + twin.acs / n * em.e_ac_pj
+        )
+        report.regions.append(
+            RegionStats(
+                name=r.name,
+                mode=r.mode,
+                time_steps=t,
+                params_ann=sum(p.numel() for p in r.module.ann.parameters())
+                if r.mode == "parallel"
+                else 0,
+                params_twin=sum(p.numel() for p in r.branch.parameters()),
+                ann_macs=ann_macs,
+                ann_equiv_macs=equiv,
+                twin_dense_macs=twin.dense_macs / n,
+                twin_macs=twin.macs / n,
+                twin_acs=twin.acs / n,
+                gate=gate.detach().flatten().tolist() if isinstance(gate, torch.Tensor) else None,
+                firing_rate=sum(a.spikes for a in own) / slots if slots else None,
+                energy_ann_pj=equiv * em.e_mac_pj,
+                energy_hybrid_pj=hybrid,
+            )
+        )
+    report.raster = raster if raster["layers"] else None
+    return report

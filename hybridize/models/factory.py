@@ -1,0 +1,452 @@
+"""Model names -> nn.Module with weights, recording the spec that rebuilds it.
+
+Names: a timm name (``resnet18``, optionally ``timm:resnet18``), ``torchvision:NAME``, a Python
+entry point ``package.module:callable``, or a HAS-8 reference name (``has8_vgg_b16``...).
+"""
+
+from __future__ import annotations
+
+import importlib
+import json
+import logging
+import os
+from collections.abc import Callable
+from typing import Any
+
+import torch
+from torch import nn
+
+from hybridize.errors import HybridizeError, WeightsError
+from hybridize.models import weights as W
+from hybridize.models.has8 import HAS8_MODELS, build_has8_ann, has8_recipe
+
+logger = logging.getLogger("hybridize")
+
+
+class ModelError(HybridizeError, ValueError):
+    """A model name or constructor argument that cannot be built."""
+
+
+def _parse(name: str) -> tuple[str, str]:
+    if name in HAS8_MODELS:
+        return "has8", name
+    if name.startswith("timm:"):
+        return "timm", name[len("timm:") :]
+    if name.startswith("torchvision:"):
+        return "torchvision", name[len("torchvision:") :]
+    if ":" in name:
+        return "entrypoint", name
+    return "timm", name
+
+
+def create(
+    name: str,
+    pretrained: bool = False,
+    weights: str | os.PathLike[str] | None = None,
+    num_classes: int | None = None,
+    in_chans: int | None = None,
+    **kwargs: Any,
+) -> nn.Module:
+    """Build a model by name; ``model.hybridize_spec`` records how to rebuild it.
+
+    ``weights=PATH`` loads a local state_dict (wins over ``pretrained``); ``pretrained=True``
+    tries the offline resolvers, then the hub when reachable. ``num_classes`` different from
+    the weights' head replaces the head; ``in_chans`` adapts the stem conv (timm's rule).
+    HAS-8 names take ``hybrid=True`` (default: convert with the reference recipe) and
+    ``recipe="has8"`` (the base recipe whose defaults the reference recipe keeps).
+    """
+    source, model_name = _parse(name)
+    if num_classes is not None and (not isinstance(num_classes, int) or num_classes < 0):
+        raise ModelError(f"num_classes must be a non-negative integer, got {num_classes!r}")
+    if in_chans is not None and (not isinstance(in_chans, int) or in_chans < 1):
+        raise ModelError(f"in_chans must be a positive integer, got {in_chans!r}")
+    builder = _BUILDERS[source]
+    model, where = builder(model_name, pretrained, weights, num_classes, in_chans, dict(kwargs))
+    logger.info("model %s (%s): weights from %s", model_name, source, where)
+    spec = getattr(model, "hybridize_spec", None)
+    if not isinstance(spec, dict):
+        kw = _spec_kwargs(model, kwargs, in_chans)
+        spec = {"source": source, "name": model_name, "kwargs": kw}
+    spec["weights_source"] = where
+    model.hybridize_spec = spec
+    return model
+
+
+def create_from_spec(spec: dict[str, Any]) -> nn.Module:
+    """Rebuild the base (unconverted, randomly initialised) model of a recorded spec."""
+    source, name, kwargs = spec.get("source"), spec.get("name"), dict(spec.get("kwargs") or {})
+    if source not in _BUILDERS or not isinstance(name, str):
+        raise ModelError(f"unknown model spec {spec!r}; expected source in {sorted(_BUILDERS)}")
+    full = name if source in ("has8", "entrypoint") else f"{source}:{name}"
+    if source == "has8":
+        kwargs["hybrid"] = False  # checkpoints store the ANN spec; the recipe makes the hybrid
+        kwargs.pop("recipe", None)
+    return create(full, pretrained=False, **kwargs)
+
+
+def _spec_kwargs(model: nn.Module, kwargs: dict[str, Any], in_chans: int | None) -> dict[str, Any]:
+    out = dict(kwargs)
+    out["num_classes"] = _num_classes(model)
+    out["in_chans"] = in_chans if in_chans is not None else _in_chans(model)
+    try:
+        json.dumps(out)
+    except TypeError:
+        bad = [k for k, v in kwargs.items() if not _json_ok(v)]
+        raise ModelError(
+            f"constructor arguments {bad} are not JSON values, so a checkpoint could not rebuild "
+            "the model; pass numbers, strings, lists or dicts"
+        ) from None
+    return out
+
+
+def _json_ok(value: Any) -> bool:
+    try:
+        json.dumps(value)
+        return True
+    except TypeError:
+        return False
+
+
+def _num_classes(model: nn.Module) -> int | None:
+    n = getattr(model, "num_classes", None)
+    if isinstance(n, int):
+        return n
+    head = _last_linear(model)
+    return head[1].out_features if head else None
+
+
+def _in_chans(model: nn.Module) -> int | None:
+    conv = _first_conv(model)
+    return conv[1].in_channels if conv else None
+
+
+def _first_conv(model: nn.Module) -> tuple[str, nn.Conv2d] | None:
+    return next(((n, m) for n, m in model.named_modules() if isinstance(m, nn.Conv2d)), None)
+
+
+def _last_linear(model: nn.Module) -> tuple[str, nn.Linear] | None:
+    found = [(n, m) for n, m in model.named_modules() if isinstance(m, nn.Linear)]
+    return found[-1] if found else None
+
+
+def _set_submodule(model: nn.Module, qualname: str, module: nn.Module) -> None:
+    parent, _, leaf = qualname.rpartition(".")
+    setattr(model.get_submodule(parent) if parent else model, leaf, module)
+
+
+def _adapt_stem(sd: dict[str, torch.Tensor], key: str, in_chans: int) -> None:
+    """Adapt the stem conv weight in ``sd`` to ``in_chans`` input channels (timm's rule)."""
+    if key not in sd or sd[key].ndim != 4 or sd[key].shape[1] == in_chans:
+        return
+    from timm.models import adapt_input_conv
+
+    try:
+        sd[key] = adapt_input_conv(in_chans, sd[key], base_chans=sd[key].shape[1])
+    except Exception:
+        raise WeightsError(
+            f"cannot adapt stem weight {key} {tuple(sd[key].shape)} to in_chans={in_chans}; "
+            "use in_chans=3 or weights made for that channel count"
+        ) from None
+
+
+def _load_strict(model: nn.Module, sd: dict[str, torch.Tensor], where: str) -> None:
+    """load_state_dict(strict=True) with a one-line WeightsError; missing BN counters are fine."""
+    own = model.state_dict()
+    sd = dict(sd)
+    for key, value in own.items():  # files saved without num_batches_tracked
+        if key.endswith("num_batches_tracked") and key not in sd:
+            sd[key] = value
+    missing = [k for k in own if k not in sd]
+    unexpected = [k for k in sd if k not in own]
+    shape = [k for k in own if k in sd and tuple(own[k].shape) != tuple(sd[k].shape)]
+    if missing or unexpected or shape:
+        parts = []
+        if missing:
+            parts.append(f"missing {missing[:3]}")
+        if unexpected:
+            parts.append(f"unexpected {unexpected[:3]}")
+        if shape:
+            k = shape[0]
+            parts.append(f"shape of {k}: file {tuple(sd[k].shape)} vs model {tuple(own[k].shape)}")
+        raise WeightsError(
+            f"weights from {where} do not fit the model ({'; '.join(parts)}); "
+            "check the model name, num_classes and in_chans"
+        )
+    model.load_state_dict(sd, strict=True)
+
+
+# ---------------------------------------------------------------------------------------------
+# timm
+
+
+def _timm_cfg(name: str) -> dict[str, Any]:
+    from timm.models import get_pretrained_cfg
+
+    cfg = get_pretrained_cfg(name)
+    return cfg.to_dict() if cfg is not None else {}
+
+
+def _as_list(value: Any) -> list[str]:
+    if value is None:
+        return []
+    return [value] if isinstance(value, str) else list(value)
+
+
+def _build_timm(name, pretrained, weights, num_classes, in_chans, kwargs):
+    import timm
+
+    if not timm.is_model(name):
+        near = timm.list_models(f"*{name.split('.')[0][:6]}*")[:5]
+        raise ModelError(
+            f"unknown model {name!r}; use a timm name (e.g. {near or ['resnet18']}), "
+            "'torchvision:NAME' or 'module.path:callable'"
+        )
+    chans = 3 if in_chans is None else in_chans
+    cfg = _timm_cfg(name)
+    head_keys = [f"{c}.weight" for c in _as_list(cfg.get("classifier"))]
+    stem_key = f"{_as_list(cfg.get('first_conv'))[0]}.weight" if cfg.get("first_conv") else None
+
+    def make(classes: int | None, c: int = chans) -> nn.Module:
+        extra = dict(kwargs)
+        if classes is not None:
+            extra["num_classes"] = classes
+        return timm.create_model(name, pretrained=False, in_chans=c, **extra)
+
+    sd, where = None, "none (random init)"
+    if weights is not None:
+        sd, where = W.load_weights_file(weights), f"file {os.fspath(weights)}"
+    elif pretrained:
+        found = W.offline_state_dict(name, lambda: make(cfg.get("num_classes", 1000), 3))
+        if found is not None:
+            sd, where = found
+        else:
+            return _timm_hub(name, cfg, num_classes, chans, kwargs)
+    if sd is None:
+        return make(num_classes), where
+    file_classes = next((sd[k].shape[0] for k in head_keys if k in sd), None)
+    if stem_key:
+        _adapt_stem(sd, stem_key, chans)
+    model = make(file_classes if file_classes is not None else num_classes)
+    _load_strict(model, sd, where)
+    if num_classes is not None and file_classes is not None and num_classes != file_classes:
+        model.reset_classifier(num_classes)
+        where += f"; new {num_classes}-class head (random init)"
+    return model, where
+
+
+def _timm_hub(name, cfg, num_classes, chans, kwargs):
+    import timm
+
+    extra = dict(kwargs)
+    if num_classes is not None:
+        extra["num_classes"] = num_classes
+    hub_id = cfg.get("hf_hub_id")
+    url = cfg.get("url")
+    cached = (W.hf_cached_file(hub_id) if hub_id else None) or (
+        W.torch_hub_cached_file(url) if url else None
+    )
+    if cached is not None:
+        model = timm.create_model(
+            name,
+            pretrained=True,
+            in_chans=chans,
+            pretrained_cfg_overlay={"file": str(cached)},
+            **extra,
+        )
+        return model, f"hub cache {cached}"
+    if not hub_id and not url:
+        raise WeightsError(f"timm has no pretrained weights for {name!r}; pass --weights FILE")
+    W.require_hub("huggingface.co" if hub_id else _host(url), f"timm model {name!r}")
+    try:
+        model = timm.create_model(name, pretrained=True, in_chans=chans, **extra)
+    except Exception as exc:
+        raise WeightsError(
+            f"downloading weights for {name!r} failed ({type(exc).__name__}); pass --weights FILE"
+        ) from None
+    return model, f"hub {hub_id or url}"
+
+
+def _host(url: str) -> str:
+    from urllib.parse import urlparse
+
+    return urlparse(url).hostname or "download.pytorch.org"
+
+
+# ---------------------------------------------------------------------------------------------
+# torchvision
+
+
+def _build_torchvision(name, pretrained, weights, num_classes, in_chans, kwargs):
+    import torchvision
+
+    try:
+        model = torchvision.models.get_model(name, weights=None, **kwargs)
+    except ValueError:
+        raise ModelError(
+            f"unknown torchvision model {name!r}; see torchvision.models.list_models()"
+        ) from None
+    where = "none (random init)"
+    sd = None
+    if weights is not None:
+        sd, where = W.load_weights_file(weights), f"file {os.fspath(weights)}"
+    elif pretrained:
+        sd, where = _torchvision_hub(name)
+    head, stem = _last_linear(model), _first_conv(model)
+    if sd is not None:
+        if head is not None and f"{head[0]}.weight" in sd:
+            rows = sd[f"{head[0]}.weight"].shape[0]
+            if rows != head[1].out_features:  # a file fine-tuned with another head size
+                _set_submodule(model, head[0], _new_linear(head[1], rows))
+        _load_strict(model, sd, where)
+    if num_classes is not None and head is not None:
+        current = model.get_submodule(head[0])
+        if current.out_features != num_classes:
+            _set_submodule(model, head[0], _new_linear(current, num_classes))
+            if sd is not None:
+                where += f"; new {num_classes}-class head (random init)"
+    if in_chans is not None and stem is not None and stem[1].in_channels != in_chans:
+        old = model.get_submodule(stem[0])
+        new = _new_conv(old, in_chans)
+        if sd is not None:
+            from timm.models import adapt_input_conv
+
+            with torch.no_grad():
+                new.weight.copy_(adapt_input_conv(in_chans, old.weight.detach(), old.in_channels))
+        _set_submodule(model, stem[0], new)
+    return model, where
+
+
+def _new_linear(old: nn.Linear, out_features: int) -> nn.Linear:
+    return nn.Linear(old.in_features, out_features, bias=old.bias is not None)
+
+
+def _new_conv(old: nn.Conv2d, in_chans: int) -> nn.Conv2d:
+    if old.groups != 1:
+        raise ModelError(f"stem conv has groups={old.groups}; in_chans can only adapt groups=1")
+    return nn.Conv2d(
+        in_chans,
+        old.out_channels,
+        old.kernel_size,
+        stride=old.stride,
+        padding=old.padding,
+        dilation=old.dilation,
+        bias=old.bias is not None,
+        padding_mode=old.padding_mode,
+    )
+
+
+def _torchvision_hub(name: str) -> tuple[dict[str, torch.Tensor], str]:
+    import torchvision
+
+    try:
+        enum = torchvision.models.get_model_weights(name)
+    except Exception:
+        raise WeightsError(
+            f"torchvision has no weights for {name!r}; pass --weights FILE"
+        ) from None
+    w = enum.DEFAULT
+    cached = W.torch_hub_cached_file(w.url)
+    if cached is None:
+        W.require_hub(_host(w.url), f"torchvision model {name!r}")
+    try:
+        sd = w.get_state_dict(progress=False, check_hash=False)
+    except Exception as exc:
+        raise WeightsError(
+            f"loading torchvision weights {w} failed ({type(exc).__name__}); pass --weights FILE"
+        ) from None
+    return sd, f"{'hub cache' if cached else 'hub'} {w.url}"
+
+
+# ---------------------------------------------------------------------------------------------
+# entry points and HAS-8
+
+
+def _build_entrypoint(name, pretrained, weights, num_classes, in_chans, kwargs):
+    module_name, _, attr = name.partition(":")
+    try:
+        fn: Callable[..., nn.Module] = getattr(importlib.import_module(module_name), attr)
+    except (ImportError, AttributeError) as exc:
+        raise ModelError(
+            f"cannot import entry point {name!r} ({type(exc).__name__}: {exc}); "
+            "give 'package.module:callable' importable on PYTHONPATH"
+        ) from None
+    extra = dict(kwargs)
+    if num_classes is not None:
+        extra["num_classes"] = num_classes
+    if in_chans is not None:
+        extra["in_chans"] = in_chans
+    try:
+        model = fn(**extra)
+    except TypeError as exc:
+        raise ModelError(
+            f"entry point {name!r} rejected its arguments {sorted(extra)}: {exc}"
+        ) from None
+    if not isinstance(model, nn.Module):
+        raise ModelError(f"entry point {name!r} returned {type(model).__name__}, not an nn.Module")
+    where = "none (random init)"
+    if weights is not None:
+        where = f"file {os.fspath(weights)}"
+        _load_strict(model, W.load_weights_file(weights), where)
+    elif pretrained:
+        raise WeightsError(
+            f"entry point {name!r} has no known pretrained weights; pass --weights FILE"
+        )
+    model.hybridize_spec = {"source": "entrypoint", "name": name, "kwargs": _spec_kwargs_raw(extra)}
+    return model, where
+
+
+def _spec_kwargs_raw(kwargs: dict[str, Any]) -> dict[str, Any]:
+    if not all(_json_ok(v) for v in kwargs.values()):
+        bad = [k for k, v in kwargs.items() if not _json_ok(v)]
+        raise ModelError(f"constructor arguments {bad} are not JSON values; pass plain values")
+    return dict(kwargs)
+
+
+def _build_has8(name, pretrained, weights, num_classes, in_chans, kwargs):
+    hybrid = kwargs.pop("hybrid", True)
+    base_recipe = kwargs.pop("recipe", "has8")
+    if kwargs:
+        raise ModelError(
+            f"{name} takes num_classes, in_chans, hybrid, recipe; got {sorted(kwargs)}"
+        )
+    classes = 10 if num_classes is None else num_classes
+    chans = 3 if in_chans is None else in_chans
+    ann = build_has8_ann(name, num_classes=classes, in_chans=chans)
+    where = "none (random init)"
+    if weights is not None:
+        where = f"file {os.fspath(weights)} (ANN)"
+        _load_strict(ann, W.load_weights_file(weights), where)
+    elif pretrained:
+        raise WeightsError(
+            f"{name} has no published weights; pass --weights FILE or pretrained=False"
+        )
+    ann_spec = {
+        "source": "has8",
+        "name": name,
+        "kwargs": {"num_classes": classes, "in_chans": chans, "hybrid": False},
+        "weights_source": where,
+    }
+    ann.hybridize_spec = ann_spec
+    if not hybrid:
+        return ann, where
+    import hybridize
+
+    recipe = has8_recipe(name, base_recipe)
+    # 32x32 is the smallest input the five VGG poolings accept; convert only traces with it
+    model = hybridize.convert(ann, recipe, example_input=torch.zeros(1, chans, 32, 32))
+    meta = getattr(model, "hybridize_meta", None)
+    if isinstance(meta, dict) and not meta.get("model"):
+        meta["model"] = {k: v for k, v in ann_spec.items() if k != "weights_source"}
+    spec = {**ann_spec, "kwargs": {**ann_spec["kwargs"], "hybrid": True}}
+    if isinstance(base_recipe, str):
+        spec["kwargs"]["recipe"] = base_recipe
+    model.hybridize_spec = spec
+    return model, where
+
+
+_BUILDERS = {
+    "timm": _build_timm,
+    "torchvision": _build_torchvision,
+    "entrypoint": _build_entrypoint,
+    "has8": _build_has8,
+}

@@ -1,0 +1,120 @@
+"""The fusion block (METHOD.md 1): y = A(x) + g * Decode(S(Encode(x)))."""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor, nn
+
+from hybridize.spiking._options import SpikingConfigError, check_choice, check_number
+from hybridize.spiking.decoder import BitPlaneDecoder
+from hybridize.spiking.encoder import BitPlaneEncoder
+from hybridize.spiking.neuron import LIF
+
+GATE_KINDS = ("fixed", "learnable")
+
+
+class SpikingBranch(nn.Module):
+    """x [N, ...] -> decoder(unfold(twin(fold(encoder(x))))).
+
+    The twin sees folded [T*N, ...] tensors (t-major); each of its LIF modules must have
+    ``time_steps == encoder.time_steps``. Used alone it is the "replace" mode.
+    """
+
+    def __init__(self, twin: nn.Module, encoder: nn.Module, decoder: nn.Module) -> None:
+        super().__init__()
+        self.twin, self.encoder, self.decoder = twin, encoder, decoder
+        t = getattr(encoder, "time_steps", None)
+        for name, m in twin.named_modules():
+            if isinstance(m, LIF) and t is not None and m.time_steps != t:
+                raise SpikingConfigError(
+                    f"SpikingBranch: LIF {name or '<twin>'!r} has time_steps={m.time_steps} "
+                    f"but the encoder gives T={t}; build the twin's LIFs with time_steps={t}"
+                )
+        if (
+            isinstance(encoder, BitPlaneEncoder)
+            and isinstance(decoder, BitPlaneDecoder)
+            and decoder.kind == "bitplane"
+            and decoder.bits != encoder.bits
+        ):
+            raise SpikingConfigError(
+                f"SpikingBranch: decoder bits={decoder.bits} != encoder bits="
+                f"{encoder.bits}; give both the same bits"
+            )
+
+    def forward(self, x: Tensor) -> Tensor:
+        planes = self.encoder(x)
+        t, n = planes.shape[0], planes.shape[1]
+        out = self.twin(planes.flatten(0, 1))
+        return self.decoder(out.reshape(t, n, *out.shape[1:]))
+
+
+class FusionBlock(nn.Module):
+    """y = ann(x) + g * branch(x).
+
+    gate "fixed": a buffer equal to 1 (or ``gate_init``); "learnable": a Parameter initialised
+    at 0 (or ``gate_init``). Scalar unless ``gate_channels`` is given: then per channel on dim 1,
+    or on the last dim for rank-2/3 (token) outputs. With g == 0 the output equals ann(x)
+    exactly (the branch output is finite by construction).
+    """
+
+    def __init__(
+        self,
+        ann: nn.Module,
+        branch: SpikingBranch,
+        gate: str = "fixed",
+        gate_init: float | None = None,
+        gate_channels: int | None = None,
+    ) -> None:
+        super().__init__()
+        self.ann, self.branch = ann, branch
+        self.gate_kind = check_choice("FusionBlock", "gate", gate, GATE_KINDS)
+        init = (1.0 if gate == "fixed" else 0.0) if gate_init is None else gate_init
+        init = check_number("FusionBlock", "gate_init", init)
+        if gate_channels is not None and (
+            isinstance(gate_channels, bool)
+            or not isinstance(gate_channels, int)
+            or gate_channels < 1
+        ):
+            raise SpikingConfigError(
+                f"FusionBlock: gate_channels={gate_channels!r} is invalid; give a positive int"
+            )
+        shape = () if gate_channels is None else (gate_channels,)
+        value = torch.full(shape, init)
+        if gate == "learnable":
+            self.gate = nn.Parameter(value)
+        else:
+            self.register_buffer("gate", value)
+
+    @property
+    def encoder(self) -> nn.Module:
+        return self.branch.encoder
+
+    @property
+    def decoder(self) -> nn.Module:
+        return self.branch.decoder
+
+    @property
+    def twin(self) -> nn.Module:
+        return self.branch.twin
+
+    def extra_repr(self) -> str:
+        return f"gate={self.gate_kind!r}, gate_shape={tuple(self.gate.shape)}"
+
+    def _broadcast_gate(self, y: Tensor) -> Tensor:
+        g = self.gate.to(y.dtype)
+        if g.ndim == 0:
+            return g
+        dim = y.ndim - 1 if y.ndim <= 3 else 1
+        if y.ndim < 2 or y.shape[dim] != g.shape[0]:
+            raise SpikingConfigError(
+                f"FusionBlock: per-channel gate of size {g.shape[0]} does not match output "
+                f"shape {tuple(y.shape)} on dim {dim}; set gate_channels to that size"
+            )
+        shape = [1] * y.ndim
+        shape[dim] = g.shape[0]
+        return g.reshape(shape)
+
+    def forward(self, x: Tensor) -> Tensor:
+        a = self.ann(x)
+        b = self.branch(x)
+        return a + self._broadcast_gate(a) * b.to(a.dtype)

@@ -1,0 +1,120 @@
+"""Fine-tuning options, the paper's presets, and their resolution (explicit > preset > default)."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, fields, replace
+from typing import Any
+
+from hybridize.train.errors import TrainError
+
+OPTIMIZERS = ("adamw", "adam", "sgd")
+SCHEDULERS = ("cosine", "none")
+AMP_MODES = ("bf16", "fp16", "off")
+
+
+@dataclass(frozen=True)
+class FinetuneConfig:
+    """Every knob of a run; ``None`` fields are filled from the preset, then the defaults."""
+
+    epochs: int = 1
+    batch_size: int = 64  # global batch: split across DDP processes
+    lr: float = 1e-3
+    optimizer: str = "adamw"
+    momentum: float = 0.9
+    nesterov: bool = False
+    scheduler: str = "cosine"
+    warmup_epochs: float = 0.0
+    weight_decay: float = 0.05
+    ann_lr_scale: float = 1.0
+    paper_inputs: bool = False  # inputs in [0, 1], no mean/std, flip-only augmentation
+    augment: bool = True
+    img_size: int | None = None
+    amp: str = "off"
+    compile: bool = False
+    limit_train_batches: int | None = None
+    limit_train: int | None = None  # samples kept per split (deterministic subset)
+    limit_eval: int | None = None
+    label_smoothing: float = 0.0
+    grad_clip: float | None = None
+    seed: int = 0
+    workers: int | None = None
+    sync_bn: bool = False
+    preset: str | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def _has8_imagenet(batch_size: int) -> dict[str, Any]:
+    return dict(
+        optimizer="sgd",
+        momentum=0.9,
+        nesterov=True,
+        weight_decay=5e-4,
+        lr=0.1 * batch_size / 256,
+        warmup_epochs=5.0,
+        scheduler="cosine",
+        paper_inputs=True,
+    )
+
+
+PRESETS: dict[str, Any] = {
+    # METHOD.md section 7, small data sets: Adam 1e-3, wd 1e-3, batch 16, [0, 1] inputs, flip
+    "has8-small": lambda b: dict(
+        optimizer="adam",
+        lr=1e-3,
+        weight_decay=1e-3,
+        batch_size=16,
+        scheduler="none",
+        warmup_epochs=0.0,
+        paper_inputs=True,
+    ),
+    # METHOD.md section 7, ImageNet: SGD Nesterov 0.9, wd 5e-4, lr 0.1*B/256, 5 warm-up, cosine
+    "has8-imagenet": _has8_imagenet,
+}
+
+
+def resolve_config(preset: str | None = None, **options: Any) -> FinetuneConfig:
+    """Build a config: defaults, overridden by ``preset``, overridden by non-None ``options``."""
+    known = {f.name for f in fields(FinetuneConfig)}
+    unknown = sorted(set(options) - known)
+    if unknown:
+        raise TrainError(f"unknown fine-tuning option(s) {unknown}; allowed: {sorted(known)}")
+    given = {k: v for k, v in options.items() if v is not None}
+    cfg = FinetuneConfig()
+    if preset is not None:
+        if preset not in PRESETS:
+            raise TrainError(f"unknown preset {preset!r}: choose one of {', '.join(PRESETS)}")
+        batch = given.get("batch_size", 16 if preset == "has8-small" else cfg.batch_size)
+        cfg = replace(cfg, **PRESETS[preset](batch), preset=preset)
+    cfg = replace(cfg, **given)
+    validate(cfg)
+    return cfg
+
+
+def validate(cfg: FinetuneConfig) -> None:
+    """Raise :class:`TrainError` for options out of range."""
+    checks = [
+        (
+            cfg.optimizer in OPTIMIZERS,
+            f"optimizer {cfg.optimizer!r}: choose {'|'.join(OPTIMIZERS)}",
+        ),
+        (
+            cfg.scheduler in SCHEDULERS,
+            f"scheduler {cfg.scheduler!r}: choose {'|'.join(SCHEDULERS)}",
+        ),
+        (cfg.amp in AMP_MODES, f"amp {cfg.amp!r}: choose {'|'.join(AMP_MODES)}"),
+        (cfg.epochs >= 1, f"epochs {cfg.epochs}: give 1 or more"),
+        (cfg.batch_size >= 1, f"batch size {cfg.batch_size}: give 1 or more"),
+        (cfg.lr > 0, f"lr {cfg.lr}: give a positive learning rate"),
+        (cfg.ann_lr_scale >= 0, f"ann-lr-scale {cfg.ann_lr_scale}: give 0 (freeze) or more"),
+        (cfg.warmup_epochs >= 0, f"warmup-epochs {cfg.warmup_epochs}: give 0 or more"),
+        (cfg.weight_decay >= 0, f"weight decay {cfg.weight_decay}: give 0 or more"),
+        (
+            cfg.limit_train_batches is None or cfg.limit_train_batches >= 1,
+            f"limit-train-batches {cfg.limit_train_batches}: give 1 or more",
+        ),
+    ]
+    for ok, message in checks:
+        if not ok:
+            raise TrainError(f"invalid fine-tuning option: {message}")

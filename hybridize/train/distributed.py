@@ -1,0 +1,79 @@
+"""Process-group setup for torchrun (NCCL on GPUs, gloo on CPU) and small collectives."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+
+import torch
+import torch.distributed as dist
+
+
+@dataclass(frozen=True)
+class DistEnv:
+    """This process's place: world size, rank, local rank and device."""
+
+    world_size: int
+    rank: int
+    local_rank: int
+    device: torch.device
+    owns_group: bool = False
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+    @property
+    def distributed(self) -> bool:
+        return self.world_size > 1
+
+
+def resolve_device(device: str | torch.device | None, local_rank: int = 0) -> torch.device:
+    """``None``/"auto": the local GPU when there is one, else the CPU."""
+    if device is None or str(device) == "auto":
+        if torch.cuda.is_available():
+            return torch.device("cuda", local_rank % torch.cuda.device_count())
+        return torch.device("cpu")
+    return torch.device(device)
+
+
+def setup(device: str | torch.device | None = None) -> DistEnv:
+    """Join the process group that torchrun describes in the environment (if any)."""
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    rank = int(os.environ.get("RANK", "0"))
+    local = int(os.environ.get("LOCAL_RANK", "0"))
+    dev = resolve_device(device, local)
+    owns = False
+    if world > 1 and not dist.is_initialized():
+        backend = "nccl" if dev.type == "cuda" else "gloo"
+        if dev.type == "cuda":
+            torch.cuda.set_device(dev)
+        dist.init_process_group(backend=backend)
+        owns = True
+    if dist.is_initialized():
+        world, rank = dist.get_world_size(), dist.get_rank()
+    return DistEnv(world, rank, local, dev, owns)
+
+
+def teardown(env: DistEnv) -> None:
+    """Leave the process group if :func:`setup` created it."""
+    if env.owns_group and dist.is_initialized():
+        dist.destroy_process_group()
+
+
+def all_sum(values: list[float], env: DistEnv) -> list[float]:
+    """Sum a short list of numbers over all processes."""
+    if not env.distributed:
+        return values
+    t = torch.tensor(values, dtype=torch.float64, device=env.device)
+    dist.all_reduce(t)
+    return t.tolist()
+
+
+def broadcast_flag(flag: bool, env: DistEnv) -> bool:
+    """True on every rank if it is true on any rank (stop together)."""
+    if not env.distributed:
+        return flag
+    t = torch.tensor([1.0 if flag else 0.0], device=env.device)
+    dist.all_reduce(t, op=dist.ReduceOp.MAX)
+    return bool(t.item() > 0)

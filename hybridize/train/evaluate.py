@@ -1,0 +1,114 @@
+"""Evaluation: loss, top-1/top-5, firing rate; single process or sharded over DDP ranks."""
+
+from __future__ import annotations
+
+import contextlib
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.utils.data import DataLoader
+
+from hybridize.train.distributed import DistEnv, all_sum
+from hybridize.train.probes import FiringRates, gate_values
+
+
+def autocast(device: torch.device, amp: str):
+    """The autocast context for ``amp`` ("bf16", "fp16", "off")."""
+    if amp == "off":
+        return contextlib.nullcontext()
+    dtype = torch.bfloat16 if amp == "bf16" else torch.float16
+    return torch.autocast(device_type=device.type, dtype=dtype)
+
+
+@torch.no_grad()
+def run_eval(
+    model: nn.Module,
+    loader: DataLoader,
+    env: DistEnv,
+    amp: str = "off",
+    probe_model: nn.Module | None = None,
+) -> dict[str, Any]:
+    """Evaluate ``model`` over ``loader`` (this rank's shard), summed over ranks."""
+    was_training = model.training
+    model.eval()
+    probe = FiringRates(probe_model if probe_model is not None else model)
+    loss_sum = torch.zeros((), dtype=torch.float64, device=env.device)
+    top1 = torch.zeros((), dtype=torch.int64, device=env.device)
+    top5 = torch.zeros((), dtype=torch.int64, device=env.device)
+    n = 0
+    with probe:
+        for x, y in loader:
+            x = x.to(env.device, non_blocking=True)
+            y = y.to(env.device, non_blocking=True)
+            with autocast(env.device, amp):
+                logits = model(x)
+            logits = logits.float()
+            loss_sum += F.cross_entropy(logits, y, reduction="sum").double()
+            k = min(5, logits.shape[1])
+            pred = logits.topk(k, dim=1).indices
+            hit = pred == y[:, None]
+            top1 += hit[:, 0].sum()
+            top5 += hit.any(dim=1).sum()
+            n += len(y)
+    spikes, elements = probe.totals()
+    totals = all_sum([float(loss_sum), float(top1), float(top5), float(n), spikes, elements], env)
+    model.train(was_training)
+    count = max(totals[3], 1.0)
+    return {
+        "eval_loss": totals[0] / count,
+        "eval_top1": totals[1] / count,
+        "eval_top5": totals[2] / count,
+        "eval_samples": int(totals[3]),
+        "firing_rate": totals[4] / totals[5] if totals[5] else None,
+        "gates": gate_values(probe_model if probe_model is not None else model),
+    }
+
+
+def evaluate(
+    model_or_path: nn.Module | str | Path,
+    data: str | tuple = "fashion-mnist",
+    *,
+    data_root: str | None = None,
+    batch_size: int = 128,
+    img_size: int | None = None,
+    limit: int | None = None,
+    paper_inputs: bool = False,
+    amp: str = "off",
+    device: str | None = None,
+    workers: int | None = None,
+    seed: int = 0,
+) -> dict[str, Any]:
+    """Evaluate a model (or checkpoint path) on the eval split of ``data``.
+
+    Returns ``eval_loss``, ``eval_top1``, ``eval_top5`` (fractions), ``eval_samples``,
+    ``firing_rate`` (mean over all LIF outputs; None for a plain ANN) and ``gates``.
+    """
+    from hybridize.data import build_loaders
+    from hybridize.train.distributed import setup, teardown
+    from hybridize.train.loop import resolve_model
+
+    model = resolve_model(model_or_path)
+    env = setup(device)
+    try:
+        model.to(env.device)
+        loaders = build_loaders(
+            data,
+            model,
+            batch_size=batch_size,
+            img_size=img_size,
+            data_root=data_root,
+            limit_train=1,
+            limit_eval=limit,
+            augment=False,
+            paper=paper_inputs,
+            workers=workers,
+            seed=seed,
+            world_size=env.world_size,
+            rank=env.rank,
+        )
+        return run_eval(model, loaders.eval, env, amp=amp)
+    finally:
+        teardown(env)

@@ -1,0 +1,379 @@
+"""The fine-tuning loop: single process or DDP under torchrun, checkpoints, resume."""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from rich.console import Console
+from torch import nn
+
+from hybridize.train.config import FinetuneConfig, resolve_config
+from hybridize.train.distributed import DistEnv, all_sum, broadcast_flag, setup, teardown
+from hybridize.train.errors import TrainError
+from hybridize.train.evaluate import autocast, run_eval
+from hybridize.train.optim import build_optimizer, build_scheduler, spiking_parameter_ids
+from hybridize.train.report import MetricsWriter, make_progress
+from hybridize.train.state import (
+    load_state,
+    load_weights,
+    rng_state,
+    save_model,
+    save_state,
+    set_rng_state,
+    state_path,
+)
+
+
+@dataclass
+class FinetuneResult:
+    """What a run produced. ``stopped`` is None, "interrupted" or "stop_after"."""
+
+    model: nn.Module
+    config: FinetuneConfig
+    history: list[dict[str, Any]] = field(default_factory=list)
+    best_top1: float | None = None
+    out: Path | None = None
+    last: Path | None = None
+    best: Path | None = None
+    stopped: str | None = None
+
+
+def resolve_model(model_or_path: nn.Module | str | Path) -> nn.Module:
+    """A module as given, or the checkpoint at a path loaded with ``hybridize.load``."""
+    if isinstance(model_or_path, nn.Module):
+        return model_or_path
+    from hybridize.io import load
+
+    return load(model_or_path)
+
+
+def _hold_ann_norms(model: nn.Module) -> None:
+    """With a frozen ANN, keep its norm layers' running statistics fixed (eval mode)."""
+    spiking = spiking_parameter_ids(model)
+    for m in model.modules():
+        is_norm = isinstance(m, nn.modules.batchnorm._NormBase)
+        if is_norm and not any(id(p) in spiking for p in m.parameters(recurse=False)):
+            m.eval()
+
+
+def _paths(out: Path | None) -> dict[str, Path | None]:
+    if out is None:
+        return {"last": None, "best": None}
+    return {"last": out / "last.safetensors", "best": out / "best.safetensors"}
+
+
+def finetune(
+    model_or_path: nn.Module | str | Path,
+    data: str | tuple = "fashion-mnist",
+    *,
+    epochs: int | None = None,
+    batch_size: int | None = None,
+    lr: float | None = None,
+    optimizer: str | None = None,
+    scheduler: str | None = None,
+    warmup_epochs: float | None = None,
+    weight_decay: float | None = None,
+    ann_lr_scale: float | None = None,
+    preset: str | None = None,
+    amp: str | None = None,
+    compile: bool | None = None,
+    limit_train_batches: int | None = None,
+    limit_train: int | None = None,
+    limit_eval: int | None = None,
+    img_size: int | None = None,
+    augment: bool | None = None,
+    paper_inputs: bool | None = None,
+    label_smoothing: float | None = None,
+    grad_clip: float | None = None,
+    seed: int | None = None,
+    workers: int | None = None,
+    sync_bn: bool | None = None,
+    data_root: str | None = None,
+    out: str | Path | None = None,
+    resume: bool = False,
+    stop_after: int | None = None,
+    device: str | None = None,
+    progress: bool = True,
+    console: Console | None = None,
+    tag: str = "finetune",
+) -> FinetuneResult:
+    """Fine-tune a model (hybrid or plain) or a checkpoint path on data set ``data``.
+
+    ``batch_size`` is the global batch (split over DDP processes). ``out`` receives
+    ``last``/``best`` checkpoints, their ``.state.pt`` training states, ``metrics.jsonl`` and
+    ``config.json``; ``resume`` continues from ``out/last``. ``stop_after`` ends this call after
+    that many epochs (the schedule still spans ``epochs``), for jobs run in slices.
+    """
+    cfg = resolve_config(
+        preset,
+        epochs=epochs,
+        batch_size=batch_size,
+        lr=lr,
+        optimizer=optimizer,
+        scheduler=scheduler,
+        warmup_epochs=warmup_epochs,
+        weight_decay=weight_decay,
+        ann_lr_scale=ann_lr_scale,
+        amp=amp,
+        compile=compile,
+        limit_train_batches=limit_train_batches,
+        limit_train=limit_train,
+        limit_eval=limit_eval,
+        img_size=img_size,
+        augment=augment,
+        paper_inputs=paper_inputs,
+        label_smoothing=label_smoothing,
+        grad_clip=grad_clip,
+        seed=seed,
+        workers=workers,
+        sync_bn=sync_bn,
+    )
+    out = Path(out) if out is not None else None
+    if resume and out is None:
+        raise TrainError("--resume needs --out DIR, the folder of the run to continue")
+    model = resolve_model(model_or_path)
+    env = setup(device)
+    try:
+        return _run(
+            model, data, cfg, env, out, resume, stop_after, data_root, progress, console, tag
+        )
+    finally:
+        teardown(env)
+
+
+def _run(
+    base: nn.Module,
+    data: str | tuple,
+    cfg: FinetuneConfig,
+    env: DistEnv,
+    out: Path | None,
+    resume: bool,
+    stop_after: int | None,
+    data_root: str | None,
+    show: bool,
+    console: Console | None,
+    tag: str,
+) -> FinetuneResult:
+    from hybridize.data import build_loaders
+
+    if cfg.batch_size % env.world_size:
+        raise TrainError(
+            f"batch size {cfg.batch_size} does not split over {env.world_size} processes; "
+            f"give a multiple of {env.world_size}"
+        )
+    if cfg.amp == "fp16" and env.device.type != "cuda":
+        raise TrainError("--amp fp16 needs a CUDA device; use --amp bf16 or off on the CPU")
+    torch.manual_seed(cfg.seed + env.rank)
+    import random
+
+    import numpy as np
+
+    random.seed(cfg.seed + env.rank)
+    np.random.seed(cfg.seed + env.rank)
+
+    loaders = build_loaders(
+        data,
+        base,
+        batch_size=cfg.batch_size // env.world_size,
+        img_size=cfg.img_size,
+        data_root=data_root,
+        limit_train=cfg.limit_train,
+        limit_eval=cfg.limit_eval,
+        augment=cfg.augment,
+        paper=cfg.paper_inputs,
+        workers=cfg.workers,
+        seed=cfg.seed,
+        world_size=env.world_size,
+        rank=env.rank,
+    )
+    steps = len(loaders.train)
+    if cfg.limit_train_batches is not None:
+        steps = min(steps, cfg.limit_train_batches)
+
+    base.to(env.device)
+    if cfg.sync_bn and env.distributed:
+        base = nn.SyncBatchNorm.convert_sync_batchnorm(base)
+    opt = build_optimizer(base, cfg)
+    sched = build_scheduler(opt, cfg, steps)
+    scaler = torch.amp.GradScaler("cuda", enabled=cfg.amp == "fp16")
+    net: nn.Module = base
+    if env.distributed:
+        from torch.nn.parallel import DistributedDataParallel
+
+        ids = [env.device.index] if env.device.type == "cuda" else None
+        net = DistributedDataParallel(base, device_ids=ids)
+    if cfg.compile:
+        net = torch.compile(net)
+
+    paths = _paths(out)
+    writer = MetricsWriter(out, active=env.is_main)
+    result = FinetuneResult(base, cfg, out=out, last=paths["last"], best=paths["best"])
+    start_epoch, best = 0, None
+    if resume:
+        load_weights(base, paths["last"])
+        state = load_state(state_path(paths["last"]))
+        opt.load_state_dict(state["optimizer"])
+        sched.load_state_dict(state["scheduler"])
+        scaler.load_state_dict(state["scaler"])
+        start_epoch, best = int(state["epoch"]), state["best"]
+        if env.is_main:
+            set_rng_state(state["rng"])
+        else:  # only rank 0's RNG is stored; other ranks reseed per epoch
+            torch.manual_seed(cfg.seed + env.rank + 7919 * start_epoch)
+    elif env.is_main and out is not None:
+        out.mkdir(parents=True, exist_ok=True)
+        _write_json(out / "config.json", {"tag": tag, **cfg.to_dict()})
+    result.best_top1 = best
+    frozen = cfg.ann_lr_scale == 0
+
+    def checkpoint(which: str, epoch: int) -> None:
+        if not env.is_main or paths[which] is None:
+            return
+        save_model(base, paths[which])
+        save_state(
+            state_path(paths[which]),
+            {
+                "optimizer": opt.state_dict(),
+                "scheduler": sched.state_dict(),
+                "scaler": scaler.state_dict(),
+                "rng": rng_state(),
+                "epoch": epoch,
+                "best": result.best_top1,
+                "config": cfg.to_dict(),
+            },
+        )
+
+    end_epoch = cfg.epochs if stop_after is None else min(cfg.epochs, start_epoch + stop_after)
+    bar = make_progress(console, enabled=show and env.is_main)
+    epoch = start_epoch
+    try:
+        with bar:
+            for epoch in range(start_epoch, end_epoch):
+                record = _train_epoch(
+                    net, base, loaders, opt, sched, scaler, cfg, env, epoch, steps, frozen, bar, tag
+                )
+                if record is None:  # non-finite loss: keep the last good checkpoint
+                    raise TrainError(
+                        f"{tag}: the loss became non-finite in epoch {epoch + 1}; stopped and kept "
+                        f"the last good checkpoint ({paths['last'] or 'none written'}); "
+                        "lower --lr, add --grad-clip, or use --amp bf16/off"
+                    )
+                record.update(run_eval(net, loaders.eval, env, cfg.amp, probe_model=base))
+                record["lr"] = {g["name"]: g["lr"] for g in opt.param_groups}
+                improved = result.best_top1 is None or record["eval_top1"] > result.best_top1
+                if improved:
+                    result.best_top1 = record["eval_top1"]
+                record["best_top1"] = result.best_top1
+                result.history.append(record)
+                writer.write(record)
+                checkpoint("last", epoch + 1)
+                if improved:
+                    checkpoint("best", epoch + 1)
+                if env.is_main and show:
+                    bar.console.print(_summary(tag, record, cfg.epochs), highlight=False)
+        if end_epoch < cfg.epochs:
+            result.stopped = "stop_after"
+    except KeyboardInterrupt:
+        # keep what was learned; resume repeats the interrupted epoch from its start
+        checkpoint("last", epoch)
+        result.stopped = "interrupted"
+    except torch.cuda.OutOfMemoryError:
+        raise TrainError(
+            f"{tag}: CUDA out of memory at batch size {cfg.batch_size}; "
+            f"try --batch-size {max(1, cfg.batch_size // 2)} (or --amp bf16)"
+        ) from None
+    finally:
+        writer.close()
+    return result
+
+
+def _train_epoch(
+    net: nn.Module,
+    base: nn.Module,
+    loaders,
+    opt: torch.optim.Optimizer,
+    sched,
+    scaler,
+    cfg: FinetuneConfig,
+    env: DistEnv,
+    epoch: int,
+    steps: int,
+    frozen: bool,
+    bar,
+    tag: str,
+) -> dict[str, Any] | None:
+    """One epoch of training; None when the loss turned non-finite (nothing was stepped)."""
+    loaders.sampler.set_epoch(epoch)
+    if loaders.train.generator is not None:  # worker seeds depend on (seed, epoch) only
+        loaders.train.generator.manual_seed(cfg.seed * 1_000_003 + epoch)
+    net.train()
+    if frozen:
+        _hold_ann_norms(base)
+    task = bar.add_task(f"{tag} {epoch + 1}/{cfg.epochs}", total=steps, info="")
+    loss_sum = torch.zeros((), dtype=torch.float64, device=env.device)
+    correct = torch.zeros((), dtype=torch.int64, device=env.device)
+    seen = 0
+    t0 = time.perf_counter()
+    for i, (x, y) in enumerate(loaders.train):
+        if i >= steps:
+            break
+        x = x.to(env.device, non_blocking=True)
+        y = y.to(env.device, non_blocking=True)
+        with autocast(env.device, cfg.amp):
+            logits = net(x)
+        loss = F.cross_entropy(logits.float(), y, label_smoothing=cfg.label_smoothing)
+        if broadcast_flag(not bool(torch.isfinite(loss)), env):
+            bar.remove_task(task)
+            return None
+        opt.zero_grad(set_to_none=True)
+        scaler.scale(loss).backward()
+        if cfg.grad_clip is not None:
+            scaler.unscale_(opt)
+            torch.nn.utils.clip_grad_norm_(base.parameters(), cfg.grad_clip)
+        scaler.step(opt)
+        scaler.update()
+        sched.step()
+        loss_sum += loss.detach().double() * len(y)
+        correct += (logits.detach().argmax(1) == y).sum()
+        seen += len(y)
+        bar.update(task, advance=1, info=f"loss {float(loss.detach()):.3f}")
+    elapsed = time.perf_counter() - t0
+    totals = all_sum([float(loss_sum), float(correct), float(seen)], env)
+    n = max(totals[2], 1.0)
+    return {
+        "epoch": epoch + 1,
+        "train_loss": totals[0] / n,
+        "train_acc": totals[1] / n,
+        "train_samples": int(totals[2]),
+        "images_per_s": totals[2] / elapsed if elapsed > 0 else math.nan,
+        "train_time_s": elapsed,
+    }
+
+
+def _summary(tag: str, r: dict[str, Any], epochs: int) -> str:
+    rate = "" if r.get("firing_rate") is None else f" rate {r['firing_rate']:.3f}"
+    gates = r.get("gates") or {}
+    gate = "" if not gates else f" gate {sum(gates.values()) / len(gates):+.3f}"
+    return (
+        f"{tag} epoch {r['epoch']}/{epochs}: train loss {r['train_loss']:.4f} "
+        f"acc {100 * r['train_acc']:.2f}% | eval loss {r['eval_loss']:.4f} "
+        f"top1 {100 * r['eval_top1']:.2f}% top5 {100 * r['eval_top5']:.2f}%{rate}{gate} | "
+        f"{r['images_per_s']:.1f} img/s"
+    )
+
+
+def _write_json(path: Path, obj: dict[str, Any]) -> None:
+    import os
+    import tempfile
+
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    with os.fdopen(fd, "w", encoding="utf-8") as f:
+        json.dump(obj, f, indent=2, sort_keys=True)
+    os.replace(tmp, path)

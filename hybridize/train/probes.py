@@ -1,0 +1,68 @@
+"""Observations of a hybrid during evaluation: LIF firing rates (forward hooks) and gate values."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from hybridize.train.optim import fusion_block_types
+
+
+def _lif_types() -> tuple[type, ...]:
+    try:
+        from hybridize.spiking import LIF
+    except ImportError:
+        return ()
+    return (LIF,)
+
+
+class FiringRates:
+    """Context manager: counts spikes and elements at every LIF output while it is open.
+
+    Totals live on the device (no sync per batch); :meth:`rates` reads them once.
+    """
+
+    def __init__(self, model: nn.Module) -> None:
+        types = _lif_types()
+        self.modules = {n: m for n, m in model.named_modules() if types and isinstance(m, types)}
+        self._spikes: dict[str, torch.Tensor] = {}
+        self._counts: dict[str, int] = {}
+        self._handles: list = []
+
+    def _hook(self, name: str):
+        def hook(_module: nn.Module, _inputs, output: torch.Tensor) -> None:
+            s = output.detach().float().sum()
+            self._spikes[name] = self._spikes[name] + s if name in self._spikes else s
+            self._counts[name] = self._counts.get(name, 0) + output.numel()
+
+        return hook
+
+    def __enter__(self) -> FiringRates:
+        self._handles = [m.register_forward_hook(self._hook(n)) for n, m in self.modules.items()]
+        return self
+
+    def __exit__(self, *exc) -> None:
+        for h in self._handles:
+            h.remove()
+        self._handles = []
+
+    def totals(self) -> tuple[float, int]:
+        """(spikes, elements) over all LIF modules."""
+        spikes = sum(float(v) for v in self._spikes.values())
+        return spikes, sum(self._counts.values())
+
+    def rates(self) -> dict[str, float]:
+        """Mean spikes per neuron and step, per LIF module."""
+        return {n: float(self._spikes[n]) / self._counts[n] for n in self._spikes}
+
+
+def gate_values(model: nn.Module) -> dict[str, float]:
+    """Mean gate value of every FusionBlock (per-channel gates are averaged)."""
+    types = fusion_block_types()
+    out: dict[str, float] = {}
+    for name, m in model.named_modules():
+        if types and isinstance(m, types):
+            gate = getattr(m, "gate", None)
+            if isinstance(gate, torch.Tensor):
+                out[name or "."] = float(gate.detach().float().mean())
+    return out

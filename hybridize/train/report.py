@@ -1,0 +1,87 @@
+"""Per-epoch reporting: metrics.jsonl, optional TensorBoard, and the rich progress bar."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+from typing import Any
+
+from rich.console import Console
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    TextColumn,
+    TimeElapsedColumn,
+    TimeRemainingColumn,
+)
+
+
+def make_progress(console: Console | None = None, enabled: bool = True) -> Progress:
+    """A progress bar with count, elapsed time and ETA; a no-op when disabled."""
+    return Progress(
+        TextColumn("[bold]{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        TextColumn("eta"),
+        TimeRemainingColumn(),
+        TextColumn("{task.fields[info]}"),
+        console=console,
+        disable=not enabled,
+        transient=False,
+    )
+
+
+def _clean(value: Any) -> Any:
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {k: _clean(v) for k, v in value.items()}
+    return value
+
+
+class MetricsWriter:
+    """Appends one JSON object per epoch to ``metrics.jsonl``; mirrors scalars to TensorBoard
+    when the ``tensorboard`` package is installed. Inactive when ``out`` is None."""
+
+    def __init__(self, out: Path | None, active: bool = True) -> None:
+        self.path = out / "metrics.jsonl" if (out is not None and active) else None
+        self._tb = None
+        if self.path is not None:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            try:
+                from torch.utils.tensorboard import SummaryWriter
+
+                self._tb = SummaryWriter(log_dir=str(out / "tensorboard"))
+            except ImportError:  # optional extra not installed
+                self._tb = None
+
+    def write(self, record: dict[str, Any]) -> None:
+        if self.path is None:
+            return
+        with open(self.path, "a", encoding="utf-8") as f:
+            f.write(json.dumps(_clean(record), sort_keys=True) + "\n")
+        if self._tb is not None:
+            step = int(record.get("epoch", 0))
+            for key, value in record.items():
+                if isinstance(value, (int, float)) and not isinstance(value, bool):
+                    self._tb.add_scalar(key, value, step)
+                elif isinstance(value, dict):
+                    for sub, v in value.items():
+                        if isinstance(v, (int, float)):
+                            self._tb.add_scalar(f"{key}/{sub}", v, step)
+            self._tb.flush()
+
+    def close(self) -> None:
+        if self._tb is not None:
+            self._tb.close()
+
+
+def read_metrics(out: str | Path) -> list[dict[str, Any]]:
+    """The records of ``out/metrics.jsonl`` (empty when absent)."""
+    path = Path(out) / "metrics.jsonl"
+    if not path.is_file():
+        return []
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]

@@ -1,0 +1,120 @@
+"""Checkpoints of a run: the model (hybrid format, atomic) and the training state beside it."""
+
+from __future__ import annotations
+
+import os
+import random
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from hybridize.errors import CheckpointError
+
+STATE_SUFFIX = ".state.pt"
+
+
+def rng_state() -> dict[str, Any]:
+    """RNG states of torch, CUDA, python and numpy, as tensors/ints (``weights_only``-safe)."""
+    version, internal, gauss = random.getstate()
+    name, keys, pos, has_gauss, cached = np.random.get_state()
+    state: dict[str, Any] = {
+        "torch": torch.get_rng_state(),
+        "python": {"version": version, "state": torch.tensor(internal, dtype=torch.int64)},
+        "python_gauss": gauss,
+        "numpy": {
+            "keys": torch.from_numpy(keys.astype(np.int64)),
+            "pos": int(pos),
+            "has_gauss": int(has_gauss),
+            "cached": float(cached),
+        },
+    }
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def set_rng_state(state: dict[str, Any]) -> None:
+    """Restore what :func:`rng_state` captured."""
+    torch.set_rng_state(state["torch"])
+    py = state["python"]
+    random.setstate((py["version"], tuple(py["state"].tolist()), state["python_gauss"]))
+    npst = state["numpy"]
+    keys = npst["keys"].numpy().astype(np.uint32)
+    np.random.set_state(("MT19937", keys, npst["pos"], npst["has_gauss"], npst["cached"]))
+    if "cuda" in state and torch.cuda.is_available():
+        cuda = state["cuda"]
+        if len(cuda) == torch.cuda.device_count():
+            torch.cuda.set_rng_state_all(cuda)
+
+
+def _atomic_write(path: Path, write) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    os.close(fd)
+    try:
+        write(tmp)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def save_model(model: nn.Module, path: str | Path) -> Path:
+    """Write ``model``: hybrids (carrying ``hybridize_meta``) in the hybrid format through
+    ``hybridize.io.save``; plain modules as a bare safetensors state_dict. Atomic either way."""
+    path = Path(path)
+    if hasattr(model, "hybridize_meta"):
+        from hybridize.io import save
+
+        save(model, path)
+        return path
+    from safetensors.torch import save_file
+
+    tensors = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
+    _atomic_write(path, lambda tmp: save_file(tensors, tmp, metadata={"hybridize.format": "plain"}))
+    return path
+
+
+def load_weights(model: nn.Module, path: str | Path) -> None:
+    """Load the tensors of a checkpoint written by :func:`save_model` into ``model``."""
+    from safetensors.torch import load_file
+
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"checkpoint {path} not found; check --out or drop --resume")
+    tensors = load_file(str(path))
+    try:
+        model.load_state_dict(tensors, strict=True)
+    except RuntimeError:
+        # a format that stores tensors differently: go through the public loader
+        from hybridize.io import load
+
+        model.load_state_dict(load(path).state_dict(), strict=True)
+
+
+def save_state(path: str | Path, state: dict[str, Any]) -> None:
+    """Write the training state with ``torch.save`` (tensors and plain containers only)."""
+    _atomic_write(Path(path), lambda tmp: torch.save(state, tmp))
+
+
+def load_state(path: str | Path) -> dict[str, Any]:
+    """Read a training state written by :func:`save_state` (``weights_only=True``)."""
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(
+            f"training state {path} not found; resume needs the folder of an earlier run (--out)"
+        )
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:
+        raise CheckpointError(f"cannot read training state {path} ({exc}); start afresh") from None
+
+
+def state_path(model_path: str | Path) -> Path:
+    """``last.safetensors`` -> ``last.state.pt``."""
+    p = Path(model_path)
+    return p.with_name(p.name.removesuffix(".safetensors") + STATE_SUFFIX)

