@@ -7,7 +7,7 @@ memory: on CUDA torch.cuda.max_memory_allocated over the step; on CPU the bytes 
 autograd saves for backward (counted once per storage through saved_tensors_hooks), which is
 what a forward pass keeps alive until backward.
 
-    .venv/bin/python benchmarks/spiking_ops.py [--device cuda] [--repeats 15]
+    .venv/bin/python benchmarks/spiking_ops.py [--device cuda] [--repeats 15] [--threads 1]
 """
 
 from __future__ import annotations
@@ -104,7 +104,10 @@ def main() -> None:
     parser.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
     parser.add_argument("--repeats", type=int, default=15)
     parser.add_argument("--shape", default="32,64,16,16", help="comma-separated input shape")
+    parser.add_argument("--threads", type=int, default=None, help="torch CPU threads")
     args = parser.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
     cuda = args.device == "cuda"
     shape = tuple(int(s) for s in args.shape.split(","))
     x = torch.randn(*shape, generator=torch.Generator().manual_seed(0)).to(args.device)

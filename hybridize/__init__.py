@@ -17,7 +17,9 @@ __version__ = "0.1.0"
 _LAZY = {
     "convert": "hybridize.conversion:convert",
     "plan": "hybridize.conversion:plan",
+    "default_example": "hybridize.conversion:default_example",
     "load_recipe": "hybridize.recipe:load_recipe",
+    "list_recipes": "hybridize.recipe:list_builtin_recipes",
     "Recipe": "hybridize.recipe:Recipe",
     "create_model": "hybridize.models:create",
     "save": "hybridize.io:save",
@@ -27,6 +29,8 @@ _LAZY = {
     "export_onnx": "hybridize.export:export_onnx",
     "export_pt2": "hybridize.export:export_pt2",
     "inspect": "hybridize.metrics:inspect",
+    "save_plots": "hybridize.metrics:save_plots",
+    "render_graph": "hybridize.metrics:render_graph",
 }
 
 __all__ = ["HybridizeError", "__version__", *_LAZY]

@@ -17,6 +17,14 @@ class RecipeError(HybridizeError, ValueError):
     """A recipe that does not validate, or that selects nothing."""
 
 
+class SpikingConfigError(HybridizeError, ValueError):
+    """An invalid option of a spiking module (encoder, neuron, decoder, fusion block)."""
+
+
+class ModelError(HybridizeError, ValueError):
+    """A model name or constructor argument that cannot be built."""
+
+
 class ConversionError(HybridizeError):
     """A model that cannot be traced or rewritten as asked."""
 

@@ -9,7 +9,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import tempfile
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -17,6 +16,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from hybridize._atomic import atomic_path
 from hybridize.errors import CheckpointError, HybridizeError
 
 FORMAT_VERSION = 1
@@ -85,14 +85,8 @@ def save(model: nn.Module, path: str | os.PathLike[str]) -> Path:
         "hybridize.example_shape": json.dumps([int(s) for s in meta["example_shape"]]),
         "hybridize.sha256": content_hash(tensors),
     }
-    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
-    os.close(fd)
-    try:
-        save_file(tensors, tmp, metadata=metadata)
-        os.replace(tmp, target)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    with atomic_path(target) as tmp:
+        save_file(tensors, str(tmp), metadata=metadata)
     return target
 
 

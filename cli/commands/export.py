@@ -61,7 +61,9 @@ def _export(
     model = hybridize.load(checkpoint)
     example = torch.rand(_example_shape(model, img_size, batch_size))
     dest = output or checkpoint.with_suffix(f".{fmt}")
-    kwargs = dict(dynamic_batch=batch_size is None, check=check, real_inputs=None if real else False)
+    kwargs = dict(
+        dynamic_batch=batch_size is None, check=check, real_inputs=None if real else False
+    )
     if fmt == "onnx":
         report = hybridize.export_onnx(model, example, dest, opset=opset, **kwargs)
     else:

@@ -9,6 +9,7 @@ from rich.console import Console
 from rich.table import Table
 
 import hybridize
+from hybridize.errors import HybridizeError
 
 
 def _si(x: float | None) -> str:
@@ -28,56 +29,69 @@ def _gate(values: list[float] | None) -> str:
     return f"mean {sum(values) / len(values):.3g} ({len(values)} ch)"
 
 
+def _pct(rate: float | None) -> str:
+    return "-" if rate is None else f"{100 * rate:.3g}%"
+
+
+def _table(title: str, columns: list[str], rows: list[list[str]], left: int = 1) -> Table:
+    table = Table(title=title)
+    for i, col in enumerate(columns):
+        table.add_column(col, justify="left" if i < left else "right", no_wrap=i < left)
+    for row in rows:
+        table.add_row(*row)
+    return table
+
+
 def _tables(report: object) -> list[Table]:
-    regions = Table(
-        title=f"spiking regions (per image, {report.n_samples} images, energy "
-        f"{report.energy_preset}: {report.e_mac_pj:g} pJ/MAC, {report.e_ac_pj:g} pJ/AC)"
+    regions = _table(
+        f"spiking regions ({report.n_samples} images)",
+        ["region", "mode", "T", "params ANN", "params twin", "gate", "firing rate"],
+        [
+            [
+                r.name,
+                r.mode,
+                str(r.time_steps or "-"),
+                _si(r.params_ann),
+                _si(r.params_twin),
+                _gate(r.gate),
+                _pct(r.firing_rate),
+            ]
+            for r in report.regions
+        ],
+        left=2,
     )
-    for col in (
-        "region",
-        "mode",
-        "T",
-        "params ANN/twin",
-        "ANN MACs",
-        "twin MACs",
-        "twin ACs",
-        "twin dense",
-        "rate",
-        "gate",
-        "energy ANN -> hybrid (µJ)",
-    ):
-        regions.add_column(col, justify="left" if col in ("region", "mode") else "right")
-    for r in report.regions:
-        regions.add_row(
-            r.name,
-            r.mode,
-            str(r.time_steps or "-"),
-            f"{_si(r.params_ann)}/{_si(r.params_twin)}",
-            _si(r.ann_macs),
-            _si(r.twin_macs),
-            _si(r.twin_acs),
-            _si(r.twin_dense_macs),
-            "-" if r.firing_rate is None else f"{100 * r.firing_rate:.2f}%",
-            _gate(r.gate),
-            f"{r.energy_ann_pj / 1e6:.3g} -> {r.energy_hybrid_pj / 1e6:.3g}",
-        )
-    regions.caption = (
-        f"ops outside regions: {_si(report.outside_macs)} MACs; whole model "
-        f"{report.energy_ann_pj / 1e6:.4g} µJ (ANN) vs {report.energy_hybrid_pj / 1e6:.4g} µJ "
-        "(hybrid) per image"
+    ops = _table(
+        f"operations and energy per image ({report.energy_preset}: {report.e_mac_pj:g} pJ/MAC, "
+        f"{report.e_ac_pj:g} pJ/AC)",
+        ["region", "ANN MACs", "twin MACs", "twin ACs", "twin dense", "ANN µJ", "hybrid µJ"],
+        [
+            [
+                r.name,
+                _si(r.ann_macs),
+                _si(r.twin_macs),
+                _si(r.twin_acs),
+                _si(r.twin_dense_macs),
+                f"{r.energy_ann_pj / 1e6:.3g}",
+                f"{r.energy_hybrid_pj / 1e6:.3g}",
+            ]
+            for r in report.regions
+        ],
     )
-    layers = Table(title="LIF layers")
-    for col in ("layer", "region", "T", "neurons", "firing rate"):
-        layers.add_column(col, justify="left" if col in ("layer", "region") else "right")
-    for layer in report.layers:
-        layers.add_row(
-            layer.name,
-            layer.region,
-            str(layer.time_steps),
-            _si(layer.neurons),
-            f"{100 * layer.rate:.2f}%",
-        )
-    return [regions, layers]
+    ops.caption = (
+        f"outside regions: {_si(report.outside_macs)} MACs; whole model "
+        f"{report.energy_ann_pj / 1e6:.4g} µJ as ANN vs {report.energy_hybrid_pj / 1e6:.4g} µJ "
+        "as hybrid"
+    )
+    layers = _table(
+        "LIF layers",
+        ["layer", "region", "T", "neurons", "firing rate"],
+        [
+            [a.name, a.region, str(a.time_steps), _si(a.neurons), _pct(a.rate)]
+            for a in report.layers
+        ],
+        left=2,
+    )
+    return [regions, ops, layers]
 
 
 def _inspect(
@@ -102,6 +116,8 @@ def _inspect(
     ),
 ) -> None:
     """Measure a hybrid per region: ops, firing rates, gates and energy."""
+    if metrics is not None and plots is None:
+        raise HybridizeError("--metrics FILE draws training curves into --plots DIR; give --plots")
     model = hybridize.load(checkpoint)
     report = hybridize.inspect(
         model,
@@ -117,15 +133,11 @@ def _inspect(
         console.print(table)
     if json_out is not None:
         console.print(f"report: {report.save_json(json_out)}")
-    if plots is not None or metrics is not None:
-        from hybridize.metrics.plots import save_plots
-
-        for p in save_plots(report, plots or Path("."), metrics):
+    if plots is not None:
+        for p in hybridize.save_plots(report, plots, metrics):
             console.print(f"plot: {p}")
     if graph is not None:
-        from hybridize.metrics.graph import render_graph
-
-        console.print(f"graph: {render_graph(model, graph)}")
+        console.print(f"graph: {hybridize.render_graph(model, graph)}")
 
 
 def register(app: typer.Typer) -> None:

@@ -6,7 +6,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from hybridize.recipe import list_builtin_recipes, load_recipe
+import hybridize
 
 
 def _list() -> None:
@@ -14,8 +14,8 @@ def _list() -> None:
     table = Table(title="built-in recipes")
     table.add_column("name", style="bold", no_wrap=True)
     table.add_column("description")
-    for name in list_builtin_recipes():
-        table.add_row(name, load_recipe(name).description)
+    for name in hybridize.list_recipes():
+        table.add_row(name, hybridize.load_recipe(name).description)
     Console().print(table)
 
 
@@ -23,7 +23,7 @@ def _show(
     recipe: str = typer.Argument(..., help="A built-in recipe name or the path of a YAML recipe."),
 ) -> None:
     """Print a recipe, validated, as YAML (all defaults written out)."""
-    typer.echo(load_recipe(recipe).to_yaml(), nl=False)
+    typer.echo(hybridize.load_recipe(recipe).to_yaml(), nl=False)
 
 
 def register(app: typer.Typer) -> None:

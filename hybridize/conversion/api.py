@@ -15,6 +15,7 @@ from hybridize.conversion.select import add_segment_regions, select_module_regio
 from hybridize.conversion.trace import make_tracer, opaque_classes, shape_propagate, trace
 from hybridize.errors import ConversionError
 from hybridize.recipe import Recipe, load_recipe
+from hybridize.spiking import FusionBlock, SpikingBranch
 
 
 class HybridModule(fx.GraphModule):
@@ -31,6 +32,11 @@ class HybridModule(fx.GraphModule):
     @hybridize_meta.setter
     def hybridize_meta(self, value: dict[str, Any]) -> None:
         self.meta["hybridize"] = value
+
+    @property
+    def conversion_plan(self) -> Plan | None:
+        """The plan the conversion followed (per-region results and summary)."""
+        return self.meta.get("hybridize_plan")
 
 
 @dataclass
@@ -92,24 +98,23 @@ def _params(module: nn.Module) -> int:
     return sum(p.numel() for p in module.parameters())
 
 
-def _unconverted(gm: fx.GraphModule, converted: set[str]) -> list[tuple[str, str]]:
+def _unconverted(gm: fx.GraphModule, results: list[RegionResult]) -> list[tuple[str, str]]:
     """Activations of the top-level graph that stayed ANN-only, and why."""
-    from hybridize.spiking import FusionBlock, SpikingBranch
-
+    skipped = {r.region.name: r.reason for r in results if r.status != "converted"}
     modules = dict(gm.named_modules())
     found: list[tuple[str, str]] = []
     for node in gm.graph.nodes:
-        if node.op == "call_module" and node.target in converted:
-            continue
-        if discover.is_activation_node(node, modules):
+        if node.op == "call_module" and node.target in skipped:
+            found.append((node.target, f"region skipped: {skipped[node.target]}"))
+        elif discover.is_activation_node(node, modules):
             where = node.target if node.op == "call_module" else node.name
             found.append((str(where), "not in a selected region"))
         elif node.op == "call_module":
             module = modules[node.target]
-            if isinstance(module, (FusionBlock, SpikingBranch)):
-                continue
-            if not discover.is_primitive(module) and discover.has_activation(module):
-                found.append((node.target, "inside a region that was not converted"))
+            if not isinstance(module, (FusionBlock, SpikingBranch)) and discover.has_activation(
+                module
+            ):
+                found.append((node.target, "inside a layer outside the selected regions"))
     return found
 
 
@@ -153,10 +158,12 @@ def _convert(
         rows=results,
         params_before=params_before,
         params_after=_params(hybrid),
-        unconverted=_unconverted(hybrid, converted),
+        unconverted=_unconverted(hybrid, results),
     )
     if not converted:
-        reasons = "; ".join(f"{r.region.name}: {r.reason}" for r in results[:3]) or "no region selected"
+        reasons = (
+            "; ".join(f"{r.region.name}: {r.reason}" for r in results[:3]) or "no region selected"
+        )
         raise ConversionError(
             f"recipe {recipe_obj.name!r} converted no region of {type(model).__name__} ({reasons}); "
             "check the plan with --dry-run and adjust the recipe targets"

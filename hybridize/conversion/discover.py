@@ -44,9 +44,7 @@ def _weighted_layer_count(module: nn.Module) -> int:
 
 def _block_like(module: nn.Module) -> bool:
     return (
-        not is_container(module)
-        and not is_primitive(module)
-        and _weighted_layer_count(module) >= 2
+        not is_container(module) and not is_primitive(module) and _weighted_layer_count(module) >= 2
     )
 
 

@@ -62,7 +62,9 @@ def segment_between(graph: fx.Graph, entry: fx.Node, exit_: fx.Node) -> Segment:
             members.add(n)
             stack.extend(n.all_input_nodes)
     if exit_ not in members:
-        raise ConversionError(f"segment {entry.name}..{exit_.name}: {exit_.name} does not depend on {entry.name}")
+        raise ConversionError(
+            f"segment {entry.name}..{exit_.name}: {exit_.name} does not depend on {entry.name}"
+        )
     for n in members:
         for inp in _tensor_inputs(n):
             if inp is not entry and inp not in members:

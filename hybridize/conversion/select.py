@@ -103,7 +103,9 @@ def select_module_regions(
         settings = recipe.settings_for(index)
         for name in names:
             replaced = [
-                r for r in regions if r.name == name or name.startswith(r.name + ".") or r.name.startswith(name + ".")
+                r
+                for r in regions
+                if r.name == name or name.startswith(r.name + ".") or r.name.startswith(name + ".")
             ]
             regions = [r for r in regions if r not in replaced]
             regions.append(
@@ -142,7 +144,11 @@ def add_segment_regions(
         return {module_of_node[n] for n in region.segment.nodes if n in module_of_node}
 
     def overlap(a: Region, b: Region) -> bool:
-        if a.segment is not None and b.segment is not None and set(a.segment.nodes) & set(b.segment.nodes):
+        if (
+            a.segment is not None
+            and b.segment is not None
+            and set(a.segment.nodes) & set(b.segment.nodes)
+        ):
             return True
         return any(
             x == y or x.startswith(y + ".") or y.startswith(x + ".")

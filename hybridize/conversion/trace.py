@@ -12,9 +12,63 @@ import importlib
 from collections.abc import Callable, Iterable
 
 import torch
+import torch.nn.functional as F
 from torch import fx, nn
 
 from hybridize.errors import ConversionError
+
+
+# Modules whose forward reads ``self.training``; traced through, that flag would be frozen into
+# the graph, so they stay leaves and decide at run time.
+TRAINING_DEPENDENT_MODULES: tuple[str, ...] = (
+    "timm.layers.DropPath",
+    "timm.layers.DropBlock2d",
+    "torchvision.ops.StochasticDepth",
+)
+
+# Functional dropout -> the module that reads the training flag at run time.
+FUNCTIONAL_DROPOUT: dict[Callable, type[nn.Module]] = {
+    F.dropout: nn.Dropout,
+    F.dropout1d: nn.Dropout1d,
+    F.dropout2d: nn.Dropout2d,
+    F.dropout3d: nn.Dropout3d,
+    F.alpha_dropout: nn.AlphaDropout,
+    F.feature_alpha_dropout: nn.FeatureAlphaDropout,
+}
+
+
+def _training_dependent_classes() -> tuple[type, ...]:
+    classes = []
+    for path in TRAINING_DEPENDENT_MODULES:
+        module_name, _, attr = path.rpartition(".")
+        try:
+            classes.append(getattr(importlib.import_module(module_name), attr))
+        except (ImportError, AttributeError):  # pragma: no cover - optional across versions
+            continue
+    return tuple(classes)
+
+
+def unfreeze_dropout(gm: fx.GraphModule) -> None:
+    """Replace functional dropout calls (whose ``training`` was frozen at trace time) by
+    dropout modules that follow ``gm.train()`` / ``gm.eval()``."""
+    changed = False
+    for node in list(gm.graph.nodes):
+        module_cls = FUNCTIONAL_DROPOUT.get(node.target) if node.op == "call_function" else None
+        if module_cls is None:
+            continue
+        p = node.kwargs.get("p", node.args[1] if len(node.args) > 1 else 0.5)
+        name, i = "dropout_fn", 0
+        while hasattr(gm, f"{name}{i}"):
+            i += 1
+        gm.add_submodule(f"{name}{i}", module_cls(p))
+        with gm.graph.inserting_before(node):
+            new = gm.graph.call_module(f"{name}{i}", (node.args[0],))
+        new.meta = dict(node.meta)
+        node.replace_all_uses_with(new)
+        gm.graph.erase_node(node)
+        changed = True
+    if changed:
+        gm.recompile()
 
 
 def _timm_notrace() -> tuple[set[type], set[Callable]]:
@@ -29,11 +83,15 @@ def resolve_dotted(path: str, what: str) -> object:
     """Import ``package.module.Name`` (or ``package.module:Name``)."""
     module_name, _, attr = path.replace(":", ".").rpartition(".")
     if not module_name:
-        raise ConversionError(f"{what} {path!r} is not a dotted path; write it as 'package.module.Name'")
+        raise ConversionError(
+            f"{what} {path!r} is not a dotted path; write it as 'package.module.Name'"
+        )
     try:
         return getattr(importlib.import_module(module_name), attr)
     except (ImportError, AttributeError) as exc:
-        raise ConversionError(f"{what} {path!r} cannot be imported ({exc}); check the spelling") from None
+        raise ConversionError(
+            f"{what} {path!r} cannot be imported ({exc}); check the spelling"
+        ) from None
 
 
 def class_matches(module: nn.Module, spec: str) -> bool:
@@ -57,7 +115,7 @@ class HybridTracer(fx.Tracer):
         super().__init__(autowrap_functions=tuple(timm_functions) + tuple(autowrap_functions))
         self._leaf_names = set(leaf_names)
         self._leaf_classes = tuple(leaf_classes)
-        self._timm_leaves = tuple(timm_modules)
+        self._timm_leaves = tuple(timm_modules) + _training_dependent_classes()
 
     def is_leaf_module(self, m: nn.Module, module_qualified_name: str) -> bool:
         if module_qualified_name in self._leaf_names:
@@ -78,7 +136,9 @@ def make_tracer(
         resolve_dotted(path, "trace.autowrap_functions entry")
         for path in (getattr(trace_settings, "autowrap_functions", None) or [])
     ]
-    return HybridTracer(leaf_names=leaf_names, leaf_classes=leaf_classes, autowrap_functions=autowrap)
+    return HybridTracer(
+        leaf_names=leaf_names, leaf_classes=leaf_classes, autowrap_functions=autowrap
+    )
 
 
 def _optional_args(model: nn.Module) -> dict[str, object] | None:
@@ -114,13 +174,17 @@ def opaque_classes(trace_settings: object | None = None) -> tuple[type, ...]:
 def trace(model: nn.Module, tracer: HybridTracer, what: str = "model") -> fx.GraphModule:
     """Trace ``model``; a failure names the module being traced and suggests a leaf setting."""
     current: list[str] = []
+    failed_in: list[str] = []  # the innermost module active when tracing failed
     original_call_module = tracer.call_module
 
     def call_module(m: nn.Module, forward: Callable, args: tuple, kwargs: dict):
-        name = tracer.path_of_module(m)
-        current.append(f"{name} ({type(m).__name__})")
+        current.append(tracer.path_of_module(m))
         try:
             return original_call_module(m, forward, args, kwargs)
+        except Exception:
+            if not failed_in:
+                failed_in.append(current[-1])
+            raise
         finally:
             current.pop()
 
@@ -130,18 +194,18 @@ def trace(model: nn.Module, tracer: HybridTracer, what: str = "model") -> fx.Gra
     except ConversionError:
         raise
     except Exception as exc:  # fx raises many types (TraceError, TypeError, RuntimeError, ...)
-        where = current[-1] if current else f"{what} ({type(model).__name__})"
-        leaf = where.split(" (")[0]
-        cls = type(model.get_submodule(leaf)).__name__ if current else type(model).__name__
+        culprit = model.get_submodule(failed_in[0]) if failed_in else model
+        where = f"{failed_in[0] if failed_in else what} ({type(culprit).__name__})"
         reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise ConversionError(
             f"cannot trace {what}: in module {where}: {type(exc).__name__}: {reason}; "
-            f"add it as a leaf: 'trace: {{leaf_modules: [{cls}]}}' in the recipe"
+            f"make it a leaf: 'trace: {{leaf_modules: [{type(culprit).__name__}]}}' in the recipe"
         ) from exc
     finally:
         del tracer.call_module
-    name = type(model).__name__
-    return fx.GraphModule(tracer.root, graph, name)
+    gm = fx.GraphModule(tracer.root, graph, type(model).__name__)
+    unfreeze_dropout(gm)
+    return gm
 
 
 def shape_propagate(gm: fx.GraphModule, example: torch.Tensor) -> None:

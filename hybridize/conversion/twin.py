@@ -93,7 +93,9 @@ def build_twin(
     return twin, report
 
 
-def _swap_modules(twin: nn.Module, make_lif: Callable[[], LIF], pooling: str, report: TwinReport) -> None:
+def _swap_modules(
+    twin: nn.Module, make_lif: Callable[[], LIF], pooling: str, report: TwinReport
+) -> None:
     for name, module in list(twin.named_modules()):
         if not name:
             continue
@@ -114,14 +116,18 @@ def _fresh_name(gm: fx.GraphModule, stem: str) -> str:
     return f"{stem}{i}"
 
 
-def _insert_lif(gm: fx.GraphModule, make_lif: Callable[[], LIF], before: fx.Node, value: fx.Node) -> fx.Node:
+def _insert_lif(
+    gm: fx.GraphModule, make_lif: Callable[[], LIF], before: fx.Node, value: fx.Node
+) -> fx.Node:
     name = _fresh_name(gm, "lif")
     gm.add_submodule(name, make_lif())
     with gm.graph.inserting_before(before):
         return gm.graph.call_module(name, (value,))
 
 
-def _rewrite_functional(gm: fx.GraphModule, make_lif: Callable[[], LIF], pooling: str, report: TwinReport) -> None:
+def _rewrite_functional(
+    gm: fx.GraphModule, make_lif: Callable[[], LIF], pooling: str, report: TwinReport
+) -> None:
     for node in list(gm.graph.nodes):
         is_fn = node.op == "call_function" and is_activation_function(node.target)
         is_method = node.op == "call_method" and node.target in ACTIVATION_METHODS
@@ -131,11 +137,17 @@ def _rewrite_functional(gm: fx.GraphModule, make_lif: Callable[[], LIF], pooling
             gm.graph.erase_node(node)
             kind = node.target if is_method else getattr(node.target, "__name__", str(node.target))
             report.activations.append(f"{node.name}: {kind}()")
-        elif pooling == "max-to-avg" and node.op == "call_function" and node.target in MAX_TO_AVG_FUNCTIONS:
+        elif (
+            pooling == "max-to-avg"
+            and node.op == "call_function"
+            and node.target in MAX_TO_AVG_FUNCTIONS
+        ):
             avg_fn = MAX_TO_AVG_FUNCTIONS[node.target]
             names = ("kernel_size", "stride", "padding")
             kwargs = {k: v for k, v in zip(names, node.args[1:4], strict=False)}
-            kwargs.update({k: v for k, v in node.kwargs.items() if k in (*names, "ceil_mode", "output_size")})
+            kwargs.update(
+                {k: v for k, v in node.kwargs.items() if k in (*names, "ceil_mode", "output_size")}
+            )
             if "adaptive" in avg_fn.__name__:
                 node.args = node.args[:2]
                 node.kwargs = {k: v for k, v in node.kwargs.items() if k == "output_size"}
@@ -168,7 +180,9 @@ def _apply_sew(gm: fx.GraphModule, make_lif: Callable[[], LIF], report: TwinRepo
         gm.graph.erase_node(post)
         new_args = list(node.args)
         for i, arg in enumerate(node.args[:2]):
-            if isinstance(arg, fx.Node) and not (arg.op == "placeholder" or _is_lif_node(arg, modules)):
+            if isinstance(arg, fx.Node) and not (
+                arg.op == "placeholder" or _is_lif_node(arg, modules)
+            ):
                 new_args[i] = _insert_lif(gm, make_lif, node, arg)
                 modules = dict(gm.named_modules())
         node.args = tuple(new_args)

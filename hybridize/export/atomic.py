@@ -20,7 +20,4 @@ def remove_quietly(*paths: Path | None) -> None:
     """Delete the files that exist; ignore the rest."""
     for p in paths:
         if p is not None:
-            try:
-                p.unlink()
-            except FileNotFoundError:
-                pass
+            p.unlink(missing_ok=True)

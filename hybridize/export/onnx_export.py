@@ -52,6 +52,8 @@ def export_onnx(
     """
     dest = Path(path)
     example = _validate_example(example)
+    device = next((p.device for p in model.parameters()), torch.device("cpu"))
+    example = example.to(device)
     report = ParityReport(format="onnx", path=str(dest), opset=opset, dynamic_batch=dynamic_batch)
     report.atol, report.rtol = atol, rtol
     report.min_top1, report.max_flip_fraction = min_top1, max_flip_fraction
@@ -70,8 +72,17 @@ def export_onnx(
             _check_domains(proto)
             if check:
                 check_ = ParityCheck(report, [name for name, _ in layers], layouts)
-                _run_parity(tap, tapped, example, check_, dynamic_batch, real_inputs, n_random,
-                            max_real, check_batch)
+                _run_parity(
+                    tap,
+                    tapped,
+                    example,
+                    check_,
+                    dynamic_batch,
+                    real_inputs,
+                    n_random,
+                    max_real,
+                    check_batch,
+                )
                 check_.finish()
             del proto.graph.output[1:]  # keep the logits; the spikes were for the check only
             onnx.save(proto, str(final))
@@ -120,7 +131,9 @@ def _torch_export(
     if dynamic_batch:
         dynamic_axes = {"input": {0: "batch"}, "logits": {0: "batch"}}
         for name, layout in zip(spike_names, layouts, strict=True):
-            dynamic_axes[name] = {0: f"{name}_steps_x_batch"} if layout == "folded" else {1: "batch"}
+            dynamic_axes[name] = (
+                {0: f"{name}_steps_x_batch"} if layout == "folded" else {1: "batch"}
+            )
     try:
         with torch.no_grad(), warnings.catch_warnings():
             warnings.simplefilter("ignore")

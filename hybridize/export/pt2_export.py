@@ -64,7 +64,7 @@ def export_pt2(
                     for x in chunks(data, batch, pad=not dynamic_batch):
                         with torch.no_grad():
                             ref = model(x.to(device))
-                            got = reloaded(x.to(device))
+                            got = _run_reloaded(reloaded, x.to(device))
                         parity.add(kind, [_logits(ref).cpu()], [_logits(got).cpu()])
                 parity.finish()
         if report.ok is False:
@@ -92,6 +92,17 @@ def _export(model: nn.Module, example: torch.Tensor, dynamic_batch: bool) -> obj
         raise ExportError(
             f"torch.export.export failed: {first}; try --batch-size N (a static batch) or "
             "check that the model runs in eval mode on the example input"
+        ) from exc
+
+
+def _run_reloaded(program: nn.Module, x: torch.Tensor) -> object:
+    try:
+        return program(x)
+    except Exception as exc:  # shape guards of a program whose batch axis was specialised
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise ExportError(
+            f"the reloaded program fails on a batch of shape {tuple(x.shape)} ({first}); "
+            "export with a static batch (--batch-size N) instead"
         ) from exc
 
 

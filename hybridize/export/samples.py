@@ -38,9 +38,8 @@ def sample_images(
     files = sorted(p for p in folder.iterdir() if p.name.startswith(name + "_"))[:limit]
     if not files:
         return None
-    from PIL import Image  # torchvision's dependency; only needed here
-
     import torch.nn.functional as F
+    from PIL import Image  # torchvision's dependency; only needed here
 
     batch = []
     for f in files:

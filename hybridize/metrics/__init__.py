@@ -1,7 +1,15 @@
 """Inspect a hybrid: operation counts, firing rates, gates, energy, plots and a graph picture."""
 
 from hybridize.metrics.energy import PRESETS, EnergyModel, energy_model
+from hybridize.metrics.graph import render_graph
 from hybridize.metrics.inspect import find_regions, inspect
+from hybridize.metrics.plots import (
+    plot_energy,
+    plot_firing_rates,
+    plot_raster,
+    plot_training_curves,
+    save_plots,
+)
 from hybridize.metrics.report import LayerStats, RegionStats, Report
 
 __all__ = [
@@ -13,4 +21,10 @@ __all__ = [
     "energy_model",
     "find_regions",
     "inspect",
+    "plot_energy",
+    "plot_firing_rates",
+    "plot_raster",
+    "plot_training_curves",
+    "render_graph",
+    "save_plots",
 ]

@@ -128,8 +128,10 @@ def render_svg(model: nn.Module, title: str = "hybrid graph") -> str:
         kind = _kind(node, regions)
         fill, stroke = COLOURS[kind]
         x0, y0 = xy(node)
-        target = str(node.target) if node.op != "call_function" else getattr(
-            node.target, "__name__", str(node.target)
+        target = (
+            str(node.target)
+            if node.op != "call_function"
+            else getattr(node.target, "__name__", str(node.target))
         )
         tip = f"{node.name}: {node.op} {target}"
         label = node.name

@@ -166,9 +166,7 @@ def plot_training_curves(metrics: str | os.PathLike | list[dict], path: str | os
     """Loss, accuracy, learning rate and throughput per epoch; keys that are missing are skipped."""
     plt = _pyplot()
     rows = metrics if isinstance(metrics, list) else read_metrics(metrics)
-    panels = [
-        (title, [k for k in keys if any(k in r for r in rows)]) for title, keys in CURVE_KEYS
-    ]
+    panels = [(title, [k for k in keys if any(k in r for r in rows)]) for title, keys in CURVE_KEYS]
     panels = [(t, ks) for t, ks in panels if ks]
     if not rows or not panels:
         raise HybridizeError(

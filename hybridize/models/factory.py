@@ -16,15 +16,11 @@ from typing import Any
 import torch
 from torch import nn
 
-from hybridize.errors import HybridizeError, WeightsError
+from hybridize.errors import ModelError, WeightsError
 from hybridize.models import weights as W
 from hybridize.models.has8 import HAS8_MODELS, build_has8_ann, has8_recipe
 
 logger = logging.getLogger("hybridize")
-
-
-class ModelError(HybridizeError, ValueError):
-    """A model name or constructor argument that cannot be built."""
 
 
 def _parse(name: str) -> tuple[str, str]:

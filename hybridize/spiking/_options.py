@@ -7,11 +7,7 @@ from typing import Any
 
 import torch
 
-from hybridize.errors import HybridizeError
-
-
-class SpikingConfigError(HybridizeError, ValueError):
-    """An invalid option of a spiking module (encoder, neuron, decoder, fusion block)."""
+from hybridize.errors import HybridizeError, SpikingConfigError  # noqa: F401 (re-exported)
 
 
 def check_choice(owner: str, key: str, value: Any, allowed: Iterable[str]) -> str:

@@ -4,7 +4,9 @@ surrogate backward of section 3 as a custom autograd.Function that saves only z.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
+from types import MappingProxyType
 from typing import Any
 
 import torch
@@ -27,23 +29,27 @@ RESCALE_MODES = ("order-aware", "none")
 COMPAT_PRESETS = ("has8-released",)
 
 # Defaults when no compat preset is given (the public contract's defaults).
-ENCODER_DEFAULTS: dict[str, Any] = {
-    "order": "msb",
-    "normalize": "running",
-    "quantize": "round",
-    "surrogate": "fourier",
-    "offset": 0.5,
-}
+ENCODER_DEFAULTS: Mapping[str, Any] = MappingProxyType(
+    {
+        "order": "msb",
+        "normalize": "running",
+        "quantize": "round",
+        "surrogate": "fourier",
+        "offset": 0.5,
+    }
+)
 # compat="has8-released": what the released HAS-8 code does.
-HAS8_RELEASED_ENCODER: dict[str, Any] = {
-    "order": "lsb",
-    "normalize": "auto",
-    "quantize": "none",
-    "surrogate": "fourier",
-    "alpha": 5,
-    "offset": 0.5,
-    "rescale": "order-aware",
-}
+HAS8_RELEASED_ENCODER: Mapping[str, Any] = MappingProxyType(
+    {
+        "order": "lsb",
+        "normalize": "auto",
+        "quantize": "none",
+        "surrogate": "fourier",
+        "alpha": 5,
+        "offset": 0.5,
+        "rescale": "order-aware",
+    }
+)
 
 
 # ------------------------------------------------------------------------------ functional core

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import time
 from pathlib import Path
 from typing import Any
 
@@ -39,6 +40,7 @@ def run_eval(
     top1 = torch.zeros((), dtype=torch.int64, device=env.device)
     top5 = torch.zeros((), dtype=torch.int64, device=env.device)
     n = 0
+    t0 = time.perf_counter()
     with probe:
         for x, y in loader:
             x = x.to(env.device, non_blocking=True)
@@ -53,6 +55,9 @@ def run_eval(
             top1 += hit[:, 0].sum()
             top5 += hit.any(dim=1).sum()
             n += len(y)
+    if env.device.type == "cuda":
+        torch.cuda.synchronize(env.device)
+    elapsed = time.perf_counter() - t0
     spikes, elements = probe.totals()
     totals = all_sum([float(loss_sum), float(top1), float(top5), float(n), spikes, elements], env)
     model.train(was_training)
@@ -62,6 +67,7 @@ def run_eval(
         "eval_top1": totals[1] / count,
         "eval_top5": totals[2] / count,
         "eval_samples": int(totals[3]),
+        "eval_images_per_s": totals[3] / elapsed if elapsed > 0 else None,
         "firing_rate": totals[4] / totals[5] if totals[5] else None,
         "gates": gate_values(probe_model if probe_model is not None else model),
     }

@@ -49,9 +49,9 @@ def resolve_model(model_or_path: nn.Module | str | Path) -> nn.Module:
     """A module as given, or the checkpoint at a path loaded with ``hybridize.load``."""
     if isinstance(model_or_path, nn.Module):
         return model_or_path
-    from hybridize.io import load
+    from hybridize.train.state import load_model
 
-    return load(model_or_path)
+    return load_model(model_or_path)
 
 
 def _hold_ann_norms(model: nn.Module) -> None:
@@ -199,6 +199,8 @@ def _run(
 
     base.to(env.device)
     if cfg.sync_bn and env.distributed:
+        if env.device.type != "cuda":
+            raise TrainError("--sync-bn needs CUDA devices (SyncBatchNorm); drop it on the CPU")
         base = nn.SyncBatchNorm.convert_sync_batchnorm(base)
     opt = build_optimizer(base, cfg)
     sched = build_scheduler(opt, cfg, steps)
@@ -266,7 +268,6 @@ def _run(
                         "lower --lr, add --grad-clip, or use --amp bf16/off"
                     )
                 record.update(run_eval(net, loaders.eval, env, cfg.amp, probe_model=base))
-                record["lr"] = {g["name"]: g["lr"] for g in opt.param_groups}
                 improved = result.best_top1 is None or record["eval_top1"] > result.best_top1
                 if improved:
                     result.best_top1 = record["eval_top1"]
@@ -317,6 +318,7 @@ def _train_epoch(
     if frozen:
         _hold_ann_norms(base)
     task = bar.add_task(f"{tag} {epoch + 1}/{cfg.epochs}", total=steps, info="")
+    lr_at_start = {g["name"]: g["lr"] for g in opt.param_groups}
     loss_sum = torch.zeros((), dtype=torch.float64, device=env.device)
     correct = torch.zeros((), dtype=torch.int64, device=env.device)
     seen = 0
@@ -354,6 +356,7 @@ def _train_epoch(
         "train_samples": int(totals[2]),
         "images_per_s": totals[2] / elapsed if elapsed > 0 else math.nan,
         "train_time_s": elapsed,
+        "lr": lr_at_start,
     }
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import random
 import tempfile
@@ -15,6 +16,7 @@ from torch import nn
 from hybridize.errors import CheckpointError
 
 STATE_SUFFIX = ".state.pt"
+PLAIN_FORMAT = "plain"  # a non-hybrid model's state_dict (the ANN baseline of a run)
 
 
 def rng_state() -> dict[str, Any]:
@@ -74,8 +76,12 @@ def save_model(model: nn.Module, path: str | Path) -> Path:
         return path
     from safetensors.torch import save_file
 
-    tensors = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
-    _atomic_write(path, lambda tmp: save_file(tensors, tmp, metadata={"hybridize.format": "plain"}))
+    tensors = {k: v.detach().cpu().clone().contiguous() for k, v in model.state_dict().items()}
+    meta = {"hybridize.format": PLAIN_FORMAT}
+    spec = getattr(model, "hybridize_spec", None)
+    if isinstance(spec, dict):  # from hybridize.create_model: enough to rebuild the module
+        meta["hybridize.model"] = json.dumps(spec, sort_keys=True, default=str)
+    _atomic_write(path, lambda tmp: save_file(tensors, tmp, metadata=meta))
     return path
 
 
@@ -118,3 +124,34 @@ def state_path(model_path: str | Path) -> Path:
     """``last.safetensors`` -> ``last.state.pt``."""
     p = Path(model_path)
     return p.with_name(p.name.removesuffix(".safetensors") + STATE_SUFFIX)
+
+
+def load_model(path: str | Path) -> nn.Module:
+    """A checkpoint as a module: hybrids through ``hybridize.io.load``; plain checkpoints
+    written by :func:`save_model` rebuilt from their model spec."""
+    from safetensors import safe_open
+
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"checkpoint {path} not found; check the path")
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            meta = f.metadata() or {}
+    except Exception:
+        meta = {}
+    if meta.get("hybridize.format") != PLAIN_FORMAT:
+        from hybridize.io import load
+
+        return load(path)
+    if "hybridize.model" not in meta:
+        raise CheckpointError(
+            f"{path} holds a bare state_dict with no model spec; load it into your module "
+            "with safetensors.torch.load_file instead"
+        )
+    from hybridize.models import create_from_spec
+
+    spec = json.loads(meta["hybridize.model"])
+    spec.pop("weights_source", None)
+    model = create_from_spec(spec)
+    load_weights(model, path)
+    return model

@@ -11,7 +11,9 @@ T = 8
 
 def _conv_block(c_in: int, c_out: int, twin: bool) -> nn.Sequential:
     act = _lif() if twin else nn.ReLU()
-    return nn.Sequential(nn.Conv2d(c_in, c_out, 3, padding=1, bias=False), nn.BatchNorm2d(c_out), act)
+    return nn.Sequential(
+        nn.Conv2d(c_in, c_out, 3, padding=1, bias=False), nn.BatchNorm2d(c_out), act
+    )
 
 
 def _lif() -> nn.Module:

@@ -26,7 +26,11 @@ def test_within_tolerance_passes():
     spikes = torch.zeros(T * N, K)
     logits = _logits()
     # tolerance of sample 3 is 1e-4 + 1e-3 * 5 = 5.1e-3
-    c.add("random", [logits, spikes], [logits + torch.tensor([0, 0, 0, 5e-3], dtype=torch.float64)[:, None], spikes])
+    c.add(
+        "random",
+        [logits, spikes],
+        [logits + torch.tensor([0, 0, 0, 5e-3], dtype=torch.float64)[:, None], spikes],
+    )
     r = c.finish()
     assert r.ok and r.samples_outside_tol == 0 and r.spike_agreement == 1.0
     assert abs(r.max_abs_diff - 5e-3) < 1e-9 and r.top1_agreement == 1.0

@@ -26,7 +26,10 @@ def test_pt2_static_batch(replace_hybrid, tmp_path):
     from hybridize.export import export_pt2
 
     report = export_pt2(
-        replace_hybrid, torch.rand(2, 3, 16, 16), tmp_path / "m.pt2", dynamic_batch=False,
+        replace_hybrid,
+        torch.rand(2, 3, 16, 16),
+        tmp_path / "m.pt2",
+        dynamic_batch=False,
         real_inputs=False,
     )
     assert report.ok and not report.dynamic_batch

@@ -212,8 +212,11 @@ def test_resnet_hybrid_twins(name: str, downsamples: int) -> None:
 
 @requires_convert
 def test_hybrid_meta_rebuilds_from_ann_spec() -> None:
-    model = create("has8_resnet_b32", num_classes=4)
+    model = create("has8_resnet_b32", num_classes=4, recipe="has8-released")
     meta = model.hybridize_meta
+    assert meta["recipe"]["defaults"]["encoder"].get("compat") == "has8-released"
+    assert [t["select"] for t in meta["recipe"]["targets"]][0] == {"name": "stem"}
     assert meta["model"]["source"] == "has8"
     assert meta["model"]["kwargs"]["hybrid"] is False
     assert model.hybridize_spec["kwargs"]["hybrid"] is True
+    assert model.hybridize_spec["kwargs"]["recipe"] == "has8-released"

@@ -15,7 +15,12 @@ from .conftest import make_hybrid
 
 def test_presets_follow_method_section_7() -> None:
     small = resolve_config("has8-small")
-    assert (small.optimizer, small.lr, small.weight_decay, small.batch_size) == ("adam", 1e-3, 1e-3, 16)
+    assert (small.optimizer, small.lr, small.weight_decay, small.batch_size) == (
+        "adam",
+        1e-3,
+        1e-3,
+        16,
+    )
     assert small.paper_inputs
     big = resolve_config("has8-imagenet", batch_size=512)
     assert big.optimizer == "sgd" and big.nesterov and big.momentum == 0.9

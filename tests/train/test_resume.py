@@ -27,14 +27,21 @@ def test_resume_ends_with_the_same_weights(tmp_path: Path, data) -> None:
     first = finetune(make_hybrid(), data, epochs=2, stop_after=1, out=tmp_path / "b", **COMMON)
     assert first.stopped == "stop_after" and len(first.history) == 1
     # a differently initialised model proves the weights come from the checkpoint
-    resumed = finetune(make_hybrid(seed=9), data, epochs=2, resume=True, out=tmp_path / "b", **COMMON)
+    resumed = finetune(
+        make_hybrid(seed=9), data, epochs=2, resume=True, out=tmp_path / "b", **COMMON
+    )
     assert resumed.stopped is None
     _same(straight.model.state_dict(), resumed.model.state_dict())
-    _same(load_file(tmp_path / "a" / "last.safetensors"), load_file(tmp_path / "b" / "last.safetensors"))
+    _same(
+        load_file(tmp_path / "a" / "last.safetensors"),
+        load_file(tmp_path / "b" / "last.safetensors"),
+    )
     a, b = read_metrics(tmp_path / "a"), read_metrics(tmp_path / "b")
     assert [r["train_loss"] for r in a] == [r["train_loss"] for r in b]
     # the run actually trained: the gate left 0
-    assert straight.history[-1]["gates"] and all(v != 0 for v in straight.history[-1]["gates"].values())
+    assert straight.history[-1]["gates"] and all(
+        v != 0 for v in straight.history[-1]["gates"].values()
+    )
     state = load_state(tmp_path / "b" / "last.state.pt")  # weights_only=True
     assert state["epoch"] == 2 and state["best"] == max(r["eval_top1"] for r in b)
 

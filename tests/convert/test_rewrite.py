@@ -1,0 +1,281 @@
+"""The fx rewrite on tiny hand-made models, checked against hand-composed spiking maths."""
+
+from __future__ import annotations
+
+import copy
+
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+import hybridize
+from hybridize.errors import ConversionError, RecipeError
+from hybridize.spiking import LIF, BitPlaneDecoder, BitPlaneEncoder, FusionBlock, SpikingBranch
+
+
+class Block(nn.Module):
+    """A ResNet basic block written with a functional relu after the add."""
+
+    def __init__(self, c: int) -> None:
+        super().__init__()
+        self.conv1 = nn.Conv2d(c, c, 3, padding=1, bias=False)
+        self.bn1 = nn.BatchNorm2d(c)
+        self.act1 = nn.ReLU()
+        self.conv2 = nn.Conv2d(c, c, 3, padding=1, bias=False)
+        self.bn2 = nn.BatchNorm2d(c)
+
+    def forward(self, x):
+        y = self.bn2(self.conv2(self.act1(self.bn1(self.conv1(x)))))
+        return F.relu(y + x)
+
+
+class Net(nn.Module):
+    def __init__(self, c: int = 4, classes: int = 3) -> None:
+        super().__init__()
+        self.conv1 = nn.Conv2d(3, c, 3, padding=1)
+        self.bn1 = nn.BatchNorm2d(c)
+        self.relu = nn.ReLU()
+        self.pool = nn.MaxPool2d(2)
+        self.stages = nn.Sequential(Block(c), Block(c))
+        self.head = nn.Linear(c, classes)
+
+    def forward(self, x):
+        x = self.pool(self.relu(self.bn1(self.conv1(x))))
+        x = self.stages(x)
+        return self.head(x.mean((2, 3)))
+
+
+def _randomise_bn(model: nn.Module) -> None:
+    g = torch.Generator().manual_seed(1)
+    for m in model.modules():
+        if isinstance(m, nn.BatchNorm2d):
+            m.running_mean.copy_(torch.randn(m.num_features, generator=g) * 0.1)
+            m.running_var.copy_(torch.rand(m.num_features, generator=g) + 0.5)
+            m.weight.data.copy_(torch.rand(m.num_features, generator=g) + 0.5)
+            m.bias.data.copy_(torch.randn(m.num_features, generator=g) * 0.1)
+
+
+@pytest.fixture
+def net() -> Net:
+    torch.manual_seed(0)
+    model = Net().eval()
+    _randomise_bn(model)
+    return model
+
+
+X = torch.randn(2, 3, 8, 8, generator=torch.Generator().manual_seed(2))
+
+
+def test_plan_selects_stem_and_blocks(net):
+    plan = hybridize.plan(net, "has8", example_input=X)
+    names = [r.region.name for r in plan.converted]
+    assert names == ["stem", "stages.0", "stages.1"]
+    stem = plan.rows[0]
+    assert stem.region.segment.nodes == ("conv1", "bn1", "relu", "pool")
+    assert stem.twin.pools == ["pool: MaxPool2d -> AvgPool2d"]
+    block = plan.rows[1]
+    assert block.twin.sew_adds == ["add"]
+    assert block.ann_params == block.twin_params - 0  # same topology, fresh weights
+    assert plan.params_after == 2 * plan.params_before - sum(p.numel() for p in net.head.parameters())
+
+
+def test_convert_leaves_the_input_model_untouched(net):
+    before = copy.deepcopy(net.state_dict())
+    hybridize.convert(net, "has8", example_input=X)
+    after = net.state_dict()
+    assert all(torch.equal(before[k], after[k]) for k in before)
+    assert isinstance(net.stages[0].act1, nn.ReLU)
+
+
+def test_gate_zero_is_exactly_the_original(net):
+    hybrid = hybridize.convert(net, "has8-finetune", example_input=X).eval()
+    with torch.no_grad():
+        assert torch.equal(hybrid(X), net(X))
+
+
+def test_block_twin_matches_hand_composition(net):
+    """has8 twin of a basic block = SEW: LIF(bn2(conv2(LIF(bn1(conv1(P)))))) + P, decoded."""
+    recipe = {
+        "name": "one-block",
+        "defaults": {"twin_init": "copy", "gate": "fixed", "gate_init": 0.5},
+        "targets": [{"select": {"name": "stages.0"}}],
+    }
+    hybrid = hybridize.convert(net, recipe, example_input=X).eval()
+    fusion = hybrid.get_submodule("stages.0")
+    assert isinstance(fusion, FusionBlock)
+    block = net.stages[0]
+    enc, dec = BitPlaneEncoder(), BitPlaneDecoder()
+    lif = LIF()
+    with torch.no_grad():
+        h = net.pool(net.relu(net.bn1(net.conv1(X))))
+        enc.train()
+        enc(h)  # one training call initialises the running range, as in the hybrid below
+        fusion.branch.encoder.train()
+        fusion.branch.encoder(h)
+        enc.eval()
+        fusion.branch.encoder.eval()
+        planes = enc(h)  # [T, N, C, H, W]
+        t, n = planes.shape[:2]
+        p = planes.flatten(0, 1)
+        a = block.bn1(block.conv1(p)).unflatten(0, (t, n))
+        s1 = lif(a).flatten(0, 1)
+        b = block.bn2(block.conv2(s1)).unflatten(0, (t, n))
+        s2 = lif(b)
+        expected = block(h) + 0.5 * dec(s2 + planes)
+        got = fusion(h)
+    torch.testing.assert_close(got, expected, rtol=0, atol=1e-6)
+
+
+def test_replace_mode_is_the_branch_alone(net):
+    recipe = {"name": "r", "defaults": {"mode": "replace"}, "targets": [{"select": {"auto": "blocks"}}]}
+    hybrid = hybridize.convert(net, recipe, example_input=X)
+    assert isinstance(hybrid.get_submodule("stages.1"), SpikingBranch)
+    assert not any(isinstance(m, FusionBlock) for m in hybrid.modules())
+    hybrid.train()
+    hybrid(X).sum().backward()
+    grads = [p.grad for p in hybrid.get_submodule("stages.1").parameters()]
+    assert any(g is not None and g.abs().sum() > 0 for g in grads)
+
+
+def test_twin_init_copy_and_fresh(net):
+    base = {"targets": [{"select": {"name": "stages.0"}}]}
+    copied = hybridize.convert(net, {**base, "defaults": {"twin_init": "copy"}}, example_input=X)
+    fresh = hybridize.convert(net, {**base, "defaults": {"twin_init": "fresh"}}, example_input=X)
+    w = net.stages[0].conv1.weight
+    assert torch.equal(copied.get_submodule("stages.0.branch.twin.conv1").weight, w)
+    assert not torch.equal(fresh.get_submodule("stages.0.branch.twin.conv1").weight, w)
+    # the ANN branch keeps the pretrained weights either way
+    assert torch.equal(fresh.get_submodule("stages.0.ann.conv1").weight, w)
+
+
+def test_bn_momentum_and_pooling_keep(net):
+    recipe = {
+        "defaults": {"bn_momentum": 0.316, "pooling": "keep"},
+        "targets": [{"select": {"segment": {"start": "conv1", "end": "pool"}}}],
+    }
+    hybrid = hybridize.convert(net, recipe, example_input=X)
+    twin = hybrid.get_submodule("conv1__pool").branch.twin
+    assert twin.bn1.momentum == pytest.approx(0.316)
+    assert isinstance(twin.pool, nn.MaxPool2d)
+    assert isinstance(twin.relu, LIF)
+
+
+def test_last_target_wins_and_skip(net):
+    recipe = {
+        "targets": [
+            {"select": {"auto": "blocks"}},
+            {"select": {"name": "stages.1"}, "mode": "skip"},
+        ]
+    }
+    plan = hybridize.plan(net, recipe, example_input=X)
+    rows = {r.region.name: r for r in plan.rows}
+    assert rows["stages.0"].status == "converted"
+    assert rows["stages.1"].status == "skipped"
+    assert rows["stages.1"].region.overrides == [0]
+
+
+def test_segment_overridden_by_later_module_target(net):
+    recipe = {
+        "targets": [
+            {"select": {"segment": {"start": "conv1", "end": "pool"}}},
+            {"select": {"name": "bn1"}, "mode": "skip"},
+        ]
+    }
+    with pytest.raises(ConversionError, match="converted no region"):
+        hybridize.convert(net, recipe, example_input=X)
+
+
+def test_unmatched_target_lists_close_names(net):
+    with pytest.raises(RecipeError, match=r"closest names: stages(\.0)?"):
+        hybridize.plan(net, {"targets": [{"select": {"name": "stage.*"}}]}, example_input=X)
+
+
+def test_segment_that_is_not_single_exit_is_refused():
+    class TwoUses(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.a = nn.Conv2d(3, 3, 1)
+            self.b = nn.ReLU()
+            self.c = nn.Conv2d(3, 3, 1)
+
+        def forward(self, x):
+            y = self.a(x)
+            return self.c(self.b(y)) + y
+
+    recipe = {"targets": [{"select": {"segment": {"start": "a", "end": "b"}}}]}
+    with pytest.raises(ConversionError, match="not single-exit"):
+        hybridize.convert(TwoUses(), recipe, example_input=X)
+
+
+def test_untraceable_model_error_names_module_and_suggests_leaf():
+    class Branchy(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.conv = nn.Conv2d(3, 3, 1)
+
+        def forward(self, x):
+            if x.sum() > 0:  # data-dependent control flow
+                return self.conv(x)
+            return x
+
+    class Outer(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.inner = Branchy()
+            self.act = nn.ReLU()
+
+        def forward(self, x):
+            return self.act(self.inner(x))
+
+    recipe = {"targets": [{"select": {"name": "act"}}]}
+    with pytest.raises(ConversionError, match=r"inner \(Branchy\).*leaf_modules: \[Branchy\]"):
+        hybridize.convert(Outer(), recipe, example_input=X)
+
+
+def test_functional_activation_and_functional_pool_are_rewritten():
+    class Functional(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.conv = nn.Conv2d(3, 4, 3, padding=1)
+            self.conv2 = nn.Conv2d(4, 4, 1)
+
+        def forward(self, x):
+            return F.max_pool2d(F.relu(self.conv2(F.relu(self.conv(x)))), 2)
+
+    recipe = {"targets": [{"select": {"segment": {"start": "conv", "end": "max_pool2d"}}}]}
+    hybrid = hybridize.convert(Functional(), recipe, example_input=X)
+    row = hybrid.conversion_plan.rows[0]
+    assert [a.split(":")[1].strip() for a in row.twin.activations] == ["relu()", "relu()"]
+    assert row.twin.pools == ["max_pool2d: max_pool2d -> avg_pool2d"]
+    twin = hybrid.get_submodule(row.region.name).branch.twin
+    targets = [n.target for n in twin.graph.nodes if n.op == "call_function"]
+    assert F.avg_pool2d in targets
+    assert F.max_pool2d not in targets and F.relu not in targets
+
+
+def test_gate_per_channel_and_learnable(net):
+    recipe = {
+        "defaults": {"gate": "learnable", "gate_shape": "channel", "twin_init": "copy"},
+        "targets": [{"select": {"auto": "blocks"}}],
+    }
+    hybrid = hybridize.convert(net, recipe, example_input=X)
+    gate = hybrid.get_submodule("stages.0").gate
+    assert isinstance(gate, nn.Parameter) and gate.numel() == 4 and torch.all(gate == 0)
+    hybrid.train()
+    hybrid(X).sum().backward()
+    assert gate.grad is not None and gate.grad.abs().sum() > 0
+
+
+def test_two_training_steps_and_deepcopy(net):
+    hybrid = hybridize.convert(net, "has8", example_input=X).train()
+    opt = torch.optim.SGD(hybrid.parameters(), lr=0.01)
+    for _ in range(2):
+        opt.zero_grad()
+        hybrid(X).sum().backward()
+        opt.step()
+    twin = copy.deepcopy(hybrid).eval()
+    hybrid.eval()
+    with torch.no_grad():
+        assert torch.equal(twin(X), hybrid(X))
+    assert twin.hybridize_meta["recipe"]["name"] == "has8"

@@ -1,0 +1,65 @@
+"""`hybridize inspect` through typer's CliRunner on a real (small) saved hybrid."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+from typer.testing import CliRunner
+
+
+@pytest.fixture(scope="module")
+def checkpoint(tmp_path_factory):
+    import hybridize
+
+    try:
+        base = hybridize.create_model("resnet10t", num_classes=4)
+        model = hybridize.convert(base, "has8", example_input=torch.rand(1, 3, 16, 16))
+    except (ImportError, AttributeError) as exc:  # pragma: no cover - while convert is missing
+        pytest.skip(f"hybridize.convert / create_model not available: {exc}")
+    path = tmp_path_factory.mktemp("ckpt") / "r10.safetensors"
+    hybridize.save(model, path)
+    return path
+
+
+@pytest.mark.slow
+def test_inspect_cli_writes_everything(checkpoint, tmp_path):
+    pytest.importorskip("matplotlib")
+    from hybridize_cli.main import app
+
+    metrics = tmp_path / "metrics.jsonl"
+    metrics.write_text(json.dumps({"epoch": 0, "train_loss": 1.0, "eval_top1": 0.5}) + "\n")
+    args = ["inspect", str(checkpoint), "--data", "random", "--batches", "2", "--batch-size", "2"]
+    args += ["--json", str(tmp_path / "r.json"), "--plots", str(tmp_path / "plots")]
+    args += ["--metrics", str(metrics), "--graph", str(tmp_path / "g.html")]
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 0, result.output
+    assert "spiking regions" in result.output and "layer1.0" in result.output
+    data = json.loads((tmp_path / "r.json").read_text())
+    assert data["n_samples"] == 4
+    names = {r["name"] for r in data["regions"]}
+    assert {"layer1.0", "layer4.0"} <= names
+    assert all(r["twin_dense_macs"] > 0 for r in data["regions"])
+    pngs = sorted(p.name for p in (tmp_path / "plots").iterdir())
+    assert pngs == ["energy.png", "firing_rates.png", "raster.png", "training_curves.png"]
+    assert "FusionBlock" in (tmp_path / "g.html").read_text()
+
+
+def test_inspect_cli_missing_checkpoint(tmp_path):
+    from hybridize_cli.main import app
+
+    from hybridize.errors import HybridizeError
+
+    result = CliRunner().invoke(app, ["inspect", str(tmp_path / "none.safetensors")])
+    assert result.exit_code != 0 and isinstance(result.exception, HybridizeError)
+
+
+def test_inspect_cli_metrics_needs_plots(tmp_path):
+    from hybridize_cli.main import app
+
+    from hybridize.errors import HybridizeError
+
+    args = ["inspect", str(tmp_path / "c.safetensors"), "--metrics", str(tmp_path / "m.jsonl")]
+    result = CliRunner().invoke(app, args)
+    assert isinstance(result.exception, HybridizeError) and "--plots" in str(result.exception)
