@@ -16,15 +16,16 @@ def _umask() -> int:
 
 
 @contextlib.contextmanager
-def atomic_path(target: str | os.PathLike[str]) -> Iterator[Path]:
+def atomic_path(target: str | os.PathLike[str], suffix: str = ".tmp") -> Iterator[Path]:
     """Yield a temporary path beside ``target``; on success it replaces ``target``.
 
     On any error (or Ctrl-C) the temporary file is removed and ``target`` is untouched. The
-    file gets the usual permissions (0666 minus the umask), not mkstemp's 0600.
+    file gets the usual permissions (0666 minus the umask), not mkstemp's 0600. ``suffix`` is
+    for writers that insist on an extension (``.png``, ``.onnx``).
     """
     target = Path(target)
     target.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
+    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=suffix, dir=target.parent)
     os.close(fd)
     tmp_path = Path(tmp)
     try:

@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import html
 import os
-import tempfile
 from pathlib import Path
 
 import torch.fx
 from torch import nn
 
+from hybridize._atomic import atomic_path
 from hybridize.errors import HybridizeError
 
 COLOURS = {  # fill, stroke
@@ -172,13 +172,6 @@ def render_graph(model: nn.Module, path: str | os.PathLike) -> Path:
             "(hover a box for its op and module)</h3>"
             f"{svg}</body></html>\n"
         )
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{dest.name}.", suffix=".partial", dir=dest.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(text)
-        os.replace(tmp, dest)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    with atomic_path(dest) as tmp:
+        tmp.write_text(text, encoding="utf-8")
     return dest

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+
+from hybridize._atomic import atomic_path
 
 
 @dataclass
@@ -81,13 +82,6 @@ class Report:
     def save_json(self, path: str | os.PathLike) -> Path:
         """Write ``to_dict()`` as JSON, atomically."""
         dest = Path(path)
-        dest.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=f".{dest.name}.", suffix=".partial", dir=dest.parent)
-        try:
-            with os.fdopen(fd, "w") as f:
-                json.dump(self.to_dict(), f, indent=2)
-            os.replace(tmp, dest)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
+        with atomic_path(dest) as tmp:
+            tmp.write_text(json.dumps(self.to_dict(), indent=2))
         return dest
