@@ -41,5 +41,9 @@ class DataError(HybridizeError):
     """A data set that cannot be found or read."""
 
 
+class TrainError(HybridizeError, ValueError):
+    """A fine-tuning run that cannot start or continue as asked."""
+
+
 class ExportError(HybridizeError):
     """An export that failed or whose parity check did not pass."""

@@ -17,6 +17,17 @@ from hybridize.errors import ConversionError
 from hybridize.recipe import Recipe, load_recipe
 from hybridize.spiking import FusionBlock, SpikingBranch
 
+# Plain attributes of the base model that users of a classifier read (timm's data config,
+# head and input sizes); the hybrid carries copies.
+CARRIED_ATTRIBUTES: tuple[str, ...] = (
+    "pretrained_cfg",
+    "default_cfg",
+    "num_classes",
+    "in_chans",
+    "num_features",
+    "hybridize_spec",
+)
+
 
 class HybridModule(fx.GraphModule):
     """A converted model: an fx GraphModule that remembers how it was made.
@@ -32,6 +43,14 @@ class HybridModule(fx.GraphModule):
     @hybridize_meta.setter
     def hybridize_meta(self, value: dict[str, Any]) -> None:
         self.meta["hybridize"] = value
+
+    def __deepcopy__(self, memo: dict[int, Any]) -> HybridModule:
+        # GraphModule's deepcopy keeps modules and meta but drops plain attributes
+        res = super().__deepcopy__(memo)
+        for attr in CARRIED_ATTRIBUTES:
+            if attr in self.__dict__:
+                setattr(res, attr, copy.deepcopy(self.__dict__[attr], memo))
+        return res
 
     @property
     def conversion_plan(self) -> Plan | None:
@@ -147,6 +166,9 @@ def _convert(
     results = splice(gm, regions, tracer_factory)
     hybrid = HybridModule(gm, gm.graph, type(model).__name__)
     hybrid.train(model.training)
+    for attr in CARRIED_ATTRIBUTES:  # data configs and sizes that timm/our loaders read
+        if hasattr(model, attr) and not isinstance(getattr(model, attr), nn.Module):
+            setattr(hybrid, attr, copy.deepcopy(getattr(model, attr)))
     hybrid.hybridize_meta = {
         "model": spec,
         "recipe": recipe_obj.to_dict(),

@@ -17,7 +17,6 @@ from torch import fx, nn
 
 from hybridize.errors import ConversionError
 
-
 # Modules whose forward reads ``self.training``; traced through, that flag would be frozen into
 # the graph, so they stay leaves and decide at run time.
 TRAINING_DEPENDENT_MODULES: tuple[str, ...] = (

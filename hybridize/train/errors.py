@@ -1,9 +1,5 @@
-"""Training errors (one line: what, where, how to fix)."""
+"""Training errors (one line: what, where, how to fix); defined in hybridize.errors."""
 
-from __future__ import annotations
+from hybridize.errors import TrainError
 
-from hybridize.errors import HybridizeError
-
-
-class TrainError(HybridizeError, ValueError):
-    """A fine-tuning run that cannot start or continue as asked."""
+__all__ = ["TrainError"]

@@ -14,6 +14,7 @@ import torch.nn.functional as F
 from rich.console import Console
 from torch import nn
 
+from hybridize._atomic import atomic_path
 from hybridize.train.config import FinetuneConfig, resolve_config
 from hybridize.train.distributed import DistEnv, all_sum, broadcast_flag, setup, teardown
 from hybridize.train.errors import TrainError
@@ -373,10 +374,5 @@ def _summary(tag: str, r: dict[str, Any], epochs: int) -> str:
 
 
 def _write_json(path: Path, obj: dict[str, Any]) -> None:
-    import os
-    import tempfile
-
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    with os.fdopen(fd, "w", encoding="utf-8") as f:
-        json.dump(obj, f, indent=2, sort_keys=True)
-    os.replace(tmp, path)
+    with atomic_path(path) as tmp:
+        tmp.write_text(json.dumps(obj, indent=2, sort_keys=True), encoding="utf-8")

@@ -3,9 +3,7 @@
 from __future__ import annotations
 
 import json
-import os
 import random
-import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -13,6 +11,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from hybridize._atomic import atomic_path
 from hybridize.errors import CheckpointError
 
 STATE_SUFFIX = ".state.pt"
@@ -54,15 +53,8 @@ def set_rng_state(state: dict[str, Any]) -> None:
 
 
 def _atomic_write(path: Path, write) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
-        write(tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    with atomic_path(path) as tmp:
+        write(str(tmp))
 
 
 def save_model(model: nn.Module, path: str | Path) -> Path:

@@ -77,7 +77,9 @@ def test_plan_selects_stem_and_blocks(net):
     block = plan.rows[1]
     assert block.twin.sew_adds == ["add"]
     assert block.ann_params == block.twin_params - 0  # same topology, fresh weights
-    assert plan.params_after == 2 * plan.params_before - sum(p.numel() for p in net.head.parameters())
+    assert plan.params_after == 2 * plan.params_before - sum(
+        p.numel() for p in net.head.parameters()
+    )
 
 
 def test_convert_leaves_the_input_model_untouched(net):
@@ -128,7 +130,11 @@ def test_block_twin_matches_hand_composition(net):
 
 
 def test_replace_mode_is_the_branch_alone(net):
-    recipe = {"name": "r", "defaults": {"mode": "replace"}, "targets": [{"select": {"auto": "blocks"}}]}
+    recipe = {
+        "name": "r",
+        "defaults": {"mode": "replace"},
+        "targets": [{"select": {"auto": "blocks"}}],
+    }
     hybrid = hybridize.convert(net, recipe, example_input=X)
     assert isinstance(hybrid.get_submodule("stages.1"), SpikingBranch)
     assert not any(isinstance(m, FusionBlock) for m in hybrid.modules())
@@ -279,3 +285,34 @@ def test_two_training_steps_and_deepcopy(net):
     with torch.no_grad():
         assert torch.equal(twin(X), hybrid(X))
     assert twin.hybridize_meta["recipe"]["name"] == "has8"
+
+
+def test_hybrid_carries_the_data_config_through_deepcopy(net):
+    net.pretrained_cfg = {"mean": (0.5, 0.5, 0.5), "std": (0.5, 0.5, 0.5)}
+    net.num_classes = 3
+    hybrid = copy.deepcopy(hybridize.convert(net, "has8", example_input=X))
+    assert hybrid.pretrained_cfg == net.pretrained_cfg and hybrid.num_classes == 3
+    assert hybrid.pretrained_cfg is not net.pretrained_cfg
+
+
+def test_dropout_follows_train_and_eval_after_tracing():
+    class Dropping(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.conv = nn.Conv2d(3, 4, 3, padding=1)
+            self.act = nn.ReLU()
+
+        def forward(self, x):
+            return F.dropout(self.act(self.conv(x)), p=0.5, training=self.training)
+
+    model = Dropping().eval()  # traced in eval mode: a frozen flag would never drop out
+    recipe = {"defaults": {"gate": "learnable"}, "targets": [{"select": {"name": "act"}}]}
+    hybrid = hybridize.convert(model, recipe, example_input=X)
+    with torch.no_grad():
+        zeros_eval = (model(X) == 0).float().mean()  # the ReLU's zeros alone
+    hybrid.train()
+    zeros_train = (hybrid(X) == 0).float().mean()  # plus about half of the rest
+    assert zeros_train > zeros_eval + 0.15
+    hybrid.eval()
+    with torch.no_grad():
+        assert torch.equal(hybrid(X), model(X))

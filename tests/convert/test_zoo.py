@@ -36,7 +36,13 @@ ZOO: dict[str, tuple[dict, int]] = {
     "mixer_s16_224": ({"img_size": 32}, 32),
     "resmlp_12_224": ({"img_size": 32}, 32),
     "swin_tiny_patch4_window7_224": (
-        {"img_size": 32, "window_size": 2, "embed_dim": 24, "depths": [1, 1, 2, 1], "num_heads": [1, 1, 2, 2]},
+        {
+            "img_size": 32,
+            "window_size": 2,
+            "embed_dim": 24,
+            "depths": [1, 1, 2, 1],
+            "num_heads": [1, 1, 2, 2],
+        },
         32,
     ),
     "levit_128s": ({"img_size": 64}, 64),

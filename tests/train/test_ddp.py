@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
-import os
+import json
 import socket
+import subprocess
+import sys
 from pathlib import Path
 
 import torch
-import torch.multiprocessing as mp
 from safetensors.torch import load_file
 
 from hybridize.train import finetune, read_metrics
@@ -25,27 +26,27 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def _worker(rank: int, world: int, port: int, out: str) -> None:
-    os.environ.update(
-        MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), WORLD_SIZE=str(world),
-        RANK=str(rank), LOCAL_RANK=str(rank),
-    )  # fmt: skip
-    torch.set_num_threads(1)
-    finetune(make_plain(), make_data(), out=out, **OPTS)
-
-
 def test_two_gloo_processes_match_one(tmp_path: Path) -> None:
     single = finetune(make_plain(), make_data(), out=tmp_path / "one", **OPTS)
-    ctx = mp.get_context("fork")  # the test module need not be importable in a child
-    port = _free_port()
+    # fresh interpreters, not fork: forking a process that already ran autograd is unsafe
+    port = str(_free_port())
+    worker = Path(__file__).with_name("ddp_worker.py")
     procs = [
-        ctx.Process(target=_worker, args=(r, 2, port, str(tmp_path / "two"))) for r in range(2)
+        subprocess.Popen(
+            [
+                sys.executable,
+                str(worker),
+                str(r),
+                "2",
+                port,
+                str(tmp_path / "two"),
+                json.dumps(OPTS),
+            ]
+        )
+        for r in range(2)
     ]
-    for p in procs:
-        p.start()
-    for p in procs:
-        p.join(timeout=120)
-    assert [p.exitcode for p in procs] == [0, 0]
+    codes = [p.wait(timeout=300) for p in procs]
+    assert codes == [0, 0]
     ddp = load_file(tmp_path / "two" / "last.safetensors")  # written by rank 0 only
     ref = single.model.state_dict()
     assert ddp.keys() == ref.keys()

@@ -1,0 +1,453 @@
+"""Benchmark: how much of the timm zoo survives conversion, stage by stage.
+
+For every model in ``timm.list_models()`` within a parameter budget (pretrained=False,
+num_classes=10), one subprocess per model runs the stages
+
+    build -> input -> trace -> convert -> forward -> gate0 -> backward -> saveload
+
+build: count the parameters cheaply (parameters created on the "meta" device) and skip models
+above the budget, then build the model for real. input: the smallest workable input, 64 px (or
+the model's min_input_size) and, when the model refuses it, its pretrained_cfg input_size.
+trace: the conversion's own tracer, no leaves beyond the defaults. convert:
+``hybridize.convert(model, "has8-finetune", example_input=x)``. forward: eval-mode output of
+the hybrid, finite, shape (N, 10). gate0: that output equals the original model's exactly.
+backward: every gate set to 1, train mode, cross entropy; all gradients finite and at least one
+twin parameter gets a non-zero gradient. saveload: ``hybridize.save`` / ``hybridize.load``,
+bit-identical eval outputs.
+
+Results go to a JSON lines file, one record per model, appended as each model finishes; a
+second run skips the models already recorded (delete the file to start over). One crash or
+hang costs one model: the record says "crash" or "timeout" and the stage it was in.
+
+    .venv/bin/python benchmarks/coverage.py [--budget-m 30] [--limit N] [--shard I/N]
+        [--filter GLOB] [--timeout 120] [--jobs 1] [--out coverage.jsonl]
+    .venv/bin/python benchmarks/coverage.py --summarise coverage.jsonl
+"""
+
+from __future__ import annotations
+
+import argparse
+import fnmatch
+import json
+import multiprocessing as mp
+import os
+import re
+import sys
+import tempfile
+import time
+import traceback
+from collections import Counter, defaultdict
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+STAGES = ("build", "input", "trace", "convert", "forward", "gate0", "backward", "saveload")
+RECIPE = "has8-finetune"
+NUM_CLASSES = 10
+BATCH = 2  # > 1 so train-mode BatchNorm accepts 1x1 feature maps
+DEFAULT_SIZE = 64
+
+
+class StageFailure(Exception):
+    """A stage ran but its check failed (as opposed to raising)."""
+
+
+# --------------------------------------------------------------------------- worker side
+
+
+@contextmanager
+def _params_on_meta() -> Iterator[None]:
+    """Create every nn.Parameter on the meta device (buffers and plain tensors stay on CPU),
+    so a 1B-parameter model is counted in milliseconds and without memory."""
+    import torch
+    from torch import nn
+
+    original = nn.Module.register_parameter
+
+    def register(self: nn.Module, name: str, param: nn.Parameter | None) -> None:
+        if param is not None and param.device.type != "meta":
+            param = nn.Parameter(param.detach().to("meta"), requires_grad=param.requires_grad)
+        original(self, name, param)
+
+    nn.Module.register_parameter = register  # type: ignore[method-assign]
+    try:
+        with torch.no_grad():
+            yield
+    finally:
+        nn.Module.register_parameter = original  # type: ignore[method-assign]
+
+
+def count_params(name: str) -> tuple[int | None, str]:
+    """(parameter count, how it was counted) without materialising the weights; None when the
+    cheap count fails (the caller then counts after a real build)."""
+    import timm
+
+    try:
+        with _params_on_meta():
+            model = timm.create_model(name, pretrained=False, num_classes=NUM_CLASSES)
+        return sum(p.numel() for p in model.parameters()), "meta"
+    except Exception:
+        return None, "build"
+
+
+def _pick_input(model: Any) -> tuple[Any, str]:
+    """The smallest input the (unconverted) model accepts in eval mode, and where it came from."""
+    import torch
+
+    cfg = getattr(model, "pretrained_cfg", None) or {}
+    in_chans = int(getattr(model, "in_chans", 3) or 3)
+    candidates: list[tuple[int, int, str]] = []
+    min_size = cfg.get("min_input_size")
+    first = max(DEFAULT_SIZE, *(min_size[1:] if min_size else (0,)))
+    candidates.append((first, first, f"{first}px" if first == DEFAULT_SIZE else "min_input_size"))
+    if cfg.get("input_size"):
+        h, w = cfg["input_size"][1:]
+        if (h, w) != (first, first):
+            candidates.append((h, w, "pretrained_cfg"))
+    errors = []
+    for h, w, why in candidates:
+        x = torch.randn(BATCH, in_chans, h, w, generator=torch.Generator().manual_seed(0))
+        try:
+            with torch.no_grad():
+                model(x)
+            return x, why
+        except Exception as exc:
+            errors.append(f"{h}x{w}: {_first_line(exc)}")
+    raise StageFailure("no workable input size (" + "; ".join(errors) + ")")
+
+
+def _reinit_zero_heads(model: Any) -> None:
+    """Several families zero-initialise their classifier, which would block all gradient."""
+    import torch
+
+    for m in model.modules():
+        if isinstance(m, torch.nn.Linear) and not m.weight.any():
+            torch.nn.init.normal_(m.weight, std=0.1)
+        elif isinstance(m, torch.nn.Conv2d) and m.out_channels == NUM_CLASSES:
+            if not m.weight.any():
+                torch.nn.init.normal_(m.weight, std=0.1)
+
+
+def _check_backward(hybrid: Any, x: Any) -> dict[str, Any]:
+    import torch
+
+    from hybridize.spiking import FusionBlock
+
+    blocks = [m for m in hybrid.modules() if isinstance(m, FusionBlock)]
+    with torch.no_grad():
+        for b in blocks:
+            b.gate.fill_(1.0)
+    hybrid.train()
+    target = torch.arange(x.shape[0]) % NUM_CLASSES
+    loss = torch.nn.functional.cross_entropy(hybrid(x), target)
+    if not torch.isfinite(loss):
+        raise StageFailure(f"loss is {loss.item()}")
+    loss.backward()
+    bad = [n for n, p in hybrid.named_parameters() if p.grad is not None and not p.grad.isfinite().all()]
+    if bad:
+        raise StageFailure(f"non-finite gradient in {len(bad)} parameters")
+    reached = 0
+    for b in blocks:
+        if any(p.grad is not None and p.grad.any() for p in b.branch.twin.parameters()):
+            reached += 1
+    if not reached:
+        raise StageFailure("no twin parameter received a non-zero gradient")
+    return {"blocks": len(blocks), "twins_with_grad": reached}
+
+
+def run_model(name: str, budget: int, report: Any) -> None:
+    """Run every stage on one model; send ("stage", name) as each starts, then ("result", rec)."""
+    import torch
+
+    torch.set_num_threads(1)
+    torch.manual_seed(0)
+    rec: dict[str, Any] = {"model": name, "status": "ok"}
+    stage = "build"
+
+    def enter(s: str) -> None:
+        nonlocal stage
+        stage = s
+        report.send(("stage", s))
+
+    try:
+        import hybridize
+        from hybridize.conversion.trace import make_tracer, trace
+        from hybridize.recipe import load_recipe
+
+        enter("build")
+        params, how = count_params(name)
+        if params is not None and params > budget:
+            rec.update(status="over_budget", params=params, counted=how)
+            report.send(("result", rec))
+            return
+        model = hybridize.create_model(name, num_classes=NUM_CLASSES)
+        rec["params"] = sum(p.numel() for p in model.parameters())
+        rec["counted"] = how
+        if rec["params"] > budget:
+            rec["status"] = "over_budget"
+            report.send(("result", rec))
+            return
+        _reinit_zero_heads(model)
+        model.eval()
+
+        enter("input")
+        x, why = _pick_input(model)
+        rec["input"], rec["input_from"] = list(x.shape[1:]), why
+
+        enter("trace")
+        recipe = load_recipe(RECIPE)
+        trace(model, make_tracer(recipe.trace))
+
+        enter("convert")
+        hybrid = hybridize.convert(model, RECIPE, example_input=x)
+        plan = hybrid.conversion_plan
+        rec["regions"] = len(plan.converted)
+        rec["params_after"] = plan.params_after
+
+        enter("forward")
+        hybrid.eval()
+        with torch.no_grad():
+            y = hybrid(x)
+        if tuple(y.shape) != (BATCH, NUM_CLASSES) or not torch.isfinite(y).all():
+            raise StageFailure(f"output shape {tuple(y.shape)} or non-finite values")
+
+        enter("gate0")
+        with torch.no_grad():
+            ref = model(x)
+        if not torch.equal(y, ref):
+            diff = (y - ref).abs().max().item()
+            raise StageFailure(f"gate-0 output differs from the original (max abs diff {diff:.3g})")
+
+        enter("backward")
+        rec.update(_check_backward(hybrid, x))
+
+        enter("saveload")
+        hybrid.eval()
+        with tempfile.TemporaryDirectory() as tmp:
+            path = Path(tmp) / "hybrid.safetensors"
+            hybridize.save(hybrid, path)
+            loaded = hybridize.load(path)
+        with torch.no_grad():
+            if not torch.equal(loaded(x), hybrid(x)):
+                raise StageFailure("loaded model's eval output differs from the saved model's")
+    except Exception as exc:
+        rec.update(
+            status="fail",
+            stage=stage,
+            error_type=type(exc).__name__,
+            error=_first_line(exc),
+            where=_where(exc),
+        )
+    report.send(("result", rec))
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return (text.splitlines()[0] if text else type(exc).__name__)[:400]
+
+
+def _where(exc: BaseException) -> str:
+    """The innermost frame in hybridize (else the innermost overall): 'file:line in func'."""
+    frames = traceback.extract_tb(exc.__traceback__)
+    ours = [f for f in frames if "/hybridize/" in f.filename]
+    f = (ours or frames or [None])[-1]
+    if f is None:
+        return ""
+    short = re.sub(r".*/(site-packages|work/main)/", "", f.filename)
+    return f"{short}:{f.lineno} in {f.name}"
+
+
+def _child(name: str, budget: int, conn: Any) -> None:
+    run_model(name, budget, conn)
+    conn.close()
+
+
+# --------------------------------------------------------------------------- parent side
+
+
+def select_models(filter_glob: str | None, shard: tuple[int, int], limit: int | None) -> list[str]:
+    """timm.list_models() (sorted) -> glob filter -> every n-th from i (shard i/n) -> limit."""
+    import timm
+
+    names = sorted(timm.list_models())
+    if filter_glob:
+        names = [n for n in names if fnmatch.fnmatchcase(n, filter_glob)]
+    i, n = shard
+    names = names[i::n]
+    return names[:limit] if limit is not None else names
+
+
+def read_results(path: Path) -> list[dict[str, Any]]:
+    """Records of a results file; a torn last line (a killed run) is ignored."""
+    if not path.exists():
+        return []
+    out = []
+    for line in path.read_text().splitlines():
+        try:
+            rec = json.loads(line)
+        except json.JSONDecodeError:
+            continue
+        if isinstance(rec, dict) and "model" in rec:
+            out.append(rec)
+    return out
+
+
+def _append(path: Path, rec: dict[str, Any]) -> None:
+    with path.open("a") as f:
+        f.write(json.dumps(rec, sort_keys=True) + "\n")
+        f.flush()
+        os.fsync(f.fileno())
+
+
+def run_all(names: list[str], args: argparse.Namespace) -> None:
+    out = Path(args.out)
+    done = {r["model"] for r in read_results(out)}
+    todo = [n for n in names if n not in done]
+    print(f"{len(names)} models selected, {len(names) - len(todo)} already in {out}, "
+          f"{len(todo)} to run", flush=True)
+    os.environ.setdefault("OMP_NUM_THREADS", "1")
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    ctx = mp.get_context("forkserver")
+    ctx.set_forkserver_preload(["torch", "timm", "hybridize.conversion", "hybridize.io"])
+    budget = int(args.budget_m * 1e6)
+    running: dict[str, tuple[Any, Any, float, str]] = {}  # name -> (proc, conn, start, stage)
+    queue = list(todo)
+    finished = 0
+    while queue or running:
+        while queue and len(running) < args.jobs:
+            name = queue.pop(0)
+            parent, child = ctx.Pipe(duplex=False)
+            proc = ctx.Process(target=_child, args=(name, budget, child), daemon=True)
+            proc.start()
+            child.close()
+            running[name] = (proc, parent, time.monotonic(), "start")
+        for name in list(running):
+            proc, conn, start, stage = running[name]
+            rec = None
+            try:
+                while conn.poll():
+                    kind, value = conn.recv()
+                    if kind == "stage":
+                        stage = value
+                    else:
+                        rec = value
+            except (EOFError, OSError):
+                if rec is None:
+                    proc.join(timeout=5)
+                    rec = {"model": name, "status": "fail", "stage": stage,
+                           "error_type": "Crash",
+                           "error": f"worker died (exit code {proc.exitcode})", "where": ""}
+            elapsed = time.monotonic() - start
+            if rec is None and elapsed > args.timeout:
+                proc.kill()
+                rec = {"model": name, "status": "fail", "stage": stage, "error_type": "Timeout",
+                       "error": f"no result within {args.timeout:.0f} s", "where": ""}
+            if rec is None:
+                running[name] = (proc, conn, start, stage)
+                continue
+            proc.join(timeout=10)
+            if proc.is_alive():
+                proc.kill()
+            conn.close()
+            rec["seconds"] = round(elapsed, 1)
+            _append(out, rec)
+            del running[name]
+            finished += 1
+            tail = f"{rec.get('stage')}: {rec.get('error')}" if rec["status"] == "fail" else ""
+            print(f"[{finished}/{len(todo)}] {name}: {rec['status']} {tail}", flush=True)
+        time.sleep(0.05)
+    print()
+    print(summarise(read_results(out), names))
+
+
+# --------------------------------------------------------------------------- summary
+
+
+def normalise(error: str) -> str:
+    """Group key of an error line: quoted names, numbers, shapes and addresses blanked."""
+    s = re.sub(r"0x[0-9a-fA-F]+", "0x?", error)
+    s = re.sub(r"'[^']*'|\"[^\"]*\"|`[^`]*`", "'?'", s)
+    s = re.sub(r"\[[\d, ]+\]|\([\d, ]+\)|torch\.Size\([^)]*\)", "<shape>", s)
+    s = re.sub(r"\d+(\.\d+)?(e-?\d+)?", "N", s)
+    return s.strip()
+
+
+def summarise(records: list[dict[str, Any]], only: list[str] | None = None) -> str:
+    """Markdown summary: pass rate per stage and failures grouped by stage and cause."""
+    if only is not None:
+        keep = set(only)
+        records = [r for r in records if r["model"] in keep]
+    over = [r for r in records if r["status"] == "over_budget"]
+    runs = [r for r in records if r["status"] != "over_budget"]
+    lines = [f"models recorded: {len(records)}; over the budget: {len(over)}; "
+             f"run: {len(runs)}; passed every stage: {sum(r['status'] == 'ok' for r in runs)}", ""]
+    lines += ["| stage | reached | passed | pass rate | passed / run |", "|---|---|---|---|---|"]
+    failed_at = Counter(r["stage"] for r in runs if r["status"] == "fail")
+    reached = len(runs)
+    for s in STAGES:
+        passed = reached - failed_at[s]
+        rate = f"{100 * passed / reached:.1f}%" if reached else "-"
+        whole = f"{100 * passed / len(runs):.1f}%" if runs else "-"
+        lines.append(f"| {s} | {reached} | {passed} | {rate} | {whole} |")
+        reached = passed
+    inputs = Counter(r.get("input_from") for r in runs if r.get("input_from"))
+    if inputs:
+        lines += ["", "input used: " + ", ".join(f"{k} {v}" for k, v in inputs.most_common())]
+    partial = [r for r in runs if r.get("blocks") and r.get("twins_with_grad", 0) < r["blocks"]]
+    if partial:
+        lines += ["", "twins without gradient (passed, but not every twin learns): " + ", ".join(
+            f"{r['model']} ({r['twins_with_grad']}/{r['blocks']})" for r in partial)]
+    groups: dict[tuple[str, str, str], list[str]] = defaultdict(list)
+    examples: dict[tuple[str, str, str], dict[str, Any]] = {}
+    for r in runs:
+        if r["status"] == "fail":
+            key = (r["stage"], r.get("error_type", ""), normalise(r.get("error", "")))
+            groups[key].append(r["model"])
+            examples.setdefault(key, r)
+    if groups:
+        lines += ["", "## failures by cause (most models first)", ""]
+        for key, models in sorted(groups.items(), key=lambda kv: (-len(kv[1]), kv[0])):
+            ex = examples[key]
+            lines.append(f"- [{len(models)}] {key[0]}: {key[1]}: {key[2]}")
+            lines.append(f"  - e.g. {ex['model']}: {ex.get('error', '')}")
+            if ex.get("where"):
+                lines.append(f"  - at {ex['where']}")
+            lines.append(f"  - models: {', '.join(sorted(models))}")
+    return "\n".join(lines)
+
+
+def _shard(text: str) -> tuple[int, int]:
+    m = re.fullmatch(r"(\d+)/(\d+)", text)
+    if not m or int(m[2]) < 1 or int(m[1]) >= int(m[2]):
+        raise argparse.ArgumentTypeError(f"--shard {text!r}: give I/N with 0 <= I < N, e.g. 0/6")
+    return int(m[1]), int(m[2])
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--budget-m", type=float, default=30.0, help="max parameters, millions")
+    p.add_argument("--limit", type=int, default=None, help="at most this many models")
+    p.add_argument("--shard", type=_shard, default=(0, 1), help="I/N: every N-th model from I")
+    p.add_argument("--filter", default=None, help="glob on timm model names, e.g. 'resnet*'")
+    p.add_argument("--timeout", type=float, default=120.0, help="seconds per model")
+    p.add_argument("--jobs", type=int, default=1, help="models run at once")
+    p.add_argument("--out", default="coverage.jsonl", help="results file (JSON lines)")
+    p.add_argument("--summarise", metavar="FILE", default=None,
+                   help="only print the summary of an existing results file")
+    args = p.parse_args(argv)
+    if args.summarise:
+        path = Path(args.summarise)
+        if not path.is_file():
+            print(f"error: results file {path} not found; run the benchmark with --out first",
+                  file=sys.stderr)
+            return 2
+        print(summarise(read_results(path)))
+        return 0
+    names = select_models(args.filter, args.shard, args.limit)
+    run_all(names, args)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
