@@ -1,0 +1,184 @@
+"""Data sets by name: fashion-mnist and mnist (IDX), cifar10/100 (torchvision), imagefolder."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from torch.utils.data import Dataset
+
+from hybridize.data.idx import read_idx
+from hybridize.errors import DataError
+
+DEBIAN_FASHION = Path("/usr/share/datasets/fashion-mnist")
+NAMES = ("fashion-mnist", "mnist", "cifar10", "cifar100", "imagefolder:PATH")
+
+_IDX_FILES = {
+    "train": ("train-images-idx3-ubyte", "train-labels-idx1-ubyte"),
+    "eval": ("t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte"),
+}
+# torchvision's folder name under ROOT for each IDX data set
+_TV_FOLDER = {"fashion-mnist": "FashionMNIST", "mnist": "MNIST"}
+
+
+@dataclass
+class DataInfo:
+    """What the loop needs to know about a data set."""
+
+    name: str
+    num_classes: int
+    channels: int
+    native_size: int
+    source: str
+
+
+class TensorImages(Dataset):
+    """Images held as a uint8 tensor [N, C, H, W] with integer labels."""
+
+    def __init__(
+        self, images: torch.Tensor, labels: torch.Tensor, transform: Callable | None = None
+    ) -> None:
+        self.images, self.labels, self.transform = images, labels.long(), transform
+        self.targets = self.labels.tolist()
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    def __getitem__(self, i: int) -> tuple[torch.Tensor, int]:
+        x = self.images[i]
+        if self.transform is not None:
+            x = self.transform(x)
+        return x, int(self.labels[i])
+
+
+def _online() -> bool:
+    return not (os.environ.get("HF_HUB_OFFLINE") or os.environ.get("HYBRIDIZE_OFFLINE"))
+
+
+def _find_idx_dir(name: str, root: Path | None) -> Path | None:
+    """First folder holding the four IDX files (``.gz`` or plain)."""
+    candidates: list[Path] = []
+    if root is not None:
+        candidates += [root, root / _TV_FOLDER[name] / "raw", root / name]
+    if name == "fashion-mnist":
+        candidates.append(DEBIAN_FASHION)
+    for folder in candidates:
+        if all(_idx_path(folder, f) is not None for pair in _IDX_FILES.values() for f in pair):
+            return folder
+    return None
+
+
+def _idx_path(folder: Path, stem: str) -> Path | None:
+    for suffix in (".gz", ""):
+        p = folder / (stem + suffix)
+        if p.is_file():
+            return p
+    return None
+
+
+def _load_idx_split(folder: Path, split: str) -> tuple[torch.Tensor, torch.Tensor]:
+    img_stem, lbl_stem = _IDX_FILES[split]
+    images = read_idx(_idx_path(folder, img_stem))
+    labels = read_idx(_idx_path(folder, lbl_stem))
+    if images.ndim != 3 or labels.ndim != 1 or len(images) != len(labels):
+        raise DataError(
+            f"IDX files in {folder} have shapes {tuple(images.shape)} and {tuple(labels.shape)}; "
+            "expected [N, H, W] images and [N] labels"
+        )
+    return images.unsqueeze(1), labels
+
+
+def _idx_dataset(
+    name: str, root: Path | None, download: bool
+) -> tuple[dict[str, TensorImages], DataInfo]:
+    folder = _find_idx_dir(name, root)
+    if folder is None and download and _online():
+        import torchvision
+
+        target = root or Path.home() / ".cache" / "hybridize" / "data"
+        cls = (
+            torchvision.datasets.FashionMNIST
+            if name == "fashion-mnist"
+            else torchvision.datasets.MNIST
+        )
+        try:
+            cls(str(target), train=True, download=True)
+            cls(str(target), train=False, download=True)
+        except Exception as exc:  # network failures have many types
+            raise DataError(
+                f"downloading {name} into {target} failed ({exc}); pass --data-root"
+            ) from None
+        folder = _find_idx_dir(name, target)
+    if folder is None:
+        looked = [str(root)] if root is not None else []
+        if name == "fashion-mnist":
+            looked.append(str(DEBIAN_FASHION))
+        hint = (
+            "install it (apt-get install dataset-fashion-mnist) or pass --data-root DIR"
+            if name == "fashion-mnist"
+            else "pass --data-root DIR holding MNIST/raw/*-ubyte(.gz), or go online to download"
+        )
+        raise DataError(
+            f"{name} not found (looked in {', '.join(looked) or 'no --data-root'}): {hint}"
+        )
+    splits = {s: TensorImages(*_load_idx_split(folder, s)) for s in _IDX_FILES}
+    return splits, DataInfo(name, 10, 1, int(splits["train"].images.shape[-1]), str(folder))
+
+
+def _cifar_dataset(name: str, root: Path | None, download: bool) -> tuple[dict, DataInfo]:
+    import torchvision
+
+    cls = torchvision.datasets.CIFAR10 if name == "cifar10" else torchvision.datasets.CIFAR100
+    where = root or Path.home() / ".cache" / "hybridize" / "data"
+    try:
+        splits = {
+            "train": cls(str(where), train=True, download=download and _online()),
+            "eval": cls(str(where), train=False, download=download and _online()),
+        }
+    except RuntimeError:
+        raise DataError(
+            f"{name} not found under {where} (torchvision layout, e.g. "
+            f"{where}/cifar-10-batches-py): pass --data-root DIR or go online to download"
+        ) from None
+    return splits, DataInfo(name, 10 if name == "cifar10" else 100, 3, 32, str(where))
+
+
+def _imagefolder_dataset(path: str) -> tuple[dict, DataInfo]:
+    from torchvision.datasets import ImageFolder
+
+    root = Path(path).expanduser()
+    missing = [s for s in ("train", "val") if not (root / s).is_dir()]
+    if missing:
+        raise DataError(
+            f"imagefolder {root} lacks {', '.join(s + '/' for s in missing)}: "
+            "give a folder with train/CLASS/*.jpg and val/CLASS/*.jpg"
+        )
+    splits = {"train": ImageFolder(str(root / "train")), "eval": ImageFolder(str(root / "val"))}
+    if splits["train"].classes != splits["eval"].classes:
+        raise DataError(
+            f"imagefolder {root}: train/ and val/ have different class folders; make them match"
+        )
+    return splits, DataInfo(f"imagefolder:{root}", len(splits["train"].classes), 3, 256, str(root))
+
+
+def open_dataset(
+    name: str, root: str | Path | None = None, download: bool = True
+) -> tuple[dict[str, Dataset], DataInfo]:
+    """Raw (untransformed) train and eval splits of data set ``name``, and its facts.
+
+    ``root`` is ``--data-root``; downloads happen only when allowed and online.
+    """
+    root = Path(root).expanduser() if root is not None else None
+    key = name.lower()
+    if key.startswith("imagefolder:"):
+        return _imagefolder_dataset(name.split(":", 1)[1])
+    if key in ("fashion-mnist", "fashion_mnist", "fashionmnist"):
+        return _idx_dataset("fashion-mnist", root, download)
+    if key == "mnist":
+        return _idx_dataset("mnist", root, download)
+    if key in ("cifar10", "cifar100"):
+        return _cifar_dataset(key, root, download)
+    raise DataError(f"unknown data set {name!r}: choose one of {', '.join(NAMES)}")
