@@ -47,18 +47,16 @@ def test_inspect_cli_writes_everything(checkpoint, tmp_path):
 
 
 def test_inspect_cli_missing_checkpoint(tmp_path):
-    from hybridize_cli.main import app
-
     from hybridize.errors import HybridizeError
+    from hybridize_cli.main import app
 
     result = CliRunner().invoke(app, ["inspect", str(tmp_path / "none.safetensors")])
     assert result.exit_code != 0 and isinstance(result.exception, HybridizeError)
 
 
 def test_inspect_cli_metrics_needs_plots(tmp_path):
-    from hybridize_cli.main import app
-
     from hybridize.errors import HybridizeError
+    from hybridize_cli.main import app
 
     args = ["inspect", str(tmp_path / "c.safetensors"), "--metrics", str(tmp_path / "m.jsonl")]
     result = CliRunner().invoke(app, args)

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import pytest
 import yaml
-from hybridize_cli.main import app
 from typer.testing import CliRunner
 
 from hybridize.errors import RecipeError
 from hybridize.recipe import list_builtin_recipes, load_recipe
+from hybridize_cli.main import app
 
 runner = CliRunner()
 

@@ -56,9 +56,8 @@ def test_finetune_then_evaluate(checkpoint: Path, tmp_path: Path) -> None:
 
 
 def test_bad_option_is_a_one_line_error(checkpoint: Path, tmp_path: Path) -> None:
-    from hybridize_cli.main import app
-
     from hybridize.errors import HybridizeError
+    from hybridize_cli.main import app
 
     res = CliRunner().invoke(
         app, ["finetune", str(checkpoint), "--optimizer", "lamb", "--out", str(tmp_path)]
