@@ -122,11 +122,11 @@ def _reinit_zero_heads(model: Any) -> None:
     import torch
 
     for m in model.modules():
-        if isinstance(m, torch.nn.Linear) and not m.weight.any():
+        is_head = isinstance(m, torch.nn.Linear) or (
+            isinstance(m, torch.nn.Conv2d) and m.out_channels == NUM_CLASSES
+        )
+        if is_head and not m.weight.any():
             torch.nn.init.normal_(m.weight, std=0.1)
-        elif isinstance(m, torch.nn.Conv2d) and m.out_channels == NUM_CLASSES:
-            if not m.weight.any():
-                torch.nn.init.normal_(m.weight, std=0.1)
 
 
 def _check_backward(hybrid: Any, x: Any) -> dict[str, Any]:
@@ -144,7 +144,11 @@ def _check_backward(hybrid: Any, x: Any) -> dict[str, Any]:
     if not torch.isfinite(loss):
         raise StageFailure(f"loss is {loss.item()}")
     loss.backward()
-    bad = [n for n, p in hybrid.named_parameters() if p.grad is not None and not p.grad.isfinite().all()]
+    bad = [
+        n
+        for n, p in hybrid.named_parameters()
+        if p.grad is not None and not p.grad.isfinite().all()
+    ]
     if bad:
         raise StageFailure(f"non-finite gradient in {len(bad)} parameters")
     reached = 0
@@ -168,7 +172,7 @@ def run_model(name: str, budget: int, report: Any) -> None:
     def enter(s: str) -> None:
         nonlocal stage
         stage = s
-        report.send(("stage", s))
+        report.send(("stage", {**rec, "stage": s}))
 
     try:
         import hybridize
@@ -258,6 +262,42 @@ def _where(exc: BaseException) -> str:
     return f"{short}:{f.lineno} in {f.name}"
 
 
+def grad_profile(name: str, size: int = DEFAULT_SIZE) -> list[tuple[str, float]]:
+    """max |dL/dy| at each fusion block's output (graph order) for the backward stage's setup:
+    has8-finetune, every gate set to 1, train mode, cross entropy on a fixed batch."""
+    import torch
+
+    import hybridize
+    from hybridize.spiking import FusionBlock
+
+    torch.set_num_threads(1)
+    torch.manual_seed(0)
+    model = hybridize.create_model(name, num_classes=NUM_CLASSES)
+    _reinit_zero_heads(model)
+    model.eval()
+    x = torch.randn(BATCH, 3, size, size, generator=torch.Generator().manual_seed(0))
+    hybrid = hybridize.convert(model, RECIPE, example_input=x)
+    mags: dict[str, float] = {}
+    order: list[str] = []
+
+    def watch(block_name: str) -> Any:
+        def hook(_m: Any, _a: Any, out: Any) -> None:
+            order.append(block_name)
+            out.register_hook(lambda g: mags.__setitem__(block_name, g.abs().max().item()))
+
+        return hook
+
+    for block_name, m in hybrid.named_modules():
+        if isinstance(m, FusionBlock):
+            with torch.no_grad():
+                m.gate.fill_(1.0)
+            m.register_forward_hook(watch(block_name))
+    hybrid.train()
+    target = torch.arange(BATCH) % NUM_CLASSES
+    torch.nn.functional.cross_entropy(hybrid(x), target).backward()
+    return [(n, mags.get(n, float("nan"))) for n in order]
+
+
 def _child(name: str, budget: int, conn: Any) -> None:
     run_model(name, budget, conn)
     conn.close()
@@ -304,14 +344,17 @@ def run_all(names: list[str], args: argparse.Namespace) -> None:
     out = Path(args.out)
     done = {r["model"] for r in read_results(out)}
     todo = [n for n in names if n not in done]
-    print(f"{len(names)} models selected, {len(names) - len(todo)} already in {out}, "
-          f"{len(todo)} to run", flush=True)
+    print(
+        f"{len(names)} models selected, {len(names) - len(todo)} already in {out}, "
+        f"{len(todo)} to run",
+        flush=True,
+    )
     os.environ.setdefault("OMP_NUM_THREADS", "1")
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     ctx = mp.get_context("forkserver")
     ctx.set_forkserver_preload(["torch", "timm", "hybridize.conversion", "hybridize.io"])
     budget = int(args.budget_m * 1e6)
-    running: dict[str, tuple[Any, Any, float, str]] = {}  # name -> (proc, conn, start, stage)
+    running: dict[str, tuple[Any, Any, float, dict]] = {}  # name -> (proc, conn, start, partial)
     queue = list(todo)
     finished = 0
     while queue or running:
@@ -321,30 +364,41 @@ def run_all(names: list[str], args: argparse.Namespace) -> None:
             proc = ctx.Process(target=_child, args=(name, budget, child), daemon=True)
             proc.start()
             child.close()
-            running[name] = (proc, parent, time.monotonic(), "start")
+            running[name] = (proc, parent, time.monotonic(), {"stage": "start"})
         for name in list(running):
-            proc, conn, start, stage = running[name]
+            proc, conn, start, partial = running[name]
             rec = None
             try:
                 while conn.poll():
                     kind, value = conn.recv()
                     if kind == "stage":
-                        stage = value
+                        partial = value
                     else:
                         rec = value
             except (EOFError, OSError):
                 if rec is None:
                     proc.join(timeout=5)
-                    rec = {"model": name, "status": "fail", "stage": stage,
-                           "error_type": "Crash",
-                           "error": f"worker died (exit code {proc.exitcode})", "where": ""}
+                    rec = {
+                        **partial,
+                        "model": name,
+                        "status": "fail",
+                        "error_type": "Crash",
+                        "error": f"worker died (exit code {proc.exitcode})",
+                        "where": "",
+                    }
             elapsed = time.monotonic() - start
             if rec is None and elapsed > args.timeout:
                 proc.kill()
-                rec = {"model": name, "status": "fail", "stage": stage, "error_type": "Timeout",
-                       "error": f"no result within {args.timeout:.0f} s", "where": ""}
+                rec = {
+                    **partial,
+                    "model": name,
+                    "status": "fail",
+                    "error_type": "Timeout",
+                    "error": f"no result within {args.timeout:.0f} s",
+                    "where": "",
+                }
             if rec is None:
-                running[name] = (proc, conn, start, stage)
+                running[name] = (proc, conn, start, partial)
                 continue
             proc.join(timeout=10)
             if proc.is_alive():
@@ -366,7 +420,13 @@ def run_all(names: list[str], args: argparse.Namespace) -> None:
 
 def normalise(error: str) -> str:
     """Group key of an error line: quoted names, numbers, shapes and addresses blanked."""
-    s = re.sub(r"0x[0-9a-fA-F]+", "0x?", error)
+    no_region = re.match(r"recipe .* converted no region of \w+ \((.*)", error)
+    if no_region:  # group by the first refusal of a block, not by the model's region names
+        reasons = [r.partition(": ")[2] for r in no_region[1].split("; ")]
+        block = [r for r in reasons if r and "no activation" not in r] or reasons
+        error = f"converted no region; blocks refused: {block[0]}"
+    s = re.sub(r"0x[0-9a-fA-F]+", "<addr>", error)
+    s = re.sub(r"/tmp\S*", "<tmp>", s)
     s = re.sub(r"'[^']*'|\"[^\"]*\"|`[^`]*`", "'?'", s)
     s = re.sub(r"\[[\d, ]+\]|\([\d, ]+\)|torch\.Size\([^)]*\)", "<shape>", s)
     s = re.sub(r"\d+(\.\d+)?(e-?\d+)?", "N", s)
@@ -380,8 +440,11 @@ def summarise(records: list[dict[str, Any]], only: list[str] | None = None) -> s
         records = [r for r in records if r["model"] in keep]
     over = [r for r in records if r["status"] == "over_budget"]
     runs = [r for r in records if r["status"] != "over_budget"]
-    lines = [f"models recorded: {len(records)}; over the budget: {len(over)}; "
-             f"run: {len(runs)}; passed every stage: {sum(r['status'] == 'ok' for r in runs)}", ""]
+    lines = [
+        f"models recorded: {len(records)}; over the budget: {len(over)}; "
+        f"run: {len(runs)}; passed every stage: {sum(r['status'] == 'ok' for r in runs)}",
+        "",
+    ]
     lines += ["| stage | reached | passed | pass rate | passed / run |", "|---|---|---|---|---|"]
     failed_at = Counter(r["stage"] for r in runs if r["status"] == "fail")
     reached = len(runs)
@@ -396,8 +459,11 @@ def summarise(records: list[dict[str, Any]], only: list[str] | None = None) -> s
         lines += ["", "input used: " + ", ".join(f"{k} {v}" for k, v in inputs.most_common())]
     partial = [r for r in runs if r.get("blocks") and r.get("twins_with_grad", 0) < r["blocks"]]
     if partial:
-        lines += ["", "twins without gradient (passed, but not every twin learns): " + ", ".join(
-            f"{r['model']} ({r['twins_with_grad']}/{r['blocks']})" for r in partial)]
+        lines += [
+            "",
+            "twins without gradient (passed, but not every twin learns): "
+            + ", ".join(f"{r['model']} ({r['twins_with_grad']}/{r['blocks']})" for r in partial),
+        ]
     groups: dict[tuple[str, str, str], list[str]] = defaultdict(list)
     examples: dict[tuple[str, str, str], dict[str, Any]] = {}
     for r in runs:
@@ -433,14 +499,34 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--timeout", type=float, default=120.0, help="seconds per model")
     p.add_argument("--jobs", type=int, default=1, help="models run at once")
     p.add_argument("--out", default="coverage.jsonl", help="results file (JSON lines)")
-    p.add_argument("--summarise", metavar="FILE", default=None,
-                   help="only print the summary of an existing results file")
+    p.add_argument(
+        "--summarise",
+        metavar="FILE",
+        default=None,
+        help="only print the summary of an existing results file",
+    )
+    p.add_argument(
+        "--grad-profile",
+        metavar="MODEL",
+        default=None,
+        help="only print max |dL/dy| per fusion block of MODEL (backward-stage setup)",
+    )
+    p.add_argument("--size", type=int, default=DEFAULT_SIZE, help="input size for --grad-profile")
     args = p.parse_args(argv)
+    if args.grad_profile:
+        import math
+
+        for block, value in grad_profile(args.grad_profile, args.size):
+            exp = f"{math.log10(value):6.1f}" if 0 < value < math.inf else f"{value:>6}"
+            print(f"{block:40s} log10 max|dL/dy| = {exp}")
+        return 0
     if args.summarise:
         path = Path(args.summarise)
         if not path.is_file():
-            print(f"error: results file {path} not found; run the benchmark with --out first",
-                  file=sys.stderr)
+            print(
+                f"error: results file {path} not found; run the benchmark with --out first",
+                file=sys.stderr,
+            )
             return 2
         print(summarise(read_results(path)))
         return 0

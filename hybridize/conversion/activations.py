@@ -15,6 +15,17 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+
+def _timm_activations() -> tuple[type[nn.Module], ...]:
+    """timm's own activation classes (they do not subclass torch's)."""
+    try:
+        from timm.layers import activations as act
+    except ImportError:  # pragma: no cover - timm is a dependency
+        return ()
+    names = ("GELU", "GELUTanh", "QuickGELU", "Swish", "HardSwish", "Mish", "HardMish")
+    return tuple(getattr(act, n) for n in names if hasattr(act, n))
+
+
 # Module activations, matched in this order by isinstance.
 ACTIVATION_MODULES: tuple[type[nn.Module], ...] = (
     nn.ReLU,
@@ -25,6 +36,7 @@ ACTIVATION_MODULES: tuple[type[nn.Module], ...] = (
     nn.Hardswish,
     nn.ELU,
     nn.Mish,
+    *_timm_activations(),
 )
 
 # Functional activations (call_function targets).

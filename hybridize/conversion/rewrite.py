@@ -129,12 +129,12 @@ def splice(
         if region.segment is None:
             calls = module_nodes.get(region.name, [])
             if len(calls) != 1:
+                # a module never called under this name (e.g. registered twice) is not in gm
                 results.append(
                     RegionResult(
                         region=region,
                         status="skipped",
                         reason=f"called {len(calls)} times in the graph; a region must run once",
-                        ann_params=_params(gm.get_submodule(region.name)),
                     )
                 )
                 continue

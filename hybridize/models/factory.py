@@ -112,6 +112,13 @@ def _num_classes(model: nn.Module) -> int | None:
 
 
 def _in_chans(model: nn.Module) -> int | None:
+    """The input channels: the model's own record first (a first conv can sit after a
+    space-to-depth stem, as in TResNet), then the first conv."""
+    if isinstance(getattr(model, "in_chans", None), int):
+        return model.in_chans
+    cfg = getattr(model, "pretrained_cfg", None)
+    if isinstance(cfg, dict) and cfg.get("input_size"):
+        return int(cfg["input_size"][0])
     conv = _first_conv(model)
     return conv[1].in_channels if conv else None
 
