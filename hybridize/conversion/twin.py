@@ -76,9 +76,10 @@ def build_twin(
         twin = copy.deepcopy(ann)
         report.traced = False
 
-    _swap_modules(twin, make_lif, pooling, report)
+    static = _input_free_calls(twin) if isinstance(twin, fx.GraphModule) else set()
+    _swap_modules(twin, make_lif, pooling, report, static)
     if isinstance(twin, fx.GraphModule):
-        _rewrite_functional(twin, make_lif, pooling, report)
+        _rewrite_functional(twin, make_lif, pooling, report, static)
         if residual == "sew":
             _apply_sew(twin, make_lif, report)
         twin.graph.lint()
@@ -93,11 +94,29 @@ def build_twin(
     return twin, report
 
 
+def _input_free_calls(gm: fx.GraphModule) -> set[str]:
+    """Names of nodes and called modules that do not depend on the region's input.
+
+    They compute on parameters or constant tables (e.g. a relative-position MLP) with no
+    batch dimension, so they must stay ANN: a LIF there would unfold a batch that is not there.
+    """
+    dependent: set[fx.Node] = set()
+    for node in gm.graph.nodes:
+        if node.op == "placeholder" or any(i in dependent for i in node.all_input_nodes):
+            dependent.add(node)
+    free = [n for n in gm.graph.nodes if n not in dependent]
+    return {n.name for n in free} | {str(n.target) for n in free if n.op == "call_module"}
+
+
 def _swap_modules(
-    twin: nn.Module, make_lif: Callable[[], LIF], pooling: str, report: TwinReport
+    twin: nn.Module,
+    make_lif: Callable[[], LIF],
+    pooling: str,
+    report: TwinReport,
+    static: set[str] = frozenset(),
 ) -> None:
     for name, module in list(twin.named_modules()):
-        if not name:
+        if not name or any(name == s or name.startswith(s + ".") for s in static):
             continue
         if is_activation_module(module):
             twin.set_submodule(name, make_lif())
@@ -126,9 +145,15 @@ def _insert_lif(
 
 
 def _rewrite_functional(
-    gm: fx.GraphModule, make_lif: Callable[[], LIF], pooling: str, report: TwinReport
+    gm: fx.GraphModule,
+    make_lif: Callable[[], LIF],
+    pooling: str,
+    report: TwinReport,
+    static: set[str] = frozenset(),
 ) -> None:
     for node in list(gm.graph.nodes):
+        if node.name in static:
+            continue
         is_fn = node.op == "call_function" and is_activation_function(node.target)
         is_method = node.op == "call_method" and node.target in ACTIVATION_METHODS
         if is_fn or is_method:

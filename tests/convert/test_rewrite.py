@@ -316,3 +316,34 @@ def test_dropout_follows_train_and_eval_after_tracing():
     hybrid.eval()
     with torch.no_grad():
         assert torch.equal(hybrid(X), model(X))
+
+
+def test_activation_on_a_batch_free_table_stays_ann():
+    class TableBias(nn.Module):
+        """A block whose bias comes from an MLP over a fixed table (like Swin-V2's)."""
+
+        def __init__(self):
+            super().__init__()
+            self.register_buffer("table", torch.linspace(-1, 1, 8).reshape(8, 1))
+            self.mlp = nn.Sequential(nn.Linear(1, 4), nn.ReLU(), nn.Linear(4, 1))
+            self.conv = nn.Conv2d(3, 3, 1)
+            self.act = nn.ReLU()
+
+        def forward(self, x):
+            bias = self.mlp(self.table).mean()
+            return self.act(self.conv(x) + bias)
+
+    class Wrap(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.block = TableBias()
+
+        def forward(self, x):
+            return self.block(x)
+
+    recipe = {"defaults": {"twin_init": "copy"}, "targets": [{"select": {"name": "block"}}]}
+    hybrid = hybridize.convert(Wrap(), recipe, example_input=X)
+    twin = hybrid.get_submodule("block").branch.twin
+    assert isinstance(twin.get_submodule("mlp.1"), nn.ReLU) and isinstance(twin.act, LIF)
+    hybrid.train()
+    hybrid(X).sum().backward()
