@@ -81,7 +81,7 @@ def build_twin(
     if isinstance(twin, fx.GraphModule):
         _rewrite_functional(twin, make_lif, pooling, report, static)
         if residual == "sew":
-            _apply_sew(twin, make_lif, report)
+            _apply_sew(twin, make_lif, report, static)
         twin.graph.lint()
         twin.delete_all_unused_submodules()
         twin.recompile()
@@ -192,7 +192,12 @@ def _is_lif_node(node: fx.Node, modules: dict[str, nn.Module]) -> bool:
     return node.op == "call_module" and isinstance(modules.get(node.target), LIF)
 
 
-def _apply_sew(gm: fx.GraphModule, make_lif: Callable[[], LIF], report: TwinReport) -> None:
+def _apply_sew(
+    gm: fx.GraphModule,
+    make_lif: Callable[[], LIF],
+    report: TwinReport,
+    static: set[str] = frozenset(),
+) -> None:
     modules = dict(gm.named_modules())
     for node in list(gm.graph.nodes):
         if not _is_add(node) or len(node.users) != 1:
@@ -200,6 +205,8 @@ def _apply_sew(gm: fx.GraphModule, make_lif: Callable[[], LIF], report: TwinRepo
         post = next(iter(node.users))
         operands = [a for a in node.args[:2] if isinstance(a, fx.Node)]
         if not _is_lif_node(post, modules) or len(operands) != 2:
+            continue
+        if any(a.name in static for a in operands):  # adding a constant bias is no residual join
             continue
         post.replace_all_uses_with(node)
         gm.graph.erase_node(post)
