@@ -1,8 +1,9 @@
 """Reproduction and ablation study on Fashion-MNIST (issue 6; results in docs/results.md).
 
-    nice -n 5 python benchmarks/reproduce.py                 # CPU budget (~40 min on 2 cores)
-    python benchmarks/reproduce.py --full --device cuda      # whole data set, more epochs
-    python benchmarks/reproduce.py --table                   # print the table of a (partial) run
+    nice -n 5 python benchmarks/reproduce.py --skip-expensive   # CPU budget, 45 runs
+    nice -n 5 python benchmarks/reproduce.py --step-costs       # train-step times, round-robin
+    python benchmarks/reproduce.py --table                      # the table of a (partial) run
+    python benchmarks/reproduce.py --full --device cuda         # whole data set, 10 epochs
     python benchmarks/reproduce.py --only has8_resnet,ann_resnet --seeds 0
 
 Every row is trained with the same data subset, seed(s), epochs, batch size and optimizer
@@ -12,6 +13,8 @@ baselines, HAS-8 hybrids (`has8-released` compat and the cleaned-up `has8` defau
 spiking variant (mode `replace`), `has8-finetune` on the pretrained EfficientNet-Lite0 beside its
 ANN, and encoder ablations applied one at a time to the `has8` ResNet-b32 hybrid.
 
+On a CPU the expensive rows (VGG-b16 hybrids, EfficientNet-Lite0) get one seed and
+EfficientNet an eighth of the images; ``--skip-expensive`` leaves them out.
 Each finished (row, seed) is appended to ``OUT/results.jsonl`` at once (one JSON object per
 line); a rerun skips what is there, so an interrupted run resumes and a partial run is usable.
 """
@@ -192,6 +195,36 @@ def step_cpu_seconds(
     return statistics.median(times)
 
 
+def step_costs(keys: list[str], budget: Budget, device: str, rounds: int = 5) -> dict:
+    """Median wall seconds per train step for each row, measured round-robin (one step of
+    every model per round) so that load from other processes spreads over all rows alike."""
+    chosen = [r for r in rows() if r.key in keys]
+    models, opts, times = {}, {}, {r.key: [] for r in chosen}
+    for r in chosen:
+        torch.manual_seed(0)
+        chans = 3 if r.model == "effnet" else 1
+        models[r.key] = (build(r, chans).to(device).train(), chans)
+        params = [p for p in models[r.key][0].parameters() if p.requires_grad]
+        opts[r.key] = torch.optim.Adam(params, lr=1e-6)
+    gen = torch.Generator().manual_seed(0)
+    y = torch.randint(0, 10, (budget.batch_size,), generator=gen).to(device)
+    for i in range(rounds + 1):
+        for r in chosen:
+            model, chans = models[r.key]
+            x = torch.rand(budget.batch_size, chans, budget.img_size, budget.img_size,
+                           generator=gen).to(device)  # fmt: skip
+            t0 = time.perf_counter()
+            loss = torch.nn.functional.cross_entropy(model(x), y)
+            opts[r.key].zero_grad()
+            loss.backward()
+            opts[r.key].step()
+            if device != "cpu":
+                torch.cuda.synchronize()
+            if i:  # round 0 is the warm-up
+                times[r.key].append(time.perf_counter() - t0)
+    return {k: statistics.median(v) for k, v in times.items()}
+
+
 def run_one(row: Row, seed: int, budget: Budget, device: str, workers: int) -> dict:
     """Train ``row`` for the budget with ``seed``; accuracy, time, firing rate and energy."""
     import hybridize
@@ -204,7 +237,7 @@ def run_one(row: Row, seed: int, budget: Budget, device: str, workers: int) -> d
     torch.manual_seed(seed)
     model = build(row, chans)
     steps = 1 if row.expensive else 3
-    first = seed == budget.seeds[0]
+    first = seed == min(budget.seeds)
     step_s = step_cpu_seconds(model, budget, chans, device, steps) if first else None
     torch.manual_seed(seed)
     opts = {"preset": "has8-small", "batch_size": budget.batch_size, **row.finetune}
@@ -252,6 +285,12 @@ def append_jsonl(path: Path, record: dict) -> None:
         os.fsync(f.fileno())
 
 
+def atomic_write_json(path: Path, obj: Any) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(obj, indent=1))
+    os.replace(tmp, path)
+
+
 def read_jsonl(path: Path) -> list[dict]:
     if not path.exists():
         return []
@@ -273,28 +312,29 @@ def _mean_spread(values: list[float]) -> str:
     return f"{m:.1f} ± {100 * statistics.stdev(values):.1f}"
 
 
-def table(records: list[dict], budget_note: str = "") -> str:
-    """Markdown table of the finished rows (mean ± sample std over seeds)."""
+def table(records: list[dict], budget_note: str = "", costs: dict | None = None) -> str:
+    """Markdown table of the finished rows (mean ± sample std over seeds). ``costs`` (from
+    ``--step-costs``) replaces the per-run step CPU times in the step column when given."""
     by_row: dict[str, list[dict]] = {}
     for rec in records:
         by_row.setdefault(rec["row"], []).append(rec)
-    time_of = {k: statistics.fmean(r["train_time_s"] for r in v) for k, v in by_row.items()}
     step_of = {
         k: statistics.fmean(r["step_cpu_s"] for r in v if r.get("step_cpu_s"))
         for k, v in by_row.items()
         if any(r.get("step_cpu_s") for r in v)
     }
+    if costs:
+        step_of = dict(costs)
     lines = [
-        "| row | seeds | top-1 % | epoch time vs ANN | step CPU vs ANN | firing rate % | energy µJ/img "
+        "| row | seeds | top-1 % | train step time vs ANN | firing rate % | energy µJ/img "
         "(ANN → hybrid) | train/eval imgs |",
-        "|---|---|---|---|---|---|---|---|",
+        "|---|---|---|---|---|---|---|",
     ]
     for row in rows():
         recs = by_row.get(row.key)
         if not recs:
             continue
         base = row.baseline or row.key
-        rel = f"{time_of[row.key] / time_of[base]:.1f}x" if base in time_of else "-"
         both = row.key in step_of and base in step_of
         step = f"{step_of[row.key] / step_of[base]:.1f}x" if both else "-"
         rates = [r["firing_rate"] for r in recs if r.get("firing_rate") is not None]
@@ -302,9 +342,10 @@ def table(records: list[dict], budget_note: str = "") -> str:
         e_ann = statistics.fmean(r["energy_ann_uj"] for r in recs)
         e_hyb = statistics.fmean(r["energy_hybrid_uj"] for r in recs)
         energy = f"{e_ann:.2f}" if not row.hybrid else f"{e_ann:.2f} → {e_hyb:.2f}"
+        top1 = _mean_spread([r["top1"] for r in recs])
+        imgs = f"{recs[0]['train_samples']}/{recs[0]['eval_samples']}"
         lines.append(
-            f"| {row.label} | {len(recs)} | {_mean_spread([r['top1'] for r in recs])} | {rel} | {step} "
-            f"| {rate} | {energy} | {recs[0]['train_samples']}/{recs[0]['eval_samples']} |"
+            f"| {row.label} | {len(recs)} | {top1} | {step} | {rate} | {energy} | {imgs} |"
         )
     return "\n".join(lines) + ("\n\n" + budget_note if budget_note else "")
 
@@ -318,14 +359,18 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--only", default=None, help="comma list of row keys")
     ap.add_argument("--skip-expensive", action="store_true", help="leave out EffNet/VGG hybrids")
     ap.add_argument("--threads", type=int, default=2, help="torch threads on the CPU")
-    ap.add_argument("--workers", type=int, default=0, help="data loader workers")
+    ap.add_argument("--workers", type=int, default=None, help="loader workers (CPU: 0)")
     ap.add_argument("--table", action="store_true", help="print the table and exit")
+    ap.add_argument("--step-costs", action="store_true",
+                    help="measure train-step time of the rows round-robin, write step_costs.json")  # fmt: skip
     ap.add_argument("--limit-train", type=int, default=None, help="override the budget")
     ap.add_argument("--limit-eval", type=int, default=None, help="override the budget")
     args = ap.parse_args(argv)
 
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     torch.set_num_threads(args.threads)
+    if args.workers is None:
+        args.workers = 0 if args.device == "cpu" else 8
     budget = FULL_BUDGET if args.full else CPU_BUDGET
     if args.seeds:
         budget = Budget(
@@ -340,10 +385,21 @@ def main(argv: list[str] | None = None) -> None:
     meta = {"budget": budget.__dict__, "device": args.device, "torch": torch.__version__,
             "machine": platform.processor() or platform.machine(), "threads": args.threads}  # fmt: skip
     if args.table:
-        print(table(read_jsonl(path), json.dumps(meta)))
+        costs_path = out / "step_costs.json"
+        costs = (
+            json.loads(costs_path.read_text())["seconds_per_step"] if costs_path.exists() else None
+        )
+        print(table(read_jsonl(path), json.dumps(meta), costs))
         return
-    (out / "budget.json").write_text(json.dumps(meta, indent=1))
     wanted = set(args.only.split(",")) if args.only else None
+    if args.step_costs:
+        keys = [r.key for r in rows() if (wanted is None or r.key in wanted) and not r.expensive]
+        costs = step_costs(keys, budget, args.device)
+        atomic_write_json(out / "step_costs.json", {"meta": meta, "seconds_per_step": costs})
+        for key, sec in costs.items():
+            print(f"{key:22s} {sec:.3f} s/step")
+        return
+    atomic_write_json(out / "budget.json", meta)
     todo = [r for r in rows() if (wanted is None or r.key in wanted)]
     if args.skip_expensive:
         todo = [r for r in todo if not r.expensive]
