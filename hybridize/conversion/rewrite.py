@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import inspect
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from torch import fx, nn
@@ -71,7 +72,7 @@ def build_region(
     call_args: tuple,
     call_kwargs: dict,
     out_meta: object,
-    tracer_factory,
+    tracer_factory: Callable[[], HybridTracer],
 ) -> tuple[nn.Module | None, RegionResult]:
     """The replacement module for one region (None when skipped) and its plan row."""
     result = RegionResult(region=region, status="skipped", ann_params=_params(ann))
@@ -115,7 +116,7 @@ def build_region(
 
 
 def splice(
-    gm: fx.GraphModule, regions: list[Region], tracer_factory: type[HybridTracer] | object
+    gm: fx.GraphModule, regions: list[Region], tracer_factory: Callable[[], HybridTracer]
 ) -> list[RegionResult]:
     """Rewrite ``gm`` in place; returns one result per region, in graph order."""
     nodes = {n.name: n for n in gm.graph.nodes}
