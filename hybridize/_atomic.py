@@ -35,3 +35,20 @@ def atomic_path(target: str | os.PathLike[str], suffix: str = ".tmp") -> Iterato
     except BaseException:
         tmp_path.unlink(missing_ok=True)
         raise
+
+
+def temp_beside(dest: Path, tag: str) -> Path:
+    """A fresh, closed temporary file in ``dest``'s folder (same file system as ``dest``),
+    named ``.NAME.RANDOM.partial.TAG`` (some writers insist on the extension ``TAG``)."""
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    fd, name = tempfile.mkstemp(prefix=f".{dest.name}.", suffix=f".partial.{tag}", dir=dest.parent)
+    os.close(fd)
+    os.chmod(name, 0o666 & ~_umask())  # the finished file gets the usual permissions
+    return Path(name)
+
+
+def remove_quietly(*paths: Path | None) -> None:
+    """Delete the files that exist; ignore the rest."""
+    for p in paths:
+        if p is not None:
+            p.unlink(missing_ok=True)

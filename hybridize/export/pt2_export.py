@@ -9,8 +9,8 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from hybridize._atomic import remove_quietly, temp_beside
 from hybridize.errors import ExportError
-from hybridize.export.atomic import remove_quietly, temp_beside
 from hybridize.export.inputs import chunks, random_inputs, real_inputs_for
 from hybridize.export.onnx_export import _validate_example
 from hybridize.export.parity import ATOL, MIN_TOP1, RTOL, ParityCheck, ParityReport
