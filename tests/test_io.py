@@ -12,17 +12,6 @@ from torch import nn
 import hybridize.io as hio
 from hybridize.errors import CheckpointError
 
-
-def _convert_ready() -> bool:
-    try:
-        from hybridize.conversion import convert  # noqa: F401
-    except ImportError:
-        return False
-    return True
-
-
-requires_convert = pytest.mark.skipif(not _convert_ready(), reason="hybridize.convert not ready")
-
 META = {
     "model": {"source": "timm", "name": "test_resnet", "kwargs": {"num_classes": 3, "in_chans": 3}},
     "recipe": {"name": "has8", "targets": [{"select": {"auto": "blocks"}}]},
@@ -202,7 +191,6 @@ def test_overwrite_is_complete(ckpt) -> None:
 # ---- round trip (needs hybridize.convert) ----------------------------------------------------
 
 
-@requires_convert
 @pytest.mark.parametrize("recipe", ["has8", "has8-finetune"])
 def test_round_trip_bit_identical(tmp_path, recipe: str) -> None:
     import hybridize
@@ -234,7 +222,6 @@ def test_round_trip_bit_identical(tmp_path, recipe: str) -> None:
     )
 
 
-@requires_convert
 def test_has8_reference_round_trip(tmp_path) -> None:
     from hybridize.models import create
 

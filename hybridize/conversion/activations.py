@@ -94,6 +94,9 @@ def max_to_avg_pool(module: nn.Module) -> nn.Module | None:
         return AvgPool2dSame(
             module.kernel_size, module.stride, ceil_mode=module.ceil_mode, count_include_pad=False
         )
+    dilation = getattr(module, "dilation", 1)
+    if any(d != 1 for d in (dilation if isinstance(dilation, tuple) else (dilation,))):
+        return None  # average pooling has no dilation: keep the max pool
     for max_cls, avg_cls in _MAX_TO_AVG:
         if isinstance(module, max_cls):
             return avg_cls(

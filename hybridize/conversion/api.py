@@ -174,7 +174,6 @@ def _convert(
         "recipe": recipe_obj.to_dict(),
         "example_shape": list(example.shape),
     }
-    converted = {r.region.name for r in results if r.status == "converted"}
     plan = Plan(
         recipe=recipe_obj.name,
         rows=results,
@@ -182,14 +181,6 @@ def _convert(
         params_after=_params(hybrid),
         unconverted=_unconverted(hybrid, results),
     )
-    if not converted:
-        reasons = (
-            "; ".join(f"{r.region.name}: {r.reason}" for r in results[:3]) or "no region selected"
-        )
-        raise ConversionError(
-            f"recipe {recipe_obj.name!r} converted no region of {type(model).__name__} ({reasons}); "
-            "check the plan with --dry-run and adjust the recipe targets"
-        )
     return hybrid, plan
 
 
@@ -202,6 +193,14 @@ def convert(
     the model's configured input size) is run once to learn shapes.
     """
     hybrid, plan = _convert(model, recipe, example_input)
+    if not plan.converted:
+        reasons = (
+            "; ".join(f"{r.region.name}: {r.reason}" for r in plan.rows[:3]) or "no region selected"
+        )
+        raise ConversionError(
+            f"recipe {plan.recipe!r} converted no region of {type(model).__name__} ({reasons}); "
+            "check the plan with --dry-run and adjust the recipe targets"
+        )
     hybrid.meta["hybridize_plan"] = plan
     return hybrid
 

@@ -157,7 +157,12 @@ def find_stem(gm: fx.GraphModule, block_names: list[str]) -> Segment | None:
     if not placeholders:
         return None
     first_block = next(
-        (n for n in gm.graph.nodes if n.op == "call_module" and n.target in set(block_names)),
+        (
+            n
+            for n in gm.graph.nodes
+            if n.op == "call_module"
+            and any(b == n.target or b.startswith(n.target + ".") for b in block_names)
+        ),
         None,
     )
     if first_block is None:

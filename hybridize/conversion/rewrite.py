@@ -150,6 +150,9 @@ def splice(
             )
             if replacement is not None:
                 gm.set_submodule(region.name, replacement)
+                # the constants accepted by _io_problem equal the defaults; the fusion block
+                # (or branch) takes the input alone
+                node.args, node.kwargs = node.args[:1], {}
         else:
             segment = region.segment
             exit_node = nodes[segment.exit]

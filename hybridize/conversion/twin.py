@@ -76,12 +76,14 @@ def build_twin(
         twin = copy.deepcopy(ann)
         report.traced = False
 
-    static = _input_free_calls(twin) if isinstance(twin, fx.GraphModule) else set()
-    _swap_modules(twin, make_lif, pooling, report, static)
+    free_nodes, free_modules = (
+        _input_free(twin) if isinstance(twin, fx.GraphModule) else (set(), set())
+    )
+    _swap_modules(twin, make_lif, pooling, report, free_modules)
     if isinstance(twin, fx.GraphModule):
-        _rewrite_functional(twin, make_lif, pooling, report, static)
+        _rewrite_functional(twin, make_lif, pooling, report, free_nodes)
         if residual == "sew":
-            _apply_sew(twin, make_lif, report, static)
+            _apply_sew(twin, make_lif, report, free_nodes)
         twin.graph.lint()
         twin.delete_all_unused_submodules()
         twin.recompile()
@@ -94,18 +96,22 @@ def build_twin(
     return twin, report
 
 
-def _input_free_calls(gm: fx.GraphModule) -> set[str]:
-    """Names of nodes and called modules that do not depend on the region's input.
+def _input_free(gm: fx.GraphModule) -> tuple[set[str], set[str]]:
+    """Names of the nodes, and targets of the modules called, that do not depend on the
+    region's input.
 
     They compute on parameters or constant tables (e.g. a relative-position MLP) with no
     batch dimension, so they must stay ANN: a LIF there would unfold a batch that is not there.
+    A module called from both kinds of node counts as input-dependent.
     """
     dependent: set[fx.Node] = set()
     for node in gm.graph.nodes:
         if node.op == "placeholder" or any(i in dependent for i in node.all_input_nodes):
             dependent.add(node)
     free = [n for n in gm.graph.nodes if n not in dependent]
-    return {n.name for n in free} | {str(n.target) for n in free if n.op == "call_module"}
+    called_on_input = {str(n.target) for n in dependent if n.op == "call_module"}
+    free_modules = {str(n.target) for n in free if n.op == "call_module"} - called_on_input
+    return {n.name for n in free}, free_modules
 
 
 def _swap_modules(
@@ -166,6 +172,8 @@ def _rewrite_functional(
             pooling == "max-to-avg"
             and node.op == "call_function"
             and node.target in MAX_TO_AVG_FUNCTIONS
+            and node.kwargs.get("dilation", node.args[4] if len(node.args) > 4 else 1)
+            in (1, (1, 1))
         ):
             avg_fn = MAX_TO_AVG_FUNCTIONS[node.target]
             names = ("kernel_size", "stride", "padding")

@@ -347,3 +347,83 @@ def test_activation_on_a_batch_free_table_stays_ann():
     assert isinstance(twin.get_submodule("mlp.1"), nn.ReLU) and isinstance(twin.act, LIF)
     hybrid.train()
     hybrid(X).sum().backward()
+
+
+def test_block_called_with_default_constants_runs_after_conversion():
+    class Masked(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.conv = nn.Conv2d(3, 3, 1)
+            self.act = nn.ReLU()
+
+        def forward(self, x, mask=None):
+            return self.act(self.conv(x))
+
+    class Outer(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.blk = Masked()
+
+        def forward(self, x):
+            return self.blk(x, mask=None)
+
+    hybrid = hybridize.convert(Outer(), {"targets": [{"select": {"name": "blk"}}]}, example_input=X)
+    assert hybrid(X).shape == X.shape
+
+
+def test_stem_found_before_a_stage_region(net):
+    recipe = {"targets": [{"select": {"auto": "stem"}}, {"select": {"auto": "stages"}}]}
+    plan = hybridize.plan(net, recipe, example_input=X)
+    assert [r.region.name for r in plan.converted] == ["stem", "stages"]
+
+
+def test_plan_reports_instead_of_raising_when_nothing_converts(net):
+    recipe = {"defaults": {"mode": "skip"}, "targets": [{"select": {"auto": "blocks"}}]}
+    plan = hybridize.plan(net, recipe, example_input=X)
+    assert plan.rows and not plan.converted
+    with pytest.raises(ConversionError, match="converted no region"):
+        hybridize.convert(net, recipe, example_input=X)
+
+
+def test_dilated_max_pool_is_kept():
+    class Dilated(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.conv = nn.Conv2d(3, 3, 1)
+            self.act = nn.ReLU()
+            self.pool = nn.MaxPool2d(3, 1, 1, dilation=2)
+
+        def forward(self, x):
+            return self.pool(self.act(self.conv(x)))
+
+    recipe = {"targets": [{"select": {"segment": {"start": "conv", "end": "pool"}}}]}
+    hybrid = hybridize.convert(Dilated(), recipe, example_input=X)
+    twin = hybrid.get_submodule("conv__pool").branch.twin
+    assert isinstance(twin.pool, nn.MaxPool2d)
+    assert hybrid(X).shape == Dilated()(X).shape
+
+
+def test_input_free_node_does_not_shadow_a_module_of_the_same_name():
+    class Shadow(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.register_buffer("table", torch.ones(3, 1, 1))
+            self.conv = nn.Conv2d(3, 3, 1)
+            self.relu = nn.ReLU()
+
+        def forward(self, x):
+            bias = F.relu(self.table)  # an input-free node named "relu"
+            return self.relu(self.conv(x)) + bias
+
+    class Outer(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.blk = Shadow()
+
+        def forward(self, x):
+            return self.blk(x)
+
+    recipe = {"defaults": {"residual": "keep"}, "targets": [{"select": {"name": "blk"}}]}
+    hybrid = hybridize.convert(Outer(), recipe, example_input=X)
+    row = hybrid.conversion_plan.rows[0]
+    assert row.status == "converted" and row.twin.activations == ["relu: ReLU"]
