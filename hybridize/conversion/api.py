@@ -159,7 +159,7 @@ def _convert(
 
     gm = trace(model, make_tracer(recipe_obj.trace, leaf_names=leaves))
     shape_propagate(gm, example)
-    regions = add_segment_regions(gm, model, recipe_obj, regions, graph_targets, blocks)
+    regions = add_segment_regions(gm, recipe_obj, regions, graph_targets, blocks)
     order = {n.target if n.op == "call_module" else n.name: i for i, n in enumerate(gm.graph.nodes)}
     regions.sort(key=lambda r: order.get(r.name if r.segment is None else r.segment.nodes[0], 0))
 

@@ -67,7 +67,7 @@ def module_candidates(
 
 
 def graph_candidates(
-    gm: fx.GraphModule, model: nn.Module, recipe: Recipe, index: int, blocks: list[str]
+    gm: fx.GraphModule, recipe: Recipe, index: int, blocks: list[str]
 ) -> list[Segment]:
     """Segments target ``index`` selects in the traced graph."""
     select = recipe.targets[index].select
@@ -128,7 +128,6 @@ def _segment_name(segment: Segment, auto: str | None) -> str:
 
 def add_segment_regions(
     gm: fx.GraphModule,
-    model: nn.Module,
     recipe: Recipe,
     regions: list[Region],
     graph_targets: list[int],
@@ -159,7 +158,7 @@ def add_segment_regions(
     ordered = sorted(regions, key=lambda r: r.target_index)
     for index in graph_targets:
         target = recipe.targets[index]
-        segments = graph_candidates(gm, model, recipe, index, blocks)
+        segments = graph_candidates(gm, recipe, index, blocks)
         if not segments and target.required:
             raise unmatched_target_error(recipe, index, list(nodes))
         settings = recipe.settings_for(index)

@@ -5,22 +5,12 @@ from __future__ import annotations
 import json
 
 import pytest
-import torch
 from typer.testing import CliRunner
 
 
 @pytest.fixture(scope="module")
-def checkpoint(tmp_path_factory):
-    import hybridize
-
-    try:
-        base = hybridize.create_model("resnet10t", num_classes=4)
-        model = hybridize.convert(base, "has8", example_input=torch.rand(1, 3, 16, 16))
-    except (ImportError, AttributeError) as exc:  # pragma: no cover - while convert is missing
-        pytest.skip(f"hybridize.convert / create_model not available: {exc}")
-    path = tmp_path_factory.mktemp("ckpt") / "r10.safetensors"
-    hybridize.save(model, path)
-    return path
+def checkpoint(hybrid_checkpoint):
+    return hybrid_checkpoint
 
 
 @pytest.mark.slow
