@@ -28,6 +28,7 @@ _LAZY = {
     "evaluate": "hybridize.train:evaluate",
     "export_onnx": "hybridize.export:export_onnx",
     "export_pt2": "hybridize.export:export_pt2",
+    "export_nir": "hybridize.export.nir_export:export_nir",
     "inspect": "hybridize.metrics:inspect",
     "save_plots": "hybridize.metrics:save_plots",
     "render_graph": "hybridize.metrics:render_graph",

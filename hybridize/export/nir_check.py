@@ -1,0 +1,157 @@
+"""Re-run an exported NIR graph in an independent framework (snnTorch's ``import_from_nir``)
+and compare its spikes with our twin's, neuron by neuron and step by step.
+
+Nothing of ours runs on the peer side: the graph is read back from the file with ``nir.read``
+and executed by snnTorch's own modules (``snn.Leaky``, ``torch.nn.Conv2d``...) wired by
+nirtorch's interpreter, one time step per call.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from hybridize.errors import ExportError
+
+PEER = "snntorch"
+
+
+@dataclass
+class Agreement:
+    """Spike agreement between our twin and the peer for one region."""
+
+    region: str
+    spikes_compared: int = 0
+    spikes_differing: int = 0
+    spikes_fired: int = 0  # ours: how many of the compared entries are spikes (non-zero)
+    per_neuron: dict[str, tuple[int, int]] = field(default_factory=dict)  # (differing, total)
+    output_max_abs_diff: float = 0.0
+    output_spikes: bool = True  # the twin's output is spikes (or sums of spikes)
+
+    @property
+    def fraction_equal(self) -> float:
+        if self.spikes_compared == 0:
+            return 1.0
+        return 1.0 - self.spikes_differing / self.spikes_compared
+
+
+def peer_available() -> str | None:
+    """None when the peer can run, else the one-line reason it cannot."""
+    import importlib.util
+
+    for name in ("nir", "nirtorch", "snntorch"):
+        if importlib.util.find_spec(name) is None:
+            return f"{name} is not installed (pip install 'hybridize[nir-check]')"
+    return None
+
+
+def load_peer(path: str | Path, type_check: bool = True) -> nn.Module:
+    """The graph at ``path`` as a snnTorch module (read with ``nir.read``; ``type_check=False``
+    for graphs with grouped convs, whose types NIR 1.0 cannot infer)."""
+    import nir
+    from snntorch.import_nir import import_from_nir
+
+    graph = nir.read(str(path), type_check=type_check)
+    with contextlib.redirect_stdout(io.StringIO()):  # snnTorch prints its threshold rescaling
+        return import_from_nir(graph)
+
+
+def run_peer(
+    net: nn.Module, planes: torch.Tensor, neurons: list[str]
+) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    """Run ``net`` over ``planes`` [T, N, ...] one step per call, from a fresh state.
+
+    Returns the outputs [T, N, ...] and the spikes [T, N, ...] of each NIR LIF node in
+    ``neurons`` (read by forward hooks on the peer's own neuron modules).
+    """
+    import snntorch as snn
+
+    modules = dict(net.named_modules())
+    taps: dict[str, list[torch.Tensor]] = {name: [] for name in neurons}
+    handles = []
+    for name in neurons:
+        key = name.replace(".", "_")
+        if key not in modules:
+            raise ExportError(f"the peer graph has no neuron {name!r}")
+
+        def record(_m: nn.Module, _i: object, out: object, key: str = name) -> None:
+            taps[key].append((out[0] if isinstance(out, tuple) else out).detach().clone())
+
+        handles.append(modules[key].register_forward_hook(record))
+    for m in net.modules():
+        if isinstance(m, snn.Leaky):
+            m.mem = torch.zeros(0)  # fresh membrane (the module re-creates it at the input shape)
+    outputs = []
+    try:
+        with torch.no_grad():
+            for t in range(planes.shape[0]):
+                out = net(planes[t])
+                outputs.append((out[0] if isinstance(out, tuple) else out).detach().clone())
+    finally:
+        for h in handles:
+            h.remove()
+    return torch.stack(outputs), {k: torch.stack(v) for k, v in taps.items()}
+
+
+def run_twin(
+    twin: nn.Module, planes: torch.Tensor, modules: dict[str, str]
+) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    """Our twin on ``planes`` [T, N, ...] (folded as in the fusion block): the output
+    [T, N, ...] and the spikes [T, N, ...] of each LIF (NIR node -> twin module name)."""
+    t, n = planes.shape[0], planes.shape[1]
+    named = dict(twin.named_modules())
+    taps: dict[str, torch.Tensor] = {}
+    handles = []
+    for node, module in modules.items():
+
+        def record(_m: nn.Module, _i: object, out: torch.Tensor, node: str = node) -> None:
+            taps[node] = out.detach().reshape(t, n, *out.shape[1:]).clone()
+
+        handles.append(named[module].register_forward_hook(record))
+    try:
+        with torch.no_grad():
+            out = twin(planes.flatten(0, 1))
+    finally:
+        for h in handles:
+            h.remove()
+    return out.reshape(t, n, *out.shape[1:]), taps
+
+
+def compare(
+    region: str,
+    twin: nn.Module,
+    peer: nn.Module,
+    planes: torch.Tensor,
+    modules: dict[str, str],
+) -> Agreement:
+    """Run both on the same planes [T, N, ...] and count differing spikes per neuron."""
+    device = next((p.device for p in twin.parameters()), torch.device("cpu"))
+    ours_out, ours = run_twin(twin, planes.to(device), modules)
+    ours_out, ours = ours_out.cpu(), {k: v.cpu() for k, v in ours.items()}
+    peer_out, theirs = run_peer(peer, planes.cpu(), list(modules))
+    result = Agreement(region=region)
+    for node in modules:
+        a, b = ours[node], theirs[node]
+        if a.shape != b.shape:
+            raise ExportError(
+                f"{region}: neuron {node} has shape {tuple(a.shape)} here and "
+                f"{tuple(b.shape)} in the peer; the exported graph is wrong"
+            )
+        differing = int((a != b).sum())
+        result.per_neuron[node] = (differing, a.numel())
+        result.spikes_compared += a.numel()
+        result.spikes_differing += differing
+        result.spikes_fired += int((a != 0).sum())
+    if ours_out.shape != peer_out.shape:
+        raise ExportError(
+            f"{region}: output shape {tuple(ours_out.shape)} here, {tuple(peer_out.shape)} in "
+            "the peer; the exported graph is wrong"
+        )
+    result.output_max_abs_diff = float((ours_out - peer_out).abs().max()) if ours_out.numel() else 0.0
+    result.output_spikes = bool(torch.equal(ours_out, ours_out.round()))
+    return result

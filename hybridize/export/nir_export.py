@@ -1,0 +1,437 @@
+"""``export_nir``: one NIR graph per spiking twin, the whole model in ONNX, and a manifest.
+
+The folder is written atomically: everything goes into a temporary folder beside the
+destination, which is renamed into place only when complete.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import os
+import re
+import shutil
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from hybridize._atomic import _umask
+from hybridize.errors import ExportError
+from hybridize.export.prepare import export_state
+
+MANIFEST = "manifest.json"
+FORMAT = "hybridize-nir/1"
+DEFAULT_DT = 1e-4  # seconds per time step; snnTorch's NIR import assumes this value
+
+LIF_MAPPING = (
+    "Our LIF per step t: H = V + (X - (V - V_reset)) / tau (decay_input) or "
+    "H = V - (V - V_reset) / tau + X; S = [H >= V_th]; V = V_reset if S else H, V starts at "
+    "V_reset. NIR LIF: tau_n dv/dt = (v_leak - v) + R I, z = [v > v_threshold], v = v_reset "
+    "on z. Forward Euler with step dt gives v += (dt / tau_n) (v_leak - v + R I), which is ours "
+    "with tau_n = tau * dt, v_leak = v_reset = 0, R = 1 (decay_input) or R = tau. NIR's "
+    "threshold is strict (v > v_threshold), ours is not (H >= V_th): they differ only when H "
+    "equals V_th exactly. Soft reset and v_reset != 0 are refused (no NIR form)."
+)
+
+
+@dataclass
+class NIRExport:
+    """What :func:`export_nir` wrote (the manifest, as a dict, and a summary)."""
+
+    path: str
+    manifest: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def exported(self) -> list[dict[str, Any]]:
+        return [r for r in self.manifest["regions"] if r["status"] == "exported"]
+
+    @property
+    def refused(self) -> list[dict[str, Any]]:
+        return [r for r in self.manifest["regions"] if r["status"] != "exported"]
+
+    def lines(self) -> list[str]:
+        """Human-readable summary lines."""
+        regions = self.manifest["regions"]
+        out = [f"nir export: {self.path} ({len(self.exported)} of {len(regions)} twins in NIR)"]
+        for r in regions:
+            if r["status"] == "exported":
+                v = r.get("verification") or {}
+                extra = ""
+                if "fraction_equal" in v:
+                    extra = (
+                        f"; {v['peer']}: {v['spikes_compared'] - v['spikes_differing']} of "
+                        f"{v['spikes_compared']} equal ({v['spikes_fired']} fired)"
+                    )
+                out.append(f"  {r['region']}: {r['file']}{extra}")
+            else:
+                out.append(f"  {r['region']}: not exported: {r['reason']}")
+        onnx = self.manifest["onnx"]
+        out.append(
+            f"  onnx: {onnx['file']}"
+            + (f" [{onnx['parity']}]" if onnx.get("parity") else "")
+            if onnx["file"]
+            else f"  onnx: not written: {onnx['reason']}"
+        )
+        return out
+
+
+def _regions(model: nn.Module) -> list[tuple[str, nn.Module, nn.Module | None]]:
+    """(name, SpikingBranch, FusionBlock or None) for every twin, in module order."""
+    from hybridize.spiking import FusionBlock, SpikingBranch
+
+    found, inside = [], set()
+    for name, m in model.named_modules():
+        if isinstance(m, FusionBlock):
+            found.append((name or "<model>", m.branch, m))
+            inside.add(id(m.branch))
+        elif isinstance(m, SpikingBranch) and id(m) not in inside:
+            found.append((name or "<model>", m, None))
+    return found
+
+
+def _file_name(region: str, taken: set[str]) -> str:
+    stem = re.sub(r"[^A-Za-z0-9._-]", "_", region) or "region"
+    name, i = f"{stem}.nir", 1
+    while name in taken:
+        name, i = f"{stem}_{i}.nir", i + 1
+    taken.add(name)
+    return name
+
+
+def _encoder_info(encoder: nn.Module) -> dict[str, Any]:
+    from dataclasses import asdict
+
+    from hybridize.spiking import BitPlaneEncoder
+
+    if not isinstance(encoder, BitPlaneEncoder):
+        return {"type": type(encoder).__name__}
+    info: dict[str, Any] = {"type": "BitPlaneEncoder", **asdict(encoder.options)}
+    mode = encoder.options.normalize
+    if mode == "running":
+        info["range"] = [float(encoder.running_min), float(encoder.running_max)]
+        info["range_note"] = "frozen running range (eval mode); r = clamp((x - lo) / (hi - lo))"
+    elif mode == "fixed":
+        info["range"] = [encoder.options.lo, encoder.options.hi]
+        info["range_note"] = "fixed range; r = clamp((x - lo) / (hi - lo))"
+    elif mode == "minmax":
+        info["range"] = None
+        info["range_note"] = "per-sample min and max of the input (data dependent)"
+    else:
+        info["range"] = None
+        info["range_note"] = (
+            "auto: x itself if all of it lies in [0, 1], else the min and max of the whole "
+            "batch (data dependent)"
+        )
+    info["time_steps"] = encoder.time_steps
+    info["plane_of_step"] = _significance(encoder.bits, encoder.order)
+    return info
+
+
+def _significance(bits: int, order: str) -> list[int]:
+    from hybridize.spiking.encoder import significance
+
+    return [int(k) for k in significance(bits, order)]
+
+
+def _decoder_info(decoder: nn.Module) -> dict[str, Any]:
+    from hybridize.spiking import BitPlaneDecoder
+    from hybridize.spiking.decoder import decoder_weights
+
+    if not isinstance(decoder, BitPlaneDecoder):
+        return {"type": type(decoder).__name__}
+    info: dict[str, Any] = {
+        "type": "BitPlaneDecoder",
+        "kind": decoder.kind,
+        "bits": decoder.bits,
+        "order": decoder.order,
+        "compat": decoder.compat,
+    }
+    if decoder.kind == "bitplane":
+        w = decoder_weights(decoder.bits, decoder.order, compat=decoder.compat)
+        info["weights"] = [float(v) for v in w]
+        info["rule"] = "y = sum_t weights[t] * out_t"
+    else:
+        info["rule"] = "y = mean_t out_t"
+    return info
+
+
+def _gate_info(fusion: nn.Module | None) -> dict[str, Any] | None:
+    if fusion is None:
+        return None
+    g = fusion.gate.detach().cpu()
+    return {
+        "kind": fusion.gate_kind,
+        "value": float(g) if g.ndim == 0 else [float(v) for v in g],
+        "rule": "y = ann(x) + gate * decode(twin(encode(x)))",
+    }
+
+
+def _capture_planes(
+    model: nn.Module, example: torch.Tensor, branches: list[nn.Module]
+) -> dict[int, torch.Tensor]:
+    """The planes [T, N, ...] each branch's encoder emits when the model runs ``example``."""
+    captured: dict[int, torch.Tensor] = {}
+    handles = []
+    for b in branches:
+
+        def record(_m: nn.Module, _i: object, out: torch.Tensor, key: int = id(b)) -> None:
+            captured[key] = out.detach()
+
+        handles.append(b.encoder.register_forward_hook(record))
+    try:
+        with torch.no_grad():
+            model(example)
+    except Exception as exc:
+        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+        raise ExportError(
+            f"the model fails on the example input of shape {tuple(example.shape)} ({first}); "
+            "give an input the model accepts"
+        ) from exc
+    finally:
+        for h in handles:
+            h.remove()
+    return captured
+
+
+def _onnx(
+    model: nn.Module, example: torch.Tensor, folder: Path, check: bool, real: Any
+) -> dict[str, Any]:
+    missing = [
+        name
+        for name in (("onnx", "onnxruntime") if check else ("onnx",))
+        if importlib.util.find_spec(name) is None
+    ]
+    if missing:
+        return {
+            "file": None,
+            "reason": f"{' and '.join(missing)} not installed (pip install 'hybridize[export]')",
+        }
+    from hybridize.export.onnx_export import export_onnx
+
+    x = example if example.shape[0] > 1 else example.repeat(2, *([1] * (example.dim() - 1)))
+    report = export_onnx(model, x, folder / "model.onnx", check=check, real_inputs=real)
+    info: dict[str, Any] = {
+        "file": "model.onnx",
+        "contents": "the whole hybrid (ANN branches, encoders, twins, decoders, gates); "
+        "input 'input', output 'logits', dynamic batch",
+    }
+    if report.ok is not None:
+        info["parity"] = "PASS" if report.ok else "FAIL"
+        info["parity_report"] = report.to_dict()
+    return info
+
+
+def _prepare_destination(dest: Path) -> None:
+    if dest.exists() and not dest.is_dir():
+        raise ExportError(
+            f"the NIR output {dest} exists and is a file; give a folder path (-o OUT/)"
+        )
+    if dest.is_dir() and any(dest.iterdir()) and not (dest / MANIFEST).is_file():
+        raise ExportError(
+            f"the NIR output folder {dest} is not empty and holds no earlier NIR export; "
+            "choose a new folder or empty it"
+        )
+
+
+def _publish(tmp: Path, dest: Path) -> None:
+    """Rename ``tmp`` onto ``dest``; an earlier export there is replaced."""
+    os.chmod(tmp, 0o777 & ~_umask())
+    if not dest.exists():
+        os.replace(tmp, dest)
+        return
+    old = Path(tempfile.mkdtemp(prefix=f".{dest.name}.", suffix=".old", dir=dest.parent))
+    os.replace(dest, old / "previous")
+    try:
+        os.replace(tmp, dest)
+    except BaseException:
+        os.replace(old / "previous", dest)
+        raise
+    finally:
+        shutil.rmtree(old, ignore_errors=True)
+
+
+def export_nir(
+    model: nn.Module,
+    out_dir: str | os.PathLike,
+    example: torch.Tensor | None = None,
+    *,
+    dt: float = DEFAULT_DT,
+    onnx: bool = True,
+    check: bool = True,
+    real_inputs: torch.Tensor | bool | None = False,
+    verify: bool = False,
+) -> NIRExport:
+    """Write ``out_dir/``: one ``REGION.nir`` per twin NIR can express, ``model.onnx`` (the
+    whole hybrid, when ``onnx`` and the onnx extra is installed) and ``manifest.json``.
+
+    ``example`` (default: the checkpoint's example shape with batch 1) is run once to learn
+    each twin's input shape. ``dt`` is the NIR time step in seconds (tau_NIR = tau * dt).
+    ``check`` runs the ONNX parity check; ``verify`` re-runs every NIR file in snnTorch on the
+    example's bit planes and records the spike agreement. A model without twins, an output
+    path that is a file, or a failure leaves nothing behind and raises :class:`ExportError`.
+    """
+    if not isinstance(dt, (int, float)) or isinstance(dt, bool) or not dt > 0:
+        raise ExportError(f"dt={dt!r} must be a positive number of seconds per time step")
+    dest = Path(out_dir)
+    regions = _regions(model)
+    if not regions:
+        raise ExportError(
+            f"{type(model).__name__} has no spiking twin (FusionBlock or SpikingBranch); "
+            "convert the model first (hybridize convert)"
+        )
+    if importlib.util.find_spec("nir") is None:
+        raise ExportError("NIR export needs the nir package; pip install 'hybridize[nir]'")
+    _prepare_destination(dest)
+    example = _example(model, example)
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{dest.name}.", suffix=".partial", dir=dest.parent))
+    try:
+        with export_state(model):
+            device = next((p.device for p in model.parameters()), torch.device("cpu"))
+            planes = _capture_planes(model, example.to(device), [b for _, b, _ in regions])
+            rows = _write_graphs(model, regions, planes, tmp, dt, verify)
+        onnx_info = (
+            _onnx(model, example, tmp, check, real_inputs)
+            if onnx
+            else {"file": None, "reason": "not asked for (onnx=False)"}
+        )
+        manifest = _manifest(model, example, dt, rows, onnx_info)
+        (tmp / MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n")
+        for p in tmp.iterdir():
+            os.chmod(p, 0o666 & ~_umask())
+        _publish(tmp, dest)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return NIRExport(path=str(dest), manifest=manifest)
+
+
+def _example(model: nn.Module, example: torch.Tensor | None) -> torch.Tensor:
+    if example is not None:
+        if not isinstance(example, torch.Tensor) or example.dim() < 2:
+            raise ExportError(
+                "the example input must be a tensor with a batch axis, e.g. "
+                f"torch.rand(1, 3, 224, 224); got {type(example).__name__}"
+            )
+        return example.detach()
+    meta = getattr(model, "hybridize_meta", None)
+    shape = list(meta.get("example_shape", [])) if isinstance(meta, dict) else []
+    if len(shape) < 2:
+        from hybridize.conversion import default_example
+
+        return torch.rand(default_example(model).shape)
+    shape[0] = 1
+    return torch.rand(shape)
+
+
+def _write_graphs(
+    model: nn.Module,
+    regions: list[tuple[str, nn.Module, nn.Module | None]],
+    planes: dict[int, torch.Tensor],
+    folder: Path,
+    dt: float,
+    verify: bool,
+) -> list[dict[str, Any]]:
+    import nir
+
+    from hybridize.export.nir_graph import twin_to_nir
+
+    taken: set[str] = set()
+    rows = []
+    peer_missing = None
+    if verify:
+        from hybridize.export.nir_check import peer_available
+
+        peer_missing = peer_available()
+    for name, branch, fusion in regions:
+        row: dict[str, Any] = {
+            "region": name,
+            "mode": "parallel" if fusion is not None else "replace",
+            "status": "not exported",
+            "file": None,
+            "reason": "",
+            "gate": _gate_info(fusion),
+            "encoder": _encoder_info(branch.encoder),
+            "decoder": _decoder_info(branch.decoder),
+        }
+        rows.append(row)
+        p = planes.get(id(branch))
+        if p is None:
+            row["reason"] = "the twin did not run on the example input (unused branch)"
+            continue
+        graph = twin_to_nir(branch.twin, p.flatten(0, 1), dt)
+        if graph.graph is None:
+            row["reason"] = graph.reason
+            continue
+        row["file"] = _file_name(name, taken)
+        nir.write(str(folder / row["file"]), graph.graph)
+        row.update(
+            status="exported",
+            time_steps=int(p.shape[0]),
+            input_shape=graph.input_shape,
+            output_shape=graph.output_shape,
+            io=(
+                "feed the encoder's planes one step at a time (step t carries plane "
+                "encoder.plane_of_step[t]); decode the T outputs with the decoder rule"
+            ),
+            nir_type_check=graph.type_check,
+            neurons={k: vars(v) for k, v in graph.neurons.items()},
+            notes=graph.notes,
+        )
+        if verify:
+            row["verification"] = _verify(name, branch.twin, folder / row["file"], p, graph,
+                                          peer_missing)  # fmt: skip
+    return rows
+
+
+def _verify(
+    name: str, twin: nn.Module, path: Path, planes: torch.Tensor, graph: Any, missing: str | None
+) -> dict[str, Any]:
+    if missing:
+        return {"peer": "snntorch", "status": f"not verified: {missing}"}
+    from hybridize.export.nir_check import compare, load_peer
+
+    peer = load_peer(path, type_check=graph.type_check)
+    modules = {k: v.module for k, v in graph.neurons.items()}
+    a = compare(name, twin, peer, planes, modules)
+    return {
+        "peer": "snntorch",
+        "spikes_compared": a.spikes_compared,
+        "spikes_differing": a.spikes_differing,
+        "spikes_fired": a.spikes_fired,
+        "fraction_equal": a.fraction_equal,
+        "output_max_abs_diff": a.output_max_abs_diff,
+    }
+
+
+def _manifest(
+    model: nn.Module,
+    example: torch.Tensor,
+    dt: float,
+    rows: list[dict[str, Any]],
+    onnx_info: dict[str, Any],
+) -> dict[str, Any]:
+    import nir
+
+    meta = getattr(model, "hybridize_meta", None)
+    meta = meta if isinstance(meta, dict) else {}
+    recipe = meta.get("recipe") or {}
+    return {
+        "format": FORMAT,
+        "nir_version": getattr(nir, "version", None),
+        "model": meta.get("model"),
+        "recipe": recipe.get("name") if isinstance(recipe, dict) else None,
+        "example_shape": list(example.shape),
+        "dt": dt,
+        "lif_mapping": LIF_MAPPING,
+        "layout": (
+            "NIR shapes are per sample without batch or time: [C, H, W] or [D]; one NIR "
+            "step = one time step of the twin = one bit plane"
+        ),
+        "onnx": onnx_info,
+        "regions": rows,
+    }
