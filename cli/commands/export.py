@@ -1,4 +1,4 @@
-"""`hybridize export CHECKPOINT --format onnx|pt2`: export with a parity check."""
+"""`hybridize export CHECKPOINT --format onnx|pt2|nir`: export with a parity check."""
 
 from __future__ import annotations
 
@@ -25,9 +25,12 @@ def _example_shape(model: object, img_size: int | None, batch_size: int | None) 
 
 def _export(
     checkpoint: Path = typer.Argument(..., help="A hybrid checkpoint (.safetensors)."),
-    format: str = typer.Option(..., "--format", "-f", help="onnx or pt2."),
+    format: str = typer.Option(..., "--format", "-f", help="onnx, pt2 or nir."),
     output: Path | None = typer.Option(
-        None, "--output", "-o", help="Output file (default: beside the checkpoint)."
+        None,
+        "--output",
+        "-o",
+        help="Output file, or folder for nir (default: beside the checkpoint).",
     ),
     opset: int = typer.Option(17, "--opset", help="ONNX opset version."),
     img_size: int | None = typer.Option(
@@ -46,10 +49,10 @@ def _export(
         True, "--real/--no-real", help="Also check on real sample images (foolbox)."
     ),
 ) -> None:
-    """Export a hybrid to ONNX or torch.export (.pt2) and print the parity report."""
+    """Export a hybrid to ONNX, torch.export (.pt2) or NIR (a folder) and print the report."""
     fmt = format.lower()
-    if fmt not in ("onnx", "pt2"):
-        raise HybridizeError(f"--format {format!r} is not supported; use onnx or pt2")
+    if fmt not in ("onnx", "pt2", "nir"):
+        raise HybridizeError(f"--format {format!r} is not supported; use onnx, pt2 or nir")
     if batch_size is not None and dynamic_batch:
         raise HybridizeError("--batch-size and --dynamic-batch exclude each other; give one")
     if batch_size is not None and batch_size < 1:
@@ -64,7 +67,12 @@ def _export(
     kwargs = dict(
         dynamic_batch=batch_size is None, check=check, real_inputs=None if real else False
     )
-    if fmt == "onnx":
+    if fmt == "nir":
+        dest = output or checkpoint.with_name(f"{checkpoint.stem}-nir")
+        report = hybridize.export_nir(
+            model, dest, example, check=check, real_inputs=kwargs["real_inputs"], verify=check
+        )
+    elif fmt == "onnx":
         report = hybridize.export_onnx(model, example, dest, opset=opset, **kwargs)
     else:
         report = hybridize.export_pt2(model, example, dest, **kwargs)

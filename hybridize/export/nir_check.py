@@ -46,19 +46,50 @@ def peer_available() -> str | None:
 
     for name in ("nir", "nirtorch", "snntorch"):
         if importlib.util.find_spec(name) is None:
-            return f"{name} is not installed (pip install 'hybridize[nir-check]')"
+            return f"{name} is not installed (pip install nir nirtorch snntorch, or the test extra)"
     return None
 
 
 def load_peer(path: str | Path, type_check: bool = True) -> nn.Module:
     """The graph at ``path`` as a snnTorch module (read with ``nir.read``; ``type_check=False``
-    for graphs with grouped convs, whose types NIR 1.0 cannot infer)."""
+    for graphs with grouped convs, whose types NIR 1.0 cannot infer).
+
+    snnTorch 1.0 builds a grouped ``nir.Conv2d`` with in_channels = weight.shape[1] (it should
+    be weight.shape[1] * groups), so it cannot load a depthwise conv. For graphs that have one,
+    that single mapping is replaced by a plain ``torch.nn.Conv2d`` with the right channel count;
+    the neurons, pooling, wiring and edge sums stay snnTorch's and nirtorch's.
+    """
     import nir
-    from snntorch.import_nir import import_from_nir
+    import nirtorch
+    from snntorch.import_nir import _nir_to_snntorch_module, import_from_nir
 
     graph = nir.read(str(path), type_check=type_check)
+    grouped = any(isinstance(n, nir.Conv2d) and n.groups != 1 for n in graph.nodes.values())
     with contextlib.redirect_stdout(io.StringIO()):  # snnTorch prints its threshold rescaling
-        return import_from_nir(graph)
+        if not grouped:
+            return import_from_nir(graph)
+        node_map = {
+            t: (lambda n: _nir_to_snntorch_module(n, init_hidden=True))
+            for t in (nir.Affine, nir.Linear, nir.Flatten, nir.AvgPool2d, nir.IF, nir.LIF)
+        }
+        node_map[nir.Conv2d] = _grouped_conv
+        return nirtorch.nir_to_torch(graph, node_map)
+
+
+def _grouped_conv(node: object) -> nn.Module:
+    w = torch.as_tensor(node.weight)
+    conv = nn.Conv2d(
+        w.shape[1] * int(node.groups),
+        w.shape[0],
+        tuple(w.shape[-2:]),
+        stride=tuple(int(v) for v in node.stride),
+        padding=tuple(int(v) for v in node.padding),
+        dilation=tuple(int(v) for v in node.dilation),
+        groups=int(node.groups),
+    )
+    conv.weight.data = w.float()
+    conv.bias.data = torch.as_tensor(node.bias).float()
+    return conv
 
 
 def run_peer(
@@ -152,6 +183,8 @@ def compare(
             f"{region}: output shape {tuple(ours_out.shape)} here, {tuple(peer_out.shape)} in "
             "the peer; the exported graph is wrong"
         )
-    result.output_max_abs_diff = float((ours_out - peer_out).abs().max()) if ours_out.numel() else 0.0
+    result.output_max_abs_diff = (
+        float((ours_out - peer_out).abs().max()) if ours_out.numel() else 0.0
+    )
     result.output_spikes = bool(torch.equal(ours_out, ours_out.round()))
     return result

@@ -71,8 +71,7 @@ class NIRExport:
                 out.append(f"  {r['region']}: not exported: {r['reason']}")
         onnx = self.manifest["onnx"]
         out.append(
-            f"  onnx: {onnx['file']}"
-            + (f" [{onnx['parity']}]" if onnx.get("parity") else "")
+            f"  onnx: {onnx['file']}" + (f" [{onnx['parity']}]" if onnx.get("parity") else "")
             if onnx["file"]
             else f"  onnx: not written: {onnx['reason']}"
         )
@@ -200,11 +199,7 @@ def _capture_planes(
 def _onnx(
     model: nn.Module, example: torch.Tensor, folder: Path, check: bool, real: Any
 ) -> dict[str, Any]:
-    missing = [
-        name
-        for name in (("onnx", "onnxruntime") if check else ("onnx",))
-        if importlib.util.find_spec(name) is None
-    ]
+    missing = _missing(("onnx", "onnxruntime") if check else ("onnx",))
     if missing:
         return {
             "file": None,
@@ -223,6 +218,11 @@ def _onnx(
         info["parity"] = "PASS" if report.ok else "FAIL"
         info["parity_report"] = report.to_dict()
     return info
+
+
+def _missing(names: tuple[str, ...]) -> list[str]:
+    """The packages among ``names`` that are not installed."""
+    return [name for name in names if importlib.util.find_spec(name) is None]
 
 
 def _prepare_destination(dest: Path) -> None:
@@ -283,7 +283,7 @@ def export_nir(
             f"{type(model).__name__} has no spiking twin (FusionBlock or SpikingBranch); "
             "convert the model first (hybridize convert)"
         )
-    if importlib.util.find_spec("nir") is None:
+    if _missing(("nir",)):
         raise ExportError("NIR export needs the nir package; pip install 'hybridize[nir]'")
     _prepare_destination(dest)
     example = _example(model, example)

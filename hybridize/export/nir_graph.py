@@ -180,7 +180,9 @@ class _Builder:
         for n in self.gm.graph.nodes:
             if n.op == "placeholder":
                 if self.src:
-                    raise Unsupported("the twin takes more than one input; NIR graphs here take one")
+                    raise Unsupported(
+                        "the twin takes more than one input; NIR graphs here take one"
+                    )
                 self.out.input_shape = list(self.shapes[n.name])
                 self.nodes["input"] = nir.Input(np.array(self.out.input_shape))
                 self.src[n.name] = "input"
@@ -391,9 +393,7 @@ class _Builder:
             if what == "act" and isinstance(part, LIF):
                 self._lif(f"{n.name}_act", f"{n.target}.act", n, n)
             else:
-                raise Unsupported(
-                    f"{n.target}.{what}: {type(part).__name__} has no NIR equivalent"
-                )
+                raise Unsupported(f"{n.target}.{what}: {type(part).__name__} has no NIR equivalent")
 
     def _lif(self, name: str, module: str, x: fx.Node, n: fx.Node) -> None:
         import nir
