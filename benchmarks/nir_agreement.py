@@ -3,8 +3,8 @@ read back with ``nir.read`` and re-run in snnTorch on the same bit planes, spike
 
     OMP_NUM_THREADS=1 HF_HUB_OFFLINE=1 .venv/bin/python benchmarks/nir_agreement.py
 
-Models: has8 resnet18 (random weights; BN statistics and encoder ranges calibrated by three
-train-mode passes) and has8-finetune tf_efficientnet_lite0 (ImageNet weights when the offline
+Models: has8 resnet18 (random weights; BN statistics, as a cumulative average, and encoder
+ranges calibrated by three train-mode passes) and has8-finetune tf_efficientnet_lite0 (ImageNet weights when the offline
 package has them, else random; only the encoder ranges calibrated, so the copied twins keep the
 pretrained BN). Inputs: ``--random`` uniform images plus up to ``--real`` foolbox ImageNet
 samples, at ``--img-size`` pixels.
@@ -37,9 +37,17 @@ def _build(name: str, recipe: str, size: int, pretrained: bool) -> tuple[torch.n
     if base is None:
         base = hybridize.create_model(name, pretrained=False)
     model = hybridize.convert(base, recipe, torch.rand(1, 3, size, size))
+    bns = {
+        m: m.momentum
+        for m in model.modules()
+        if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)
+    }
     with torch.no_grad():
         if weights == "random":  # BN statistics and encoder ranges of plausible inputs
             model.train()
+            for m in bns:  # cumulative average: the statistics of the calibration batches
+                m.reset_running_stats()
+                m.momentum = None
         else:  # keep the pretrained BN; calibrate only the encoders' running ranges
             model.eval()
             for m in model.modules():
@@ -47,6 +55,8 @@ def _build(name: str, recipe: str, size: int, pretrained: bool) -> tuple[torch.n
                     m.train()
         for _ in range(3):
             model(torch.rand(8, 3, size, size))
+    for m, momentum in bns.items():
+        m.momentum = momentum
     return model.eval(), weights
 
 
@@ -66,10 +76,14 @@ def main() -> None:
     parser.add_argument("--random", type=int, default=2)
     parser.add_argument("--real", type=int, default=4)
     parser.add_argument("--no-pretrained", action="store_true")
+    parser.add_argument(
+        "--models", default=",".join(f"{n}:{r}" for n, r in MODELS), help="NAME:RECIPE,..."
+    )
     args = parser.parse_args()
+    models = [tuple(item.split(":", 1)) for item in args.models.split(",") if item]
     x, what = _inputs(args.img_size, args.random, args.real)
     print(f"inputs: {what} images at {args.img_size}x{args.img_size}")
-    for name, recipe in MODELS:
+    for name, recipe in models:
         start = time.time()
         model, weights = _build(name, recipe, args.img_size, not args.no_pretrained)
         with tempfile.TemporaryDirectory() as tmp:
