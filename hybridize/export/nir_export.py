@@ -21,21 +21,11 @@ from torch import nn
 
 from hybridize._atomic import _umask
 from hybridize.errors import ExportError
+from hybridize.export.nir_manifest import decoder_info, encoder_info, gate_info, manifest
 from hybridize.export.prepare import export_state
 
 MANIFEST = "manifest.json"
-FORMAT = "hybridize-nir/1"
 DEFAULT_DT = 1e-4  # seconds per time step; snnTorch's NIR import assumes this value
-
-LIF_MAPPING = (
-    "Our LIF per step t: H = V + (X - (V - V_reset)) / tau (decay_input) or "
-    "H = V - (V - V_reset) / tau + X; S = [H >= V_th]; V = V_reset if S else H, V starts at "
-    "V_reset. NIR LIF: tau_n dv/dt = (v_leak - v) + R I, z = [v > v_threshold], v = v_reset "
-    "on z. Forward Euler with step dt gives v += (dt / tau_n) (v_leak - v + R I), which is ours "
-    "with tau_n = tau * dt, v_leak = v_reset = 0, R = 1 (decay_input) or R = tau. NIR's "
-    "threshold is strict (v > v_threshold), ours is not (H >= V_th): they differ only when H "
-    "equals V_th exactly. Soft reset and v_reset != 0 are refused (no NIR form)."
-)
 
 
 @dataclass
@@ -99,74 +89,6 @@ def _file_name(region: str, taken: set[str]) -> str:
         name, i = f"{stem}_{i}.nir", i + 1
     taken.add(name)
     return name
-
-
-def _encoder_info(encoder: nn.Module) -> dict[str, Any]:
-    from dataclasses import asdict
-
-    from hybridize.spiking import BitPlaneEncoder
-
-    if not isinstance(encoder, BitPlaneEncoder):
-        return {"type": type(encoder).__name__}
-    info: dict[str, Any] = {"type": "BitPlaneEncoder", **asdict(encoder.options)}
-    mode = encoder.options.normalize
-    if mode == "running":
-        info["range"] = [float(encoder.running_min), float(encoder.running_max)]
-        info["range_note"] = "frozen running range (eval mode); r = clamp((x - lo) / (hi - lo))"
-    elif mode == "fixed":
-        info["range"] = [encoder.options.lo, encoder.options.hi]
-        info["range_note"] = "fixed range; r = clamp((x - lo) / (hi - lo))"
-    elif mode == "minmax":
-        info["range"] = None
-        info["range_note"] = "per-sample min and max of the input (data dependent)"
-    else:
-        info["range"] = None
-        info["range_note"] = (
-            "auto: x itself if all of it lies in [0, 1], else the min and max of the whole "
-            "batch (data dependent)"
-        )
-    info["time_steps"] = encoder.time_steps
-    info["plane_of_step"] = _significance(encoder.bits, encoder.order)
-    return info
-
-
-def _significance(bits: int, order: str) -> list[int]:
-    from hybridize.spiking.encoder import significance
-
-    return [int(k) for k in significance(bits, order)]
-
-
-def _decoder_info(decoder: nn.Module) -> dict[str, Any]:
-    from hybridize.spiking import BitPlaneDecoder
-    from hybridize.spiking.decoder import decoder_weights
-
-    if not isinstance(decoder, BitPlaneDecoder):
-        return {"type": type(decoder).__name__}
-    info: dict[str, Any] = {
-        "type": "BitPlaneDecoder",
-        "kind": decoder.kind,
-        "bits": decoder.bits,
-        "order": decoder.order,
-        "compat": decoder.compat,
-    }
-    if decoder.kind == "bitplane":
-        w = decoder_weights(decoder.bits, decoder.order, compat=decoder.compat)
-        info["weights"] = [float(v) for v in w]
-        info["rule"] = "y = sum_t weights[t] * out_t"
-    else:
-        info["rule"] = "y = mean_t out_t"
-    return info
-
-
-def _gate_info(fusion: nn.Module | None) -> dict[str, Any] | None:
-    if fusion is None:
-        return None
-    g = fusion.gate.detach().cpu()
-    return {
-        "kind": fusion.gate_kind,
-        "value": float(g) if g.ndim == 0 else [float(v) for v in g],
-        "rule": "y = ann(x) + gate * decode(twin(encode(x)))",
-    }
 
 
 def _capture_planes(
@@ -299,15 +221,15 @@ def export_nir(
             if onnx
             else {"file": None, "reason": "not asked for (onnx=False)"}
         )
-        manifest = _manifest(model, example, dt, rows, onnx_info)
-        (tmp / MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n")
+        manifest_ = manifest(model, example, dt, rows, onnx_info)
+        (tmp / MANIFEST).write_text(json.dumps(manifest_, indent=2) + "\n")
         for p in tmp.iterdir():
             os.chmod(p, 0o666 & ~_umask())
         _publish(tmp, dest)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
-    return NIRExport(path=str(dest), manifest=manifest)
+    return NIRExport(path=str(dest), manifest=manifest_)
 
 
 def _example(model: nn.Module, example: torch.Tensor | None) -> torch.Tensor:
@@ -354,9 +276,9 @@ def _write_graphs(
             "status": "not exported",
             "file": None,
             "reason": "",
-            "gate": _gate_info(fusion),
-            "encoder": _encoder_info(branch.encoder),
-            "decoder": _decoder_info(branch.decoder),
+            "gate": gate_info(fusion),
+            "encoder": encoder_info(branch.encoder),
+            "decoder": decoder_info(branch.decoder),
         }
         rows.append(row)
         p = planes.get(id(branch))
@@ -383,8 +305,9 @@ def _write_graphs(
             notes=graph.notes,
         )
         if verify:
-            row["verification"] = _verify(name, branch.twin, folder / row["file"], p, graph,
-                                          peer_missing)  # fmt: skip
+            row["verification"] = _verify(
+                name, branch.twin, folder / row["file"], p, graph, peer_missing
+            )
     return rows
 
 
@@ -405,33 +328,4 @@ def _verify(
         "spikes_fired": a.spikes_fired,
         "fraction_equal": a.fraction_equal,
         "output_max_abs_diff": a.output_max_abs_diff,
-    }
-
-
-def _manifest(
-    model: nn.Module,
-    example: torch.Tensor,
-    dt: float,
-    rows: list[dict[str, Any]],
-    onnx_info: dict[str, Any],
-) -> dict[str, Any]:
-    import nir
-
-    meta = getattr(model, "hybridize_meta", None)
-    meta = meta if isinstance(meta, dict) else {}
-    recipe = meta.get("recipe") or {}
-    return {
-        "format": FORMAT,
-        "nir_version": getattr(nir, "version", None),
-        "model": meta.get("model"),
-        "recipe": recipe.get("name") if isinstance(recipe, dict) else None,
-        "example_shape": list(example.shape),
-        "dt": dt,
-        "lif_mapping": LIF_MAPPING,
-        "layout": (
-            "NIR shapes are per sample without batch or time: [C, H, W] or [D]; one NIR "
-            "step = one time step of the twin = one bit plane"
-        ),
-        "onnx": onnx_info,
-        "regions": rows,
     }

@@ -39,6 +39,7 @@ ADD_METHODS = ("add", "add_")
 # modules that are the identity in eval mode
 PASS_THROUGH = (nn.Identity, nn.Dropout, nn.Dropout1d, nn.Dropout2d, nn.Dropout3d)
 PASS_THROUGH_NAMES = ("DropPath", "DropBlock2d", "StochasticDepth")
+BN_TYPES = (nn.BatchNorm1d, nn.BatchNorm2d, nn.SyncBatchNorm)
 
 
 class Unsupported(Exception):
@@ -170,6 +171,7 @@ class _Builder:
         self.edges: list[tuple[str, str]] = []
         self.src: dict[str, str] = {}  # fx node -> NIR node producing its value
         self.folded: dict[str, str] = {}  # BN fx node -> conv/linear fx node folded into
+        self.fold_into: dict[str, nn.Module] = {}  # conv/linear fx node -> its BN module
         self.lif_calls: dict[str, int] = {}
 
     # ---------------------------------------------------------------------------- walk
@@ -215,10 +217,14 @@ class _Builder:
             if (
                 isinstance(prev, fx.Node)
                 and prev.op == "call_module"
-                and isinstance(self.modules[prev.target], (nn.Conv2d, nn.Linear))
+                and (
+                    type(self.modules[prev.target]) in (nn.Conv2d, nn.Linear)
+                    or type(self.modules[prev.target]).__name__ == "Conv2dSame"
+                )
                 and len(prev.users) == 1
             ):
                 self.folded[n.name] = prev.name
+                self.fold_into[prev.name] = self.modules[n.target]
 
     def _input(self, n: fx.Node, i: int = 0) -> fx.Node:
         arg = n.args[i] if len(n.args) > i else None
@@ -238,17 +244,24 @@ class _Builder:
     def _module(self, n: fx.Node, m: nn.Module) -> None:
         if isinstance(m, PASS_THROUGH) or type(m).__name__ in PASS_THROUGH_NAMES:
             self._alias(n, self._input(n))
-        elif isinstance(m, nn.Conv2d):
-            self._conv(n, m)
-        elif isinstance(m, nn.Linear):
+        elif type(m) is nn.Conv2d or type(m).__name__ == "Conv2dSame":
+            self._conv(n, m)  # exact types: subclasses such as StdConv2d change the weights
+        elif type(m) is nn.Linear:
             self._linear(n, m)
-        elif _is_bn(m):
+        elif _is_bn(m) and (type(m) in BN_TYPES or type(m).__name__ == "BatchNormAct2d"):
             self._bn(n, m)
         elif isinstance(m, LIF):
             self._lif(n.name, n.target, self._input(n), n)
-        elif isinstance(m, nn.AvgPool2d) and type(m) is nn.AvgPool2d:
-            self._avg_pool(n, m.kernel_size, m.stride, m.padding, m.ceil_mode,
-                           m.count_include_pad, m.divisor_override)  # fmt: skip
+        elif type(m) is nn.AvgPool2d:  # not timm's AvgPool2dSame (divisor excludes padding)
+            self._avg_pool(
+                n,
+                m.kernel_size,
+                m.stride,
+                m.padding,
+                m.ceil_mode,
+                m.count_include_pad,
+                m.divisor_override,
+            )
         elif isinstance(m, nn.AdaptiveAvgPool2d):
             self._adaptive_pool(n, m.output_size)
         else:
@@ -325,12 +338,8 @@ class _Builder:
         return [(p[0], p[0]), (p[1], p[1])]
 
     def _bn_after(self, n: fx.Node) -> nn.Module | None:
-        for bn_name, conv_name in self.folded.items():
-            if conv_name == n.name:
-                bn_node = next(u for u in n.users)
-                assert bn_node.name == bn_name
-                return self.modules[bn_node.target]
-        return None
+        """The BatchNorm folded into conv/linear node ``n``, if any."""
+        return self.fold_into.get(n.name)
 
     def _linear(self, n: fx.Node, m: nn.Linear) -> None:
         import nir
@@ -431,9 +440,14 @@ class _Builder:
             tau=tau,
             v_threshold=float(m.v_threshold),
             decay_input=bool(m.decay_input),
-            nir={"tau": tau * self.dt, "r": r, "v_leak": 0.0, "v_reset": 0.0,
-                 "v_threshold": float(m.v_threshold)},
-        )  # fmt: skip
+            nir={
+                "tau": tau * self.dt,
+                "r": r,
+                "v_leak": 0.0,
+                "v_reset": 0.0,
+                "v_threshold": float(m.v_threshold),
+            },
+        )
 
     def _avg_pool(
         self,
@@ -486,8 +500,14 @@ class _Builder:
         ):
             self._add(n)
         elif n.op == "call_function" and target is F.avg_pool2d:
-            names = ("kernel_size", "stride", "padding", "ceil_mode", "count_include_pad",
-                     "divisor_override")  # fmt: skip
+            names = (
+                "kernel_size",
+                "stride",
+                "padding",
+                "ceil_mode",
+                "count_include_pad",
+                "divisor_override",
+            )
             given = dict(zip(names, n.args[1:], strict=False)) | dict(n.kwargs)
             self._avg_pool(
                 n,
