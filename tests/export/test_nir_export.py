@@ -333,3 +333,49 @@ def test_reexport_replaces_an_earlier_export(tmp_path):
 def test_bad_dt_is_an_error(tmp_path):
     with pytest.raises(ExportError, match="dt"):
         _export(_conv_bn_lif_model(), tmp_path, dt=-1.0)
+
+
+class _Untraceable(nn.Module):
+    def forward(self, x):
+        return x * 2 if float(x.sum()) > 0 else x  # data-dependent control flow
+
+
+@pytest.mark.parametrize(
+    "twin,shape,reason",
+    [
+        (
+            nn.Sequential(nn.AvgPool2d(3, 1, 1, count_include_pad=False), _lif()),
+            (2, 6, 6),
+            "excludes padding",
+        ),
+        (nn.Sequential(nn.AvgPool2d(2, 2, ceil_mode=True), _lif()), (2, 5, 5), "partial"),
+        (nn.Sequential(nn.AdaptiveAvgPool2d(2), _lif()), (2, 5, 5), "uneven"),
+        (nn.Sequential(nn.Linear(4, 4), _lif()), (3, 4), "Affine takes one feature vector"),
+        (
+            nn.Sequential(nn.Conv2d(2, 2, 3, padding=1, padding_mode="reflect"), _lif()),
+            (2, 6, 6),
+            "padding_mode",
+        ),
+        (
+            nn.Sequential(nn.Conv2d(2, 2, 3, padding=1), nn.LayerNorm([2, 6, 6]), _lif()),
+            (2, 6, 6),
+            "LayerNorm has no NIR equivalent",
+        ),
+        (nn.Sequential(_Untraceable(), _lif()), (2, 6, 6), "cannot be traced"),
+    ],
+)
+def test_refusals_name_the_reason(twin, shape, reason):
+    from hybridize.export.nir_graph import twin_to_nir
+
+    result = twin_to_nir(twin.eval(), torch.rand(T * 2, *shape).round(), DT)
+    assert result.graph is None and reason in result.reason
+
+
+def test_replace_mode_branch_is_exported_without_gate(tmp_path):
+    from hybridize.spiking import BitPlaneDecoder, BitPlaneEncoder, SpikingBranch
+
+    torch.manual_seed(0)
+    twin = nn.Sequential(nn.Conv2d(3, 4, 3, padding=1), _lif())
+    model = nn.Sequential(SpikingBranch(twin, BitPlaneEncoder(bits=T), BitPlaneDecoder(bits=T)))
+    row = _export(model.eval(), tmp_path, verify=False).manifest["regions"][0]
+    assert row["status"] == "exported" and row["mode"] == "replace" and row["gate"] is None
