@@ -187,11 +187,12 @@ def test_sew_residual_block_is_two_edges_into_one_node(tmp_path):
     assert v["output_max_abs_diff"] == 0 or v["spikes_differing"] > 0
 
 
-def test_mlp_block_becomes_affine_lif_chain(tmp_path):
+@pytest.mark.parametrize("lif", [{}, {"tau": 3.0, "decay_input": False}])
+def test_mlp_block_becomes_affine_lif_chain(tmp_path, lif):
     _peer_or_skip()
     torch.manual_seed(0)
     ann = nn.Sequential(nn.Linear(12, 16), nn.ReLU(), nn.Linear(16, 4), nn.ReLU())
-    twin = nn.Sequential(nn.Linear(12, 16), _lif(), nn.Linear(16, 4), _lif())
+    twin = nn.Sequential(nn.Linear(12, 16), _lif(**lif), nn.Linear(16, 4), _lif(**lif))
     with torch.no_grad():
         twin[0].weight.mul_(4)
         twin[2].weight.mul_(4)
@@ -226,6 +227,38 @@ def test_asymmetric_same_padding_uses_a_zero_kernel_row(tmp_path):
     assert np.all(node.weight[:, :, 0, :] == 0) and np.all(node.weight[:, :, :, 0] == 0)
     v = _verification(row)
     assert v["spikes_fired"] > 0 and v["spikes_differing"] == 0
+
+
+def test_unfoldable_bn_is_a_depthwise_conv_and_matches_snntorch(tmp_path):
+    """A BN after a pool cannot be folded: it becomes a depthwise 1x1 conv, which NIR 1.0's
+    type check rejects on reading (recorded in the manifest) but snnTorch still runs."""
+    _peer_or_skip()
+    torch.manual_seed(0)
+    twin = nn.Sequential(
+        nn.Conv2d(3, 5, 3, padding=1), _lif(), nn.AvgPool2d(2), nn.BatchNorm2d(5), _lif()
+    )
+    ann = nn.Sequential(nn.Conv2d(3, 5, 3, padding=1), nn.ReLU(), nn.AvgPool2d(2))
+    with torch.no_grad():
+        twin[0].weight.mul_(4)
+    model = _calibrate(nn.Sequential(_fusion(ann, twin)), (3, 8, 8))
+    result = _export(model, tmp_path, shape=(3, 3, 8, 8))
+    row = result.manifest["regions"][0]
+    assert row["status"] == "exported" and row["nir_type_check"] is False
+    graph = nir.read(str(tmp_path / "out" / row["file"]), type_check=False)
+    bn_node = next(n for n in graph.nodes.values() if isinstance(n, nir.Conv2d) and n.groups == 5)
+    bn = twin[3]
+    s = bn.weight / torch.sqrt(bn.running_var + bn.eps)
+    assert np.allclose(bn_node.weight.reshape(-1), s.detach().numpy(), rtol=1e-6)
+    v = _verification(row)
+    assert v["spikes_fired"] > 0 and v["spikes_differing"] == 0
+
+
+def test_verify_without_the_peer_records_why(tmp_path, monkeypatch):
+    from hybridize.export import nir_check
+
+    monkeypatch.setattr(nir_check, "peer_available", lambda: "snntorch is not installed")
+    row = _export(_conv_bn_lif_model(), tmp_path).manifest["regions"][0]
+    assert row["verification"]["status"] == "not verified: snntorch is not installed"
 
 
 def test_twin_nir_cannot_express_is_listed(tmp_path):
