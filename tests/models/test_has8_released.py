@@ -217,7 +217,7 @@ def _ann_chain_by_hand(x: float, w: tuple) -> tuple[float, float]:
 @pytest.mark.parametrize("x0", [0.3, 0.77])
 def test_vgg_head_released_forward_and_gradient_by_hand(x0: float) -> None:
     head = vgg_head("has8-released", W_ANN, W_TWIN)
-    x = torch.zeros(1, 768, dtype=torch.float64)
+    x = torch.zeros(1, head.ann.fc1.in_features, dtype=torch.float64)
     x[0, 0] = x0
     x.requires_grad_()
     y = head(x)
@@ -241,7 +241,7 @@ def test_vgg_head_released_decode_is_bit_reversed() -> None:
     """Twin of identity-like spikes: one spike at step t decodes to 2^(7-t)/255 although the
     encoder put plane k = t there (the released LSB/MSB mismatch)."""
     head = vgg_head("has8-released", (0.0, 0.0, 0.0), W_TWIN)
-    x = torch.zeros(1, 768, dtype=torch.float64)
+    x = torch.zeros(1, head.ann.fc1.in_features, dtype=torch.float64)
     x[0, 0] = 1.0 / TOP  # z = 1: only the least significant plane is set
     planes = planes_by_hand(1.0, "lsb", "none")
     assert planes == [1.0] + [0.0] * 7
@@ -376,3 +376,82 @@ def test_released_block_needs_no_reset_between_backward_passes() -> None:
         outs.append(y.detach())
         grads.append(xi.grad)
     assert torch.equal(outs[0], outs[1]) and torch.equal(grads[0], grads[1])
+
+
+# ---- float32, bit for bit: the released layout and formulas ---------------------------------
+
+
+def _n_params(module: nn.Module) -> int:
+    return sum(p.numel() for p in module.parameters())
+
+
+def _released_vgg_hybrid_by_hand(b: int, c: int, k: int) -> int:
+    """The released VGG: conv widths c*b*2^i (they scale with the input channels c); every
+    block and the MLP head have a twin of the same size (LIF, pooling and gate: no parameters)."""
+    widths = [c * b * 2**i for i in range(5)]
+    convs = sum(9 * cin * w for cin, w in zip([c, *widths[:-1]], widths, strict=True))
+    bns = sum(2 * w for w in widths)
+    head = (widths[-1] * 1024 + 1024) + (1024 * 512 + 512) + (512 * k + k)
+    return 2 * (convs + bns + head)
+
+
+def test_released_vgg_widths_scale_with_input_channels() -> None:
+    model = create("has8_vgg_b16", in_chans=1, recipe="has8-released")
+    assert _n_params(model) == 2_371_828  # the released code's count for 1 channel, 10 classes
+    assert _released_vgg_hybrid_by_hand(16, 1, 10) == 2_371_828
+    convs = [m.out_channels for m in model.modules() if isinstance(m, nn.Conv2d)]
+    assert convs[::2] == [16, 32, 64, 128, 256]  # ANN and twin conv of each block
+    # another configuration: 2 channels, b24, 7 classes -> widths 48, 96, 192, 384, 768;
+    # convs 9 * (2*48 + 48*96 + 96*192 + 192*384 + 384*768) = 3,525,984, BN 2 * 1,488 = 2,976,
+    # head 787,456 + 524,800 + 3,591 = 1,315,847: ANN 4,844,807, hybrid twice that
+    model = create("has8_vgg_b24", in_chans=2, num_classes=7, recipe="has8-released")
+    assert _n_params(model) == _released_vgg_hybrid_by_hand(24, 2, 7) == 9_689_614
+    # the documented (non-compat) layout keeps the paper's 3*b*2^i whatever in_chans
+    cleaned = create("has8_vgg_b16", in_chans=1)
+    assert _n_params(cleaned) == 9_691_828
+    # with 3 channels both layouts are the paper's
+    assert _n_params(create("has8_vgg_b16", recipe="has8-released")) == _n_params(
+        create("has8_vgg_b16")
+    )
+
+
+def test_released_layout_is_recorded_and_rebuilt(tmp_path) -> None:
+    from hybridize.io import load, save
+    from hybridize.models import create_from_spec
+
+    model = create("has8_vgg_b16", in_chans=1, num_classes=3, recipe="has8-released")
+    assert model.hybridize_spec["kwargs"]["compat"] == "has8-released"
+    ann = create_from_spec(model.hybridize_meta["model"])
+    assert _n_params(ann) * 2 == _n_params(model)
+    path = save(model, tmp_path / "released.safetensors")
+    assert _n_params(load(path)) == _n_params(model)
+    # the plain ANN of the released layout, by name
+    plain = create("has8_vgg_b16", in_chans=1, hybrid=False, compat="has8-released")
+    assert _n_params(plain) * 2 == 2_371_828
+
+
+def _released_decode_by_hand(s: torch.Tensor) -> torch.Tensor:
+    """Released: sum_t s_t 2^(7-t), accumulated in float32, then one division by 255."""
+    acc = torch.zeros_like(s[0])
+    for t in range(BITS):
+        acc = acc + s[t] * float(2 ** (BITS - 1 - t))
+    return acc / 255.0
+
+
+def test_released_decoder_divides_once_bit_for_bit() -> None:
+    codes = torch.arange(2**BITS)
+    s = ((codes >> (BITS - 1 - torch.arange(BITS)).unsqueeze(1)) & 1).to(torch.float32)  # [8, 256]
+    ref = _released_decode_by_hand(s)
+    assert torch.equal(ref, codes.to(torch.float32) / 255.0)  # the exact sum, one rounding
+    pre_divided = BitPlaneDecoder(BITS)(s)  # the non-compat formula: sum_t s_t (2^k / 255)
+    off = torch.nonzero(pre_divided != ref).flatten()
+    assert off.numel() > 0  # so the check below can fail: the formulas differ for some codes
+    c = int(off[0])
+    gap = (pre_divided[c] - ref[c]).abs().item()
+    assert gap == torch.finfo(torch.float32).eps * 2.0 ** math.floor(math.log2(ref[c].item()))
+    released = BitPlaneDecoder(BITS, compat="has8-released")
+    assert torch.equal(released(s), ref)
+    # spike counts of a SEW add (0, 1 or 2 per step) on a [T, N, C, H, W] layout
+    torch.manual_seed(0)
+    counts = torch.randint(0, 3, (BITS, 2, 3, 4, 4)).to(torch.float32)
+    assert torch.equal(released(counts), _released_decode_by_hand(counts))
