@@ -455,3 +455,113 @@ def test_released_decoder_divides_once_bit_for_bit() -> None:
     torch.manual_seed(0)
     counts = torch.randint(0, 3, (BITS, 2, 3, 4, 4)).to(torch.float32)
     assert torch.equal(released(counts), _released_decode_by_hand(counts))
+
+
+# whole released models in float32, forward: a hand-written reference of the released code
+# (SpikingJelly LIF semantics, twin layers on [T*N, ...], LSB-first planes by remainder and
+# floor division, MSB-first decode summed then divided once) against the compat conversion
+
+
+def _released_encode(x: torch.Tensor) -> torch.Tensor:
+    if bool(((x >= 0) & (x <= 1)).all()):
+        r = x
+    else:
+        lo, hi = x.min(), x.max()
+        r = torch.ones_like(x) if lo == hi else (x - lo) / (hi - lo)
+    z = r * 255.0
+    planes = []
+    for _ in range(BITS):
+        planes.append(torch.remainder(z, 2))
+        z = torch.div(z, 2, rounding_mode="floor")
+    return torch.stack(planes)  # t = k: least significant first
+
+
+def _released_lif(x_seq: torch.Tensor) -> torch.Tensor:
+    v = torch.zeros_like(x_seq[0])
+    spikes = []
+    for x in x_seq:
+        v = v + (x - v) / TAU
+        s = (v - 1.0 >= 0).to(x.dtype)
+        v = (1.0 - s) * v + s * 0.0
+        spikes.append(s)
+    return torch.stack(spikes)
+
+
+def _released_decode(s: torch.Tensor) -> torch.Tensor:
+    w = torch.tensor([2.0 ** (BITS - 1 - t) for t in range(BITS)], dtype=s.dtype)
+    return (s * w.view(BITS, *[1] * (s.ndim - 1))).sum(dim=0) / 255.0
+
+
+def _folded(fn, seq: torch.Tensor) -> torch.Tensor:
+    y = fn(seq.flatten(0, 1))
+    return y.reshape(seq.shape[0], seq.shape[1], *y.shape[1:])
+
+
+def _released_vgg(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    for i in range(5):
+        block = _fusion(model, f"features.{i}")
+        tw = block.branch.twin
+        s = _released_lif(_folded(lambda h, tw=tw: tw.bn(tw.conv(h)), _released_encode(x)))
+        x = _released_decode(_folded(tw.pool, s)) + block.ann(x)
+    x = torch.flatten(nn.functional.adaptive_avg_pool2d(x, 1), 1)
+    head = _fusion(model, "head")
+    tw = head.branch.twin
+    p = _released_encode(x)  # [T, N, D]: the released Linear runs on it unfolded
+    s = _released_lif(tw.fc3(_released_lif(tw.fc2(_released_lif(tw.fc1(p))))))
+    return _released_decode(s) + head.ann(x)
+
+
+def _released_resnet(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    stem = _fusion(model, "stem")
+    tw = stem.branch.twin
+    s = _released_lif(_folded(lambda h: tw.bn(tw.conv(h)), _released_encode(x)))
+    x = _released_decode(_folded(tw.pool, s)) + stem.ann(x)
+    for name in [f"layer{i}.{j}" for i in range(1, 5) for j in (0, 1)]:
+        block = _fusion(model, name)
+        tw = block.branch.twin
+        p = _released_encode(x)
+        out = _released_lif(_folded(lambda h, tw=tw: tw.bn1(tw.conv1(h)), p))
+        out = _released_lif(_folded(lambda h, tw=tw: tw.bn2(tw.conv2(h)), out))
+        identity = p
+        if hasattr(tw, "downsample"):  # conv1x1 - BN, then a LIF of its own
+            ds = tw.downsample
+            identity = _released_lif(
+                _folded(lambda h, ds=ds: getattr(ds, "1")(ds.get_submodule("0")(h)), p)
+            )
+        x = _released_decode(identity + out) + block.ann(x)
+    return model.fc(torch.flatten(nn.functional.adaptive_avg_pool2d(x, 1), 1))
+
+
+@pytest.mark.parametrize("name", ["has8_vgg_b16", "has8_resnet_b32"])
+@pytest.mark.parametrize("low,high", [(-1.5, 2.5), (0.0, 1.0)])
+def test_released_model_forward_bit_for_bit_float32(name: str, low: float, high: float) -> None:
+    """Train mode (BN over T*N, as released) and eval mode, two input ranges: the batch
+    min-max branch and the as-is branch of "auto"."""
+    import copy
+
+    torch.manual_seed(3407)
+    model = create(name, num_classes=5, in_chans=1, recipe="has8-released")
+    with torch.no_grad():  # livelier twins than at init, so that every LIF layer fires
+        for block in [m for m in model.modules() if isinstance(m, FusionBlock)]:
+            for m in block.branch.twin.modules():
+                if isinstance(m, nn.Linear):
+                    m.weight.mul_(8.0)
+                if isinstance(m, nn.BatchNorm2d):
+                    m.running_var.uniform_(0.2, 0.5)
+                    m.weight.uniform_(0.5, 1.5)
+                    m.bias.normal_(0.0, 0.3)
+    reference = _released_vgg if "vgg" in name else _released_resnet
+    x = torch.rand(2, 1, 32, 32) * (high - low) + low
+    lifs = [m for m in model.modules() if isinstance(m, LIF)]
+    fired = dict.fromkeys(lifs, 0.0)
+    for m in lifs:
+        m.register_forward_hook(lambda mod, _, out: fired.__setitem__(mod, float(out.sum())))
+    for train in (True, False):
+        model.train(train)
+        twin = copy.deepcopy(model)  # train-mode BN updates its statistics once per call
+        with torch.no_grad():
+            y, y_ref = model(x), reference(twin, x)
+        assert y.dtype == torch.float32 and torch.isfinite(y).all()
+        assert torch.equal(y, y_ref)
+        if train:
+            assert all(v > 0 for v in fired.values())  # every twin neuron layer spiked
