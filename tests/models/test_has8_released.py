@@ -13,6 +13,7 @@ for a rank-2 (linear head) input.
 
 from __future__ import annotations
 
+import copy
 import math
 
 import pytest
@@ -457,9 +458,46 @@ def test_released_decoder_divides_once_bit_for_bit() -> None:
     assert torch.equal(released(counts), _released_decode_by_hand(counts))
 
 
-# whole released models in float32, forward: a hand-written reference of the released code
-# (SpikingJelly LIF semantics, twin layers on [T*N, ...], LSB-first planes by remainder and
-# floor division, MSB-first decode summed then divided once) against the compat conversion
+# whole released models in float32: a hand-written reference of the released code (SpikingJelly
+# LIF semantics with the ArcTan surrogate as an autograd function, twin layers on [T*N, ...],
+# LSB-first planes by remainder and floor division with the released Fourier backward,
+# MSB-first decode summed then divided once, spiking branch + ANN branch) against the compat
+# conversion. The reference's encoder backward is per element for every rank (the released
+# 5-D reshapes mix the elements of a rank-2 input; compat deliberately does not copy that).
+
+
+class _ReleasedPlanes(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, z: torch.Tensor) -> torch.Tensor:
+        ctx.save_for_backward(z)
+        planes = []
+        for _ in range(BITS):
+            planes.append(torch.remainder(z, 2))
+            z = torch.div(z, 2, rounding_mode="floor")
+        return torch.stack(planes)  # t = k: least significant first
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor) -> torch.Tensor:
+        (z,) = ctx.saved_tensors
+        shape = (BITS,) + (1,) * z.ndim
+        c = torch.tensor([2**k for k in range(BITS)]).view(shape)
+        harmonics = [(2 / c) * torch.cos((z * torch.pi * n) / c) for n in range(1, 11, 2)]
+        d = 1 / 2 - torch.stack(harmonics).sum(0)  # the released +1/2 offset
+        k = torch.arange(BITS).view(shape)
+        rescaled = (k * d) / torch.tensor([2 ** (BITS - 1 - k) for k in range(BITS)]).view(shape)
+        return (grad * rescaled).sum(0)
+
+
+class _ReleasedATan(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, x: torch.Tensor) -> torch.Tensor:
+        ctx.save_for_backward(x)
+        return (x >= 0).to(x.dtype)
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor) -> torch.Tensor:
+        (x,) = ctx.saved_tensors
+        return ALPHA_ATAN / 2 / (1 + (math.pi / 2 * ALPHA_ATAN * x) ** 2) * grad
 
 
 def _released_encode(x: torch.Tensor) -> torch.Tensor:
@@ -468,12 +506,7 @@ def _released_encode(x: torch.Tensor) -> torch.Tensor:
     else:
         lo, hi = x.min(), x.max()
         r = torch.ones_like(x) if lo == hi else (x - lo) / (hi - lo)
-    z = r * 255.0
-    planes = []
-    for _ in range(BITS):
-        planes.append(torch.remainder(z, 2))
-        z = torch.div(z, 2, rounding_mode="floor")
-    return torch.stack(planes)  # t = k: least significant first
+    return _ReleasedPlanes.apply(r * 255.0)
 
 
 def _released_lif(x_seq: torch.Tensor) -> torch.Tensor:
@@ -481,7 +514,7 @@ def _released_lif(x_seq: torch.Tensor) -> torch.Tensor:
     spikes = []
     for x in x_seq:
         v = v + (x - v) / TAU
-        s = (v - 1.0 >= 0).to(x.dtype)
+        s = _ReleasedATan.apply(v - 1.0)
         v = (1.0 - s) * v + s * 0.0
         spikes.append(s)
     return torch.stack(spikes)
@@ -502,7 +535,7 @@ def _released_vgg(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
         block = _fusion(model, f"features.{i}")
         tw = block.branch.twin
         s = _released_lif(_folded(lambda h, tw=tw: tw.bn(tw.conv(h)), _released_encode(x)))
-        x = _released_decode(_folded(tw.pool, s)) + block.ann(x)
+        x = _released_decode(_folded(tw.pool, s)) + block.ann(x)  # spiking branch first
     x = torch.flatten(nn.functional.adaptive_avg_pool2d(x, 1), 1)
     head = _fusion(model, "head")
     tw = head.branch.twin
@@ -532,16 +565,11 @@ def _released_resnet(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
     return model.fc(torch.flatten(nn.functional.adaptive_avg_pool2d(x, 1), 1))
 
 
-@pytest.mark.parametrize("name", ["has8_vgg_b16", "has8_resnet_b32"])
-@pytest.mark.parametrize("low,high", [(-1.5, 2.5), (0.0, 1.0)])
-def test_released_model_forward_bit_for_bit_float32(name: str, low: float, high: float) -> None:
-    """Train mode (BN over T*N, as released) and eval mode, two input ranges: the batch
-    min-max branch and the as-is branch of "auto"."""
-    import copy
-
+def _lively_released(name: str) -> nn.Module:
+    """A released-compat reference model whose every LIF layer fires in train mode."""
     torch.manual_seed(3407)
     model = create(name, num_classes=5, in_chans=1, recipe="has8-released")
-    with torch.no_grad():  # livelier twins than at init, so that every LIF layer fires
+    with torch.no_grad():  # livelier twins than at init
         for block in [m for m in model.modules() if isinstance(m, FusionBlock)]:
             for m in block.branch.twin.modules():
                 if isinstance(m, nn.Linear):
@@ -550,7 +578,19 @@ def test_released_model_forward_bit_for_bit_float32(name: str, low: float, high:
                     m.running_var.uniform_(0.2, 0.5)
                     m.weight.uniform_(0.5, 1.5)
                     m.bias.normal_(0.0, 0.3)
-    reference = _released_vgg if "vgg" in name else _released_resnet
+    return model
+
+
+def _reference_for(name: str):
+    return _released_vgg if "vgg" in name else _released_resnet
+
+
+@pytest.mark.parametrize("name", ["has8_vgg_b16", "has8_resnet_b32"])
+@pytest.mark.parametrize("low,high", [(-1.5, 2.5), (0.0, 1.0)])
+def test_released_model_forward_bit_for_bit_float32(name: str, low: float, high: float) -> None:
+    """Train mode (BN over T*N, as released) and eval mode, two input ranges: the batch
+    min-max branch and the as-is branch of "auto"."""
+    model = _lively_released(name)
     x = torch.rand(2, 1, 32, 32) * (high - low) + low
     lifs = [m for m in model.modules() if isinstance(m, LIF)]
     fired = dict.fromkeys(lifs, 0.0)
@@ -560,8 +600,43 @@ def test_released_model_forward_bit_for_bit_float32(name: str, low: float, high:
         model.train(train)
         twin = copy.deepcopy(model)  # train-mode BN updates its statistics once per call
         with torch.no_grad():
-            y, y_ref = model(x), reference(twin, x)
+            y, y_ref = model(x), _reference_for(name)(twin, x)
         assert y.dtype == torch.float32 and torch.isfinite(y).all()
         assert torch.equal(y, y_ref)
         if train:
             assert all(v > 0 for v in fired.values())  # every twin neuron layer spiked
+
+
+@pytest.mark.parametrize("name", ["has8_vgg_b16", "has8_resnet_b32"])
+def test_released_model_gradients_bit_for_bit_float32(name: str) -> None:
+    """One training step's backward: the input gradient and every parameter's gradient equal
+    the reference's (surrogates, BPTT, SEW, min-max normalisation, branch order)."""
+    model = _lively_released(name).train()
+    twin = copy.deepcopy(model)
+    x = torch.rand(2, 1, 32, 32) * 4.0 - 1.5
+    x_model, x_ref = x.clone().requires_grad_(), x.clone().requires_grad_()
+    y = model(x_model)
+    g = torch.randn_like(y)
+    y.backward(g)
+    _reference_for(name)(twin, x_ref).backward(g)
+    assert x_model.grad.abs().max() > 0
+    assert torch.equal(x_model.grad, x_ref.grad)
+    pairs = list(zip(model.named_parameters(), twin.parameters(), strict=True))
+    assert all(p.grad is not None for (_, p), _ in pairs)
+    assert [n for (n, p), q in pairs if not torch.equal(p.grad, q.grad)] == []
+
+
+def test_released_fourier_evaluation_is_the_same_function() -> None:
+    """The compat evaluation order of the Fourier surrogate (direct cosines) and the default one
+    (Chebyshev recurrence) are one function: equal to METHOD's formula up to rounding."""
+    from hybridize.spiking.surrogates import ENCODER_SURROGATES, fourier_derivative_released
+
+    z = torch.linspace(0.0, float(TOP), 997, dtype=torch.float64)
+    k = torch.arange(BITS).view(-1, 1)
+    released = fourier_derivative_released(z, k, 5, 0.5)
+    default = ENCODER_SURROGATES["fourier"].derivative(z, k, 5, 0.5, BITS)
+    torch.testing.assert_close(released, default, rtol=0, atol=1e-9)
+    for i in (0, 123, 996):
+        for kk in range(BITS):
+            by_hand = fourier_d(z[i].item(), kk, offset=0.5)
+            assert released[kk, i].item() == pytest.approx(by_hand, abs=1e-9)
