@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Create (or reuse) the project virtualenv in .venv and install hybridize with everything the
 # demo and the tests need. Idempotent: a second run only checks. Works offline on machines whose
-# pip finds torch on local disk (see ../shared/ENVIRONMENT.md); torch is pinned so that a fresh
+# pip finds torch on local disk (see docs/install.md); torch is pinned so that a fresh
 # machine does not pull the newest multi-GB CUDA build.
 set -euo pipefail
 cd "$(dirname "$0")/.."

@@ -18,7 +18,7 @@ from torch import nn
 
 from hybridize.errors import ModelError, WeightsError
 from hybridize.models import weights as W
-from hybridize.models.has8 import HAS8_MODELS, build_has8_ann, has8_recipe
+from hybridize.models.has8 import HAS8_MODELS, build_has8_ann, has8_recipe, recipe_compat
 
 logger = logging.getLogger("hybridize")
 
@@ -48,8 +48,10 @@ def create(
     ``weights=PATH`` loads a local state_dict (wins over ``pretrained``); ``pretrained=True``
     tries the offline resolvers, then the hub when reachable. ``num_classes`` different from
     the weights' head replaces the head; ``in_chans`` adapts the stem conv (timm's rule).
-    HAS-8 names take ``hybrid=True`` (default: convert with the reference recipe) and
-    ``recipe="has8"`` (the base recipe whose defaults the reference recipe keeps).
+    HAS-8 names take ``hybrid=True`` (default: convert with the reference recipe),
+    ``recipe="has8"`` (the base recipe whose defaults the reference recipe keeps) and
+    ``compat`` (``"has8-released"``: the released code's layout; implied by a recipe whose
+    encoder sets that compat).
     """
     source, model_name = _parse(name)
     if num_classes is not None and (not isinstance(num_classes, int) or num_classes < 0):
@@ -408,13 +410,17 @@ def _spec_kwargs_raw(kwargs: dict[str, Any]) -> dict[str, Any]:
 def _build_has8(name, pretrained, weights, num_classes, in_chans, kwargs):
     hybrid = kwargs.pop("hybrid", True)
     base_recipe = kwargs.pop("recipe", "has8")
+    compat = kwargs.pop("compat", None)
     if kwargs:
         raise ModelError(
-            f"{name} takes num_classes, in_chans, hybrid, recipe; got {sorted(kwargs)}"
+            f"{name} takes num_classes, in_chans, hybrid, recipe, compat; got {sorted(kwargs)}"
         )
     classes = 10 if num_classes is None else num_classes
     chans = 3 if in_chans is None else in_chans
-    ann = build_has8_ann(name, num_classes=classes, in_chans=chans)
+    recipe = has8_recipe(name, base_recipe) if hybrid else None
+    if compat is None and recipe is not None:
+        compat = recipe_compat(recipe)  # the released recipe implies the released layout
+    ann = build_has8_ann(name, num_classes=classes, in_chans=chans, compat=compat)
     where = "none (random init)"
     if weights is not None:
         where = f"file {os.fspath(weights)} (ANN)"
@@ -429,12 +435,13 @@ def _build_has8(name, pretrained, weights, num_classes, in_chans, kwargs):
         "kwargs": {"num_classes": classes, "in_chans": chans, "hybrid": False},
         "weights_source": where,
     }
+    if compat is not None:
+        ann_spec["kwargs"]["compat"] = compat
     ann.hybridize_spec = ann_spec
     if not hybrid:
         return ann, where
     import hybridize
 
-    recipe = has8_recipe(name, base_recipe)
     # 32x32 is the smallest input the five VGG poolings accept; convert only traces with it
     model = hybridize.convert(ann, recipe, example_input=torch.zeros(1, chans, 32, 32))
     meta = getattr(model, "hybridize_meta", None)

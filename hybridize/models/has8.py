@@ -1,4 +1,4 @@
-"""The paper's reference networks (METHOD.md section 6) as plain ANNs, and their HAS-8 recipe.
+"""The paper's reference networks (docs/method.md) as plain ANNs, and their HAS-8 recipe.
 
 The hybrids are not written by hand: ``has8_recipe`` selects the regions that get a spiking twin
 and ``hybridize.convert`` builds them. The ANNs alone are the baselines of the study.
@@ -14,6 +14,9 @@ from typing import Any
 
 import torch
 from torch import nn
+
+from hybridize.errors import ModelError
+from hybridize.spiking.encoder import COMPAT_PRESETS
 
 VGG_BN_MOMENTUM = math.sqrt(0.1)  # twin BN momentum of the released VGG blocks
 
@@ -48,15 +51,35 @@ class MLPHead(nn.Module):
         return self.act3(self.fc3(self.act2(self.fc2(self.act1(self.fc1(x))))))
 
 
+def _check_compat(compat: str | None) -> str | None:
+    if compat is not None and compat not in COMPAT_PRESETS:
+        raise ModelError(
+            f"unknown compat {compat!r} for a HAS-8 model; use one of {list(COMPAT_PRESETS)} "
+            "or leave it unset"
+        )
+    return compat
+
+
+def vgg_widths(base: int, in_chans: int = 3, compat: str | None = None) -> list[int]:
+    """The five conv widths: 3*b*2^i (the paper's, whatever ``in_chans``), or with
+    ``compat="has8-released"`` in_chans*b*2^i as the released code builds them (equal for 3
+    input channels; a 1-channel released VGG-b16 is 16, 32, 64, 128, 256)."""
+    factor = in_chans if _check_compat(compat) is not None else 3
+    return [factor * base * 2**i for i in range(5)]
+
+
 class Has8VGG(nn.Module):
-    """Five ConvBlocks of width 3*b*2^i, adaptive average pool, flatten, MLP head.
+    """Five ConvBlocks of width 3*b*2^i (see :func:`vgg_widths`), adaptive average pool,
+    flatten, MLP head.
 
     Five 2x2 poolings: inputs need at least 32x32 pixels.
     """
 
-    def __init__(self, base: int = 16, num_classes: int = 10, in_chans: int = 3) -> None:
+    def __init__(
+        self, base: int = 16, num_classes: int = 10, in_chans: int = 3, compat: str | None = None
+    ) -> None:
         super().__init__()
-        widths = [3 * base * 2**i for i in range(5)]
+        widths = vgg_widths(base, in_chans, compat)
         blocks, cin = [], in_chans
         for w in widths:
             blocks.append(ConvBlock(cin, w))
@@ -95,10 +118,17 @@ class BasicBlock(nn.Module):
 
 
 class Has8ResNet(nn.Module):
-    """ResNet-18 layout [2,2,2,2]: stem (in_chans -> 64), stages base*(1,2,4,8), avg pool, fc."""
+    """ResNet-18 layout [2,2,2,2]: stem (in_chans -> 64), stages base*(1,2,4,8), avg pool, fc.
 
-    def __init__(self, base: int = 64, num_classes: int = 10, in_chans: int = 3) -> None:
+    ``compat`` is accepted for symmetry with :class:`Has8VGG`: the released ResNet has this
+    same layout for every input channel count.
+    """
+
+    def __init__(
+        self, base: int = 64, num_classes: int = 10, in_chans: int = 3, compat: str | None = None
+    ) -> None:
         super().__init__()
+        _check_compat(compat)
         self.stem = nn.Sequential(
             OrderedDict(
                 conv=nn.Conv2d(in_chans, 64, 7, stride=2, padding=3, bias=False),
@@ -132,10 +162,20 @@ HAS8_MODELS: dict[str, tuple[Callable[..., nn.Module], int]] = {
 }
 
 
-def build_has8_ann(name: str, num_classes: int = 10, in_chans: int = 3) -> nn.Module:
-    """The plain ANN of a HAS-8 reference model (no twins)."""
+def build_has8_ann(
+    name: str, num_classes: int = 10, in_chans: int = 3, compat: str | None = None
+) -> nn.Module:
+    """The plain ANN of a HAS-8 reference model (no twins); ``compat="has8-released"`` gives
+    the released code's layout (VGG widths scale with ``in_chans``)."""
     ctor, base = HAS8_MODELS[name]
-    return ctor(base=base, num_classes=num_classes, in_chans=in_chans)
+    return ctor(base=base, num_classes=num_classes, in_chans=in_chans, compat=compat)
+
+
+def recipe_compat(recipe: dict[str, Any]) -> str | None:
+    """The compat preset a recipe dict's default encoder asks for (None when it asks none)."""
+    defaults = recipe.get("defaults") or {}
+    encoder = defaults.get("encoder") if isinstance(defaults, dict) else None
+    return encoder.get("compat") if isinstance(encoder, dict) else None
 
 
 def has8_targets(name: str) -> list[dict[str, Any]]:

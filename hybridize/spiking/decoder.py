@@ -1,4 +1,4 @@
-"""Decoders (METHOD.md 5): bit-plane weighted sum over time, or the rate (mean over time)."""
+"""Decoders (docs/method.md): bit-plane weighted sum over time, or the rate (mean over time)."""
 
 from __future__ import annotations
 
@@ -19,9 +19,22 @@ DECODER_KINDS = ("bitplane", "rate")
 def decoder_weights(
     bits: int, order: str = "msb", *, compat: str | None = None, dtype: torch.dtype = torch.float32
 ) -> Tensor:
-    """w_t = 2^(significance of step t) / (2^B - 1); compat has8-released: always MSB first."""
+    """w_t = 2^(significance of step t) / (2^B - 1); compat has8-released: always MSB first.
+
+    (The compat decoder does not multiply by these: it sums with the integer weights
+    2^(significance) and divides once, see :func:`decode`.)
+    """
     k = significance(bits, "msb" if compat is not None else order).to(dtype)
     return torch.pow(2.0, k) / float(2**bits - 1)  # Pow, not exp2: exportable to ONNX
+
+
+def _decode_released(s: Tensor, bits: int) -> Tensor:
+    """The released decoder: (sum_t s_t 2^(B-1-t)) / (2^B - 1), summed over dim 0 before the one
+    division. The sum is exact for integer spike counts, so the result is the correctly rounded
+    quotient, which pre-divided weights (one rounding per weight) miss by an ulp at times."""
+    k = significance(bits, "msb", s.device).to(s.dtype)
+    w = torch.pow(2.0, k).reshape(-1, *([1] * (s.ndim - 1)))
+    return (s * w).sum(0) / float(2**bits - 1)
 
 
 def decode(
@@ -43,6 +56,9 @@ def decode(
             f"decode: input has T={s.shape[0]} steps but bits={b}; they must match"
         )
     ct = compute_dtype(s.dtype)
+    if compat is not None:
+        check_choice("decode", "compat", compat, COMPAT_PRESETS)
+        return _decode_released(s.to(ct), b).to(s.dtype)
     w = decoder_weights(b, order, compat=compat, dtype=ct).to(s.device)
     return torch.tensordot(w, s.to(ct), dims=([0], [0])).to(s.dtype)
 
@@ -50,7 +66,8 @@ def decode(
 class BitPlaneDecoder(nn.Module):
     """[T, N, ...] -> [N, ...]. ``kind="bitplane"`` weights step t by 2^(its significance) /
     (2^B - 1) for the given order; ``compat="has8-released"`` fixes MSB-first weights whatever
-    the encoder order (``order`` may then only be omitted or "msb"). ``kind="rate"`` averages.
+    the encoder order (``order`` may then only be omitted or "msb") and, as released, sums
+    s_t 2^(B-1-t) before dividing by 2^B - 1 once. ``kind="rate"`` averages.
     The decoded value is not mapped back to the input's range.
     """
 

@@ -20,7 +20,7 @@ from hybridize.spiking._options import (
     compute_dtype,
     use_custom_backward,
 )
-from hybridize.spiking.surrogates import ENCODER_SURROGATES
+from hybridize.spiking.surrogates import ENCODER_SURROGATES, fourier_derivative_released
 
 ORDERS = ("msb", "lsb")
 NORMALIZE_MODES = ("auto", "minmax", "running", "fixed")
@@ -283,7 +283,10 @@ class _BitPlaneFunction(torch.autograd.Function):
         k = _broadcast_k(significance(opts.bits, opts.order, z.device), z.ndim, z.dtype)
         spec = ENCODER_SURROGATES[opts.surrogate]
         alpha = 0.0 if opts.alpha is None else opts.alpha
-        d = spec.derivative(z.unsqueeze(0), k, alpha, opts.offset, opts.bits)
+        if opts.compat is not None and opts.surrogate == "fourier":
+            d = fourier_derivative_released(z.unsqueeze(0), k, alpha, opts.offset)
+        else:
+            d = spec.derivative(z.unsqueeze(0), k, alpha, opts.offset, opts.bits)
         d = d.mul_(plane_gradient_weights(opts, z)).mul_(grad_planes)
         return d.sum(0), None
 

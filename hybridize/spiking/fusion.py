@@ -115,6 +115,8 @@ class FusionBlock(nn.Module):
         return g.reshape(shape)
 
     def forward(self, x: Tensor) -> Tensor:
-        a = self.ann(x)
+        # branch first, as the released code does: autograd then sums the two branches'
+        # gradients into x in the released order (float32 gradients equal it bit for bit)
         b = self.branch(x)
+        a = self.ann(x)
         return a + self._broadcast_gate(a) * b.to(a.dtype)

@@ -133,10 +133,11 @@ class _LIFSequence(torch.autograd.Function):
             s = heaviside(u)
             sg = derivative(u, cfg["alpha"])
             dv_dh = 1.0 if v_reset is None else 1.0 - s
-            dh = grad[t] * sg + dv * dv_dh
+            ds = grad[t]  # dL/dS_t: the output, plus the reset's use of S_t unless detached
             if not cfg["detach_reset"]:
-                dv_ds = -v_th if v_reset is None else v_reset - h
-                dh = dh + dv * dv_ds * sg
+                ds = ds + dv * (-v_th if v_reset is None else v_reset - h)
+            # grouped as autograd groups SpikingJelly's graph, so float32 matches it bit for bit
+            dh = ds * sg + dv * dv_dh
             grad_x[t] = dh * k if decay else dh
             if grad_k is not None:
                 if t == 0:

@@ -46,6 +46,17 @@ def _fourier_derivative(z: Tensor, k: Tensor, alpha: float, offset: float, bits:
     return _odd_cosine_sum(_u(z, k), int(alpha)).mul_(scale).add_(offset)
 
 
+def fourier_derivative_released(z: Tensor, k: Tensor, alpha: float, offset: float) -> Tensor:
+    """The Fourier d_k(z) evaluated as the released code does (compat has8-released): every
+    harmonic's cosine directly, cos(((z pi) n) / 2^k), times 2 / 2^k, summed over n in one
+    reduction, subtracted from the offset. Equal to :func:`_fourier_derivative` up to rounding;
+    these exact steps make float32 gradients match the released code bit for bit."""
+    c = torch.exp2(k.to(z.dtype))
+    zpi = z * math.pi
+    terms = [(2.0 / c) * torch.cos((zpi * n) / c) for n in range(1, 2 * int(alpha), 2)]
+    return offset - torch.stack(terms).sum(0)
+
+
 def _fourier_primitive(z: Tensor, k: Tensor, alpha: float, offset: float, bits: int) -> Tensor:
     u = _u(z, k)
     series = sum(torch.sin(n * u) / n for n in range(1, 2 * int(alpha), 2))

@@ -13,6 +13,8 @@ for a rank-2 (linear head) input.
 
 from __future__ import annotations
 
+import copy
+import functools
 import math
 
 import pytest
@@ -217,7 +219,7 @@ def _ann_chain_by_hand(x: float, w: tuple) -> tuple[float, float]:
 @pytest.mark.parametrize("x0", [0.3, 0.77])
 def test_vgg_head_released_forward_and_gradient_by_hand(x0: float) -> None:
     head = vgg_head("has8-released", W_ANN, W_TWIN)
-    x = torch.zeros(1, 768, dtype=torch.float64)
+    x = torch.zeros(1, head.ann.fc1.in_features, dtype=torch.float64)
     x[0, 0] = x0
     x.requires_grad_()
     y = head(x)
@@ -241,7 +243,7 @@ def test_vgg_head_released_decode_is_bit_reversed() -> None:
     """Twin of identity-like spikes: one spike at step t decodes to 2^(7-t)/255 although the
     encoder put plane k = t there (the released LSB/MSB mismatch)."""
     head = vgg_head("has8-released", (0.0, 0.0, 0.0), W_TWIN)
-    x = torch.zeros(1, 768, dtype=torch.float64)
+    x = torch.zeros(1, head.ann.fc1.in_features, dtype=torch.float64)
     x[0, 0] = 1.0 / TOP  # z = 1: only the least significant plane is set
     planes = planes_by_hand(1.0, "lsb", "none")
     assert planes == [1.0] + [0.0] * 7
@@ -376,3 +378,272 @@ def test_released_block_needs_no_reset_between_backward_passes() -> None:
         outs.append(y.detach())
         grads.append(xi.grad)
     assert torch.equal(outs[0], outs[1]) and torch.equal(grads[0], grads[1])
+
+
+# ---- float32, bit for bit: the released layout and formulas ---------------------------------
+
+
+def _n_params(module: nn.Module) -> int:
+    return sum(p.numel() for p in module.parameters())
+
+
+def _released_vgg_hybrid_by_hand(b: int, c: int, k: int) -> int:
+    """The released VGG: conv widths c*b*2^i (they scale with the input channels c); every
+    block and the MLP head have a twin of the same size (LIF, pooling and gate: no parameters)."""
+    widths = [c * b * 2**i for i in range(5)]
+    convs = sum(9 * cin * w for cin, w in zip([c, *widths[:-1]], widths, strict=True))
+    bns = sum(2 * w for w in widths)
+    head = (widths[-1] * 1024 + 1024) + (1024 * 512 + 512) + (512 * k + k)
+    return 2 * (convs + bns + head)
+
+
+def test_released_vgg_widths_scale_with_input_channels() -> None:
+    model = create("has8_vgg_b16", in_chans=1, recipe="has8-released")
+    assert _n_params(model) == 2_371_828  # the released code's count for 1 channel, 10 classes
+    assert _released_vgg_hybrid_by_hand(16, 1, 10) == 2_371_828
+    convs = [m.out_channels for m in model.modules() if isinstance(m, nn.Conv2d)]
+    assert convs[::2] == [16, 32, 64, 128, 256]  # ANN and twin conv of each block
+    # another configuration: 2 channels, b24, 7 classes -> widths 48, 96, 192, 384, 768;
+    # convs 9 * (2*48 + 48*96 + 96*192 + 192*384 + 384*768) = 3,525,984, BN 2 * 1,488 = 2,976,
+    # head 787,456 + 524,800 + 3,591 = 1,315,847: ANN 4,844,807, hybrid twice that
+    model = create("has8_vgg_b24", in_chans=2, num_classes=7, recipe="has8-released")
+    assert _n_params(model) == _released_vgg_hybrid_by_hand(24, 2, 7) == 9_689_614
+    # the documented (non-compat) layout keeps the paper's 3*b*2^i whatever in_chans
+    cleaned = create("has8_vgg_b16", in_chans=1)
+    assert _n_params(cleaned) == 9_691_828
+    # with 3 channels both layouts are the paper's
+    assert _n_params(create("has8_vgg_b16", recipe="has8-released")) == _n_params(
+        create("has8_vgg_b16")
+    )
+
+
+def test_released_layout_is_recorded_and_rebuilt(tmp_path) -> None:
+    from hybridize.io import load, save
+    from hybridize.models import create_from_spec
+
+    model = create("has8_vgg_b16", in_chans=1, num_classes=3, recipe="has8-released")
+    assert model.hybridize_spec["kwargs"]["compat"] == "has8-released"
+    ann = create_from_spec(model.hybridize_meta["model"])
+    assert _n_params(ann) * 2 == _n_params(model)
+    path = save(model, tmp_path / "released.safetensors")
+    assert _n_params(load(path)) == _n_params(model)
+    # the plain ANN of the released layout, by name
+    plain = create("has8_vgg_b16", in_chans=1, hybrid=False, compat="has8-released")
+    assert _n_params(plain) * 2 == 2_371_828
+
+
+def _released_decode_by_hand(s: torch.Tensor) -> torch.Tensor:
+    """Released: sum_t s_t 2^(7-t), accumulated in float32, then one division by 255."""
+    acc = torch.zeros_like(s[0])
+    for t in range(BITS):
+        acc = acc + s[t] * float(2 ** (BITS - 1 - t))
+    return acc / 255.0
+
+
+def test_released_decoder_divides_once_bit_for_bit() -> None:
+    codes = torch.arange(2**BITS)
+    s = ((codes >> (BITS - 1 - torch.arange(BITS)).unsqueeze(1)) & 1).to(torch.float32)  # [8, 256]
+    ref = _released_decode_by_hand(s)
+    assert torch.equal(ref, codes.to(torch.float32) / 255.0)  # the exact sum, one rounding
+    pre_divided = BitPlaneDecoder(BITS)(s)  # the non-compat formula: sum_t s_t (2^k / 255)
+    off = torch.nonzero(pre_divided != ref).flatten()
+    assert off.numel() > 0  # so the check below can fail: the formulas differ for some codes
+    c = int(off[0])
+    gap = (pre_divided[c] - ref[c]).abs().item()
+    assert gap == torch.finfo(torch.float32).eps * 2.0 ** math.floor(math.log2(ref[c].item()))
+    released = BitPlaneDecoder(BITS, compat="has8-released")
+    assert torch.equal(released(s), ref)
+    # spike counts of a SEW add (0, 1 or 2 per step) on a [T, N, C, H, W] layout
+    torch.manual_seed(0)
+    counts = torch.randint(0, 3, (BITS, 2, 3, 4, 4)).to(torch.float32)
+    assert torch.equal(released(counts), _released_decode_by_hand(counts))
+
+
+# whole released models in float32: a hand-written reference of the released code (SpikingJelly
+# LIF semantics with the ArcTan surrogate as an autograd function, twin layers on [T*N, ...],
+# LSB-first planes by remainder and floor division with the released Fourier backward,
+# MSB-first decode summed then divided once, spiking branch + ANN branch) against the compat
+# conversion. The reference's encoder backward is per element for every rank (the released
+# 5-D reshapes mix the elements of a rank-2 input; compat deliberately does not copy that).
+
+
+class _ReleasedPlanes(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, z: torch.Tensor) -> torch.Tensor:
+        ctx.save_for_backward(z)
+        planes = []
+        for _ in range(BITS):
+            planes.append(torch.remainder(z, 2))
+            z = torch.div(z, 2, rounding_mode="floor")
+        return torch.stack(planes)  # t = k: least significant first
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor) -> torch.Tensor:
+        (z,) = ctx.saved_tensors
+        shape = (BITS,) + (1,) * z.ndim
+        c = torch.tensor([2**k for k in range(BITS)]).view(shape)
+        harmonics = [(2 / c) * torch.cos((z * torch.pi * n) / c) for n in range(1, 11, 2)]
+        d = 1 / 2 - torch.stack(harmonics).sum(0)  # the released +1/2 offset
+        k = torch.arange(BITS).view(shape)
+        rescaled = (k * d) / torch.tensor([2 ** (BITS - 1 - k) for k in range(BITS)]).view(shape)
+        return (grad * rescaled).sum(0)
+
+
+class _ReleasedATan(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, x: torch.Tensor) -> torch.Tensor:
+        ctx.save_for_backward(x)
+        return (x >= 0).to(x.dtype)
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor) -> torch.Tensor:
+        (x,) = ctx.saved_tensors
+        return ALPHA_ATAN / 2 / (1 + (math.pi / 2 * ALPHA_ATAN * x) ** 2) * grad
+
+
+def _released_encode(x: torch.Tensor) -> torch.Tensor:
+    if bool(((x >= 0) & (x <= 1)).all()):
+        r = x
+    else:
+        lo, hi = x.min(), x.max()
+        r = torch.ones_like(x) if lo == hi else (x - lo) / (hi - lo)
+    return _ReleasedPlanes.apply(r * 255.0)
+
+
+def _released_lif(x_seq: torch.Tensor) -> torch.Tensor:
+    v = torch.zeros_like(x_seq[0])
+    spikes = []
+    for x in x_seq:
+        v = v + (x - v) / TAU
+        s = _ReleasedATan.apply(v - 1.0)
+        v = (1.0 - s) * v + s * 0.0
+        spikes.append(s)
+    return torch.stack(spikes)
+
+
+def _released_decode(s: torch.Tensor) -> torch.Tensor:
+    w = torch.tensor([2.0 ** (BITS - 1 - t) for t in range(BITS)], dtype=s.dtype)
+    return (s * w.view(BITS, *[1] * (s.ndim - 1))).sum(dim=0) / 255.0
+
+
+def _folded(fn, seq: torch.Tensor) -> torch.Tensor:
+    y = fn(seq.flatten(0, 1))
+    return y.reshape(seq.shape[0], seq.shape[1], *y.shape[1:])
+
+
+def _released_vgg(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    for i in range(5):
+        block = _fusion(model, f"features.{i}")
+        tw = block.branch.twin
+        s = _released_lif(_folded(lambda h, tw=tw: tw.bn(tw.conv(h)), _released_encode(x)))
+        x = _released_decode(_folded(tw.pool, s)) + block.ann(x)  # spiking branch first
+    x = torch.flatten(nn.functional.adaptive_avg_pool2d(x, 1), 1)
+    head = _fusion(model, "head")
+    tw = head.branch.twin
+    p = _released_encode(x)  # [T, N, D]: the released Linear runs on it unfolded
+    s = _released_lif(tw.fc3(_released_lif(tw.fc2(_released_lif(tw.fc1(p))))))
+    return _released_decode(s) + head.ann(x)
+
+
+def _released_resnet(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    stem = _fusion(model, "stem")
+    tw = stem.branch.twin
+    s = _released_lif(_folded(lambda h: tw.bn(tw.conv(h)), _released_encode(x)))
+    x = _released_decode(_folded(tw.pool, s)) + stem.ann(x)
+    for name in [f"layer{i}.{j}" for i in range(1, 5) for j in (0, 1)]:
+        block = _fusion(model, name)
+        tw = block.branch.twin
+        p = _released_encode(x)
+        out = _released_lif(_folded(lambda h, tw=tw: tw.bn1(tw.conv1(h)), p))
+        out = _released_lif(_folded(lambda h, tw=tw: tw.bn2(tw.conv2(h)), out))
+        identity = p
+        if hasattr(tw, "downsample"):  # conv1x1 - BN, then a LIF of its own
+            ds = tw.downsample
+            identity = _released_lif(
+                _folded(lambda h, ds=ds: getattr(ds, "1")(ds.get_submodule("0")(h)), p)
+            )
+        x = _released_decode(identity + out) + block.ann(x)
+    return model.fc(torch.flatten(nn.functional.adaptive_avg_pool2d(x, 1), 1))
+
+
+def _lively_released(name: str) -> nn.Module:
+    """A fresh copy of a released-compat reference model whose every LIF layer fires in train
+    mode (built once per name: conversion costs more than the checks)."""
+    return copy.deepcopy(_lively_template(name))
+
+
+@functools.cache
+def _lively_template(name: str) -> nn.Module:
+    torch.manual_seed(3407)
+    model = create(name, num_classes=5, in_chans=1, recipe="has8-released")
+    with torch.no_grad():  # livelier twins than at init
+        for block in [m for m in model.modules() if isinstance(m, FusionBlock)]:
+            for m in block.branch.twin.modules():
+                if isinstance(m, nn.Linear):
+                    m.weight.mul_(8.0)
+                if isinstance(m, nn.BatchNorm2d):
+                    m.running_var.uniform_(0.2, 0.5)
+                    m.weight.uniform_(0.5, 1.5)
+                    m.bias.normal_(0.0, 0.3)
+    return model
+
+
+def _reference_for(name: str):
+    return _released_vgg if "vgg" in name else _released_resnet
+
+
+@pytest.mark.parametrize("name", ["has8_vgg_b16", "has8_resnet_b32"])
+@pytest.mark.parametrize("low,high", [(-1.5, 2.5), (0.0, 1.0)])
+def test_released_model_forward_bit_for_bit_float32(name: str, low: float, high: float) -> None:
+    """Train mode (BN over T*N, as released) and eval mode, two input ranges: the batch
+    min-max branch and the as-is branch of "auto"."""
+    model = _lively_released(name)
+    x = torch.rand(2, 1, 32, 32, generator=torch.Generator().manual_seed(0)) * (high - low) + low
+    lifs = [m for m in model.modules() if isinstance(m, LIF)]
+    fired = dict.fromkeys(lifs, 0.0)
+    for m in lifs:
+        m.register_forward_hook(lambda mod, _, out: fired.__setitem__(mod, float(out.sum())))
+    for train in (True, False):
+        model.train(train)
+        twin = copy.deepcopy(model)  # train-mode BN updates its statistics once per call
+        with torch.no_grad():
+            y, y_ref = model(x), _reference_for(name)(twin, x)
+        assert y.dtype == torch.float32 and torch.isfinite(y).all()
+        assert torch.equal(y, y_ref)
+        if train:
+            assert all(v > 0 for v in fired.values())  # every twin neuron layer spiked
+
+
+@pytest.mark.parametrize("name", ["has8_vgg_b16", "has8_resnet_b32"])
+def test_released_model_gradients_bit_for_bit_float32(name: str) -> None:
+    """One training step's backward: the input gradient and every parameter's gradient equal
+    the reference's (surrogates, BPTT, SEW, min-max normalisation, branch order)."""
+    model = _lively_released(name).train()
+    twin = copy.deepcopy(model)
+    x = torch.rand(2, 1, 32, 32, generator=torch.Generator().manual_seed(1)) * 4.0 - 1.5
+    x_model, x_ref = x.clone().requires_grad_(), x.clone().requires_grad_()
+    y = model(x_model)
+    g = torch.randn(y.shape, generator=torch.Generator().manual_seed(2))
+    y.backward(g)
+    _reference_for(name)(twin, x_ref).backward(g)
+    assert x_model.grad.abs().max() > 0
+    assert torch.equal(x_model.grad, x_ref.grad)
+    pairs = list(zip(model.named_parameters(), twin.parameters(), strict=True))
+    assert all(p.grad is not None for (_, p), _ in pairs)
+    assert [n for (n, p), q in pairs if not torch.equal(p.grad, q.grad)] == []
+
+
+def test_released_fourier_evaluation_is_the_same_function() -> None:
+    """The compat evaluation order of the Fourier surrogate (direct cosines) and the default one
+    (Chebyshev recurrence) are one function: equal to METHOD's formula up to rounding."""
+    from hybridize.spiking.surrogates import ENCODER_SURROGATES, fourier_derivative_released
+
+    z = torch.linspace(0.0, float(TOP), 997, dtype=torch.float64)
+    k = torch.arange(BITS).view(-1, 1)
+    released = fourier_derivative_released(z, k, 5, 0.5)
+    default = ENCODER_SURROGATES["fourier"].derivative(z, k, 5, 0.5, BITS)
+    torch.testing.assert_close(released, default, rtol=0, atol=1e-9)
+    for i in (0, 123, 996):
+        for kk in range(BITS):
+            by_hand = fourier_d(z[i].item(), kk, offset=0.5)
+            assert released[kk, i].item() == pytest.approx(by_hand, abs=1e-9)
