@@ -55,9 +55,13 @@ def test_metadata_round_trip(ckpt) -> None:
     assert meta["version"] == __version__
     from safetensors.torch import load_file
 
+    from safetensors import safe_open
+
     tensors = load_file(str(ckpt))
     assert set(tensors) == set(_meta_model().state_dict())
-    assert meta["sha256"] == hio.content_hash(tensors)
+    with safe_open(str(ckpt), framework="pt") as f:
+        raw = f.metadata()
+    assert meta["sha256"] == hio.checkpoint_hash(raw, hio.content_hash(tensors))
     for k, v in _meta_model().state_dict().items():
         assert torch.equal(tensors[k], v)
 

@@ -9,6 +9,7 @@ from rich.console import Console
 from rich.table import Table
 
 import hybridize
+from hybridize._atomic import refuse_same_file
 
 
 def _millions(n: int) -> str:
@@ -79,6 +80,8 @@ def convert(
 ) -> None:
     """Give the layers a recipe selects a spiking twin, and save the hybrid."""
     console = Console()
+    recipe_file = Path(recipe) if Path(recipe).suffix in (".yaml", ".yml") else None
+    refuse_same_file(output, weights, recipe_file)
     base = hybridize.create_model(
         model,
         pretrained=pretrained and weights is None,
