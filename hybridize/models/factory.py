@@ -353,20 +353,26 @@ def _timm_hub(name, cfg, num_classes, chans, kwargs):
         return model, f"hub cache {cached}"
     if not hub_id and not url:
         raise WeightsError(f"timm has no pretrained weights for {name!r}; pass --weights FILE")
-    W.require_hub("huggingface.co" if hub_id else _host(url), f"timm model {name!r}")
+    what = f"timm model {name!r}"
+    if hub_id:
+        names = (cfg["hf_hub_filename"],) if cfg.get("hf_hub_filename") else W.HF_FILENAMES
+        fetched = W.download_hf(hub_id, what, names)
+    else:
+        fetched = W.download_torch_hub(url, what)
     try:
-        model = timm.create_model(name, pretrained=True, in_chans=chans, **extra)
+        model = timm.create_model(
+            name,
+            pretrained=True,
+            in_chans=chans,
+            pretrained_cfg_overlay={"file": str(fetched)},
+            **extra,
+        )
     except Exception as exc:
         raise WeightsError(
-            f"downloading weights for {name!r} failed ({type(exc).__name__}); pass --weights FILE"
+            f"loading the downloaded weights {fetched} for {name!r} failed "
+            f"({type(exc).__name__}); delete that file and retry, or pass --weights FILE"
         ) from None
     return model, f"hub {hub_id or url}"
-
-
-def _host(url: str) -> str:
-    from urllib.parse import urlparse
-
-    return urlparse(url).hostname or "download.pytorch.org"
 
 
 # ---------------------------------------------------------------------------------------------
@@ -443,8 +449,8 @@ def _torchvision_hub(name: str) -> tuple[dict[str, torch.Tensor], str]:
         ) from None
     w = enum.DEFAULT
     cached = W.torch_hub_cached_file(w.url)
-    if cached is None:
-        W.require_hub(_host(w.url), f"torchvision model {name!r}")
+    if cached is None:  # our bounded download into torch.hub's cache; get_state_dict reads it
+        W.download_torch_hub(w.url, f"torchvision model {name!r}")
     try:
         sd = w.get_state_dict(progress=False, check_hash=False)
     except Exception as exc:
