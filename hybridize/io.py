@@ -124,14 +124,21 @@ def _what_is(p: Path) -> str | None:
     n = int.from_bytes(head[:8], "little") if len(head) >= 8 else -1
     if 2 <= n <= min(size - 8, _SAFETENSORS_MAX_HEADER) and head[8:9] == b"{":
         return None
-    if p.suffix.lower() == ".onnx" or (head[:1] == b"\x08" and b"onnx" in _read_start(p)):
+    if p.suffix.lower() == ".onnx" or _looks_like_onnx(head):
         return "an ONNX model"
     return "not a safetensors file" if size else "an empty file"
 
 
-def _read_start(p: Path, n: int = 4096) -> bytes:
-    with open(p, "rb") as f:
-        return f.read(n).lower()
+def _looks_like_onnx(head: bytes) -> bool:
+    """An ONNX ModelProto starts with field 1 (ir_version, a small varint), then another of
+    its fields: producer_name, producer_version, domain, model_version, doc_string, graph,
+    opset_import."""
+    return (
+        len(head) >= 3
+        and head[0] == 0x08
+        and 1 <= head[1] <= 20
+        and head[2] in b"\x12\x1a\x22\x28\x32\x3a\x42"
+    )
 
 
 def _raw_metadata(p: Path) -> dict[str, str]:
