@@ -41,6 +41,16 @@ def trusting_code(enabled: bool = True) -> Iterator[None]:
         _TRUSTED.reset(token)
 
 
+@contextlib.contextmanager
+def exactly(trusted: bool) -> Iterator[None]:
+    """Within this block code is trusted exactly when ``trusted`` (for one explicit load)."""
+    token = _TRUSTED.set(bool(trusted))
+    try:
+        yield
+    finally:
+        _TRUSTED.reset(token)
+
+
 def refuse(what: str) -> UntrustedCodeError:
     """The one-line error for code the caller did not opt in to; ``what`` names it."""
     return UntrustedCodeError(f"{what}, which runs code; {HOW_TO_TRUST}")

@@ -223,7 +223,10 @@ def read_metadata(path: str | os.PathLike[str]) -> dict[str, Any]:
     Only decoded and type-checked: :func:`load` also verifies the hash.
     """
     p = Path(path)
-    raw = _raw_metadata(p)
+    return _decoded(p, _raw_metadata(p))
+
+
+def _decoded(p: Path, raw: Mapping[str, str]) -> dict[str, Any]:
     out: dict[str, Any] = {"format": _format_of(p, raw), "version": raw.get("hybridize.version")}
     for key in (*_KEYS, "sha256"):
         text = raw.get(f"hybridize.{key}")
@@ -280,12 +283,11 @@ def load(
     """
     from safetensors.torch import load_file
 
-    from hybridize._trust import code_trusted, trusting_code
+    from hybridize._trust import code_trusted, exactly
 
     p = Path(path)
     raw = _raw_metadata(p)
-    fmt = _format_of(p, raw)
-    meta = read_metadata(p)
+    meta = _decoded(p, raw)
     trusted = code_trusted() if trust_code is None else bool(trust_code)
     _refuse_untrusted(p, meta, trusted)
     try:
@@ -294,12 +296,12 @@ def load(
         raise CheckpointError(
             f"cannot read the tensors of {p} ({type(exc).__name__}); the file is corrupted: save it again"
         ) from None
-    _verify(p, raw, fmt, tensors, meta["sha256"], legacy_format)
+    _verify(p, raw, meta["format"], tensors, meta["sha256"], legacy_format)
     from hybridize.conversion import convert
     from hybridize.models import create_from_spec
 
     try:
-        with trusting_code(trusted):
+        with exactly(trusted):
             base = create_from_spec(meta["model"], trust_code=trusted)
             example = torch.zeros(meta["example_shape"])
             model = convert(base, meta["recipe"], example_input=example)

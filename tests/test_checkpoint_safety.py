@@ -154,6 +154,8 @@ def test_recipe_import_is_not_run(tiny, tmp_path, sentinel, section) -> None:
     with pytest.raises(UntrustedCodeError) as info:
         hybridize.load(ckpt)
     assert f"{name}.double" in one_line(info) and "import" in str(info.value)
+    with hybridize.trusting_code(), pytest.raises(UntrustedCodeError):
+        hybridize.load(ckpt, trust_code=False)  # an explicit False wins over the block
     assert not marker.exists() and name not in sys.modules
     hybridize.load(ckpt, trust_code=True)
     assert marker.exists()
