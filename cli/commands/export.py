@@ -66,7 +66,8 @@ def _export(
 
     dest = output or checkpoint.with_suffix(f".{fmt}")
     refuse_same_file(dest, checkpoint)
-    model = hybridize.load(checkpoint, trust_code=trust_code)
+    with hybridize.trusting_code(trust_code):
+        model = hybridize.load(checkpoint)
     example = torch.rand(_example_shape(model, img_size, batch_size))
     kwargs = dict(
         dynamic_batch=batch_size is None, check=check, real_inputs=None if real else False

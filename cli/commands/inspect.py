@@ -126,7 +126,8 @@ def _inspect(
         raise HybridizeError("--metrics FILE draws training curves into --plots DIR; give --plots")
     refuse_same_file(json_out, checkpoint, metrics)
     refuse_same_file(graph, checkpoint, metrics)
-    model = hybridize.load(checkpoint, trust_code=trust_code)
+    with hybridize.trusting_code(trust_code):
+        model = hybridize.load(checkpoint)
     report = hybridize.inspect(
         model,
         data,
