@@ -18,8 +18,8 @@ from hybridize.errors import UntrustedCodeError
 _TRUSTED: ContextVar[bool] = ContextVar("hybridize_trust_code", default=False)
 
 HOW_TO_TRUST = (
-    "if you trust where it came from, pass trust_code=True (CLI: --trust-code), "
-    "else ask its author for a checkpoint of a built-in model"
+    "if you trust where it came from, pass trust_code=True or wrap the call in "
+    "hybridize.trusting_code() (CLI: --trust-code)"
 )
 
 

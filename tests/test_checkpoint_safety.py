@@ -161,6 +161,25 @@ def test_recipe_import_is_not_run(tiny, tmp_path, sentinel, section) -> None:
     assert marker.exists()
 
 
+def test_convert_imports_recipe_paths_only_when_trusted(tmp_path, sentinel, monkeypatch, capsys):
+    name, marker = sentinel
+    recipe = {"targets": [{"select": {"auto": "blocks"}}], "trace": {"autowrap_functions": []}}
+    recipe["trace"]["autowrap_functions"] = [f"{name}.double"]
+    base = hybridize.create_model("test_resnet", num_classes=3)
+    example = torch.zeros(1, 3, SIZE, SIZE)
+    with pytest.raises(UntrustedCodeError) as info:
+        hybridize.convert(base, recipe, example_input=example)
+    assert "hybridize.trusting_code()" in one_line(info) and not marker.exists()
+    path = tmp_path / "r.yaml"
+    path.write_text(json.dumps(recipe))  # JSON is YAML
+    args = ["convert", "test_resnet", "--no-pretrained", "-r", str(path), "--img-size", "32"]
+    code, err = cli(args, monkeypatch, capsys)
+    assert code == 2 and "--trust-code" in err and not marker.exists()
+    code, err = cli([*args, "--trust-code"], monkeypatch, capsys)
+    assert code == 0, err
+    assert marker.exists()
+
+
 def test_recipe_paths_in_imported_modules_still_resolve(tiny, tmp_path) -> None:
     """Untrusted recipes may name what is already imported (torch.roll): nothing new runs."""
     path, _, x, y = tiny
@@ -209,9 +228,11 @@ def cli(args: list[str], monkeypatch, capsys) -> tuple[int, str]:
 
     monkeypatch.setattr(sys, "argv", ["hybridize", *args])
     capsys.readouterr()
-    with pytest.raises(SystemExit) as info:
+    try:
         run()
-    return int(info.value.code or 0), capsys.readouterr().err
+    except SystemExit as exc:
+        return int(exc.code or 0), capsys.readouterr().err
+    return 0, capsys.readouterr().err
 
 
 # ---- item 2: the hash covers the metadata that rebuilds the model ---------------------------
