@@ -117,13 +117,13 @@ def _what_is(p: Path) -> str | None:
             head = f.read(64)
     except OSError as exc:
         return f"unreadable ({exc.strerror or type(exc).__name__})"
+    n = int.from_bytes(head[:8], "little") if len(head) >= 8 else -1
+    if 2 <= n <= min(size - 8, _SAFETENSORS_MAX_HEADER) and head[8:9] == b"{":
+        return None  # a plausible safetensors header: safetensors itself judges the rest
     if head.startswith(b"PK\x03\x04"):
         return "a zip archive (a torch.save or torch.export .pt2 file)"
     if head[:1] == b"\x80" and head[1:2] in (b"\x02", b"\x03", b"\x04", b"\x05"):
         return "a pickle (a torch.save file)"
-    n = int.from_bytes(head[:8], "little") if len(head) >= 8 else -1
-    if 2 <= n <= min(size - 8, _SAFETENSORS_MAX_HEADER) and head[8:9] == b"{":
-        return None
     if p.suffix.lower() == ".onnx" or _looks_like_onnx(head):
         return "an ONNX model"
     return "not a safetensors file" if size else "an empty file"

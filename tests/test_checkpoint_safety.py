@@ -374,3 +374,20 @@ def test_cli_output_equal_to_input_is_refused(tiny, tmp_path, monkeypatch, capsy
     assert code == 2 and len(err.strip().splitlines()) == 1 and "destroy the input" in err
     assert ck.read_bytes() == before
     assert sorted(p.name for p in tmp_path.iterdir()) == ["x.safetensors"]
+
+
+def test_header_length_that_looks_like_a_pickle_is_still_safetensors(tmp_path) -> None:
+    """A 640-byte safetensors header starts with bytes 0x80 0x02, a pickle's magic."""
+    from safetensors.torch import save_file
+
+    path = tmp_path / "h.safetensors"
+    for fill in range(700):
+        save_file(
+            {"w": torch.zeros(2)}, str(path), metadata={"hybridize.format": "2", "x": "f" * fill}
+        )
+        if path.read_bytes()[:8] == (640).to_bytes(8, "little"):
+            break
+    assert path.read_bytes()[:2] == b"\x80\x02"
+    with pytest.raises(CheckpointError) as info:
+        hybridize.io.read_metadata(path)
+    assert "lacks metadata key" in one_line(info)
