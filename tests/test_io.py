@@ -53,9 +53,8 @@ def test_metadata_round_trip(ckpt) -> None:
     from hybridize import __version__
 
     assert meta["version"] == __version__
-    from safetensors.torch import load_file
-
     from safetensors import safe_open
+    from safetensors.torch import load_file
 
     tensors = load_file(str(ckpt))
     assert set(tensors) == set(_meta_model().state_dict())
