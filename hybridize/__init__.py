@@ -24,6 +24,7 @@ _LAZY = {
     "create_model": "hybridize.models:create",
     "save": "hybridize.io:save",
     "load": "hybridize.io:load",
+    "trusting_code": "hybridize._trust:trusting_code",
     "finetune": "hybridize.train:finetune",
     "evaluate": "hybridize.train:evaluate",
     "export_onnx": "hybridize.export:export_onnx",

@@ -52,3 +52,33 @@ def remove_quietly(*paths: Path | None) -> None:
     for p in paths:
         if p is not None:
             p.unlink(missing_ok=True)
+
+
+def refuse_same_file(
+    output: str | os.PathLike[str] | None, *inputs: str | os.PathLike[str] | None
+) -> None:
+    """Raise HybridizeError before anything is written when ``output`` is one of ``inputs``.
+
+    Paths are compared resolved (symlinks, ``..``) and, when both exist, by inode (hard links),
+    so ``export x.safetensors -o ./x.safetensors`` cannot overwrite its own input.
+    """
+    from hybridize.errors import HybridizeError
+
+    if output is None:
+        return
+    out = Path(output)
+    for given in inputs:
+        if given is None:
+            continue
+        src = Path(given)
+        try:
+            same = out.resolve() == src.resolve() or (
+                out.exists() and src.exists() and os.path.samefile(out, src)
+            )
+        except OSError:
+            same = False
+        if same:
+            raise HybridizeError(
+                f"output {out} is the input {src}; writing it would destroy the input: "
+                "give another output path"
+            )

@@ -33,6 +33,10 @@ class CheckpointError(HybridizeError):
     """A checkpoint file that is missing, corrupted or not a hybridize checkpoint."""
 
 
+class UntrustedCodeError(HybridizeError):
+    """A file names code to run (an entry point, an import) that the user did not opt in to."""
+
+
 class WeightsError(HybridizeError):
     """Pretrained weights that cannot be found or loaded."""
 

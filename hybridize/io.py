@@ -9,6 +9,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import warnings
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -17,10 +18,15 @@ import torch
 from torch import nn
 
 from hybridize._atomic import atomic_path
-from hybridize.errors import CheckpointError, HybridizeError
+from hybridize.errors import CheckpointError, HybridizeError, UntrustedCodeError
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
+LEGACY_FORMAT = 1  # tensors-only hash: loads only with legacy_format=True
 _KEYS = ("model", "recipe", "example_shape")
+# metadata fields the checkpoint hash covers: everything that rebuilds the model
+_HASHED = ("format", *_KEYS)
+_MAX_EXAMPLE_NUMEL = 1 << 24  # an example input for tracing, not a data set
+_SAFETENSORS_MAX_HEADER = 100_000_000  # the safetensors library's own limit
 
 
 def content_hash(tensors: Mapping[str, torch.Tensor]) -> str:
@@ -29,12 +35,25 @@ def content_hash(tensors: Mapping[str, torch.Tensor]) -> str:
     for name in sorted(tensors):
         t = tensors[name].detach().to("cpu").contiguous()
         header = f"{name}\0{str(t.dtype).removeprefix('torch.')}\0{list(t.shape)}\0"
-        h.update(len(header).to_bytes(8, "little"))
-        h.update(header.encode())
-        data = t.reshape(-1).view(torch.uint8).numpy().tobytes() if t.numel() else b""
-        h.update(len(data).to_bytes(8, "little"))
-        h.update(data)
+        _chunk(h, header.encode())
+        _chunk(h, t.reshape(-1).view(torch.uint8).numpy().tobytes() if t.numel() else b"")
     return h.hexdigest()
+
+
+def checkpoint_hash(raw: Mapping[str, str], tensors_hash: str) -> str:
+    """sha256 over the stored metadata strings that rebuild the model (format, model spec,
+    recipe, example shape; not the writer's version) and the tensors' :func:`content_hash`."""
+    h = hashlib.sha256()
+    for key in _HASHED:
+        _chunk(h, key.encode())
+        _chunk(h, raw.get(f"hybridize.{key}", "").encode("utf-8", "surrogatepass"))
+    _chunk(h, tensors_hash.encode())
+    return h.hexdigest()
+
+
+def _chunk(h: Any, data: bytes) -> None:
+    h.update(len(data).to_bytes(8, "little"))
+    h.update(data)
 
 
 def _tensors_of(model: nn.Module) -> dict[str, torch.Tensor]:
@@ -83,18 +102,60 @@ def save(model: nn.Module, path: str | os.PathLike[str]) -> Path:
         "hybridize.model": json.dumps(meta["model"], sort_keys=True),
         "hybridize.recipe": json.dumps(meta["recipe"], sort_keys=True),
         "hybridize.example_shape": json.dumps([int(s) for s in meta["example_shape"]]),
-        "hybridize.sha256": content_hash(tensors),
     }
+    metadata["hybridize.sha256"] = checkpoint_hash(metadata, content_hash(tensors))
     with atomic_path(target) as tmp:
         save_file(tensors, str(tmp), metadata=metadata)
     return target
 
 
+def _what_is(p: Path) -> str | None:
+    """What ``p`` is when it is not a safetensors file (None: it may be one)."""
+    try:
+        size = p.stat().st_size
+        with open(p, "rb") as f:
+            head = f.read(64)
+    except OSError as exc:
+        return f"unreadable ({exc.strerror or type(exc).__name__})"
+    n = int.from_bytes(head[:8], "little") if len(head) >= 8 else -1
+    if 2 <= n <= min(size - 8, _SAFETENSORS_MAX_HEADER) and head[8:9] == b"{":
+        return None  # a plausible safetensors header: safetensors itself judges the rest
+    if head.startswith(b"PK\x03\x04"):
+        return "a zip archive (a torch.save or torch.export .pt2 file)"
+    if head[:1] == b"\x80" and head[1:2] in (b"\x02", b"\x03", b"\x04", b"\x05"):
+        return "a pickle (a torch.save file)"
+    if p.suffix.lower() == ".onnx" or _looks_like_onnx(head):
+        return "an ONNX model"
+    return "not a safetensors file" if size else "an empty file"
+
+
+def _looks_like_onnx(head: bytes) -> bool:
+    """An ONNX ModelProto starts with field 1 (ir_version, a small varint), then another of
+    its fields: producer_name, producer_version, domain, model_version, doc_string, graph,
+    opset_import."""
+    return (
+        len(head) >= 3
+        and head[0] == 0x08
+        and 1 <= head[1] <= 20
+        and head[2] in b"\x12\x1a\x22\x28\x32\x3a\x42"
+    )
+
+
 def _raw_metadata(p: Path) -> dict[str, str]:
     from safetensors import safe_open
 
+    if p.is_dir():
+        raise CheckpointError(
+            f"{p} is a directory, not a checkpoint file; give the .safetensors file"
+        )
     if not p.is_file():
         raise CheckpointError(f"checkpoint not found: {p}; check the path")
+    kind = _what_is(p)
+    if kind is not None:
+        raise CheckpointError(
+            f"{p} is {kind}; a hybridize checkpoint is a .safetensors file written by "
+            "`hybridize convert -o` or hybridize.save"
+        )
     try:
         with safe_open(str(p), framework="pt") as f:
             meta = f.metadata()
@@ -111,56 +172,141 @@ def _raw_metadata(p: Path) -> dict[str, str]:
     return meta
 
 
-def read_metadata(path: str | os.PathLike[str]) -> dict[str, Any]:
-    """The decoded metadata of a checkpoint (format, version, model, recipe, example_shape, sha256)."""
-    p = Path(path)
-    raw = _raw_metadata(p)
-    try:
-        fmt = int(raw["hybridize.format"])
-    except ValueError:
-        raise CheckpointError(f"{p}: bad hybridize.format {raw['hybridize.format']!r}") from None
+def _format_of(p: Path, raw: Mapping[str, str]) -> int:
+    text = raw["hybridize.format"]
+    if not (text.isascii() and text.isdigit() and 0 < len(text) < 6):
+        raise CheckpointError(f"{p}: bad hybridize.format {text[:20]!r}; save it again")
+    fmt = int(text)
     if fmt > FORMAT_VERSION:
         raise CheckpointError(
             f"{p} has checkpoint format {fmt}, newer than the supported {FORMAT_VERSION}; "
             "upgrade hybridize"
         )
-    out: dict[str, Any] = {"format": fmt, "version": raw.get("hybridize.version")}
+    if fmt < LEGACY_FORMAT:
+        raise CheckpointError(f"{p}: bad hybridize.format {text!r}; save it again")
+    return fmt
+
+
+def _decode(p: Path, key: str, text: str) -> Any:
+    try:
+        value = json.loads(text)
+    except (ValueError, RecursionError):
+        raise CheckpointError(
+            f"{p}: metadata hybridize.{key} is not valid JSON; save it again"
+        ) from None
+    expected = list if key == "example_shape" else dict
+    if not isinstance(value, expected):
+        raise CheckpointError(
+            f"{p}: metadata hybridize.{key} is a JSON {type(value).__name__}, expected "
+            f"{'a list' if expected is list else 'an object'}; save it again"
+        )
+    if key == "example_shape":
+        numel = 1
+        for n in value:
+            if not isinstance(n, int) or isinstance(n, bool) or n < 1:
+                raise CheckpointError(
+                    f"{p}: metadata hybridize.example_shape holds {str(n)[:20]}, not a positive "
+                    "integer; save it again"
+                )
+            numel *= n
+        if not 1 <= len(value) <= 8 or numel > _MAX_EXAMPLE_NUMEL:
+            raise CheckpointError(
+                f"{p}: metadata hybridize.example_shape has {len(value)} axes and "
+                f"{numel} elements, not an example input; save it again"
+            )
+    return value
+
+
+def read_metadata(path: str | os.PathLike[str]) -> dict[str, Any]:
+    """The decoded metadata of a checkpoint (format, version, model, recipe, example_shape, sha256).
+
+    Only decoded and type-checked: :func:`load` also verifies the hash.
+    """
+    p = Path(path)
+    return _decoded(p, _raw_metadata(p))
+
+
+def _decoded(p: Path, raw: Mapping[str, str]) -> dict[str, Any]:
+    out: dict[str, Any] = {"format": _format_of(p, raw), "version": raw.get("hybridize.version")}
     for key in (*_KEYS, "sha256"):
         text = raw.get(f"hybridize.{key}")
         if text is None:
             raise CheckpointError(f"{p} lacks metadata key hybridize.{key}; save it again")
-        try:
-            out[key] = text if key == "sha256" else json.loads(text)
-        except json.JSONDecodeError:
-            raise CheckpointError(
-                f"{p}: metadata hybridize.{key} is not valid JSON; save it again"
-            ) from None
+        out[key] = text if key == "sha256" else _decode(p, key, text)
     return out
 
 
-def load(path: str | os.PathLike[str], map_location: str | torch.device = "cpu") -> nn.Module:
-    """Rebuild a saved hybrid: base model from its spec -> convert with the recipe -> tensors."""
+def _verify(
+    p: Path,
+    raw: Mapping[str, str],
+    fmt: int,
+    tensors: Mapping[str, torch.Tensor],
+    stored: str,
+    legacy_format: bool,
+) -> None:
+    tensors_hash = content_hash(tensors)
+    if fmt == LEGACY_FORMAT:
+        if not legacy_format:
+            raise CheckpointError(
+                f"{p} has checkpoint format 1, whose hash does not cover the metadata; if you "
+                "trust it, load it once with hybridize.load(path, legacy_format=True) and save "
+                "it again (format 2)"
+            )
+        warnings.warn(
+            f"{p}: checkpoint format 1: its metadata (model spec, recipe) is not covered by "
+            "the hash; save it again to upgrade to format 2",
+            stacklevel=3,
+        )
+        expected = tensors_hash
+    else:
+        expected = checkpoint_hash(raw, tensors_hash)
+    if expected != stored:
+        raise CheckpointError(
+            f"{p}: content hash mismatch: the tensors or the metadata (model spec, recipe, "
+            "example shape) changed after saving; use the original file or save it again"
+        )
+
+
+def load(
+    path: str | os.PathLike[str],
+    map_location: str | torch.device = "cpu",
+    *,
+    trust_code: bool | None = None,
+    legacy_format: bool = False,
+) -> nn.Module:
+    """Rebuild a saved hybrid: base model from its spec -> convert with the recipe -> tensors.
+
+    The file is data: its hash (tensors and the metadata that rebuilds the model) is checked
+    first, and code it names (a ``module:callable`` model, a recipe import) runs only with
+    ``trust_code=True`` (None: as set by :func:`hybridize.trusting_code`; default no).
+    ``legacy_format=True`` accepts format 1 files, whose hash covers the tensors only.
+    """
     from safetensors.torch import load_file
 
+    from hybridize._trust import code_trusted, exactly
+
     p = Path(path)
-    meta = read_metadata(p)
+    raw = _raw_metadata(p)
+    meta = _decoded(p, raw)
+    trusted = code_trusted() if trust_code is None else bool(trust_code)
+    _refuse_untrusted(p, meta, trusted)
     try:
         tensors = load_file(str(p), device="cpu")
     except Exception as exc:
         raise CheckpointError(
             f"cannot read the tensors of {p} ({type(exc).__name__}); the file is corrupted: save it again"
         ) from None
-    if content_hash(tensors) != meta["sha256"]:
-        raise CheckpointError(
-            f"{p}: content hash mismatch, the tensors are corrupted; save it again"
-        )
+    _verify(p, raw, meta["format"], tensors, meta["sha256"], legacy_format)
     from hybridize.conversion import convert
     from hybridize.models import create_from_spec
 
     try:
-        base = create_from_spec(meta["model"])
-        example = torch.zeros(meta["example_shape"])
-        model = convert(base, meta["recipe"], example_input=example)
+        with exactly(trusted):
+            base = create_from_spec(meta["model"], trust_code=trusted)
+            example = torch.zeros(meta["example_shape"])
+            model = convert(base, meta["recipe"], example_input=example)
+    except UntrustedCodeError as exc:
+        raise UntrustedCodeError(f"{p}: {exc}") from None
     except HybridizeError as exc:
         raise CheckpointError(f"{p}: cannot rebuild the model ({exc})") from None
     try:
@@ -168,10 +314,28 @@ def load(path: str | os.PathLike[str], map_location: str | torch.device = "cpu")
     except RuntimeError as exc:
         first = str(exc).strip().splitlines()[1:2] or [str(exc)[:200]]
         raise CheckpointError(
-            f"{p}: tensors do not fit the rebuilt model ({first[0].strip()}); "
+            f"{p}: tensors do not fit the rebuilt model ({first[0].strip()[:200]}); "
             "it was saved by an incompatible hybridize version"
         ) from None
     stored = {k: meta[k] for k in _KEYS}
     current = getattr(model, "hybridize_meta", None)
     model.hybridize_meta = {**(current if isinstance(current, Mapping) else {}), **stored}
     return model.to(map_location).eval()
+
+
+def _refuse_untrusted(p: Path, meta: Mapping[str, Any], trusted: bool) -> None:
+    """Stop before reading tensors when the file names code and the caller did not opt in."""
+    from hybridize.models.factory import check_spec
+
+    try:
+        source, name, _ = check_spec(meta["model"])
+    except HybridizeError as exc:
+        raise CheckpointError(f"{p}: cannot rebuild the model ({exc})") from None
+    if trusted:
+        return
+    from hybridize._trust import refuse
+
+    if source == "entrypoint":
+        raise UntrustedCodeError(
+            f"{p}: {refuse(f'the model spec names the Python entry point {name!r}')}"
+        )

@@ -53,11 +53,14 @@ def test_metadata_round_trip(ckpt) -> None:
     from hybridize import __version__
 
     assert meta["version"] == __version__
+    from safetensors import safe_open
     from safetensors.torch import load_file
 
     tensors = load_file(str(ckpt))
     assert set(tensors) == set(_meta_model().state_dict())
-    assert meta["sha256"] == hio.content_hash(tensors)
+    with safe_open(str(ckpt), framework="pt") as f:
+        raw = f.metadata()
+    assert meta["sha256"] == hio.checkpoint_hash(raw, hio.content_hash(tensors))
     for k, v in _meta_model().state_dict().items():
         assert torch.equal(tensors[k], v)
 

@@ -9,6 +9,7 @@ from rich.console import Console
 from rich.table import Table
 
 import hybridize
+from hybridize._atomic import refuse_same_file
 
 
 def _millions(n: int) -> str:
@@ -76,9 +77,14 @@ def convert(
     dry_run: bool = typer.Option(
         False, "--dry-run", help="Print the plan; change and write nothing."
     ),
+    trust_code: bool = typer.Option(
+        False, "--trust-code", help="Let the recipe's trace paths import modules."
+    ),
 ) -> None:
     """Give the layers a recipe selects a spiking twin, and save the hybrid."""
     console = Console()
+    recipe_file = Path(recipe) if Path(recipe).suffix in (".yaml", ".yml") else None
+    refuse_same_file(output, weights, recipe_file)
     base = hybridize.create_model(
         model,
         pretrained=pretrained and weights is None,
@@ -92,10 +98,13 @@ def convert(
     if img_size is not None:
         example = example.new_zeros(*example.shape[:2], img_size, img_size)
     if dry_run:
-        render_plan(hybridize.plan(base, recipe, example_input=example), console)
+        with hybridize.trusting_code(trust_code):
+            plan = hybridize.plan(base, recipe, example_input=example)
+        render_plan(plan, console)
         console.print("dry run: nothing written")
         return
-    hybrid = hybridize.convert(base, recipe, example_input=example)
+    with hybridize.trusting_code(trust_code):
+        hybrid = hybridize.convert(base, recipe, example_input=example)
     render_plan(hybrid.conversion_plan, console)
     if output is None:
         console.print("no --output given: the hybrid was built and checked, nothing written")

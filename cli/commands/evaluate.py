@@ -28,20 +28,26 @@ def register(app: typer.Typer) -> None:
         device: str | None = typer.Option(None, "--device"),
         workers: int | None = typer.Option(None, "--workers"),
         as_json: bool = typer.Option(False, "--json", help="Print the figures as JSON."),
+        trust_code: bool = typer.Option(
+            False,
+            "--trust-code",
+            help="Run code the checkpoint names (a module:callable model, recipe imports).",
+        ),
     ) -> None:
         """Evaluate a checkpoint on the eval split of a data set."""
-        r = hybridize.evaluate(
-            checkpoint,
-            data,
-            data_root=data_root,
-            batch_size=batch_size,
-            img_size=img_size,
-            limit=limit,
-            paper_inputs=paper_inputs,
-            amp=amp,
-            device=device,
-            workers=workers,
-        )
+        with hybridize.trusting_code(trust_code):
+            r = hybridize.evaluate(
+                checkpoint,
+                data,
+                data_root=data_root,
+                batch_size=batch_size,
+                img_size=img_size,
+                limit=limit,
+                paper_inputs=paper_inputs,
+                amp=amp,
+                device=device,
+                workers=workers,
+            )
         if as_json:
             typer.echo(json.dumps(r, sort_keys=True))
             return

@@ -8,6 +8,7 @@ import typer
 from rich.console import Console
 
 import hybridize
+from hybridize._atomic import refuse_same_file
 from hybridize.errors import HybridizeError
 
 
@@ -48,6 +49,11 @@ def _export(
     real: bool = typer.Option(
         True, "--real/--no-real", help="Also check on real sample images (foolbox)."
     ),
+    trust_code: bool = typer.Option(
+        False,
+        "--trust-code",
+        help="Run code the checkpoint names (a module:callable model, recipe imports).",
+    ),
 ) -> None:
     """Export a hybrid to ONNX, torch.export (.pt2) or NIR (a folder) and print the report."""
     fmt = format.lower()
@@ -61,9 +67,11 @@ def _export(
         raise HybridizeError(f"--img-size {img_size}: give a positive size in pixels")
     import torch
 
-    model = hybridize.load(checkpoint)
-    example = torch.rand(_example_shape(model, img_size, batch_size))
     dest = output or checkpoint.with_suffix(f".{fmt}")
+    refuse_same_file(dest, checkpoint)
+    with hybridize.trusting_code(trust_code):
+        model = hybridize.load(checkpoint)
+    example = torch.rand(_example_shape(model, img_size, batch_size))
     kwargs = dict(
         dynamic_batch=batch_size is None, check=check, real_inputs=None if real else False
     )

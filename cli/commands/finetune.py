@@ -83,6 +83,11 @@ def register(app: typer.Typer) -> None:
         resume: bool = typer.Option(False, "--resume", help="Continue the run in --out."),
         devices: int = typer.Option(1, "--devices", help="Processes to launch with torchrun."),
         device: str | None = typer.Option(None, "--device", help="cpu | cuda | cuda:N (auto)."),
+        trust_code: bool = typer.Option(
+            False,
+            "--trust-code",
+            help="Run code the checkpoint names (a module:callable model, recipe imports).",
+        ),
     ) -> None:
         """Fine-tune a hybrid end to end; checkpoints, metrics.jsonl and resume under --out."""
         if devices > 1 and "WORLD_SIZE" not in os.environ:
@@ -90,36 +95,37 @@ def register(app: typer.Typer) -> None:
         if out is None:
             tag = data.split(":")[-1].strip("/").replace("/", "_")
             out = Path("runs") / f"{checkpoint.name.removesuffix('.safetensors')}-{tag}"
-        result = hybridize.finetune(
-            checkpoint,
-            data,
-            epochs=epochs,
-            batch_size=batch_size,
-            lr=lr,
-            optimizer=optimizer,
-            scheduler=scheduler,
-            warmup_epochs=warmup_epochs,
-            weight_decay=weight_decay,
-            ann_lr_scale=ann_lr_scale,
-            preset=preset,
-            amp=amp,
-            compile=compile_ or None,
-            limit_train_batches=limit_train_batches,
-            limit_train=limit_train,
-            limit_eval=limit_eval,
-            img_size=img_size,
-            augment=False if no_augment else None,
-            paper_inputs=paper_inputs or None,
-            grad_clip=grad_clip,
-            seed=seed,
-            workers=workers,
-            sync_bn=sync_bn or None,
-            data_root=data_root,
-            out=out,
-            resume=resume,
-            device=device,
-            console=console,
-        )
+        with hybridize.trusting_code(trust_code):
+            result = hybridize.finetune(
+                checkpoint,
+                data,
+                epochs=epochs,
+                batch_size=batch_size,
+                lr=lr,
+                optimizer=optimizer,
+                scheduler=scheduler,
+                warmup_epochs=warmup_epochs,
+                weight_decay=weight_decay,
+                ann_lr_scale=ann_lr_scale,
+                preset=preset,
+                amp=amp,
+                compile=compile_ or None,
+                limit_train_batches=limit_train_batches,
+                limit_train=limit_train,
+                limit_eval=limit_eval,
+                img_size=img_size,
+                augment=False if no_augment else None,
+                paper_inputs=paper_inputs or None,
+                grad_clip=grad_clip,
+                seed=seed,
+                workers=workers,
+                sync_bn=sync_bn or None,
+                data_root=data_root,
+                out=out,
+                resume=resume,
+                device=device,
+                console=console,
+            )
         if int(os.environ.get("RANK", "0")) != 0:
             return
         if result.stopped == "interrupted":

@@ -9,6 +9,7 @@ from rich.console import Console
 from rich.table import Table
 
 import hybridize
+from hybridize._atomic import refuse_same_file
 from hybridize.errors import HybridizeError
 
 
@@ -114,11 +115,19 @@ def _inspect(
     graph: Path | None = typer.Option(
         None, "--graph", help="Write a picture of the graph (FILE.svg or FILE.html)."
     ),
+    trust_code: bool = typer.Option(
+        False,
+        "--trust-code",
+        help="Run code the checkpoint names (a module:callable model, recipe imports).",
+    ),
 ) -> None:
     """Measure a hybrid per region: ops, firing rates, gates and energy."""
     if metrics is not None and plots is None:
         raise HybridizeError("--metrics FILE draws training curves into --plots DIR; give --plots")
-    model = hybridize.load(checkpoint)
+    refuse_same_file(json_out, checkpoint, metrics)
+    refuse_same_file(graph, checkpoint, metrics)
+    with hybridize.trusting_code(trust_code):
+        model = hybridize.load(checkpoint)
     report = hybridize.inspect(
         model,
         data,

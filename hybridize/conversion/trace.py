@@ -9,6 +9,7 @@ the recipe's ``trace.autowrap_functions`` are recorded as calls instead of being
 from __future__ import annotations
 
 import importlib
+import sys
 from collections.abc import Callable, Iterable
 
 import torch
@@ -79,12 +80,30 @@ def _timm_notrace() -> tuple[set[type], set[Callable]]:
 
 
 def resolve_dotted(path: str, what: str) -> object:
-    """Import ``package.module.Name`` (or ``package.module:Name``)."""
+    """Import ``package.module.Name`` (or ``package.module:Name``).
+
+    Recipes are data (they travel inside checkpoints), so unless the caller trusts code
+    (:func:`hybridize.trusting_code`) a path resolves only in a module that is already
+    imported, read from the module's namespace: nothing named by a recipe runs.
+    """
+    from hybridize._trust import code_trusted, refuse
+
     module_name, _, attr = path.replace(":", ".").rpartition(".")
     if not module_name:
         raise ConversionError(
             f"{what} {path!r} is not a dotted path; write it as 'package.module.Name'"
         )
+    if not code_trusted():
+        module = sys.modules.get(module_name)
+        if module is None:
+            raise refuse(f"{what} {path!r} asks to import module {module_name!r}")
+        found = vars(module).get(attr)  # no module __getattr__ hook runs
+        if found is None:
+            raise ConversionError(
+                f"{what} {path!r}: module {module_name!r} has no attribute {attr!r}; "
+                "check the spelling"
+            )
+        return found
     try:
         return getattr(importlib.import_module(module_name), attr)
     except (ImportError, AttributeError) as exc:

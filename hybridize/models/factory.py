@@ -9,7 +9,9 @@ from __future__ import annotations
 import importlib
 import json
 import logging
+import math
 import os
+import re
 from collections.abc import Callable
 from typing import Any
 
@@ -70,16 +72,108 @@ def create(
     return model
 
 
-def create_from_spec(spec: dict[str, Any]) -> nn.Module:
-    """Rebuild the base (unconverted, randomly initialised) model of a recorded spec."""
-    source, name, kwargs = spec.get("source"), spec.get("name"), dict(spec.get("kwargs") or {})
-    if source not in _BUILDERS or not isinstance(name, str):
-        raise ModelError(f"unknown model spec {spec!r}; expected source in {sorted(_BUILDERS)}")
+def create_from_spec(spec: Any, trust_code: bool | None = None) -> nn.Module:
+    """Rebuild the base (unconverted, randomly initialised) model of a recorded spec.
+
+    A spec usually comes from a file, so it is checked as untrusted data first: a known source
+    whose name parses back to it, kwargs that are plain JSON values and name no file, URL or
+    weights. An entry point (``module:callable``) runs only with ``trust_code=True`` (None: as
+    set by :func:`hybridize.trusting_code`); otherwise :class:`UntrustedCodeError`.
+    """
+    from hybridize._trust import code_trusted, refuse
+
+    source, name, kwargs = check_spec(spec)
+    trusted = code_trusted() if trust_code is None else trust_code
+    if source == "entrypoint" and not trusted:
+        raise refuse(f"the model spec names the Python entry point {name!r}")
     full = name if source in ("has8", "entrypoint") else f"{source}:{name}"
     if source == "has8":
         kwargs["hybrid"] = False  # checkpoints store the ANN spec; the recipe makes the hybrid
         kwargs.pop("recipe", None)
-    return create(full, pretrained=False, **kwargs)
+    try:
+        return create(full, pretrained=False, **kwargs)
+    except (ModelError, WeightsError):
+        raise
+    except Exception as exc:  # a constructor refusing recorded kwargs: TypeError, ValueError...
+        raise ModelError(
+            f"cannot rebuild model {name!r} from its spec ({type(exc).__name__}: "
+            f"{_first_line(exc)}); the spec does not fit this model"
+        ) from None
+
+
+# kwargs a spec may not carry: they would make a rebuild read files or reach the network
+_FILE_WORDS = frozenset(
+    {"pretrained", "checkpoint", "weights", "file", "url", "cache", "hub", "dir", "root"}
+)
+_MAX_KWARG_DEPTH = 6
+_MAX_KWARG_ITEMS = 256
+_MAX_STR = 256
+
+
+def check_spec(spec: Any) -> tuple[str, str, dict[str, Any]]:
+    """(source, name, kwargs) of a recorded model spec, validated as untrusted data."""
+    if not isinstance(spec, dict):
+        raise ModelError(
+            f"the model spec must be a mapping with source, name, kwargs (got "
+            f"{type(spec).__name__})"
+        )
+    source, name, kwargs = spec.get("source"), spec.get("name"), spec.get("kwargs")
+    if not isinstance(source, str) or source not in _BUILDERS:
+        raise ModelError(
+            f"unknown model spec source {_short(source)}; expected one of {sorted(_BUILDERS)}"
+        )
+    full = name if source in ("has8", "entrypoint") else f"{source}:{name}"
+    if not isinstance(name, str) or not name or len(name) > _MAX_STR or _parse(full)[0] != source:
+        raise ModelError(f"model spec name {_short(name)} is not a valid {source} model name")
+    if kwargs is None:
+        kwargs = {}
+    if not isinstance(kwargs, dict):
+        raise ModelError(f"model spec kwargs must be a mapping (got {type(kwargs).__name__})")
+    problem = _plain_data(kwargs, 0, [0])
+    if problem:
+        raise ModelError(f"model spec kwargs: {problem}; a spec holds plain JSON values only")
+    for key in kwargs:
+        if _FILE_WORDS.intersection(re.split(r"[_\W]+", key.lower())):
+            raise ModelError(
+                f"model spec kwarg {_short(key)} could load files or weights at rebuild; "
+                "a spec may not set it"
+            )
+    return source, name, dict(kwargs)
+
+
+def _plain_data(value: Any, depth: int, count: list[int]) -> str | None:
+    """Why ``value`` is not small plain JSON data (None if it is)."""
+    count[0] += 1
+    if count[0] > _MAX_KWARG_ITEMS or depth > _MAX_KWARG_DEPTH:
+        return f"more than {_MAX_KWARG_ITEMS} values or {_MAX_KWARG_DEPTH} levels"
+    if value is None or isinstance(value, bool | int):
+        return None
+    if isinstance(value, float):
+        return None if math.isfinite(value) else f"{value} is not a finite number"
+    if isinstance(value, str):
+        return None if len(value) <= _MAX_STR else f"a string longer than {_MAX_STR} characters"
+    if isinstance(value, list):
+        return next((p for v in value if (p := _plain_data(v, depth + 1, count))), None)
+    if isinstance(value, dict):
+        for k, v in value.items():
+            if not isinstance(k, str) or len(k) > _MAX_STR:
+                return f"key {_short(k)} is not a short string"
+            problem = _plain_data(v, depth + 1, count)
+            if problem:
+                return problem
+        return None
+    return f"{type(value).__name__} is not a JSON value"
+
+
+def _short(value: Any, limit: int = 60) -> str:
+    text = repr(value)
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def _first_line(exc: BaseException, limit: int = 160) -> str:
+    lines = str(exc).strip().splitlines()
+    text = lines[0] if lines else ""
+    return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
 def _spec_kwargs(model: nn.Module, kwargs: dict[str, Any], in_chans: int | None) -> dict[str, Any]:
@@ -261,20 +355,26 @@ def _timm_hub(name, cfg, num_classes, chans, kwargs):
         return model, f"hub cache {cached}"
     if not hub_id and not url:
         raise WeightsError(f"timm has no pretrained weights for {name!r}; pass --weights FILE")
-    W.require_hub("huggingface.co" if hub_id else _host(url), f"timm model {name!r}")
+    what = f"timm model {name!r}"
+    if hub_id:
+        names = (cfg["hf_hub_filename"],) if cfg.get("hf_hub_filename") else W.HF_FILENAMES
+        fetched = W.download_hf(hub_id, what, names)
+    else:
+        fetched = W.download_torch_hub(url, what)
     try:
-        model = timm.create_model(name, pretrained=True, in_chans=chans, **extra)
+        model = timm.create_model(
+            name,
+            pretrained=True,
+            in_chans=chans,
+            pretrained_cfg_overlay={"file": str(fetched)},
+            **extra,
+        )
     except Exception as exc:
         raise WeightsError(
-            f"downloading weights for {name!r} failed ({type(exc).__name__}); pass --weights FILE"
+            f"loading the downloaded weights {fetched} for {name!r} failed "
+            f"({type(exc).__name__}); delete that file and retry, or pass --weights FILE"
         ) from None
     return model, f"hub {hub_id or url}"
-
-
-def _host(url: str) -> str:
-    from urllib.parse import urlparse
-
-    return urlparse(url).hostname or "download.pytorch.org"
 
 
 # ---------------------------------------------------------------------------------------------
@@ -351,8 +451,8 @@ def _torchvision_hub(name: str) -> tuple[dict[str, torch.Tensor], str]:
         ) from None
     w = enum.DEFAULT
     cached = W.torch_hub_cached_file(w.url)
-    if cached is None:
-        W.require_hub(_host(w.url), f"torchvision model {name!r}")
+    if cached is None:  # our bounded download into torch.hub's cache; get_state_dict reads it
+        W.download_torch_hub(w.url, f"torchvision model {name!r}")
     try:
         sd = w.get_state_dict(progress=False, check_hash=False)
     except Exception as exc:

@@ -13,6 +13,7 @@ import socket
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlparse
 
 import torch
 
@@ -31,6 +32,11 @@ OFFLINE_PACKAGES: Mapping[str, str] = {
 
 _NESTING_KEYS = ("state_dict", "model", "model_state_dict")
 _REACH_TIMEOUT_S = 2.0
+# seconds one network operation (connect, one read) may wait; a server that accepts and then
+# says nothing fails after this. HYBRIDIZE_DOWNLOAD_TIMEOUT overrides it.
+DOWNLOAD_TIMEOUT_S = 30.0
+_CHUNK = 1 << 20
+HF_FILENAMES = ("model.safetensors", "pytorch_model.bin")
 
 
 def _fix_hint() -> str:
@@ -189,28 +195,140 @@ def reachable(host: str, port: int = 443, timeout: float = _REACH_TIMEOUT_S) -> 
         return False
 
 
-def require_hub(host: str, what: str) -> None:
-    """Raise WeightsError at once when the hub cannot be used (offline env or unreachable)."""
+def _host_port(url: str) -> tuple[str, int]:
+    parts = urlparse(url)
+    default = 80 if parts.scheme == "http" else 443
+    return parts.hostname or "localhost", parts.port or default
+
+
+def require_hub(url_or_host: str, what: str) -> None:
+    """Raise WeightsError at once when the hub cannot be used (offline env or unreachable).
+
+    ``url_or_host`` is a URL (its host and port are probed) or a bare host (port 443).
+    """
+    if "://" in url_or_host:
+        host, port = _host_port(url_or_host)
+    else:
+        host, port = url_or_host, 443
     if hub_offline():
         raise WeightsError(
             f"no offline weights for {what} and HF_HUB_OFFLINE is set; " + _fix_hint()
         )
-    if not reachable(host):
+    if not reachable(host, port):
         raise WeightsError(
             f"no offline weights for {what} and {host} is unreachable; " + _fix_hint()
         )
 
 
+def download_timeout() -> float:
+    """The per-operation network timeout in seconds (HYBRIDIZE_DOWNLOAD_TIMEOUT, else 30)."""
+    text = os.environ.get("HYBRIDIZE_DOWNLOAD_TIMEOUT", "").strip()
+    try:
+        value = float(text) if text else DOWNLOAD_TIMEOUT_S
+    except ValueError:
+        value = DOWNLOAD_TIMEOUT_S
+    return value if value > 0 else DOWNLOAD_TIMEOUT_S
+
+
+class _NotThere(Exception):
+    """The server answered 404: the file does not exist there (try another name)."""
+
+
+def download(url: str, dest: Path, what: str, timeout: float | None = None) -> Path:
+    """Fetch ``url`` into ``dest`` (atomic: a ``.partial`` file beside it, then ``os.replace``).
+
+    Every network wait (connect, each read) is bounded by ``timeout`` (default
+    :func:`download_timeout`); on any failure, Ctrl-C included, the partial file is removed and
+    a one-line WeightsError says how to supply the file offline.
+    """
+    import urllib.error
+    import urllib.request
+
+    from hybridize._atomic import remove_quietly, temp_beside
+
+    timeout = download_timeout() if timeout is None else timeout
+    tmp = temp_beside(dest, "download")
+    try:
+        with urllib.request.urlopen(url, timeout=timeout) as response, open(tmp, "wb") as out:
+            while chunk := response.read(_CHUNK):
+                out.write(chunk)
+        os.replace(tmp, dest)
+    except urllib.error.HTTPError as exc:
+        remove_quietly(tmp)
+        if exc.code == 404:
+            raise _NotThere(url) from None
+        raise _fetch_error(what, url, dest, f"HTTP {exc.code}") from None
+    except (OSError, ValueError) as exc:  # URLError, timeouts, resets, a bad URL
+        remove_quietly(tmp)
+        reason = getattr(exc, "reason", None) or exc
+        if isinstance(reason, TimeoutError | socket.timeout):
+            reason = f"no answer within {timeout:g} s"
+        raise _fetch_error(what, url, dest, str(reason).splitlines()[0][:120]) from None
+    except BaseException:
+        remove_quietly(tmp)
+        raise
+    return dest
+
+
+def _fetch_error(what: str, url: str, dest: Path, reason: str) -> WeightsError:
+    return WeightsError(
+        f"could not fetch the weights of {what} from {url} ({reason}); download that file "
+        f"elsewhere and pass it with --weights FILE (Python: weights=PATH), or place it at {dest}"
+    )
+
+
+def hf_endpoint() -> str:
+    """The Hugging Face hub address (HF_ENDPOINT, else https://huggingface.co)."""
+    return os.environ.get("HF_ENDPOINT", "").strip().rstrip("/") or "https://huggingface.co"
+
+
+def hf_download_dir(repo_id: str) -> Path:
+    """Where :func:`download_hf` keeps files of ``repo_id`` (under the torch hub folder)."""
+    return Path(torch.hub.get_dir()) / "checkpoints" / "hf" / repo_id.replace("/", "--")
+
+
+def download_hf(repo_id: str, what: str, filenames: tuple[str, ...] = HF_FILENAMES) -> Path:
+    """Fetch the first of ``filenames`` that ``repo_id`` has, with bounded waits."""
+    endpoint = hf_endpoint()
+    require_hub(endpoint, what)
+    folder = hf_download_dir(repo_id)
+    folder.mkdir(parents=True, exist_ok=True)
+    for name in filenames:
+        try:
+            return download(f"{endpoint}/{repo_id}/resolve/main/{name}", folder / name, what)
+        except _NotThere:
+            continue
+    raise WeightsError(
+        f"the hub has no weights file ({', '.join(filenames)}) for {what} in {repo_id}; "
+        + _fix_hint()
+    )
+
+
+def download_torch_hub(url: str, what: str) -> Path:
+    """Fetch ``url`` into the torch.hub checkpoint cache (where torch.hub would put it)."""
+    require_hub(url, what)
+    dest = Path(torch.hub.get_dir()) / "checkpoints" / os.path.basename(url.split("?")[0])
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        return download(url, dest, what)
+    except _NotThere:
+        raise _fetch_error(what, url, dest, "HTTP 404") from None
+
+
 def hf_cached_file(repo_id: str) -> Path | None:
-    """A cached timm weights file from the Hugging Face cache, without any network access."""
+    """A cached timm weights file (Hugging Face cache, or fetched by :func:`download_hf`),
+    without any network access."""
     try:
         from huggingface_hub import try_to_load_from_cache
     except ImportError:
-        return None
+        try_to_load_from_cache = None
     for filename in ("model.safetensors", "open_clip_pytorch_model.bin", "pytorch_model.bin"):
-        found = try_to_load_from_cache(repo_id, filename)
+        found = try_to_load_from_cache(repo_id, filename) if try_to_load_from_cache else None
         if isinstance(found, str) and os.path.isfile(found):
             return Path(found)
+        ours = hf_download_dir(repo_id) / filename
+        if ours.is_file():
+            return ours
     return None
 
 

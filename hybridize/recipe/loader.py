@@ -21,6 +21,13 @@ if TYPE_CHECKING:
 _BUILTIN_PACKAGE = "hybridize.builtin_recipes"
 _SUFFIX = ".yaml"
 
+# Bounds on a recipe document: a recipe is a short file, and aliases must not multiply it
+# (a "billion laughs" document is a few hundred bytes that expand to 10^9 nodes).
+MAX_TEXT_CHARS = 1_000_000
+MAX_NODES = 50_000  # nodes of the document with every alias expanded
+MAX_DEPTH = 50
+_MAX_MESSAGE = 500
+
 
 class _UniqueKeyLoader(yaml.SafeLoader):
     """SafeLoader that rejects duplicate mapping keys (plain YAML keeps the last silently)."""
@@ -35,6 +42,66 @@ class _UniqueKeyLoader(yaml.SafeLoader):
                 )
             seen.add(key)
         return super().construct_mapping(node, deep=deep)
+
+    def compose_document(self) -> yaml.Node:
+        node = super().compose_document()
+        _check_expansion(node)
+        return node
+
+
+class _TooLarge(yaml.YAMLError):
+    """A document over the bounds above (raised before anything is constructed)."""
+
+
+def _children(node: yaml.Node) -> list[yaml.Node]:
+    if isinstance(node, yaml.MappingNode):
+        return [n for pair in node.value for n in pair]
+    if isinstance(node, yaml.SequenceNode):
+        return list(node.value)
+    return []
+
+
+def _check_expansion(root: yaml.Node | None) -> None:
+    """Refuse a node graph whose alias-expanded tree is too large, too deep, or cyclic.
+
+    Aliases make the composed graph a DAG whose expansion can be exponential; sizes are summed
+    bottom-up once per node (linear in the graph), never by expanding.
+    """
+    if root is None:
+        return
+    size: dict[int, int] = {}
+    depth: dict[int, int] = {}
+    stack: list[tuple[yaml.Node, bool]] = [(root, False)]
+    while stack:
+        node, finished = stack.pop()
+        key = id(node)
+        children = _children(node)
+        if finished:
+            size[key] = 1 + sum(size[id(c)] for c in children)
+            depth[key] = 1 + max((depth[id(c)] for c in children), default=0)
+            if size[key] > MAX_NODES:
+                raise _TooLarge(
+                    f"the document expands to more than {MAX_NODES} values (aliases counted "
+                    "at every use)"
+                )
+            if depth[key] > MAX_DEPTH:
+                raise _TooLarge(f"the document nests deeper than {MAX_DEPTH} levels")
+            continue
+        if key in size:
+            continue
+        if key in depth:  # started and not finished: an ancestor of itself
+            raise _TooLarge("an alias refers to a node that contains it (a recursive document)")
+        depth[key] = -1
+        stack.append((node, True))
+        stack.extend((c, False) for c in children)
+
+
+def _one_line(message: str) -> str:
+    """``message`` on one line and at most a few hundred characters (head and tail kept)."""
+    text = " ".join(message.split())
+    if len(text) <= _MAX_MESSAGE:
+        return text
+    return f"{text[: _MAX_MESSAGE - 160]} ... {text[-150:]}"
 
 
 def _builtin_dir() -> Traversable:
@@ -73,17 +140,30 @@ def builtin_recipe_text(name: str) -> str:
 
 
 def _parse_yaml(text: str, source: str) -> Any:
+    if len(text) > MAX_TEXT_CHARS:
+        raise RecipeError(
+            f"recipe {source!r} has {len(text)} characters, more than {MAX_TEXT_CHARS}; a recipe "
+            "is a short YAML file"
+        )
     try:
         return yaml.load(text, Loader=_UniqueKeyLoader)  # noqa: S506 - a SafeLoader subclass
+    except _TooLarge as exc:
+        raise RecipeError(f"recipe {source!r}: {exc}; write the recipe out plainly") from None
+    except RecursionError:
+        raise RecipeError(
+            f"recipe {source!r}: the document nests too deeply; a recipe is a few levels deep"
+        ) from None
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark
         where = f" line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
         problem = exc.problem or exc.context or "invalid YAML"
         raise RecipeError(
-            f"recipe {source!r}{where}: invalid YAML: {problem}; fix the YAML there"
+            _one_line(f"recipe {source!r}{where}: invalid YAML: {problem}; fix the YAML there")
         ) from None
     except yaml.YAMLError as exc:
-        raise RecipeError(f"recipe {source!r}: YAML error: {exc}; fix the file") from None
+        raise RecipeError(
+            _one_line(f"recipe {source!r}: YAML error: {exc}; fix the file")
+        ) from None
 
 
 def parse_recipe(data: Any, source: str, text: str | None = None) -> Recipe:
@@ -101,7 +181,11 @@ def parse_recipe(data: Any, source: str, text: str | None = None) -> Recipe:
     try:
         return Recipe.model_validate(data)
     except ValidationError as exc:
-        raise RecipeError(validation_message(exc, source, Recipe, text)) from None
+        raise RecipeError(_one_line(validation_message(exc, source, Recipe, text))) from None
+    except RecursionError:
+        raise RecipeError(
+            f"recipe {source!r}: the data nests too deeply; a recipe is a few levels deep"
+        ) from None
 
 
 def _load_text(text: str, source: str, default_name: str) -> Recipe:
