@@ -7,6 +7,7 @@ a note. Without ``fcntl`` (not POSIX) the folder is not locked.
 
 from __future__ import annotations
 
+import contextlib
 import os
 from pathlib import Path
 
@@ -15,23 +16,28 @@ from hybridize.train.errors import RunInUseError, TrainError
 LOCK_NAME = ".hybridize-run.lock"
 
 
-def prepare_folder(folder: Path) -> None:
-    """Create the run folder; a one-line error when it is a file or cannot be created."""
+def prepare_folder(folder: Path) -> bool:
+    """Create the run folder (True when it was created here); a one-line error when it is a
+    file or cannot be created."""
     if folder.exists() and not folder.is_dir():
         raise TrainError(f"--out {folder} is a file, not a folder; give a folder for the run")
+    if folder.is_dir():
+        return False
     try:
-        folder.mkdir(parents=True, exist_ok=True)
+        folder.mkdir(parents=True)
     except OSError as exc:
         raise TrainError(
             f"cannot create the run folder {folder} ({exc.strerror}); choose another --out"
         ) from None
+    return True
 
 
 class RunLock:
     """Hold ``folder/.hybridize-run.lock`` for the life of a run (``acquire`` / ``release``)."""
 
-    def __init__(self, folder: Path) -> None:
+    def __init__(self, folder: Path, created: bool = False) -> None:
         self.path = folder / LOCK_NAME
+        self.created = created  # remove the folder on release if the run left it empty
         self._fd: int | None = None
 
     def acquire(self) -> str | None:
@@ -79,6 +85,9 @@ class RunLock:
         finally:
             os.close(self._fd)
             self._fd = None
+        if self.created:  # a run that stopped before writing anything leaves no empty folder
+            with contextlib.suppress(OSError):
+                self.path.parent.rmdir()
 
 
 def _read_pid(fd: int) -> int | None:

@@ -157,6 +157,8 @@ def finetune(
     out = Path(out) if out is not None else None
     if resume and out is None:
         raise TrainError("--resume needs --out DIR, the folder of the run to continue")
+    if resume and not out.is_dir():
+        raise TrainError(f"--resume: run folder {out} not found; check --out or drop --resume")
     model = resolve_model(model_or_path)
     env = setup(device)
     try:
@@ -194,8 +196,7 @@ def _lock_run(out: Path | None, env: DistEnv, console: Console | None) -> RunLoc
     lock, failure = None, None
     if env.is_main:
         try:
-            prepare_folder(out)
-            lock = RunLock(out)
+            lock = RunLock(out, created=prepare_folder(out))
             note = lock.acquire()
             if note:
                 _note(console, note)

@@ -78,3 +78,13 @@ def test_out_naming_a_file_is_a_one_line_error(tmp_path: Path, data) -> None:
     with pytest.raises(TrainError, match="is a file, not a folder"):
         finetune(make_hybrid(), data, epochs=1, out=target, **COMMON)
     assert target.read_text() == "keep me"
+
+
+def test_a_run_that_stops_before_writing_leaves_no_folder(tmp_path: Path, data) -> None:
+    out = tmp_path / "run"
+    with pytest.raises(TrainError, match="fp16 needs a CUDA device"):  # after the lock
+        finetune(make_hybrid(), data, epochs=1, amp="fp16", out=out, **COMMON)
+    assert not out.exists()
+    with pytest.raises(TrainError, match="not found"):
+        finetune(make_hybrid(), data, epochs=1, resume=True, out=out, **COMMON)
+    assert not out.exists()
