@@ -26,10 +26,11 @@ from hybridize.train.errors import (
 from hybridize.train.evaluate import autocast, run_eval
 from hybridize.train.lock import RunLock, prepare_folder
 from hybridize.train.optim import build_optimizer, build_scheduler, spiking_parameter_ids
-from hybridize.train.report import MetricsWriter, make_progress, read_metrics
+from hybridize.train.report import MetricsWriter, make_progress
 from hybridize.train.resume import (
     explicit_fields,
     optimizer_mismatch,
+    previous_records,
     restore_weights,
     resumed_config,
 )
@@ -213,19 +214,6 @@ def _all_finite(model: nn.Module) -> bool:
     )
 
 
-def _previous_records(out: Path, state: dict[str, Any], epochs: int) -> list[dict[str, Any]]:
-    """The per-epoch records a resumed run keeps: the state's own, or (older states) the
-    first line of each finished epoch in metrics.jsonl."""
-    if "history" in state:
-        return list(state["history"])
-    kept: dict[int, dict[str, Any]] = {}
-    for r in read_metrics(out):
-        e = r.get("epoch")
-        if isinstance(e, int) and 1 <= e <= epochs:
-            kept.setdefault(e, r)
-    return [kept[e] for e in sorted(kept)]
-
-
 def _run(
     base: nn.Module,
     data: str | tuple,
@@ -326,7 +314,7 @@ def _run(
             raise optimizer_mismatch(out, exc) from None
         start_epoch, best = int(state["epoch"]), state["best"]
         saved_epoch = start_epoch
-        history = _previous_records(out, state, start_epoch)
+        history = previous_records(out, state, start_epoch)
         if env.is_main:
             # the state is the commit record of an epoch: a kill may have come before its
             # weights file or its metrics line were written, so both follow the state here

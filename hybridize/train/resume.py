@@ -16,6 +16,7 @@ from torch import nn
 
 from hybridize.train.config import PRESETS, FinetuneConfig
 from hybridize.train.errors import ResumeMismatchError
+from hybridize.train.report import read_metrics
 
 
 def explicit_fields(preset: str | None, options: dict[str, Any]) -> set[str]:
@@ -77,3 +78,16 @@ def optimizer_mismatch(out: Path, exc: Exception) -> ResumeMismatchError:
         f"--resume: the optimizer state in {out} does not fit this model ({first}); resume "
         "with the checkpoint and options the run started with, or choose another --out"
     )
+
+
+def previous_records(out: Path, state: dict[str, Any], epochs: int) -> list[dict[str, Any]]:
+    """The per-epoch records a resumed run keeps: the state's own, or (older states) the
+    first line of each finished epoch in metrics.jsonl."""
+    if "history" in state:
+        return list(state["history"])
+    kept: dict[int, dict[str, Any]] = {}
+    for r in read_metrics(out):
+        e = r.get("epoch")
+        if isinstance(e, int) and 1 <= e <= epochs:
+            kept.setdefault(e, r)
+    return [kept[e] for e in sorted(kept)]

@@ -4,6 +4,7 @@ the state of another. Kills are simulated by making one write raise."""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
@@ -104,3 +105,14 @@ def test_resume_of_a_finished_run_adds_no_line(tmp_path: Path, data) -> None:
     before = (tmp_path / "metrics.jsonl").read_text()
     result = finetune(make_hybrid(), data, epochs=1, resume=True, out=tmp_path, **COMMON)
     assert result.history == [] and (tmp_path / "metrics.jsonl").read_text() == before
+
+
+def test_a_state_without_history_keeps_each_finished_epoch_once(tmp_path: Path) -> None:
+    """States written before they held the metrics: metrics.jsonl is cut to their epochs."""
+    from hybridize.train.resume import previous_records
+
+    lines = [{"epoch": 1, "x": "a"}, {"epoch": 2, "x": "b"}, {"epoch": 2, "x": "c"}, {"epoch": 3}]
+    (tmp_path / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in lines))
+    assert previous_records(tmp_path, {"epoch": 2}, 2) == lines[:2]
+    kept = [{"epoch": 1, "x": "z"}]
+    assert previous_records(tmp_path, {"epoch": 1, "history": kept}, 1) == kept
