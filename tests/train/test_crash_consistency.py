@@ -18,7 +18,7 @@ from hybridize.train.state import load_state
 
 from .conftest import COMMON, make_data, make_hybrid
 
-EPOCHS = 3
+EPOCHS = 2
 OPTIONS = {**COMMON, "lr": 1e-3}  # top-1 improves in epoch 2, so best is written then too
 
 
