@@ -1,7 +1,12 @@
 """Fine-tuning and evaluation (single process or DDP under torchrun)."""
 
 from hybridize.train.config import PRESETS, FinetuneConfig, resolve_config
-from hybridize.train.errors import TrainError
+from hybridize.train.errors import (
+    ResumeMismatchError,
+    RunInUseError,
+    TrainError,
+    TrainInterrupted,
+)
 from hybridize.train.evaluate import evaluate
 from hybridize.train.loop import FinetuneResult, finetune
 from hybridize.train.optim import param_groups, spiking_parameter_ids
@@ -11,7 +16,10 @@ __all__ = [
     "PRESETS",
     "FinetuneConfig",
     "FinetuneResult",
+    "ResumeMismatchError",
+    "RunInUseError",
     "TrainError",
+    "TrainInterrupted",
     "evaluate",
     "finetune",
     "param_groups",

@@ -17,10 +17,23 @@ from torch import nn
 from hybridize._atomic import atomic_path
 from hybridize.train.config import FinetuneConfig, resolve_config
 from hybridize.train.distributed import DistEnv, all_sum, broadcast_flag, setup, teardown
-from hybridize.train.errors import TrainError
+from hybridize.train.errors import (
+    ResumeMismatchError,
+    RunInUseError,
+    TrainError,
+    TrainInterrupted,
+)
 from hybridize.train.evaluate import autocast, run_eval
+from hybridize.train.lock import RunLock, prepare_folder
 from hybridize.train.optim import build_optimizer, build_scheduler, spiking_parameter_ids
 from hybridize.train.report import MetricsWriter, make_progress
+from hybridize.train.resume import (
+    explicit_fields,
+    optimizer_mismatch,
+    previous_records,
+    restore_weights,
+    resumed_config,
+)
 from hybridize.train.state import (
     load_state,
     load_weights,
@@ -34,7 +47,8 @@ from hybridize.train.state import (
 
 @dataclass
 class FinetuneResult:
-    """What a run produced. ``stopped`` is None, "interrupted" or "stop_after"."""
+    """What a run produced. ``stopped`` is None or "stop_after" (Ctrl-C raises
+    :class:`TrainInterrupted` instead of returning)."""
 
     model: nn.Module
     config: FinetuneConfig
@@ -109,11 +123,14 @@ def finetune(
 
     ``batch_size`` is the global batch (split over DDP processes). ``out`` receives
     ``last``/``best`` checkpoints, their ``.state.pt`` training states, ``metrics.jsonl`` and
-    ``config.json``; ``resume`` continues from ``out/last``. ``stop_after`` ends this call after
-    that many epochs (the schedule still spans ``epochs``), for jobs run in slices.
+    ``config.json``; one run at a time may use it (:class:`RunInUseError` otherwise).
+    ``resume`` continues the run in ``out`` from the end of its last finished epoch, with the
+    run's own options (options given here must equal them: :class:`ResumeMismatchError`).
+    ``stop_after`` ends this call after that many epochs (the schedule still spans ``epochs``),
+    for jobs run in slices. Ctrl-C raises :class:`TrainInterrupted` (a ``KeyboardInterrupt``)
+    and leaves ``out`` as it was at the end of the last finished epoch.
     """
-    cfg = resolve_config(
-        preset,
+    options: dict[str, Any] = dict(
         epochs=epochs,
         batch_size=batch_size,
         lr=lr,
@@ -136,23 +153,72 @@ def finetune(
         workers=workers,
         sync_bn=sync_bn,
     )
+    cfg = resolve_config(preset, **options)
+    explicit = explicit_fields(preset, options) if resume else set()
     out = Path(out) if out is not None else None
     if resume and out is None:
         raise TrainError("--resume needs --out DIR, the folder of the run to continue")
+    if resume and not out.is_dir():
+        raise TrainError(f"--resume: run folder {out} not found; check --out or drop --resume")
     model = resolve_model(model_or_path)
     env = setup(device)
     try:
-        return _run(
-            model, data, cfg, env, out, resume, stop_after, data_root, progress, console, tag
-        )
+        lock = _lock_run(out, env, console)
+        try:
+            return _run(
+                model,
+                data,
+                cfg,
+                explicit,
+                env,
+                out,
+                resume,
+                stop_after,
+                data_root,
+                progress,
+                console,
+                tag,
+            )
+        finally:
+            if lock is not None:
+                lock.release()
     finally:
         teardown(env)
+
+
+def _note(console: Console | None, text: str) -> None:
+    (console or Console(stderr=True)).print(text, highlight=False, soft_wrap=True)
+
+
+def _lock_run(out: Path | None, env: DistEnv, console: Console | None) -> RunLock | None:
+    """Rank 0 creates and locks the run folder; every rank stops together if it cannot."""
+    if out is None:
+        return None
+    lock, failure = None, None
+    if env.is_main:
+        try:
+            lock = RunLock(out, created=prepare_folder(out))
+            note = lock.acquire()
+            if note:
+                _note(console, note)
+        except TrainError as exc:
+            failure = exc
+    if broadcast_flag(failure is not None, env):
+        raise failure or RunInUseError(f"rank 0 could not lock the run folder {out}; see its error")
+    return lock
+
+
+def _all_finite(model: nn.Module) -> bool:
+    return all(
+        bool(torch.isfinite(t).all()) for t in model.state_dict().values() if t.is_floating_point()
+    )
 
 
 def _run(
     base: nn.Module,
     data: str | tuple,
     cfg: FinetuneConfig,
+    explicit: set[str],
     env: DistEnv,
     out: Path | None,
     resume: bool,
@@ -164,6 +230,12 @@ def _run(
 ) -> FinetuneResult:
     from hybridize.data import build_loaders
 
+    paths = _paths(out)
+    state: dict[str, Any] | None = None
+    if resume:
+        assert out is not None and paths["last"] is not None
+        state = load_state(state_path(paths["last"]))
+        cfg = resumed_config(state.get("config") or {}, cfg, explicit, out, data)
     if cfg.batch_size % env.world_size:
         raise TrainError(
             f"batch size {cfg.batch_size} does not split over {env.world_size} processes; "
@@ -199,6 +271,18 @@ def _run(
         steps = min(steps, cfg.limit_train_batches)
 
     base.to(env.device)
+    if state is not None:
+        assert out is not None and paths["last"] is not None
+        if "model" in state:
+            restore_weights(base, state["model"], out)
+        else:  # a state written before the weights were kept in it
+            try:
+                load_weights(base, paths["last"])
+            except RuntimeError:
+                raise ResumeMismatchError(
+                    f"--resume: {paths['last']} holds another model; resume with the "
+                    "checkpoint the run started from, or choose another --out"
+                ) from None
     if cfg.sync_bn and env.distributed:
         if env.device.type != "cuda":
             raise TrainError("--sync-bn needs CUDA devices (SyncBatchNorm); drop it on the CPU")
@@ -215,23 +299,33 @@ def _run(
     if cfg.compile:
         net = torch.compile(net)
 
-    paths = _paths(out)
     writer = MetricsWriter(out, active=env.is_main)
     result = FinetuneResult(base, cfg, out=out, last=paths["last"], best=paths["best"])
     start_epoch, best = 0, None
-    if resume:
-        load_weights(base, paths["last"])
-        state = load_state(state_path(paths["last"]))
-        opt.load_state_dict(state["optimizer"])
-        sched.load_state_dict(state["scheduler"])
-        scaler.load_state_dict(state["scaler"])
+    history: list[dict[str, Any]] = []  # every finished epoch of the run, resumed ones too
+    saved_epoch: int | None = None  # the epoch that out/last holds (None: nothing written)
+    if state is not None:
+        assert out is not None and paths["last"] is not None
+        try:
+            opt.load_state_dict(state["optimizer"])
+            sched.load_state_dict(state["scheduler"])
+            scaler.load_state_dict(state["scaler"])
+        except (ValueError, KeyError, RuntimeError) as exc:
+            raise optimizer_mismatch(out, exc) from None
         start_epoch, best = int(state["epoch"]), state["best"]
+        saved_epoch = start_epoch
+        history = previous_records(out, state, start_epoch)
+        if env.is_main:
+            # the state is the commit record of an epoch: a kill may have come before its
+            # weights file or its metrics line were written, so both follow the state here
+            save_model(base, paths["last"])
+            writer.rewrite(history)
         if env.is_main:
             set_rng_state(state["rng"])
         else:  # only rank 0's RNG is stored; other ranks reseed per epoch
             torch.manual_seed(cfg.seed + env.rank + 7919 * start_epoch)
     elif env.is_main and out is not None:
-        out.mkdir(parents=True, exist_ok=True)
+        writer.rewrite([])  # a new run: no lines of an earlier run in this folder
         _write_json(out / "config.json", {"tag": tag, **cfg.to_dict()})
     result.best_top1 = best
     frozen = cfg.ann_lr_scale == 0
@@ -239,18 +333,34 @@ def _run(
     def checkpoint(which: str, epoch: int) -> None:
         if not env.is_main or paths[which] is None:
             return
-        save_model(base, paths[which])
+        # the state (weights included) first: it alone decides what a resume continues from
         save_state(
             state_path(paths[which]),
             {
+                "model": {k: v.detach().cpu() for k, v in base.state_dict().items()},
                 "optimizer": opt.state_dict(),
                 "scheduler": sched.state_dict(),
                 "scaler": scaler.state_dict(),
                 "rng": rng_state(),
                 "epoch": epoch,
                 "best": result.best_top1,
+                "history": history,
+                "data": data if isinstance(data, str) else None,
                 "config": cfg.to_dict(),
             },
+        )
+        save_model(base, paths[which])
+
+    def stop(what: str, epoch: int) -> TrainError:
+        if out is None:
+            kept = "nothing was saved (no --out)"
+        elif saved_epoch is None:
+            kept = "no checkpoint was written"
+        else:
+            kept = f"kept the last good checkpoint {paths['last']} (epoch {saved_epoch})"
+        return TrainError(
+            f"{tag}: non-finite {what} in epoch {epoch + 1}; stopped and {kept}; "
+            "lower --lr, add --grad-clip, or use --amp bf16/off"
         )
 
     end_epoch = cfg.epochs if stop_after is None else min(cfg.epochs, start_epoch + stop_after)
@@ -262,30 +372,36 @@ def _run(
                 record = _train_epoch(
                     net, base, loaders, opt, sched, scaler, cfg, env, epoch, steps, frozen, bar, tag
                 )
-                if record is None:  # non-finite loss: keep the last good checkpoint
-                    raise TrainError(
-                        f"{tag}: the loss became non-finite in epoch {epoch + 1}; stopped and kept "
-                        f"the last good checkpoint ({paths['last'] or 'none written'}); "
-                        "lower --lr, add --grad-clip, or use --amp bf16/off"
-                    )
+                if record is None:
+                    raise stop("training loss", epoch)
+                if broadcast_flag(not _all_finite(base), env):
+                    raise stop("weights", epoch)
                 record.update(run_eval(net, loaders.eval, env, cfg.amp, probe_model=base))
+                if not math.isfinite(record["eval_loss"]):
+                    raise stop("evaluation loss", epoch)
                 improved = result.best_top1 is None or record["eval_top1"] > result.best_top1
                 if improved:
                     result.best_top1 = record["eval_top1"]
                 record["best_top1"] = result.best_top1
+                history.append(record)
                 result.history.append(record)
-                writer.write(record)
-                checkpoint("last", epoch + 1)
+                # order: best, then last (the commit point), then the metrics line; a kill
+                # between any two leaves a state that --resume completes (tests prove it)
                 if improved:
                     checkpoint("best", epoch + 1)
+                checkpoint("last", epoch + 1)
+                saved_epoch = epoch + 1
+                writer.write(record)
                 if env.is_main and show:
                     bar.console.print(_summary(tag, record, cfg.epochs), highlight=False)
         if end_epoch < cfg.epochs:
             result.stopped = "stop_after"
+    except TrainInterrupted:
+        raise
     except KeyboardInterrupt:
-        # keep what was learned; resume repeats the interrupted epoch from its start
-        checkpoint("last", epoch)
-        result.stopped = "interrupted"
+        # the interrupted epoch is dropped: out/last keeps the end of the last finished epoch,
+        # so --resume restarts that epoch exactly
+        raise TrainInterrupted(_interrupted(tag, epoch, out, paths["last"], saved_epoch)) from None
     except torch.cuda.OutOfMemoryError:
         raise TrainError(
             f"{tag}: CUDA out of memory at batch size {cfg.batch_size}; "
@@ -294,6 +410,20 @@ def _run(
     finally:
         writer.close()
     return result
+
+
+def _interrupted(
+    tag: str, epoch: int, out: Path | None, last: Path | None, saved_epoch: int | None
+) -> str:
+    where = f"{tag}: interrupted in epoch {epoch + 1}"
+    if out is None:
+        return f"{where}; nothing was saved (no --out)"
+    if saved_epoch is None:
+        return f"{where} before the first checkpoint; nothing to resume, start the run again"
+    return (
+        f"{where}; {last} holds epoch {saved_epoch}: continue with --resume --out {out} "
+        "(the interrupted epoch starts again)"
+    )
 
 
 def _train_epoch(

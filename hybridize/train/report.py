@@ -17,6 +17,8 @@ from rich.progress import (
     TimeRemainingColumn,
 )
 
+from hybridize._atomic import atomic_path
+
 
 def make_progress(console: Console | None = None, enabled: bool = True) -> Progress:
     """A progress bar with count, elapsed time and ETA; a no-op when disabled."""
@@ -57,6 +59,15 @@ class MetricsWriter:
                 self._tb = SummaryWriter(log_dir=str(out / "tensorboard"))
             except ImportError:  # optional extra not installed
                 self._tb = None
+
+    def rewrite(self, records: list[dict[str, Any]]) -> None:
+        """Replace the file with exactly ``records`` (atomic): a new run starts it empty, a
+        resume rewrites the epochs its training state records (no duplicate, none missing)."""
+        if self.path is None:
+            return
+        text = "".join(json.dumps(_clean(r), sort_keys=True) + "\n" for r in records)
+        with atomic_path(self.path) as tmp:
+            tmp.write_text(text, encoding="utf-8")
 
     def write(self, record: dict[str, Any]) -> None:
         if self.path is None:

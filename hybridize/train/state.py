@@ -109,7 +109,12 @@ def load_state(path: str | Path) -> dict[str, Any]:
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:
-        raise CheckpointError(f"cannot read training state {path} ({exc}); start afresh") from None
+        # torch's own messages run over many lines: keep the first one
+        lines = str(exc).strip().splitlines()
+        why = lines[0][:200] if lines else type(exc).__name__
+        raise CheckpointError(
+            f"cannot read training state {path} ({why}); start afresh without --resume"
+        ) from None
 
 
 def state_path(model_path: str | Path) -> Path:

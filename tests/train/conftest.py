@@ -48,4 +48,23 @@ def data() -> tuple[TensorDataset, TensorDataset]:
     return make_data()
 
 
+def interrupt_at(model: nn.Module, call: int, send_signal: bool = False) -> None:
+    """Stop the ``call``-th training forward of ``model`` (counted over the run) with Ctrl-C:
+    a real SIGINT to this process when ``send_signal``, else a raised KeyboardInterrupt."""
+    import signal
+
+    calls = [0]
+
+    def hook(module: nn.Module, args) -> None:
+        if module.training:
+            calls[0] += 1
+            if calls[0] == call:
+                if send_signal:  # Python's SIGINT handler raises KeyboardInterrupt here
+                    signal.raise_signal(signal.SIGINT)
+                else:
+                    raise KeyboardInterrupt
+
+    model.register_forward_pre_hook(hook)
+
+
 COMMON = dict(batch_size=8, workers=0, progress=False, lr=1e-2, device="cpu")

@@ -13,7 +13,7 @@ from torch import nn
 from hybridize.train import TrainError, finetune, read_metrics
 from hybridize.train.state import load_state, rng_state, set_rng_state
 
-from .conftest import COMMON, make_hybrid
+from .conftest import COMMON, interrupt_at, make_hybrid
 
 
 def _same(a: dict, b: dict) -> None:
@@ -90,12 +90,19 @@ class Boom(nn.Module):
         return self.inner(x)
 
 
-def test_ctrl_c_saves_and_returns(tmp_path: Path, data) -> None:
-    model = Boom(make_hybrid(), at=8, kind="interrupt")  # 6 steps per epoch: inside epoch 2
-    result = finetune(model, data, epochs=3, out=tmp_path, **COMMON)
-    assert result.stopped == "interrupted"
-    _same(load_file(tmp_path / "last.safetensors"), {k: v for k, v in model.state_dict().items()})
-    assert load_state(tmp_path / "last.state.pt")["epoch"] == 1  # resume repeats epoch 2
+def test_ctrl_c_keeps_the_end_of_epoch_checkpoint(tmp_path: Path, data) -> None:
+    from hybridize.train import TrainInterrupted
+
+    finetune(make_hybrid(), data, epochs=3, stop_after=1, out=tmp_path, **COMMON)
+    kept = (tmp_path / "last.safetensors").read_bytes(), (tmp_path / "last.state.pt").read_bytes()
+    model = make_hybrid()
+    interrupt_at(model, 3)  # inside epoch 2 of the resumed run
+    with pytest.raises(TrainInterrupted, match="holds epoch 1") as exc:
+        finetune(model, data, epochs=3, resume=True, out=tmp_path, **COMMON)
+    assert "\n" not in str(exc.value) and "--resume" in str(exc.value)
+    assert (tmp_path / "last.safetensors").read_bytes() == kept[0]
+    assert (tmp_path / "last.state.pt").read_bytes() == kept[1]
+    assert not (tmp_path / ".hybridize-run.lock").exists()  # released on the way out
 
 
 def test_non_finite_loss_stops_and_keeps_last_good(tmp_path: Path, data) -> None:

@@ -1,0 +1,93 @@
+"""What ``--resume`` may continue: the same model, data set and options as the run in ``--out``.
+
+Options not given to the resuming call are taken from the run (its stored config); options
+given explicitly must equal the run's, or the resume stops with one line listing the
+differences (a changed ``epochs`` or ``lr`` would silently reshape the schedule).
+"""
+
+from __future__ import annotations
+
+from dataclasses import fields
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from hybridize.train.config import PRESETS, FinetuneConfig
+from hybridize.train.errors import ResumeMismatchError
+from hybridize.train.report import read_metrics
+
+
+def explicit_fields(preset: str | None, options: dict[str, Any]) -> set[str]:
+    """The config fields a call set itself: its non-None options and what its preset sets."""
+    given = {k for k, v in options.items() if v is not None}
+    if preset is not None and preset in PRESETS:
+        given |= set(PRESETS[preset](options.get("batch_size") or 64)) | {"preset"}
+    return given
+
+
+def resumed_config(
+    stored: dict[str, Any],
+    requested: FinetuneConfig,
+    explicit: set[str],
+    out: Path,
+    data: Any = None,
+) -> FinetuneConfig:
+    """The run's own config; :class:`ResumeMismatchError` when an explicit option differs."""
+    known = {f.name for f in fields(FinetuneConfig)}
+    run = FinetuneConfig(**{k: v for k, v in stored.items() if k in known})
+    diffs = [
+        f"{k} {getattr(run, k)!r} -> {getattr(requested, k)!r}"
+        for k in sorted(explicit & known)
+        if getattr(run, k) != getattr(requested, k)
+    ]
+    run_data = stored.get("data")
+    if isinstance(data, str) and isinstance(run_data, str) and data != run_data:
+        diffs.insert(0, f"data {run_data!r} -> {data!r}")
+    if diffs:
+        raise ResumeMismatchError(
+            f"--resume: the run in {out} was started with other options ({'; '.join(diffs)}); "
+            "drop them to continue the run as it was, or start a new run with another --out"
+        )
+    return run
+
+
+def restore_weights(model: nn.Module, tensors: dict[str, torch.Tensor], out: Path) -> None:
+    """Load a run's stored weights into ``model``; one line when the architectures differ."""
+    own = {k: tuple(v.shape) for k, v in model.state_dict().items()}
+    theirs = {k: tuple(v.shape) for k, v in tensors.items()}
+    if own != theirs:
+        missing = sorted(own.keys() - theirs.keys())
+        extra = sorted(theirs.keys() - own.keys())
+        reshaped = sorted(k for k in own.keys() & theirs.keys() if own[k] != theirs[k])
+        example = (missing or extra or reshaped)[0]
+        raise ResumeMismatchError(
+            f"--resume: the run in {out} trained another model ({len(missing)} tensors "
+            f"missing, {len(extra)} unexpected, {len(reshaped)} of another shape, e.g. "
+            f"{example!r}); resume with the checkpoint the run started from, or choose "
+            "another --out"
+        )
+    model.load_state_dict(tensors, strict=True)
+
+
+def optimizer_mismatch(out: Path, exc: Exception) -> ResumeMismatchError:
+    """The error for a stored optimizer/scheduler state that does not fit this model."""
+    first = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else type(exc).__name__
+    return ResumeMismatchError(
+        f"--resume: the optimizer state in {out} does not fit this model ({first}); resume "
+        "with the checkpoint and options the run started with, or choose another --out"
+    )
+
+
+def previous_records(out: Path, state: dict[str, Any], epochs: int) -> list[dict[str, Any]]:
+    """The per-epoch records a resumed run keeps: the state's own, or (older states) the
+    first line of each finished epoch in metrics.jsonl."""
+    if "history" in state:
+        return list(state["history"])
+    kept: dict[int, dict[str, Any]] = {}
+    for r in read_metrics(out):
+        e = r.get("epoch")
+        if isinstance(e, int) and 1 <= e <= epochs:
+            kept.setdefault(e, r)
+    return [kept[e] for e in sorted(kept)]
