@@ -182,26 +182,45 @@ def test_ctrl_c_in_finetune_exits_130(capsys, monkeypatch, tmp_path, checkpoint,
 # -- item 5: environment and user mistakes ---------------------------------------------------
 
 
+def _no_space(_filename: str) -> Exception:
+    from safetensors import SafetensorError
+
+    # what safetensors raises on a full disk (measured on a 64 KiB tmpfs)
+    return SafetensorError(
+        "Error while serializing: I/O error: No space left on device (os error 28)"
+    )
+
+
 @pytest.mark.parametrize(
-    "err, needle",
+    "make_error, free, needle",
     [
-        (OSError(errno.ENOSPC, "No space left on device"), "no space left"),
-        (PermissionError(errno.EACCES, "Permission denied"), "permission denied"),
-        (OSError(errno.EROFS, "Read-only file system"), "read-only"),
+        (_no_space, None, "no space left"),
+        # torch.save on a full disk (measured): the free space tells
+        (lambda f: RuntimeError("[enforce fail at inline_container.cc:672] unexpected pos"), 0,
+         "no space left"),
+        (lambda f: PermissionError(errno.EACCES, "Permission denied", f), None, "permission"),
+        (lambda f: OSError(errno.EROFS, "Read-only file system", f), None, "read-only"),
     ],
-)
-def test_disk_full_and_read_only_are_user_errors(capsys, monkeypatch, tmp_path, err, needle):
+)  # fmt: skip
+def test_disk_full_and_read_only_are_user_errors(
+    capsys, monkeypatch, tmp_path, make_error, free, needle
+):
     import safetensors.torch
 
+    import hybridize._atomic
+
     def failing_save(tensors, filename, metadata=None):
-        Path(filename).write_bytes(b"partial")  # a disk fills up mid-write
-        raise type(err)(err.errno, err.strerror, str(filename))
+        Path(filename).write_bytes(b"partial")  # the disk fills up mid-write
+        raise make_error(str(filename))
 
     monkeypatch.setattr(safetensors.torch, "save_file", failing_save)
+    if free is not None:
+        usage = types.SimpleNamespace(total=1 << 30, used=1 << 30, free=free)
+        monkeypatch.setattr(hybridize._atomic.shutil, "disk_usage", lambda _p: usage)
     out = tmp_path / "out"
     out.mkdir()
     code, lines = cli(capsys, "convert", "resnet10t", *TINY, "-o", out / "h.safetensors")
-    assert_user_error(code, lines, needle, str(out))
+    assert_user_error(code, lines, needle, str(out / "h.safetensors"))
     assert list(out.iterdir()) == []  # no half-written file, no temp file
 
 
