@@ -147,11 +147,22 @@ def _sigint(*_args, **_kwargs):
     raise AssertionError("SIGINT did not interrupt")
 
 
-def test_ctrl_c_in_convert_exits_130(capsys, monkeypatch):
+@pytest.mark.parametrize(
+    "target, argv",
+    [
+        ("create_model", ["convert", "resnet10t", *TINY]),
+        ("evaluate", ["evaluate", "x.safetensors"]),
+        ("load", ["inspect", "x.safetensors"]),
+        ("load", ["export", "x.safetensors", "--format", "pt2"]),
+        ("list_recipes", ["recipes", "list"]),
+        ("create_model", ["demo", "--out", "{tmp}/demo"]),
+    ],
+)
+def test_ctrl_c_exits_130(capsys, monkeypatch, tmp_path, target, argv):
     import hybridize
 
-    monkeypatch.setattr(hybridize, "create_model", _sigint)
-    code, lines = cli(capsys, "convert", "resnet10t", *TINY)
+    monkeypatch.setattr(hybridize, target, _sigint)
+    code, lines = cli(capsys, *(a.format(tmp=tmp_path) for a in argv))
     assert (code, lines) == (130, ["interrupted"])
 
 
@@ -177,6 +188,34 @@ def test_ctrl_c_in_finetune_exits_130(capsys, monkeypatch, tmp_path, checkpoint,
     monkeypatch.setattr(hybridize, "finetune", library)
     code, lines = cli(capsys, "finetune", checkpoint, "--out", tmp_path / "run")
     assert code == 130 and len(lines) == 1 and lines[0].startswith("interrupted"), lines
+
+
+@pytest.mark.parametrize(
+    "options",
+    [{"limit_train": -5}, {"limit_train": 0}, {"limit_eval": -3}, {"img_size": 0},
+     {"workers": -1}, {"amp": "fp17"}, {"grad_clip": 0.0}],
+)  # fmt: skip
+def test_the_library_config_refuses_the_same_values(options):
+    from hybridize.errors import TrainError
+    from hybridize.train.config import resolve_config
+
+    with pytest.raises(TrainError) as info:
+        resolve_config(**options)
+    assert "\n" not in str(info.value)
+
+
+@pytest.mark.parametrize(
+    "options",
+    [{"batch_size": 0}, {"limit_eval": -3}, {"limit_train": 0}, {"img_size": -8},
+     {"workers": -1}],
+)  # fmt: skip
+def test_the_loaders_refuse_the_same_values(options, image_folder):
+    from hybridize.data import build_loaders
+    from hybridize.errors import DataError
+
+    with pytest.raises(DataError) as info:
+        build_loaders(f"imagefolder:{image_folder}", **options)
+    assert "\n" not in str(info.value)
 
 
 # -- item 5: environment and user mistakes ---------------------------------------------------

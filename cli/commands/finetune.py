@@ -32,10 +32,8 @@ def _tensor_shapes(path: Path) -> dict[str, tuple[int, ...]] | None:
 def check_resume(checkpoint: Path, out: Path) -> None:
     """``--resume`` continues the run in ``out`` only when it trains the same model."""
     last = out / "last.safetensors"
-    if not last.is_file():
-        raise HybridizeError(
-            f"--resume: {last} not found; give the --out of an earlier run, or drop --resume"
-        )
+    if not last.is_file():  # the library says what a resume needs
+        return
     given, saved = _tensor_shapes(checkpoint), _tensor_shapes(last)
     if given is None or saved is None or given == saved:
         return
@@ -127,7 +125,8 @@ def register(app: typer.Typer) -> None:
     ) -> None:
         """Fine-tune a hybrid end to end; checkpoints, metrics.jsonl and resume under --out."""
         if devices > 1 and "WORLD_SIZE" not in os.environ:
-            raise typer.Exit(relaunch_with_torchrun(devices))
+            code = relaunch_with_torchrun(devices)
+            raise typer.Exit(128 - code if code < 0 else code)  # killed by signal N: 128 + N
         if out is None:
             tag = data.split(":")[-1].strip("/").replace("/", "_")
             out = Path("runs") / f"{checkpoint.name.removesuffix('.safetensors')}-{tag}"
