@@ -4,13 +4,19 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Literal
 
 import typer
 
 from hybridize.errors import HybridizeError
 
-Amp = Literal["bf16", "fp16", "off"]  # --amp: mixed precision of finetune and evaluate
+AMP_MODES = ("bf16", "fp16", "off")  # --amp of finetune and evaluate
+
+
+def amp_callback(value: str | None) -> str | None:
+    """``--amp``: one of :data:`AMP_MODES` (a callback, not a Literal: older typers lack it)."""
+    if value is not None and value not in AMP_MODES:
+        raise typer.BadParameter(f"{value!r} is not one of {', '.join(AMP_MODES)}")
+    return value
 
 
 def device_callback(value: str | None) -> str | None:

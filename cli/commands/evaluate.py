@@ -10,7 +10,7 @@ from rich.console import Console
 from rich.table import Table
 
 import hybridize
-from hybridize_cli.checks import Amp, device_callback
+from hybridize_cli.checks import amp_callback, device_callback
 
 console = Console()
 
@@ -27,7 +27,7 @@ def register(app: typer.Typer) -> None:
             None, "--limit", min=1, help="Eval samples kept (seeded)."
         ),
         paper_inputs: bool = typer.Option(False, "--paper-inputs", help="[0, 1] inputs."),
-        amp: Amp = typer.Option("off", "--amp", help="bf16 | fp16 | off"),
+        amp: str = typer.Option("off", "--amp", callback=amp_callback, help="bf16 | fp16 | off"),
         device: str | None = typer.Option(None, "--device", callback=device_callback),
         workers: int | None = typer.Option(None, "--workers", min=0),
         as_json: bool = typer.Option(False, "--json", help="Print the figures as JSON."),

@@ -12,7 +12,7 @@ from rich.console import Console
 
 import hybridize
 from hybridize.errors import HybridizeError
-from hybridize_cli.checks import Amp, device_callback, run_folder
+from hybridize_cli.checks import amp_callback, device_callback, run_folder
 from hybridize_cli.exits import Interrupted
 
 console = Console()
@@ -96,7 +96,9 @@ def register(app: typer.Typer) -> None:
             None, "--ann-lr-scale", help="ANN lr = lr x this; 0 freezes the pretrained ANN."
         ),
         preset: str | None = typer.Option(None, "--preset", help="has8-small | has8-imagenet"),
-        amp: Amp | None = typer.Option(None, "--amp", help="bf16 | fp16 | off"),
+        amp: str | None = typer.Option(
+            None, "--amp", callback=amp_callback, help="bf16 | fp16 | off"
+        ),
         compile_: bool = typer.Option(False, "--compile", help="torch.compile the model."),
         limit_train_batches: int | None = typer.Option(None, "--limit-train-batches", min=1),
         limit_train: int | None = typer.Option(
