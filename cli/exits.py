@@ -74,11 +74,14 @@ def one_line(text: str) -> str:
 
 
 def was_interrupted(exc: BaseException) -> bool:
-    """True for Ctrl-C, also when the library re-raised it as another exception."""
+    """True for Ctrl-C, also when the library re-raised it as another exception: one chained
+    to the KeyboardInterrupt (even ``from None``), or one named for it (``...Interrupted``)."""
     seen: set[int] = set()
     current: BaseException | None = exc
     while current is not None and id(current) not in seen:
         if isinstance(current, KeyboardInterrupt | Interrupted):
+            return True
+        if any("Interrupt" in cls.__name__ for cls in type(current).__mro__):
             return True
         seen.add(id(current))
         current = current.__cause__ or current.__context__

@@ -177,11 +177,22 @@ def _reraise_as_own_exception(*_args, **_kwargs):
         raise _Interrupted("saved the run") from exc
 
 
+class TrainInterrupted(Exception):
+    """A dedicated exception a library might raise after a signal handler set a flag."""
+
+
+def _raise_dedicated_exception(*_args, **_kwargs):
+    raise TrainInterrupted("saved the run")
+
+
 def _return_interrupted(*_args, out=None, **_kwargs):
     return types.SimpleNamespace(stopped="interrupted", last=Path(out) / "last.safetensors")
 
 
-@pytest.mark.parametrize("library", [_sigint, _reraise_as_own_exception, _return_interrupted])
+@pytest.mark.parametrize(
+    "library",
+    [_sigint, _reraise_as_own_exception, _raise_dedicated_exception, _return_interrupted],
+)
 def test_ctrl_c_in_finetune_exits_130(capsys, monkeypatch, tmp_path, checkpoint, library):
     import hybridize
 
