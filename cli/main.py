@@ -6,17 +6,19 @@ Each command lives in its own module under ``commands/`` and calls only hybridiz
 from __future__ import annotations
 
 import sys
+from collections.abc import Sequence
 from importlib import import_module
 
 import typer
 from rich.console import Console
 
 import hybridize
-from hybridize.errors import HybridizeError
+from hybridize_cli import exits
 
 app = typer.Typer(
     name="hybridize",
     help="Turn pretrained image classifiers into hybrid ANN-SNN models.",
+    epilog=exits.EXIT_CODES_HELP,
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
@@ -68,34 +70,37 @@ def _register_commands() -> None:
 _register_commands()
 
 
-def run() -> None:
-    """Console-script entry point: user errors become one line and exit code 2."""
-    debug = "--debug" in sys.argv[1:]
-    try:
-        app(standalone_mode=False)
-    except HybridizeError as exc:
-        if debug:
-            raise
-        err_console.print(f"[bold red]error:[/] {exc}", highlight=False, soft_wrap=True)
-        sys.exit(2)
-    except KeyboardInterrupt:
-        err_console.print("interrupted")
-        sys.exit(130)
-    except typer.Exit as exc:
-        sys.exit(exc.exit_code)
-    except typer.Abort:
-        sys.exit(1)
-    except Exception as exc:  # click usage errors and the like
-        import click
+def main_entry(argv: Sequence[str] | None = None) -> int:
+    """Run the CLI on ``argv`` (default ``sys.argv[1:]``) and return its exit code.
 
-        if isinstance(exc, click.ClickException):
-            exc.show()
-            sys.exit(exc.exit_code)
-        if debug:
+    Every failure ends as one line on stderr: 2 for a user error (a bad option or a
+    :class:`HybridizeError`, or a full disk, a read-only folder...), 130 when interrupted, 1 for
+    an internal error. ``--debug`` re-raises user and internal errors with their traceback.
+    """
+    args = list(sys.argv[1:] if argv is None else argv)
+    debug = "--debug" in args
+    command = typer.main.get_command(app)
+    try:
+        # make_context + invoke is click's main() without its handlers, which would turn
+        # Ctrl-C into a silent exit code and swallow the code of typer.Exit
+        with command.make_context("hybridize", args) as ctx:
+            command.invoke(ctx)
+    except typer.Exit as exc:
+        return exc.exit_code
+    except BaseException as exc:  # noqa: BLE001 - every failure becomes an exit code
+        if isinstance(exc, SystemExit):
             raise
-        err_console.print(
-            f"[bold red]internal error:[/] {type(exc).__name__}: {exc} (rerun with --debug for the traceback)",
-            highlight=False,
-            soft_wrap=True,
-        )
-        sys.exit(1)
+        if type(exc).__name__ == "NoArgsIsHelpError":  # `hybridize` alone: the help
+            exc.show()
+            return exits.USER
+        code, line = exits.classify(exc)
+        if debug and code != exits.INTERRUPTED:
+            raise
+        err_console.print(line, highlight=False, soft_wrap=True, markup=False)
+        return code
+    return exits.OK
+
+
+def run() -> None:
+    """Console-script entry point (see :func:`main_entry` for the exit codes)."""
+    sys.exit(main_entry())

@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
+import re
+import shutil
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -24,17 +27,60 @@ def atomic_path(target: str | os.PathLike[str], suffix: str = ".tmp") -> Iterato
     for writers that insist on an extension (``.png``, ``.onnx``).
     """
     target = Path(target)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=suffix, dir=target.parent)
+    try:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=suffix, dir=target.parent)
+    except OSError as exc:
+        _raise_if_environment(exc, target)
+        raise
     os.close(fd)
     tmp_path = Path(tmp)
     try:
         yield tmp_path
         os.chmod(tmp_path, 0o666 & ~_umask())
         os.replace(tmp_path, target)
-    except BaseException:
+    except BaseException as exc:
+        full = _nearly_full(target.parent)  # before the temporary file gives its space back
         tmp_path.unlink(missing_ok=True)
+        if isinstance(exc, Exception):
+            _raise_if_environment(exc, target, full)
         raise
+
+
+# writers report a full disk in their own words: safetensors "(os error 28)", torch.save a
+# failed zip write; so an errno, a message, or a (nearly) full file system tells it
+_ENVIRONMENT = {
+    errno.ENOSPC: "no space left on the device; free some space or write elsewhere",
+    errno.EDQUOT: "disk quota exceeded; free some space or write elsewhere",
+    errno.EACCES: "permission denied; choose a folder you can write to",
+    errno.EPERM: "operation not permitted; choose a folder you can write to",
+    errno.EROFS: "read-only file system; choose a writable folder",
+}
+_OS_ERROR = re.compile(r"os error (\d+)|No space left on device")
+
+
+def _nearly_full(folder: Path) -> bool:
+    try:
+        return shutil.disk_usage(folder).free < 1 << 20
+    except OSError:
+        return False
+
+
+def _raise_if_environment(exc: BaseException, target: Path, full: bool = False) -> None:
+    """Raise a one-line :class:`OutputError` when writing ``target`` failed for a reason of
+    the environment (full disk, read-only or forbidden folder); else return."""
+    from hybridize.errors import HybridizeError, OutputError
+
+    if isinstance(exc, HybridizeError):
+        return
+    code = exc.errno if isinstance(exc, OSError) else None
+    match = _OS_ERROR.search(str(exc))
+    if code is None and match:
+        code = int(match.group(1)) if match.group(1) else errno.ENOSPC
+    if code not in _ENVIRONMENT and full:
+        code = errno.ENOSPC
+    if code in _ENVIRONMENT:
+        raise OutputError(f"cannot write {target}: {_ENVIRONMENT[code]}", code) from exc
 
 
 def temp_beside(dest: Path, tag: str) -> Path:

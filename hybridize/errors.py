@@ -51,3 +51,11 @@ class TrainError(HybridizeError, ValueError):
 
 class ExportError(HybridizeError):
     """An export that failed or whose parity check did not pass."""
+
+
+class OutputError(HybridizeError):
+    """A file that cannot be written: a full disk, a read-only or forbidden folder."""
+
+    def __init__(self, message: str, errno: int | None = None) -> None:
+        super().__init__(message)
+        self.errno = errno

@@ -10,6 +10,7 @@ from rich.table import Table
 
 import hybridize
 from hybridize._atomic import refuse_same_file
+from hybridize_cli.checks import output_file
 
 
 def _millions(n: int) -> str:
@@ -66,11 +67,13 @@ def convert(
         "--pretrained/--no-pretrained",
         help="Load pretrained weights (offline resolvers, then the hub).",
     ),
-    num_classes: int | None = typer.Option(None, "--num-classes", help="Replace the head."),
+    num_classes: int | None = typer.Option(None, "--num-classes", min=0, help="Replace the head."),
     in_chans: int | None = typer.Option(
-        None, "--in-chans", help="Input channels (adapts the stem)."
+        None, "--in-chans", min=1, help="Input channels (adapts the stem)."
     ),
-    img_size: int | None = typer.Option(None, "--img-size", help="Example input size for shapes."),
+    img_size: int | None = typer.Option(
+        None, "--img-size", min=1, help="Example input size for shapes."
+    ),
     output: Path | None = typer.Option(
         None, "--output", "-o", help="Write the hybrid checkpoint here."
     ),
@@ -85,6 +88,8 @@ def convert(
     console = Console()
     recipe_file = Path(recipe) if Path(recipe).suffix in (".yaml", ".yml") else None
     refuse_same_file(output, weights, recipe_file)
+    output_file(output, "--output")
+    hybridize.load_recipe(recipe)  # a bad recipe is reported before the model is built
     base = hybridize.create_model(
         model,
         pretrained=pretrained and weights is None,

@@ -16,6 +16,8 @@ from rich.console import Console
 from rich.table import Table
 
 import hybridize
+from hybridize_cli.checks import device_callback, run_folder
+from hybridize_cli.exits import Interrupted
 
 console = Console()
 MODEL = "tf_efficientnet_lite0"
@@ -45,16 +47,18 @@ def register(app: typer.Typer) -> None:
         ),
         full: bool = typer.Option(False, "--full", help="Whole data set, 64 px, 3 epochs (GPU)."),
         data_root: str | None = typer.Option(None, "--data-root", help="Fashion-MNIST folder."),
-        img_size: int | None = typer.Option(None, "--img-size"),
-        batch_size: int | None = typer.Option(None, "--batch-size"),
-        limit_train: int | None = typer.Option(None, "--limit-train", help="Training images."),
-        limit_eval: int | None = typer.Option(None, "--limit-eval", help="Eval images."),
-        epochs: int | None = typer.Option(None, "--epochs"),
+        img_size: int | None = typer.Option(None, "--img-size", min=1),
+        batch_size: int | None = typer.Option(None, "--batch-size", min=1),
+        limit_train: int | None = typer.Option(
+            None, "--limit-train", min=1, help="Training images."
+        ),
+        limit_eval: int | None = typer.Option(None, "--limit-eval", min=1, help="Eval images."),
+        epochs: int | None = typer.Option(None, "--epochs", min=1),
         lr: float = typer.Option(5e-3, "--lr", help="lr of the twins and gates."),
         ann_lr_scale: float = typer.Option(0.2, "--ann-lr-scale", help="ANN lr = lr x this."),
         weights: str | None = typer.Option(None, "--weights", help="Local ImageNet weights file."),
-        device: str | None = typer.Option(None, "--device"),
-        workers: int | None = typer.Option(None, "--workers"),
+        device: str | None = typer.Option(None, "--device", callback=device_callback),
+        workers: int | None = typer.Option(None, "--workers", min=0),
     ) -> None:
         """Fine-tune pretrained EfficientNet-Lite0 and its has8-finetune hybrid on Fashion-MNIST."""
         import torch
@@ -68,6 +72,7 @@ def register(app: typer.Typer) -> None:
         if full:
             base["limit_train"], base["limit_eval"] = limit_train, limit_eval
         size = base["img_size"]
+        run_folder(out)
         out.mkdir(parents=True, exist_ok=True)
         console.print(
             f"[bold]demo[/]: {MODEL} (ImageNet) -> {RECIPE} hybrid, Fashion-MNIST "
@@ -95,8 +100,7 @@ def register(app: typer.Typer) -> None:
                 )
             result = hybridize.finetune(model, "fashion-mnist", out=out / tag, tag=tag, **common)
             if result.stopped == "interrupted":
-                console.print(f"interrupted: partial run saved under {out / tag}")
-                raise typer.Exit(130)
+                raise Interrupted(f"interrupted: partial run saved under {out / tag}")
             last = result.history[-1]
             rows[tag] = {
                 "top1": last["eval_top1"],

@@ -10,6 +10,7 @@ from rich.console import Console
 from rich.table import Table
 
 import hybridize
+from hybridize_cli.checks import amp_callback, device_callback
 
 console = Console()
 
@@ -20,13 +21,15 @@ def register(app: typer.Typer) -> None:
         checkpoint: Path = typer.Argument(..., help="Checkpoint to evaluate."),
         data: str = typer.Option("fashion-mnist", "--data", help="Data set (as for finetune)."),
         data_root: str | None = typer.Option(None, "--data-root"),
-        batch_size: int = typer.Option(128, "--batch-size"),
-        img_size: int | None = typer.Option(None, "--img-size", help="Input size (px)."),
-        limit: int | None = typer.Option(None, "--limit", help="Eval samples kept (seeded)."),
+        batch_size: int = typer.Option(128, "--batch-size", min=1),
+        img_size: int | None = typer.Option(None, "--img-size", min=1, help="Input size (px)."),
+        limit: int | None = typer.Option(
+            None, "--limit", min=1, help="Eval samples kept (seeded)."
+        ),
         paper_inputs: bool = typer.Option(False, "--paper-inputs", help="[0, 1] inputs."),
-        amp: str = typer.Option("off", "--amp", help="bf16 | fp16 | off"),
-        device: str | None = typer.Option(None, "--device"),
-        workers: int | None = typer.Option(None, "--workers"),
+        amp: str = typer.Option("off", "--amp", callback=amp_callback, help="bf16 | fp16 | off"),
+        device: str | None = typer.Option(None, "--device", callback=device_callback),
+        workers: int | None = typer.Option(None, "--workers", min=0),
         as_json: bool = typer.Option(False, "--json", help="Print the figures as JSON."),
         trust_code: bool = typer.Option(
             False,

@@ -10,6 +10,7 @@ from rich.console import Console
 import hybridize
 from hybridize._atomic import refuse_same_file
 from hybridize.errors import HybridizeError
+from hybridize_cli.checks import output_file
 
 
 def _example_shape(model: object, img_size: int | None, batch_size: int | None) -> list[int]:
@@ -65,6 +66,7 @@ def _export(
         raise HybridizeError(f"--batch-size {batch_size}: give a positive batch size")
     if img_size is not None and img_size < 1:
         raise HybridizeError(f"--img-size {img_size}: give a positive size in pixels")
+    output_file(output, "--output")
     import torch
 
     dest = output or checkpoint.with_suffix(f".{fmt}")

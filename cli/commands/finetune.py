@@ -11,8 +11,39 @@ import typer
 from rich.console import Console
 
 import hybridize
+from hybridize.errors import HybridizeError
+from hybridize_cli.checks import amp_callback, device_callback, run_folder
+from hybridize_cli.exits import Interrupted
 
 console = Console()
+
+
+def _tensor_shapes(path: Path) -> dict[str, tuple[int, ...]] | None:
+    """Names and shapes of the tensors in a safetensors file; None when it cannot be read."""
+    from safetensors import safe_open
+
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            return {k: tuple(f.get_slice(k).get_shape()) for k in f.keys()}  # noqa: SIM118
+    except Exception:  # not safetensors, or unreadable: the library reports it on load
+        return None
+
+
+def check_resume(checkpoint: Path, out: Path) -> None:
+    """``--resume`` continues the run in ``out`` only when it trains the same model."""
+    last = out / "last.safetensors"
+    if not last.is_file():  # the library says what a resume needs
+        return
+    given, saved = _tensor_shapes(checkpoint), _tensor_shapes(last)
+    if given is None or saved is None or given == saved:
+        return
+    diff = sorted(set(given) ^ set(saved)) or sorted(k for k in given if given[k] != saved[k])
+    key = diff[0]
+    raise HybridizeError(
+        f"--resume: the run in {out} trains another model than {checkpoint} ({len(diff)} "
+        f"tensor(s) differ, e.g. {key!r}: {given.get(key, 'absent')} here, "
+        f"{saved.get(key, 'absent')} in the run); give that run's checkpoint or another --out"
+    )
 
 
 def _strip_devices(argv: list[str]) -> list[str]:
@@ -52,8 +83,10 @@ def register(app: typer.Typer) -> None:
         data_root: str | None = typer.Option(
             None, "--data-root", help="Folder holding the data set."
         ),
-        epochs: int | None = typer.Option(None, "--epochs", help="Epochs (default 1)."),
-        batch_size: int | None = typer.Option(None, "--batch-size", help="Global batch size."),
+        epochs: int | None = typer.Option(None, "--epochs", min=1, help="Epochs (default 1)."),
+        batch_size: int | None = typer.Option(
+            None, "--batch-size", min=1, help="Global batch size."
+        ),
         lr: float | None = typer.Option(None, "--lr", help="Learning rate of the spiking side."),
         optimizer: str | None = typer.Option(None, "--optimizer", help="adamw | adam | sgd"),
         scheduler: str | None = typer.Option(None, "--scheduler", help="cosine | none"),
@@ -63,26 +96,34 @@ def register(app: typer.Typer) -> None:
             None, "--ann-lr-scale", help="ANN lr = lr x this; 0 freezes the pretrained ANN."
         ),
         preset: str | None = typer.Option(None, "--preset", help="has8-small | has8-imagenet"),
-        amp: str | None = typer.Option(None, "--amp", help="bf16 | fp16 | off"),
-        compile_: bool = typer.Option(False, "--compile", help="torch.compile the model."),
-        limit_train_batches: int | None = typer.Option(None, "--limit-train-batches"),
-        limit_train: int | None = typer.Option(
-            None, "--limit-train", help="Training samples kept."
+        amp: str | None = typer.Option(
+            None, "--amp", callback=amp_callback, help="bf16 | fp16 | off"
         ),
-        limit_eval: int | None = typer.Option(None, "--limit-eval", help="Eval samples kept."),
-        img_size: int | None = typer.Option(None, "--img-size", help="Input size (px)."),
+        compile_: bool = typer.Option(False, "--compile", help="torch.compile the model."),
+        limit_train_batches: int | None = typer.Option(None, "--limit-train-batches", min=1),
+        limit_train: int | None = typer.Option(
+            None, "--limit-train", min=1, help="Training samples kept."
+        ),
+        limit_eval: int | None = typer.Option(
+            None, "--limit-eval", min=1, help="Eval samples kept."
+        ),
+        img_size: int | None = typer.Option(None, "--img-size", min=1, help="Input size (px)."),
         no_augment: bool = typer.Option(False, "--no-augment", help="No random crop/flip."),
         paper_inputs: bool = typer.Option(
             False, "--paper-inputs", help="Inputs in [0, 1], no mean/std, flip only."
         ),
         grad_clip: float | None = typer.Option(None, "--grad-clip", help="Clip the grad norm."),
         seed: int | None = typer.Option(None, "--seed"),
-        workers: int | None = typer.Option(None, "--workers", help="DataLoader workers."),
+        workers: int | None = typer.Option(None, "--workers", min=0, help="DataLoader workers."),
         sync_bn: bool = typer.Option(False, "--sync-bn", help="SyncBatchNorm under DDP."),
         out: Path | None = typer.Option(None, "--out", help="Run folder (default runs/NAME-DATA)."),
         resume: bool = typer.Option(False, "--resume", help="Continue the run in --out."),
-        devices: int = typer.Option(1, "--devices", help="Processes to launch with torchrun."),
-        device: str | None = typer.Option(None, "--device", help="cpu | cuda | cuda:N (auto)."),
+        devices: int = typer.Option(
+            1, "--devices", min=1, help="Processes to launch with torchrun."
+        ),
+        device: str | None = typer.Option(
+            None, "--device", callback=device_callback, help="cpu | cuda | cuda:N (auto)."
+        ),
         trust_code: bool = typer.Option(
             False,
             "--trust-code",
@@ -91,10 +132,14 @@ def register(app: typer.Typer) -> None:
     ) -> None:
         """Fine-tune a hybrid end to end; checkpoints, metrics.jsonl and resume under --out."""
         if devices > 1 and "WORLD_SIZE" not in os.environ:
-            raise typer.Exit(relaunch_with_torchrun(devices))
+            code = relaunch_with_torchrun(devices)
+            raise typer.Exit(128 - code if code < 0 else code)  # killed by signal N: 128 + N
         if out is None:
             tag = data.split(":")[-1].strip("/").replace("/", "_")
             out = Path("runs") / f"{checkpoint.name.removesuffix('.safetensors')}-{tag}"
+        run_folder(out)
+        if resume:
+            check_resume(checkpoint, out)
         with hybridize.trusting_code(trust_code):
             result = hybridize.finetune(
                 checkpoint,
@@ -129,7 +174,8 @@ def register(app: typer.Typer) -> None:
         if int(os.environ.get("RANK", "0")) != 0:
             return
         if result.stopped == "interrupted":
-            console.print(f"interrupted: saved {result.last}; continue with --resume --out {out}")
-            raise typer.Exit(130)
+            raise Interrupted(
+                f"interrupted: saved {result.last}; continue with --resume --out {out}"
+            )
         best = "n/a" if result.best_top1 is None else f"{100 * result.best_top1:.2f}%"
         console.print(f"done: best top-1 {best}; checkpoints {result.last} and {result.best}")

@@ -98,13 +98,14 @@ def _tables(report: object) -> list[Table]:
 def _inspect(
     checkpoint: Path = typer.Argument(..., help="A hybrid checkpoint (.safetensors)."),
     data: str = typer.Option(
-        "samples",
+        "auto",
         "--data",
-        help="samples (real images), random, or a data set name (fashion-mnist, cifar10, ...).",
+        help="auto (samples when installed, else random), samples (real images: pip install "
+        "'hybridize[samples]'), random, or a data set name (fashion-mnist, cifar10, ...).",
     ),
-    batches: int = typer.Option(1, "--batches", help="Number of batches to run."),
-    batch_size: int = typer.Option(8, "--batch-size", help="Images per batch."),
-    img_size: int | None = typer.Option(None, "--img-size", help="Input size in pixels."),
+    batches: int = typer.Option(1, "--batches", min=1, help="Number of batches to run."),
+    batch_size: int = typer.Option(8, "--batch-size", min=1, help="Images per batch."),
+    img_size: int | None = typer.Option(None, "--img-size", min=1, help="Input size in pixels."),
     data_root: str | None = typer.Option(None, "--data-root", help="Folder of the data set."),
     energy: str = typer.Option("45nm", "--energy", help="Energy preset: 45nm, fp16 or int8."),
     json_out: Path | None = typer.Option(None, "--json", help="Write the report as JSON."),

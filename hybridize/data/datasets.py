@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -58,6 +59,36 @@ def _online() -> bool:
     return not (os.environ.get("HF_HUB_OFFLINE") or os.environ.get("HYBRIDIZE_OFFLINE"))
 
 
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
+
+
+def _download(name: str, target: Path, fetch: Callable[[], object]) -> None:
+    """Run ``fetch`` (a download into ``target``); if it fails, remove the folders and files it
+    created and raise a one-line :class:`DataError`."""
+    created = None  # the outermost folder the download would create
+    probe = target
+    while not probe.exists():
+        created, probe = probe, probe.parent
+    before = set(target.iterdir()) if created is None and target.is_dir() else set()
+    try:
+        fetch()
+    except Exception as exc:  # network failures have many types
+        if created is not None:
+            shutil.rmtree(created, ignore_errors=True)
+        elif target.is_dir():
+            for entry in set(target.iterdir()) - before:
+                if entry.is_dir() and not entry.is_symlink():
+                    shutil.rmtree(entry, ignore_errors=True)
+                else:
+                    entry.unlink(missing_ok=True)
+        raise DataError(
+            f"downloading {name} into {target} failed ({type(exc).__name__}: "
+            f"{_first_line(exc)}); pass --data-root DIR holding the data set"
+        ) from None
+
+
 def _find_idx_dir(name: str, root: Path | None) -> Path | None:
     """First folder holding the four IDX files (``.gz`` or plain)."""
     candidates: list[Path] = []
@@ -104,13 +135,12 @@ def _idx_dataset(
             if name == "fashion-mnist"
             else torchvision.datasets.MNIST
         )
-        try:
+
+        def fetch() -> None:
             cls(str(target), train=True, download=True)
             cls(str(target), train=False, download=True)
-        except Exception as exc:  # network failures have many types
-            raise DataError(
-                f"downloading {name} into {target} failed ({exc}); pass --data-root"
-            ) from None
+
+        _download(name, target, fetch)
         folder = _find_idx_dir(name, target)
     if folder is None:
         looked = [str(root)] if root is not None else []
@@ -133,17 +163,39 @@ def _cifar_dataset(name: str, root: Path | None, download: bool) -> tuple[dict, 
 
     cls = torchvision.datasets.CIFAR10 if name == "cifar10" else torchvision.datasets.CIFAR100
     where = root or Path.home() / ".cache" / "hybridize" / "data"
+    folder = where / cls.base_folder
+    if not folder.is_dir():
+        if not (download and _online()):
+            raise DataError(
+                f"{name} not found under {where} (torchvision layout: {folder}); pass "
+                "--data-root DIR holding it, or go online to download it"
+            )
+        _download(name, where, lambda: cls(str(where), train=True, download=True))
     try:
         splits = {
-            "train": cls(str(where), train=True, download=download and _online()),
-            "eval": cls(str(where), train=False, download=download and _online()),
+            "train": cls(str(where), train=True, download=False),
+            "eval": cls(str(where), train=False, download=False),
         }
-    except RuntimeError:
+    except Exception as exc:
         raise DataError(
-            f"{name} not found under {where} (torchvision layout, e.g. "
-            f"{where}/cifar-10-batches-py): pass --data-root DIR or go online to download"
+            f"{name} under {folder} is incomplete or corrupted ({_first_line(exc)}); "
+            "delete the folder and download it again"
         ) from None
     return splits, DataInfo(name, 10 if name == "cifar10" else 100, 3, 32, str(where))
+
+
+def load_image(path: str) -> object:
+    """An RGB PIL image; an unreadable or corrupt file is a :class:`DataError` naming it."""
+    from PIL import Image
+
+    try:
+        with Image.open(path) as im:
+            return im.convert("RGB")
+    except Exception as exc:  # PIL raises OSError, SyntaxError, ValueError... for bad files
+        raise DataError(
+            f"cannot read image {path} ({type(exc).__name__}: {_first_line(exc)}); "
+            "remove or replace the file"
+        ) from None
 
 
 def _imagefolder_dataset(path: str) -> tuple[dict, DataInfo]:
@@ -156,7 +208,15 @@ def _imagefolder_dataset(path: str) -> tuple[dict, DataInfo]:
             f"imagefolder {root} lacks {', '.join(s + '/' for s in missing)}: "
             "give a folder with train/CLASS/*.jpg and val/CLASS/*.jpg"
         )
-    splits = {"train": ImageFolder(str(root / "train")), "eval": ImageFolder(str(root / "val"))}
+    splits = {}
+    for split, sub in (("train", "train"), ("eval", "val")):
+        try:
+            splits[split] = ImageFolder(str(root / sub), loader=load_image)
+        except (FileNotFoundError, RuntimeError) as exc:  # no class folders / no image files
+            raise DataError(
+                f"imagefolder {root / sub} holds no images ({_first_line(exc)}); "
+                f"put images in {root / sub}/CLASS/*.jpg"
+            ) from None
     if splits["train"].classes != splits["eval"].classes:
         raise DataError(
             f"imagefolder {root}: train/ and val/ have different class folders; make them match"

@@ -15,6 +15,7 @@ from torch.utils.data import DataLoader, Dataset, DistributedSampler
 from hybridize.data.datasets import DataInfo, open_dataset
 from hybridize.data.presets import InputSpec, input_spec
 from hybridize.data.transforms import build_transform
+from hybridize.errors import DataError
 
 
 class Transformed(Dataset):
@@ -80,6 +81,18 @@ def default_workers() -> int:
     return max(0, min(8, cpus - 1))
 
 
+def _is_int(value: object) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _check_sizes(**values: int | None) -> None:
+    """Each value None (the default / no limit) or an integer >= 1; else a one-line DataError."""
+    for name, value in values.items():
+        if value is not None and (not _is_int(value) or value < 1):
+            option = name.replace("_", "-")
+            raise DataError(f"{option} {value!r}: give an integer of 1 or more")
+
+
 @dataclass
 class Loaders:
     """The train and eval loaders, the train sampler (call ``set_epoch``) and facts."""
@@ -116,6 +129,15 @@ def build_loaders(
     Train order comes from a :class:`DistributedSampler` (also with one process) seeded by
     ``seed``; call ``loaders.sampler.set_epoch(epoch)`` each epoch. ``batch_size`` is per process.
     """
+    _check_sizes(
+        batch_size=batch_size,
+        eval_batch_size=eval_batch_size,
+        img_size=img_size,
+        limit_train=limit_train,
+        limit_eval=limit_eval,
+    )
+    if workers is not None and (not _is_int(workers) or workers < 0):
+        raise DataError(f"workers {workers!r}: give 0 (load in the main process) or more")
     if isinstance(data, str):
         raw, info = open_dataset(data, data_root, download=download)
         spec = input_spec(model, img_size, paper=paper)

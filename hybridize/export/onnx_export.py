@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
+import importlib.util
 import os
+import sys
 import warnings
+from collections.abc import Iterator
 from pathlib import Path
 
 import torch
@@ -50,6 +54,8 @@ def export_onnx(
     :class:`ExportError` and leaves no file behind. The written file has one input ``input``
     and one output ``logits``; its batch axis is dynamic unless ``dynamic_batch=False``.
     """
+    check_opset(opset)
+    require_packages(["onnx", "onnxruntime"] if check else ["onnx"])
     dest = Path(path)
     example = _validate_example(example)
     device = next((p.device for p in model.parameters()), torch.device("cpu"))
@@ -98,6 +104,34 @@ def export_onnx(
         remove_quietly(tapped, final)
 
 
+def opset_range() -> tuple[int, int]:
+    """The opsets torch's TorchScript-based exporter supports (inclusive)."""
+    try:
+        from torch.onnx import _constants as c
+
+        return int(c.ONNX_MIN_OPSET), int(c.ONNX_TORCHSCRIPT_EXPORTER_MAX_OPSET)
+    except (ImportError, AttributeError):  # private constants moved: the range of torch 2.4+
+        return 7, 20
+
+
+def check_opset(opset: object) -> None:
+    """Raise a one-line :class:`ExportError` for an opset the exporter does not support."""
+    low, high = opset_range()
+    ok = isinstance(opset, int) and not isinstance(opset, bool) and low <= opset <= high
+    if not ok:
+        raise ExportError(f"--opset {opset!r} is not supported; give {low} to {high} (default 17)")
+
+
+def require_packages(names: list[str]) -> None:
+    """Raise a one-line :class:`ExportError` naming the extra that installs missing ``names``."""
+    missing = [n for n in names if importlib.util.find_spec(n) is None]
+    if missing:
+        raise ExportError(
+            f"ONNX export needs {' and '.join(missing)}, not installed here: "
+            "pip install 'hybridize[export]'"
+        )
+
+
 def _validate_example(example: object) -> torch.Tensor:
     if not isinstance(example, torch.Tensor) or example.dim() < 2:
         raise ExportError(
@@ -135,7 +169,7 @@ def _torch_export(
                 {0: f"{name}_steps_x_batch"} if layout == "folded" else {1: "batch"}
             )
     try:
-        with torch.no_grad(), warnings.catch_warnings():
+        with torch.no_grad(), warnings.catch_warnings(), _native_stdout_silenced():
             warnings.simplefilter("ignore")
             torch.onnx.export(
                 tap,
@@ -156,6 +190,25 @@ def _torch_export(
             f"torch.onnx.export (opset {opset}) failed: {first}; try another --opset, or check "
             "that the model runs in eval mode on the example input"
         ) from exc
+
+
+@contextlib.contextmanager
+def _native_stdout_silenced() -> Iterator[None]:
+    """Silence file descriptor 1 (not just ``sys.stdout``): on a failure the TorchScript
+    exporter's C++ logger writes the whole graph IR there (its log switch is left on)."""
+    sys.stdout.flush()
+    try:
+        saved = os.dup(1)
+    except OSError:  # no fd 1 (embedded interpreters): nothing to silence
+        yield
+        return
+    try:
+        with open(os.devnull, "w") as null:
+            os.dup2(null.fileno(), 1)
+        yield
+    finally:
+        os.dup2(saved, 1)
+        os.close(saved)
 
 
 def _check_domains(proto: object) -> None:

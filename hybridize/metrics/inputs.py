@@ -26,6 +26,15 @@ def input_shape(model: nn.Module, img_size: int | None = None) -> tuple[int, int
     return c, h, w
 
 
+def resolve_data_name(data: str) -> str:
+    """``auto`` -> ``samples`` when the sample images are installed, else ``random``."""
+    if data != "auto":
+        return data
+    from hybridize.export.samples import sample_dir
+
+    return "samples" if sample_dir() is not None else "random"
+
+
 def named_inputs(
     model: nn.Module,
     data: str,
@@ -36,10 +45,14 @@ def named_inputs(
     data_root: str | None = None,
 ) -> Iterable[torch.Tensor]:
     """Batches for ``data``: ``samples`` (the foolbox real images, normalised like the model's
-    data config), ``random`` (uniform [0, 1]) or a data set name known to ``hybridize.data``
-    (its eval split, first ``batches * batch_size`` images)."""
+    data config; ``pip install 'hybridize[samples]'``), ``random`` (uniform [0, 1], seeded),
+    ``auto`` (``samples`` when installed, else ``random``) or a data set name known to
+    ``hybridize.data`` (its eval split, first ``batches * batch_size`` images)."""
     if batches < 1 or batch_size < 1:
         raise HybridizeError(f"--batches {batches} / --batch-size {batch_size}: give values >= 1")
+    if img_size is not None and img_size < 1:
+        raise HybridizeError(f"--img-size {img_size}: give a positive size in pixels")
+    data = resolve_data_name(data)
     c, h, w = input_shape(model, img_size)
     n = batches * batch_size
     if data == "random":
@@ -53,8 +66,8 @@ def named_inputs(
         found = sample_images(c, (h, w), limit=n)
         if found is None:
             raise HybridizeError(
-                "--data samples needs the foolbox sample images; `pip install foolbox==3.3.4` "
-                "or use --data random / a data set name"
+                "--data samples needs the sample images of the samples extra: "
+                "pip install 'hybridize[samples]' (or use --data random / a data set name)"
             )
         x = found[0]
         spec = input_spec(model)

@@ -291,13 +291,32 @@ def _as_list(value: Any) -> list[str]:
     return [value] if isinstance(value, str) else list(value)
 
 
+def suggest_names(name: str, candidates: list[str] | None = None, limit: int = 3) -> list[str]:
+    """Known model names closest to ``name`` (difflib similarity), best first.
+
+    The candidates default to timm's models and the HAS-8 reference names.
+    """
+    import difflib
+
+    if candidates is None:
+        import timm
+
+        candidates = [*timm.list_models(), *sorted(HAS8_MODELS)]
+    key = name.split(".")[0].lower()
+    # compare without the source prefix, so "torchvision:resnet5" finds "torchvision:resnet50"
+    bare = {c.split(":", 1)[-1].lower(): c for c in candidates}
+    key = key.split(":", 1)[-1]
+    return [bare[m] for m in difflib.get_close_matches(key, list(bare), n=limit, cutoff=0.6)]
+
+
 def _build_timm(name, pretrained, weights, num_classes, in_chans, kwargs):
     import timm
 
     if not timm.is_model(name):
-        near = timm.list_models(f"*{name.split('.')[0][:6]}*")[:5]
+        near = suggest_names(name)
+        hint = f"did you mean {', '.join(near)}? " if near else ""
         raise ModelError(
-            f"unknown model {name!r}; use a timm name (e.g. {near or ['resnet18']}), "
+            f"unknown model {name!r}; {hint}use a timm name (e.g. resnet18), "
             "'torchvision:NAME' or 'module.path:callable'"
         )
     chans = 3 if in_chans is None else in_chans
@@ -387,8 +406,10 @@ def _build_torchvision(name, pretrained, weights, num_classes, in_chans, kwargs)
     try:
         model = torchvision.models.get_model(name, weights=None, **kwargs)
     except ValueError:
+        near = suggest_names(name, [f"torchvision:{n}" for n in torchvision.models.list_models()])
+        hint = f"did you mean {', '.join(near)}? " if near else ""
         raise ModelError(
-            f"unknown torchvision model {name!r}; see torchvision.models.list_models()"
+            f"unknown torchvision model {name!r}; {hint}see torchvision.models.list_models()"
         ) from None
     where = "none (random init)"
     sd = None

@@ -92,6 +92,15 @@ def resolve_config(preset: str | None = None, **options: Any) -> FinetuneConfig:
     return cfg
 
 
+def _is_int(value: object) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _positive(value: object) -> bool:
+    """None (not limited / the default) or an integer of 1 or more."""
+    return value is None or (_is_int(value) and value >= 1)
+
+
 def validate(cfg: FinetuneConfig) -> None:
     """Raise :class:`TrainError` for options out of range."""
     checks = [
@@ -113,6 +122,21 @@ def validate(cfg: FinetuneConfig) -> None:
         (
             cfg.limit_train_batches is None or cfg.limit_train_batches >= 1,
             f"limit-train-batches {cfg.limit_train_batches}: give 1 or more",
+        ),
+        (_positive(cfg.limit_train), f"limit-train {cfg.limit_train}: give 1 or more"),
+        (_positive(cfg.limit_eval), f"limit-eval {cfg.limit_eval}: give 1 or more"),
+        (_positive(cfg.img_size), f"img-size {cfg.img_size}: give a size of 1 px or more"),
+        (
+            cfg.workers is None or (_is_int(cfg.workers) and cfg.workers >= 0),
+            f"workers {cfg.workers}: give 0 (load in the main process) or more",
+        ),
+        (
+            cfg.grad_clip is None or cfg.grad_clip > 0,
+            f"grad-clip {cfg.grad_clip}: give a positive norm, or leave it out",
+        ),
+        (
+            0 <= cfg.label_smoothing < 1,
+            f"label smoothing {cfg.label_smoothing}: give a value in [0, 1)",
         ),
     ]
     for ok, message in checks:
