@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
+from functools import partial
 from types import MappingProxyType
 from typing import Any
 
@@ -20,6 +21,7 @@ from hybridize.spiking._options import (
     compute_dtype,
     use_custom_backward,
 )
+from hybridize.spiking.kernels import FusedBitPlane, encoder_kernel_config, use_fused
 from hybridize.spiking.surrogates import ENCODER_SURROGATES
 
 ORDERS = ("msb", "lsb")
@@ -293,6 +295,11 @@ def encode_normalised(r: Tensor, opts: EncoderOptions, *, export_mode: bool = Fa
     gradient is wanted and not exporting; standard ops otherwise (same forward values)."""
     z = r * float(2**opts.bits - 1)
     if use_custom_backward(z, export_mode):
+        if use_fused(
+            z, opts.bits
+        ):  # same values; the per-plane weights still come from this module
+            cfg = encoder_kernel_config(opts, tuple(significance(opts.bits, opts.order).tolist()))
+            return FusedBitPlane.apply(z, partial(plane_gradient_weights, opts), cfg)
         return _BitPlaneFunction.apply(z, opts)
     return bit_planes(quantise(z, opts.quantize), opts.bits, opts.order)
 
