@@ -21,7 +21,12 @@ from hybridize.spiking._options import (
     compute_dtype,
     use_custom_backward,
 )
-from hybridize.spiking.kernels import FusedBitPlane, encoder_kernel_config, use_fused
+from hybridize.spiking.kernels import (
+    FusedBitPlane,
+    encoder_kernel_config,
+    mark_binary,
+    use_fused,
+)
 from hybridize.spiking.surrogates import ENCODER_SURROGATES
 
 ORDERS = ("msb", "lsb")
@@ -295,12 +300,13 @@ def encode_normalised(r: Tensor, opts: EncoderOptions, *, export_mode: bool = Fa
     gradient is wanted and not exporting; standard ops otherwise (same forward values)."""
     z = r * float(2**opts.bits - 1)
     if use_custom_backward(z, export_mode):
-        if use_fused(
-            z, opts.bits
-        ):  # same values; the per-plane weights still come from this module
+        if use_fused(z, opts.bits):
+            # same values; the per-plane weights still come from plane_gradient_weights
             cfg = encoder_kernel_config(opts, tuple(significance(opts.bits, opts.order).tolist()))
-            return FusedBitPlane.apply(z, partial(plane_gradient_weights, opts), cfg)
-        return _BitPlaneFunction.apply(z, opts)
+            planes = FusedBitPlane.apply(z, partial(plane_gradient_weights, opts), cfg)
+        else:
+            planes = _BitPlaneFunction.apply(z, opts)
+        return planes if opts.quantize == "none" else mark_binary(planes)  # 0/1: one byte
     return bit_planes(quantise(z, opts.quantize), opts.bits, opts.order)
 
 

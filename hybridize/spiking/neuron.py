@@ -17,7 +17,7 @@ from hybridize.spiking._options import (
     check_number,
     use_custom_backward,
 )
-from hybridize.spiking.kernels import LIFConfig, fused_lif, use_fused
+from hybridize.spiking.kernels import LIFConfig, fused_lif, mark_binary, use_fused
 from hybridize.spiking.surrogates import SPIKE_SURROGATES
 
 SpikeFunction = Callable[[Tensor], Tensor]
@@ -291,4 +291,5 @@ class LIF(nn.Module):
                 detach_reset=self.detach_reset,
                 spike_fn=heaviside,
             )
-        return out.reshape(x.shape) if t is not None else out
+        out = out.reshape(x.shape) if t is not None else out
+        return mark_binary(out) if wants_grad else out  # spikes: 0/1, savable in one byte

@@ -17,6 +17,11 @@ from hybridize.spiking.kernels._select import (
     set_kernel_backend,
     use_fused,
 )
+from hybridize.spiking.kernels.compact import (
+    compact_binary_saves,
+    compacting_binary_saves,
+    mark_binary,
+)
 from hybridize.spiking.kernels.encoder import (
     EncoderKernelConfig,
     FusedBitPlane,
@@ -38,10 +43,13 @@ __all__ = [
     "encoder_forward",
     "encoder_kernel_config",
     "fused_lif",
+    "compact_binary_saves",
+    "compacting_binary_saves",
     "kernel_backend",
     "kernel_backend_override",
     "lif_backward",
     "lif_forward",
+    "mark_binary",
     "run_kernel",
     "set_kernel_backend",
     "use_fused",

@@ -10,6 +10,7 @@ one plane at a time. The per-plane weights come in as a [B] tensor (from
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Any
 
@@ -51,14 +52,44 @@ def encoder_forward(z: Tensor, cfg: EncoderKernelConfig) -> Tensor:
 
 def encoder_backward(z: Tensor, grad: Tensor, weights: Tensor, cfg: EncoderKernelConfig) -> Tensor:
     """dL/dz [M] = sum_t weights[t] d_{k_t}(z) grad[t] for grad [B, M], weights [B]."""
-    derivative = ENCODER_SURROGATES[cfg.surrogate].derivative
+    derivative = _fourier_planes(z, cfg) if cfg.surrogate == "fourier" else None
     total: Tensor | None = None
     for t, k in enumerate(cfg.ks):
-        kt = torch.full((), k, dtype=z.dtype, device=z.device)
-        term = derivative(z, kt, cfg.alpha, cfg.offset, cfg.bits) * weights[t] * grad[t]
+        if derivative is not None:
+            d = derivative[k]
+        else:
+            kt = torch.full((), k, dtype=z.dtype, device=z.device)
+            d = ENCODER_SURROGATES[cfg.surrogate].derivative(z, kt, cfg.alpha, cfg.offset, cfg.bits)
+        term = d * weights[t] * grad[t]
         total = term if total is None else total + term
     assert total is not None
     return total
+
+
+def _fourier_planes(z: Tensor, cfg: EncoderKernelConfig) -> dict[int, Tensor]:
+    """The fourier surrogate d_k(z) of every plane k (surrogates.py's formula: offset -
+    2^(1-k) sum_{n odd < 2 alpha} cos(n u_k), u_k = pi z 2^-k, by the same Chebyshev recurrence),
+    sharing cosines across planes: 2 u_k is exactly u_{k-1} (a doubling is exact), so B planes
+    need B + 1 cosines instead of 2 B."""
+    cosines: dict[int, Tensor] = {}
+
+    def cos_u(k: int) -> Tensor:
+        if k not in cosines:
+            cosines[k] = torch.cos(z * (math.pi * 2.0**-k))
+        return cosines[k]
+
+    harmonics = int(cfg.alpha)
+    planes = {}
+    for k in cfg.ks:
+        c = cos_u(k)
+        total, prev, cur = c, c, c  # cos(-u) == cos(u)
+        if harmonics > 1:
+            two_cos2u = cos_u(k - 1) * 2.0
+            for _ in range(harmonics - 1):
+                prev, cur = cur, two_cos2u * cur - prev
+                total = total + cur
+        planes[k] = total * (-2.0 * 2.0**-k) + cfg.offset
+    return planes
 
 
 class FusedBitPlane(torch.autograd.Function):

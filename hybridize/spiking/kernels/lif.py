@@ -95,7 +95,9 @@ class FusedLIF(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx: Any, x: Tensor, tau: Tensor | float, cfg: LIFConfig) -> Tensor:
-        spikes, hs = run_kernel(("lif_forward", cfg), lif_forward, x, tau, cfg)
+        # a float tau is baked into the kernel: one build per value (a tensor tau is an input)
+        tau_key = tau if isinstance(tau, float) else None
+        spikes, hs = run_kernel(("lif_forward", cfg, tau_key), lif_forward, x, tau, cfg)
         tau_grad = isinstance(tau, Tensor) and ctx.needs_input_grad[1]
         ctx.save_for_backward(hs, tau if isinstance(tau, Tensor) else None)
         ctx.cfg, ctx.tau_value, ctx.tau_grad = cfg, tau, tau_grad
@@ -105,7 +107,8 @@ class FusedLIF(torch.autograd.Function):
     def backward(ctx: Any, grad: Tensor) -> tuple[Tensor, Tensor | None, None]:
         hs, tau_t = ctx.saved_tensors
         tau = tau_t if tau_t is not None else ctx.tau_value
-        key = ("lif_backward", ctx.cfg, ctx.tau_grad)
+        tau_key = tau if isinstance(tau, float) else None
+        key = ("lif_backward", ctx.cfg, ctx.tau_grad, tau_key)
         grad_x, grad_k = run_kernel(
             key, lif_backward, grad.contiguous(), hs, tau, ctx.cfg, ctx.tau_grad
         )
