@@ -69,12 +69,14 @@ def lif_backward(
         h = hs[t]
         u = h - v_th
         sg = derivative(u, cfg.alpha)
-        dh = grad[t] * sg
-        if t < grad.shape[0] - 1:
-            s = (u >= 0).to(h.dtype)
-            dh = dh + dv * (1.0 if v_reset is None else 1.0 - s)
+        if t == grad.shape[0] - 1:  # nothing flows back from after the last step
+            dh = grad[t] * sg
+        else:
+            ds = grad[t]  # dL/dS_t: the output, plus the reset's use of S_t unless detached
             if not cfg.detach_reset:
-                dh = dh + dv * (-v_th if v_reset is None else v_reset - h) * sg
+                ds = ds + dv * (-v_th if v_reset is None else v_reset - h)
+            s = (u >= 0).to(h.dtype)
+            dh = ds * sg + dv * (1.0 if v_reset is None else 1.0 - s)
         grad_x[t] = dh * k if cfg.decay_input else dh
         if tau_grad:
             if t == 0:
