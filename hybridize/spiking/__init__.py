@@ -1,7 +1,7 @@
 """hybridize.spiking: the maths of the hybrid ANN-SNN block (no fx, no I/O).
 
 Bit-plane encoder with surrogate backward, LIF neuron, decoders and the fusion block, plus the
-functional core they are built from. See docs/spiking.md.
+functional core they are built from and their fused kernels. See docs/spiking.md.
 """
 
 from hybridize.spiking._options import SpikingConfigError
@@ -26,6 +26,7 @@ from hybridize.spiking.encoder import (
     significance,
 )
 from hybridize.spiking.fusion import GATE_KINDS, FusionBlock, SpikingBranch
+from hybridize.spiking.kernels import KERNEL_BACKENDS, kernel_backend, set_kernel_backend
 from hybridize.spiking.neuron import LIF, heaviside, lif_multistep, lif_step, spike_function
 from hybridize.spiking.surrogates import (
     ENCODER_SURROGATES,
@@ -46,6 +47,7 @@ __all__ = [
     "FusionBlock",
     "GATE_KINDS",
     "HAS8_RELEASED_ENCODER",
+    "KERNEL_BACKENDS",
     "LIF",
     "NORMALIZE_MODES",
     "ORDERS",
@@ -60,6 +62,7 @@ __all__ = [
     "decoder_weights",
     "encode",
     "heaviside",
+    "kernel_backend",
     "lif_multistep",
     "lif_step",
     "normalise",
@@ -67,6 +70,7 @@ __all__ = [
     "order_aware_factors",
     "quantise",
     "resolve_encoder_options",
+    "set_kernel_backend",
     "significance",
     "spike_function",
 ]

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
+from functools import partial
 from types import MappingProxyType
 from typing import Any
 
@@ -19,6 +20,12 @@ from hybridize.spiking._options import (
     check_number,
     compute_dtype,
     use_custom_backward,
+)
+from hybridize.spiking.kernels import (
+    FusedBitPlane,
+    encoder_kernel_config,
+    mark_binary,
+    use_fused,
 )
 from hybridize.spiking.surrogates import ENCODER_SURROGATES, fourier_derivative_released
 
@@ -296,7 +303,14 @@ def encode_normalised(r: Tensor, opts: EncoderOptions, *, export_mode: bool = Fa
     gradient is wanted and not exporting; standard ops otherwise (same forward values)."""
     z = r * float(2**opts.bits - 1)
     if use_custom_backward(z, export_mode):
-        return _BitPlaneFunction.apply(z, opts)
+        # compat keeps the released evaluation order of the surrogate (bit-exact gradients)
+        if opts.compat is None and use_fused(z, opts.bits):
+            # same values; the per-plane weights still come from plane_gradient_weights
+            cfg = encoder_kernel_config(opts, tuple(significance(opts.bits, opts.order).tolist()))
+            planes = FusedBitPlane.apply(z, partial(plane_gradient_weights, opts), cfg)
+        else:
+            planes = _BitPlaneFunction.apply(z, opts)
+        return planes if opts.quantize == "none" else mark_binary(planes)  # 0/1: one byte
     return bit_planes(quantise(z, opts.quantize), opts.bits, opts.order)
 
 

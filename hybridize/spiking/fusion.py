@@ -8,6 +8,7 @@ from torch import Tensor, nn
 from hybridize.spiking._options import SpikingConfigError, check_choice, check_number
 from hybridize.spiking.decoder import BitPlaneDecoder
 from hybridize.spiking.encoder import BitPlaneEncoder
+from hybridize.spiking.kernels import compacting_binary_saves
 from hybridize.spiking.neuron import LIF
 
 GATE_KINDS = ("fixed", "learnable")
@@ -41,6 +42,7 @@ class SpikingBranch(nn.Module):
                 f"{encoder.bits}; give both the same bits"
             )
 
+    @compacting_binary_saves  # the twin's layers keep the planes and spikes as uint8
     def forward(self, x: Tensor) -> Tensor:
         planes = self.encoder(x)
         t, n = planes.shape[0], planes.shape[1]

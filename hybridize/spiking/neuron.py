@@ -17,6 +17,7 @@ from hybridize.spiking._options import (
     check_number,
     use_custom_backward,
 )
+from hybridize.spiking.kernels import LIFConfig, fused_lif, mark_binary, use_fused
 from hybridize.spiking.surrogates import SPIKE_SURROGATES
 
 SpikeFunction = Callable[[Tensor], Tensor]
@@ -277,7 +278,9 @@ class LIF(nn.Module):
         wants_grad = use_custom_backward(seq, self.export_mode) or (
             isinstance(tau, Tensor) and use_custom_backward(tau, self.export_mode)
         )
-        if wants_grad:
+        if wants_grad and use_fused(seq):
+            out = fused_lif(seq, tau, LIFConfig(**cfg))
+        elif wants_grad:
             out = _LIFSequence.apply(seq, tau, cfg)
         else:
             out = lif_multistep(
@@ -289,4 +292,5 @@ class LIF(nn.Module):
                 detach_reset=self.detach_reset,
                 spike_fn=heaviside,
             )
-        return out.reshape(x.shape) if t is not None else out
+        out = out.reshape(x.shape) if t is not None else out
+        return mark_binary(out) if wants_grad else out  # spikes: 0/1, savable in one byte

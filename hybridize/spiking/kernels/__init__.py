@@ -1,0 +1,56 @@
+"""Fused kernels for the spiking chain (encoder, LIF), one source for CPU and CUDA.
+
+Each kernel is a pure tensor function with the time loop unrolled, forward and backward written
+explicitly, compiled by torch.compile (inductor: vectorised C++ on CPU, Triton on CUDA) once per
+configuration and dtype with dynamic shapes, and called from a custom autograd.Function.
+Selection is automatic (see :func:`kernel_backend`); ``HYBRIDIZE_KERNELS=eager|fused|auto`` or
+:func:`set_kernel_backend` forces a path. See docs/spiking.md, "Kernels".
+"""
+
+from hybridize.spiking.kernels._select import (
+    AUTO_MIN_NUMEL,
+    ENV_VAR,
+    KERNEL_BACKENDS,
+    kernel_backend,
+    kernel_backend_override,
+    run_kernel,
+    set_kernel_backend,
+    use_fused,
+)
+from hybridize.spiking.kernels.compact import (
+    compact_binary_saves,
+    compacting_binary_saves,
+    mark_binary,
+)
+from hybridize.spiking.kernels.encoder import (
+    EncoderKernelConfig,
+    FusedBitPlane,
+    encoder_backward,
+    encoder_forward,
+    encoder_kernel_config,
+)
+from hybridize.spiking.kernels.lif import FusedLIF, LIFConfig, fused_lif, lif_backward, lif_forward
+
+__all__ = [
+    "AUTO_MIN_NUMEL",
+    "ENV_VAR",
+    "EncoderKernelConfig",
+    "FusedBitPlane",
+    "FusedLIF",
+    "KERNEL_BACKENDS",
+    "LIFConfig",
+    "encoder_backward",
+    "encoder_forward",
+    "encoder_kernel_config",
+    "fused_lif",
+    "compact_binary_saves",
+    "compacting_binary_saves",
+    "kernel_backend",
+    "kernel_backend_override",
+    "lif_backward",
+    "lif_forward",
+    "mark_binary",
+    "run_kernel",
+    "set_kernel_backend",
+    "use_fused",
+]

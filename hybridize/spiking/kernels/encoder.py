@@ -1,0 +1,125 @@
+"""Fused bit-plane encoder: quantise + all planes in one pass forward, the surrogate backward
+(every plane's d_k(z) in registers, summed) in one pass, as pure tensor functions compiled by
+:func:`run_kernel`, and the autograd.Function that calls them.
+
+The plane arithmetic is ``encoder.bit_planes``' (powers of two and floors: exact, so the planes
+equal the eager ones bit for bit); the surrogate derivatives are ``surrogates.py``'s, evaluated
+one plane at a time. The per-plane weights come in as a [B] tensor (from
+``encoder.plane_gradient_weights``), so new weighting modes need no kernel change.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from hybridize.spiking.kernels._select import run_kernel
+from hybridize.spiking.surrogates import ENCODER_SURROGATES
+
+
+@dataclass(frozen=True)
+class EncoderKernelConfig:
+    """The static options the encoder kernels depend on (part of the kernel cache key)."""
+
+    ks: tuple[int, ...]  # plane significance k of each time step t
+    quantize: str
+    surrogate: str
+    alpha: float
+    offset: float
+    bits: int
+
+
+def _quantise(z: Tensor, mode: str) -> Tensor:
+    from hybridize.spiking.encoder import quantise  # one source for the rounding rule
+
+    return quantise(z, mode)
+
+
+def encoder_forward(z: Tensor, cfg: EncoderKernelConfig) -> Tensor:
+    """z [M] -> planes [B, M] of quantise(z) (B = len(cfg.ks)), in z's dtype."""
+    zq = _quantise(z, cfg.quantize)
+    planes = []
+    for k in cfg.ks:
+        q = zq * 2.0**-k  # exact: a power of two
+        lower = q if k == 0 else torch.floor(q)
+        planes.append(lower - 2.0 * torch.floor(0.5 * q))
+    return torch.stack(planes)
+
+
+def encoder_backward(z: Tensor, grad: Tensor, weights: Tensor, cfg: EncoderKernelConfig) -> Tensor:
+    """dL/dz [M] = sum_t weights[t] d_{k_t}(z) grad[t] for grad [B, M], weights [B]."""
+    derivative = _fourier_planes(z, cfg) if cfg.surrogate == "fourier" else None
+    total: Tensor | None = None
+    for t, k in enumerate(cfg.ks):
+        if derivative is not None:
+            d = derivative[k]
+        else:
+            kt = torch.full((), k, dtype=z.dtype, device=z.device)
+            d = ENCODER_SURROGATES[cfg.surrogate].derivative(z, kt, cfg.alpha, cfg.offset, cfg.bits)
+        term = d * weights[t] * grad[t]
+        total = term if total is None else total + term
+    assert total is not None
+    return total
+
+
+def _fourier_planes(z: Tensor, cfg: EncoderKernelConfig) -> dict[int, Tensor]:
+    """The fourier surrogate d_k(z) of every plane k (surrogates.py's formula: offset -
+    2^(1-k) sum_{n odd < 2 alpha} cos(n u_k), u_k = pi z 2^-k, by the same Chebyshev recurrence),
+    sharing cosines across planes: 2 u_k is exactly u_{k-1} (a doubling is exact), so B planes
+    need B + 1 cosines instead of 2 B."""
+    cosines: dict[int, Tensor] = {}
+
+    def cos_u(k: int) -> Tensor:
+        if k not in cosines:
+            cosines[k] = torch.cos(z * (math.pi * 2.0**-k))
+        return cosines[k]
+
+    harmonics = int(cfg.alpha)
+    planes = {}
+    for k in cfg.ks:
+        c = cos_u(k)
+        total, prev, cur = c, c, c  # cos(-u) == cos(u)
+        if harmonics > 1:
+            two_cos2u = cos_u(k - 1) * 2.0
+            for _ in range(harmonics - 1):
+                prev, cur = cur, two_cos2u * cur - prev
+                total = total + cur
+        planes[k] = total * (-2.0 * 2.0**-k) + cfg.offset
+    return planes
+
+
+class FusedBitPlane(torch.autograd.Function):
+    """Planes of quantise(z) forward; surrogate backward at the unrounded z. Saves only z."""
+
+    @staticmethod
+    def forward(ctx: Any, z: Tensor, weights_fn: Any, cfg: EncoderKernelConfig) -> Tensor:
+        flat = z.reshape(-1)
+        planes = run_kernel(("encoder_forward", cfg), encoder_forward, flat, cfg)
+        ctx.save_for_backward(z)
+        ctx.weights_fn, ctx.cfg = weights_fn, cfg
+        return planes.reshape(len(cfg.ks), *z.shape)
+
+    @staticmethod
+    def backward(ctx: Any, grad: Tensor) -> tuple[Tensor, None, None]:
+        (z,) = ctx.saved_tensors
+        cfg: EncoderKernelConfig = ctx.cfg
+        weights = ctx.weights_fn(z).reshape(-1).to(z.dtype)
+        g = grad.contiguous().reshape(len(cfg.ks), -1)
+        dz = run_kernel(("encoder_backward", cfg), encoder_backward, z.reshape(-1), g, weights, cfg)
+        return dz.reshape(z.shape), None, None
+
+
+def encoder_kernel_config(opts: Any, ks: tuple[int, ...]) -> EncoderKernelConfig:
+    """The kernel configuration of resolved encoder options (``encoder.EncoderOptions``)."""
+    return EncoderKernelConfig(
+        ks=ks,
+        quantize=opts.quantize,
+        surrogate=opts.surrogate,
+        alpha=0.0 if opts.alpha is None else float(opts.alpha),
+        offset=float(opts.offset),
+        bits=opts.bits,
+    )

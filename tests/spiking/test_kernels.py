@@ -1,0 +1,331 @@
+"""Fused spiking kernels against the eager ops and the float64 references.
+
+Every option runs through the kernels' pure functions uncompiled (``uncompiled`` backend: the
+very source inductor compiles); a few configurations run compiled (one build per function,
+dynamic shapes, reused across the module's tests). Forward: bit for bit; backward: to rounding.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import itertools
+import shutil
+import sys
+import warnings
+from pathlib import Path
+
+import pytest
+import torch
+
+from hybridize.errors import HybridizeError
+from hybridize.spiking import LIF, BitPlaneDecoder, BitPlaneEncoder, kernels
+from hybridize.spiking.kernels import _select
+from hybridize.spiking.kernels import kernel_backend_override as backend
+
+HERE = Path(__file__).resolve().parent
+
+
+def _load(name: str):
+    """A sibling test module (its float64 references and checks), loaded by path."""
+    spec = importlib.util.spec_from_file_location(f"_h_{name}", HERE / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+def _run(module: torch.nn.Module, x: torch.Tensor, name: str):
+    """Output, input gradient and parameter gradients of one forward + backward under a backend."""
+    for p in module.parameters():
+        p.grad = None
+    xi = x.detach().clone().requires_grad_()
+    with backend(name):
+        y = module(xi)
+        weights = torch.linspace(-1, 1, y.numel(), dtype=torch.float64).reshape(y.shape)
+        (y * weights.to(y.dtype)).sum().backward()
+    return y.detach(), xi.grad, [p.grad.clone() for p in module.parameters()]
+
+
+def _assert_same(module, x, name: str, rtol: float, atol: float) -> torch.Tensor:
+    y_e, g_e, p_e = _run(module, x, "eager")
+    y_f, g_f, p_f = _run(module, x, name)
+    assert y_f.dtype == y_e.dtype and torch.equal(y_f, y_e)
+    torch.testing.assert_close(g_f, g_e, rtol=rtol, atol=atol)
+    for a, b in zip(p_f, p_e, strict=True):
+        torch.testing.assert_close(a, b, rtol=rtol, atol=atol)
+    return y_e
+
+
+TOL = {torch.float64: (1e-12, 1e-12), torch.float32: (1e-5, 1e-6)}
+
+# ------------------------------------------------------------------ every option, uncompiled
+
+LIF_OPTIONS = list(
+    itertools.product(
+        [0.0, None, -0.2],  # v_reset (None: soft reset)
+        [True, False],  # decay_input
+        [True, False],  # detach_reset
+        [False, True],  # learnable tau
+    )
+)
+
+
+@pytest.mark.parametrize(("v_reset", "decay_input", "detach_reset", "learnable"), LIF_OPTIONS)
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_lif_kernels_match_eager_on_every_option(
+    v_reset, decay_input, detach_reset, learnable, dtype
+):
+    gen = torch.Generator().manual_seed(3)
+    x = (torch.randn(6, 3, 7, generator=gen) * 1.5 + 0.8).to(dtype)
+    lif = LIF(
+        tau=3.0, v_reset=v_reset, decay_input=decay_input, detach_reset=detach_reset,
+        learnable_tau=learnable,
+    ).to(dtype)  # fmt: skip
+    y = _assert_same(lif, x, "uncompiled", *TOL[dtype])
+    assert 0 < y.mean() < 1
+
+
+@pytest.mark.parametrize("surrogate", ["atan", "sigmoid", "rect", "triangle"])
+def test_lif_kernels_every_surrogate_and_folded_input(surrogate):
+    x = torch.randn(4 * 2, 3, 5, generator=torch.Generator().manual_seed(4)) * 2
+    lif = LIF(surrogate=surrogate, alpha=1.5, time_steps=4, v_threshold=0.7)
+    _assert_same(lif, x, "uncompiled", *TOL[torch.float32])
+
+
+ENCODER_OPTIONS = [
+    dict(surrogate=s, quantize=q, order=o, rescale=r)
+    for s, q, o, r in itertools.product(
+        ["fourier", "sigsine", "tanhsine", "ste"],
+        ["none", "floor", "round"],
+        ["msb", "lsb"],
+        ["order-aware", "none"],
+    )
+]
+
+
+@pytest.mark.parametrize("options", ENCODER_OPTIONS, ids=lambda o: "-".join(o.values()))
+def test_encoder_kernels_match_eager_on_every_option(options):
+    x = torch.randn(2, 3, 5, generator=torch.Generator().manual_seed(5), dtype=torch.float64)
+    for bits in (1, 8):
+        enc = BitPlaneEncoder(bits=bits, normalize="minmax", **options).double()
+        _assert_same(enc, x, "uncompiled", *TOL[torch.float64])
+
+
+def test_encoder_compat_and_running_modes_match_eager():
+    x = torch.randn(3, 4, 5, generator=torch.Generator().manual_seed(6)) * 3
+    _assert_same(BitPlaneEncoder(compat="has8-released"), x, "uncompiled", 1e-5, 1e-3)
+    _assert_same(BitPlaneEncoder(bits=6, alpha=3, offset=0.25), x, "uncompiled", 1e-5, 1e-3)
+
+
+# The existing float64 references (hand recurrence + BPTT, METHOD.md's surrogate formulas),
+# rerun with the kernels in place of the eager ops.
+_neuron_tests = _load("test_spiking_neuron")
+_surrogate_tests = _load("test_spiking_surrogates")
+
+
+@pytest.mark.parametrize(("v_reset", "decay_input", "detach_reset"), _neuron_tests.OPTIONS)
+@pytest.mark.parametrize("learnable", [False, True])
+def test_lif_kernels_against_float64_reference(v_reset, decay_input, detach_reset, learnable):
+    with backend("uncompiled"):
+        _neuron_tests.test_lif_matches_hand_recurrence_and_bptt(
+            v_reset, decay_input, detach_reset, learnable
+        )
+
+
+@pytest.mark.parametrize(("name", "alpha", "offset"), _surrogate_tests.CASES)
+@pytest.mark.parametrize("order", ["msb", "lsb"])
+def test_encoder_kernels_against_method_formula(name, alpha, offset, order):
+    with backend("uncompiled"):
+        for rescale, quantize in itertools.product(["order-aware", "none"], ["none", "round"]):
+            _surrogate_tests.test_encoder_backward_matches_method_formula(
+                name, alpha, offset, rescale, order, quantize
+            )
+
+
+# --------------------------------------------------------------------- compiled (inductor)
+
+# inductor's CPU backend needs a C++ compiler; without one `auto` falls back (tested below)
+needs_compiler = pytest.mark.skipif(
+    not any(shutil.which(c) for c in ("g++", "c++", "clang++")), reason="no C++ compiler"
+)
+
+
+def _chain(bits: int = 8) -> torch.nn.Module:
+    enc = BitPlaneEncoder(bits=bits, normalize="minmax")
+    return torch.nn.Sequential(enc, LIF(tau=2.0), BitPlaneDecoder(bits=bits))
+
+
+@pytest.mark.slow
+@needs_compiler
+def test_compiled_kernels_match_eager_and_reuse_one_build_per_function():
+    chain = _chain()
+    x = torch.randn(3, 4, 6, 6, generator=torch.Generator().manual_seed(7))
+    _assert_same(chain, x, "fused", *TOL[torch.float32])
+    builds = dict(_select._compiled)
+    assert {key[0] for key in builds} >= {
+        "encoder_forward", "encoder_backward", "lif_forward", "lif_backward"
+    }  # fmt: skip
+    # another size and rank reuses the same compiled functions (dynamic shapes)
+    _assert_same(chain, torch.randn(5, 2, 9) * 4, "fused", *TOL[torch.float32])
+    assert dict(_select._compiled) == builds
+
+
+@pytest.mark.slow
+@needs_compiler
+def test_compiled_lif_forward_bfloat16_bit_identical():
+    # inductor computes half types in float32 unless told to round each step as eager does
+    x = (torch.randn(8, 66, generator=torch.Generator().manual_seed(8)) * 1.5 + 0.8).bfloat16()
+    cfg = kernels.LIFConfig(1.0, 0.0, True, False, "atan", 2.0)
+    with backend("fused"):
+        spikes, hs = kernels.run_kernel(("lif_forward", cfg), kernels.lif_forward, x, 2.0, cfg)
+    assert spikes.dtype == torch.bfloat16
+    ref_spikes, ref_hs = kernels.lif_forward(x, 2.0, cfg)
+    assert torch.equal(spikes, ref_spikes) and torch.equal(hs, ref_hs)
+
+
+# ------------------------------------------------------------------------------- selection
+
+
+def _graph_names(t: torch.Tensor) -> set[str]:
+    seen, todo = set(), [t.grad_fn]
+    while todo:
+        fn = todo.pop()
+        if fn is None or fn in seen:
+            continue
+        seen.add(fn)
+        todo.extend(f for f, _ in fn.next_functions)
+    return {type(f).__name__ for f in seen}
+
+
+def test_auto_uses_kernels_only_where_they_pay(monkeypatch):
+    monkeypatch.delenv(kernels.ENV_VAR, raising=False)
+    lif = LIF()
+    big = torch.randn(8, kernels.AUTO_MIN_NUMEL // 8, requires_grad=True)
+    small = torch.randn(8, 4, requires_grad=True)
+    with backend("auto"):
+        assert kernels.use_fused(big) and not kernels.use_fused(small)
+        assert not kernels.use_fused(big.double())  # unusual dtype: eager
+        assert not kernels.use_fused(big.to(torch.int32))
+        assert "FusedLIFBackward" not in _graph_names(lif(small))
+    with backend("eager"):
+        assert not kernels.use_fused(big)
+    with backend("uncompiled"):
+        assert "FusedLIFBackward" in _graph_names(lif(small))
+        assert "FusedBitPlaneBackward" in _graph_names(BitPlaneEncoder(bits=4)(small))
+        lif.export_mode = True  # export: standard ops whatever the backend
+        assert not _graph_names(lif(small)) & {"FusedLIFBackward", "_LIFSequenceBackward"}
+
+
+def test_backend_setting_env_and_errors(monkeypatch):
+    monkeypatch.setattr(_select, "_backend", None)
+    monkeypatch.setenv(kernels.ENV_VAR, "Eager")
+    assert kernels.kernel_backend() == "eager"
+    monkeypatch.setenv(kernels.ENV_VAR, "fast")
+    with pytest.raises(HybridizeError, match="HYBRIDIZE_KERNELS='fast' is invalid") as err:
+        kernels.kernel_backend()
+    assert "\n" not in str(err.value)
+    kernels.set_kernel_backend("uncompiled")  # the function wins over the environment
+    assert kernels.kernel_backend() == "uncompiled"
+    with pytest.raises(HybridizeError, match="choose one of: auto, eager, fused"):
+        kernels.set_kernel_backend("triton")
+    kernels.set_kernel_backend(None)
+    monkeypatch.delenv(kernels.ENV_VAR)
+    assert kernels.kernel_backend() == "auto"
+
+
+def test_compile_failure_falls_back_once_with_a_warning(monkeypatch):
+    def broken_compile(fn, **kwargs):
+        def kernel(*args):
+            raise RuntimeError("no C++ compiler found")
+
+        return kernel
+
+    monkeypatch.setattr(_select.torch, "compile", broken_compile)
+    monkeypatch.setattr(_select, "AUTO_MIN_NUMEL", 1)
+    monkeypatch.setattr(_select, "_compiled", {})
+    monkeypatch.setattr(_select, "_failed", set())
+    x = torch.randn(5, 2, 6, generator=torch.Generator().manual_seed(9)) * 2
+    lif = LIF(v_reset=None)
+    with pytest.warns(RuntimeWarning, match="compiling the fused spiking kernel lif_forward"):
+        y_auto, g_auto, _ = _run(lif, x, "auto")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # remembered: no second warning, no second attempt
+        y_again, _, _ = _run(lif, x, "auto")
+    y_e, g_e, _ = _run(lif, x, "eager")
+    assert torch.equal(y_auto, y_e) and torch.equal(y_again, y_e)
+    torch.testing.assert_close(g_auto, g_e)
+    monkeypatch.setattr(_select, "_failed", set())
+    with pytest.raises(RuntimeError, match="no C\\+\\+ compiler"):
+        _run(lif, x, "fused")  # forced: the failure surfaces
+
+
+# ---------------------------------------------------------------------------------- memory
+
+
+def _saved(fn, x: torch.Tensor) -> list[torch.Tensor]:
+    saved: list[torch.Tensor] = []
+
+    def pack(t):
+        saved.append(t)
+        return t
+
+    xi = x.detach().requires_grad_()
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+        fn(xi)
+    return saved
+
+
+def test_kernels_save_only_h_and_z():
+    x = torch.randn(4, 3, 5)
+    with backend("uncompiled"):
+        lif_saved = _saved(LIF(), x)
+        enc_saved = _saved(lambda t: BitPlaneEncoder(bits=8, normalize="fixed", lo=-3, hi=3)(t), x)
+    assert [tuple(t.shape) for t in lif_saved] == [(4, 15)]  # H only, [T, M]
+    # z (and the clamp's r) of x's size: no plane [8, 4, 3, 5] is kept
+    assert max(t.numel() for t in enc_saved) == x.numel()
+
+
+def _conv_branch() -> torch.nn.Module:
+    from hybridize.spiking import SpikingBranch
+
+    torch.manual_seed(0)
+    twin = torch.nn.Sequential(
+        torch.nn.Conv2d(2, 3, 3, padding=1), LIF(time_steps=4), torch.nn.Conv2d(3, 2, 1)
+    )
+    return SpikingBranch(twin, BitPlaneEncoder(bits=4, normalize="minmax"), BitPlaneDecoder(4))
+
+
+def test_spiking_branch_saves_planes_and_spikes_as_bytes_and_gradients_are_unchanged():
+    branch = _conv_branch()
+    x = torch.randn(3, 2, 5, 5, generator=torch.Generator().manual_seed(10))
+    stored: dict[str, list[torch.Tensor]] = {}
+    for name in ("eager", "uncompiled"):
+        seen: list[torch.Tensor] = []
+
+        def pack(t, seen=seen):
+            seen.append(t)
+            return t
+
+        with backend(name), torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+            y = branch(x.detach().requires_grad_())
+        stored[name] = seen
+        assert y.requires_grad
+    # the outer hooks see what is stored: both convs' 0/1 inputs as uint8, nothing else
+    assert sorted(tuple(t.shape) for t in stored["uncompiled"] if t.dtype == torch.uint8) == [
+        (12, 2, 5, 5),  # the planes, flattened [T*N, ...]
+        (12, 3, 5, 5),  # the LIF's spikes
+    ]
+    eager_binary = [t for t in stored["eager"] if t.dim() == 4 and t.shape[0] == 12]
+    assert all(t.dtype == torch.float32 for t in eager_binary)  # eager: as before
+    _assert_same(branch, x, "uncompiled", *TOL[torch.float32])  # unpacked exactly
+
+
+def test_one_byte_saves_are_off_when_compiling_or_without_grad(monkeypatch):
+    from hybridize.spiking.kernels import compact_binary_saves
+
+    with backend("fused"), torch.no_grad():
+        assert type(compact_binary_saves()).__name__ == "nullcontext"
+    monkeypatch.setattr(torch.compiler, "is_compiling", lambda: True)
+    with backend("fused"):
+        assert type(compact_binary_saves()).__name__ == "nullcontext"
+        assert not kernels.use_fused(torch.randn(4, requires_grad=True))
