@@ -170,8 +170,16 @@ def opaque_classes(trace_settings: object | None = None) -> tuple[type, ...]:
     return tuple(classes)
 
 
-def trace(model: nn.Module, tracer: HybridTracer, what: str = "model") -> fx.GraphModule:
-    """Trace ``model``; a failure names the module being traced and suggests a leaf setting."""
+def trace(
+    model: nn.Module,
+    tracer: HybridTracer,
+    what: str = "model",
+    concrete_args: dict[str, object] | None = None,
+) -> fx.GraphModule:
+    """Trace ``model``; a failure names the module being traced and suggests a leaf setting.
+
+    ``concrete_args`` fixes forward arguments (default: every optional one to its default).
+    """
     current: list[str] = []
     failed_in: list[str] = []  # the innermost module active when tracing failed
     original_call_module = tracer.call_module
@@ -189,7 +197,8 @@ def trace(model: nn.Module, tracer: HybridTracer, what: str = "model") -> fx.Gra
 
     tracer.call_module = call_module  # type: ignore[method-assign]
     try:
-        graph = tracer.trace(model, concrete_args=_optional_args(model))
+        fixed = _optional_args(model) if concrete_args is None else concrete_args
+        graph = tracer.trace(model, concrete_args=fixed or None)
     except ConversionError:
         raise
     except Exception as exc:  # fx raises many types (TraceError, TypeError, RuntimeError, ...)
