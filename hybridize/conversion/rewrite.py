@@ -132,7 +132,8 @@ def build_region(
         trace_fn=trace_twin,
         static_inputs={side.label for side in spec.twin_inputs if not side.fold},
     )
-    report.note = "; ".join(n for n in (spec.note(), report.note) if n)
+    rest = f"rest of {region.split_from}" if region.split_from else ""
+    report.note = "; ".join(n for n in (rest, spec.note(), report.note) if n)
     result.twin = report
     if not report.activations:
         result.reason = "no activation inside to turn into a spiking neuron"

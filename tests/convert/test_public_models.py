@@ -14,8 +14,6 @@ def test_models_is_a_lazy_attribute_of_hybridize():
         "import hybridize.models as direct\n"
         "assert m is direct and 'models' in hybridize.__all__\n"
         "assert m.create is hybridize.create_model\n"
-        "net = m.create('resnet18', num_classes=3)\n"
-        "assert net.fc.out_features == 3 and hasattr(net, 'hybridize_spec')\n"
     )
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr[-2000:]

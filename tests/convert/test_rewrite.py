@@ -181,17 +181,6 @@ def test_last_target_wins_and_skip(net):
     assert rows["stages.1"].region.overrides == [0]
 
 
-def test_segment_overridden_by_later_module_target(net):
-    recipe = {
-        "targets": [
-            {"select": {"segment": {"start": "conv1", "end": "pool"}}},
-            {"select": {"name": "bn1"}, "mode": "skip"},
-        ]
-    }
-    with pytest.raises(ConversionError, match="converted no region"):
-        hybridize.convert(net, recipe, example_input=X)
-
-
 def test_unmatched_target_lists_close_names(net):
     with pytest.raises(RecipeError, match=r"closest names: stages(\.0)?"):
         hybridize.plan(net, {"targets": [{"select": {"name": "stage.*"}}]}, example_input=X)
