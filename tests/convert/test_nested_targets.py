@@ -11,6 +11,7 @@ import torch.nn.functional as F
 from torch import nn
 
 import hybridize
+from hybridize.errors import ConversionError
 from hybridize.spiking import FusionBlock
 
 
@@ -145,3 +146,14 @@ def test_later_segment_inside_an_earlier_segment_splits_it(net):
         ("pool__pool", 0, "skipped"),
     ]
     assert plan.rows[1].region.overrides == [0]
+
+
+def test_segment_inside_an_earlier_module_region_is_a_clear_error(net):
+    recipe = {
+        "targets": [
+            {"select": {"auto": "blocks"}},
+            {"select": {"segment": {"start": "stages.0.conv1", "end": "stages.0.act1"}}},
+        ],
+    }
+    with pytest.raises(ConversionError, match="lies inside module 'stages.0', which is traced"):
+        hybridize.plan(net, recipe, example_input=X)
