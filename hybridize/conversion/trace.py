@@ -196,6 +196,10 @@ def trace(
             current.pop()
 
     tracer.call_module = call_module  # type: ignore[method-assign]
+    # fx stores tensors created during tracing on the root (``_tensor_constant0``); the graph
+    # module copies them, so they are taken off the traced model again: tracing the same model
+    # twice must give the same names (a checkpoint's keys depend on them)
+    attrs_before = set(model.__dict__)
     try:
         fixed = _optional_args(model) if concrete_args is None else concrete_args
         graph = tracer.trace(model, concrete_args=fixed or None)
@@ -211,7 +215,11 @@ def trace(
         ) from exc
     finally:
         del tracer.call_module
-    gm = fx.GraphModule(tracer.root, graph, type(model).__name__)
+    try:
+        gm = fx.GraphModule(tracer.root, graph, type(model).__name__)
+    finally:
+        for attr in set(model.__dict__) - attrs_before:
+            delattr(model, attr)
     unfreeze_dropout(gm)
     return gm
 
