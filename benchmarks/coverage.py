@@ -4,6 +4,7 @@ For every model in ``timm.list_models()`` within a parameter budget (pretrained=
 num_classes=10), one subprocess per model runs the stages
 
     build -> input -> trace -> convert -> forward -> gate0 -> backward -> saveload
+    then, for the models that pass them all: onnx, pt2 (export, each recorded on its own)
 
 build: count the parameters cheaply (parameters created on the "meta" device) and skip models
 above the budget, then build the model for real. input: the smallest workable input, 64 px (or
@@ -13,7 +14,10 @@ trace: the conversion's own tracer, no leaves beyond the defaults. convert:
 the hybrid, finite, shape (N, 10). gate0: that output equals the original model's exactly.
 backward: every gate set to 1, train mode, cross entropy; all gradients finite and at least one
 twin parameter gets a non-zero gradient. saveload: ``hybridize.save`` / ``hybridize.load``,
-bit-identical eval outputs.
+bit-identical eval outputs. onnx / pt2: ``hybridize.export_onnx`` (parity check in onnxruntime)
+and ``hybridize.export_pt2`` (reload and parity check) on the hybrid as trained by the backward
+stage (every gate at 1, so the spiking path counts); each is recorded as pass/fail with the
+first line of its error and does not stop the other (``--no-export`` skips both).
 
 Results go to a JSON lines file, one record per model, appended as each model finishes; a
 second run skips the models already recorded (delete the file to start over). One crash or
@@ -43,6 +47,7 @@ from pathlib import Path
 from typing import Any
 
 STAGES = ("build", "input", "trace", "convert", "forward", "gate0", "backward", "saveload")
+EXPORT_STAGES = ("onnx", "pt2")
 RECIPE = "has8-finetune"
 NUM_CLASSES = 10
 BATCH = 2  # > 1 so train-mode BatchNorm accepts 1x1 feature maps
@@ -160,7 +165,31 @@ def _check_backward(hybrid: Any, x: Any) -> dict[str, Any]:
     return {"blocks": len(blocks), "twins_with_grad": reached}
 
 
-def run_model(name: str, budget: int, report: Any) -> None:
+def _check_exports(hybrid: Any, x: Any, rec: dict[str, Any], enter: Any) -> None:
+    """Export to ONNX and torch.export with their parity checks; ``rec["export"][fmt]`` records
+    each (filled as it goes, so a timeout in pt2 keeps the onnx result)."""
+    import hybridize
+
+    out: dict[str, Any] = rec.setdefault("export", {})
+    exporters = {"onnx": hybridize.export_onnx, "pt2": hybridize.export_pt2}
+    with tempfile.TemporaryDirectory() as tmp:
+        for fmt in EXPORT_STAGES:
+            enter(fmt)
+            start = time.monotonic()
+            try:
+                exporters[fmt](hybrid, x, Path(tmp) / f"hybrid.{fmt}", real_inputs=False)
+                out[fmt] = {"ok": True}
+            except Exception as exc:
+                out[fmt] = {
+                    "ok": False,
+                    "error_type": type(exc).__name__,
+                    "error": _first_line(exc),
+                    "where": _where(exc),
+                }
+            out[fmt]["seconds"] = round(time.monotonic() - start, 1)
+
+
+def run_model(name: str, budget: int, report: Any, export: bool = True) -> None:
     """Run every stage on one model; send ("stage", name) as each starts, then ("result", rec)."""
     import torch
 
@@ -235,6 +264,9 @@ def run_model(name: str, budget: int, report: Any) -> None:
         with torch.no_grad():
             if not torch.equal(loaded(x), hybrid(x)):
                 raise StageFailure("loaded model's eval output differs from the saved model's")
+
+        if export:
+            _check_exports(hybrid, x, rec, enter)
     except Exception as exc:
         rec.update(
             status="fail",
@@ -298,8 +330,8 @@ def grad_profile(name: str, size: int = DEFAULT_SIZE) -> list[tuple[str, float]]
     return [(n, mags.get(n, float("nan"))) for n in order]
 
 
-def _child(name: str, budget: int, conn: Any) -> None:
-    run_model(name, budget, conn)
+def _child(name: str, budget: int, conn: Any, export: bool = True) -> None:
+    run_model(name, budget, conn, export)
     conn.close()
 
 
@@ -340,6 +372,19 @@ def _append(path: Path, rec: dict[str, Any]) -> None:
         os.fsync(f.fileno())
 
 
+def _lost(partial: dict[str, Any], name: str, error_type: str, error: str) -> dict[str, Any]:
+    """The record of a worker that crashed or ran out of time in the stage it last entered.
+    In an export stage the model passed the conversion stages: only that export failed."""
+    failure = {"error_type": error_type, "error": error, "where": ""}
+    stage = partial.get("stage")
+    if stage in EXPORT_STAGES:
+        rec = {k: v for k, v in partial.items() if k != "stage"}
+        rec.update(model=name, status="ok")
+        rec["export"] = {**rec.get("export", {}), stage: {"ok": False, **failure}}
+        return rec
+    return {**partial, "model": name, "status": "fail", **failure}
+
+
 def run_all(names: list[str], args: argparse.Namespace) -> None:
     out = Path(args.out)
     done = {r["model"] for r in read_results(out)}
@@ -361,7 +406,9 @@ def run_all(names: list[str], args: argparse.Namespace) -> None:
         while queue and len(running) < args.jobs:
             name = queue.pop(0)
             parent, child = ctx.Pipe(duplex=False)
-            proc = ctx.Process(target=_child, args=(name, budget, child), daemon=True)
+            proc = ctx.Process(
+                target=_child, args=(name, budget, child, not args.no_export), daemon=True
+            )
             proc.start()
             child.close()
             running[name] = (proc, parent, time.monotonic(), {"stage": "start"})
@@ -378,25 +425,11 @@ def run_all(names: list[str], args: argparse.Namespace) -> None:
             except (EOFError, OSError):
                 if rec is None:
                     proc.join(timeout=5)
-                    rec = {
-                        **partial,
-                        "model": name,
-                        "status": "fail",
-                        "error_type": "Crash",
-                        "error": f"worker died (exit code {proc.exitcode})",
-                        "where": "",
-                    }
+                    rec = _lost(partial, name, "Crash", f"worker died (exit code {proc.exitcode})")
             elapsed = time.monotonic() - start
             if rec is None and elapsed > args.timeout:
                 proc.kill()
-                rec = {
-                    **partial,
-                    "model": name,
-                    "status": "fail",
-                    "error_type": "Timeout",
-                    "error": f"no result within {args.timeout:.0f} s",
-                    "where": "",
-                }
+                rec = _lost(partial, name, "Timeout", f"no result within {args.timeout:.0f} s")
             if rec is None:
                 running[name] = (proc, conn, start, partial)
                 continue
@@ -454,6 +487,7 @@ def summarise(records: list[dict[str, Any]], only: list[str] | None = None) -> s
         whole = f"{100 * passed / len(runs):.1f}%" if runs else "-"
         lines.append(f"| {s} | {reached} | {passed} | {rate} | {whole} |")
         reached = passed
+    lines += export_summary(runs)
     inputs = Counter(r.get("input_from") for r in runs if r.get("input_from"))
     if inputs:
         lines += ["", "input used: " + ", ".join(f"{k} {v}" for k, v in inputs.most_common())]
@@ -483,6 +517,34 @@ def summarise(records: list[dict[str, Any]], only: list[str] | None = None) -> s
     return "\n".join(lines)
 
 
+def export_summary(runs: list[dict[str, Any]]) -> list[str]:
+    """Lines on the export stages: pass counts of the models that reached them, and each
+    failure grouped by cause."""
+    tried = [r for r in runs if r["status"] == "ok" and r.get("export")]
+    if not tried:
+        return []
+    lines = ["", f"export ({len(tried)} models passed every conversion stage and were exported):"]
+    for fmt in EXPORT_STAGES:
+        done = [r for r in tried if fmt in r["export"]]
+        ok = sum(bool(r["export"][fmt].get("ok")) for r in done)
+        rate = f"{100 * ok / len(tried):.1f}%"
+        lines.append(
+            f"- {fmt}: {ok} of {len(tried)} pass ({rate}); {len(tried) - len(done)} not run"
+        )
+        groups: dict[str, list[str]] = defaultdict(list)
+        for r in done:
+            res = r["export"][fmt]
+            if not res.get("ok"):
+                groups[f"{res.get('error_type', '')}: {normalise(res.get('error', ''))}"].append(
+                    r["model"]
+                )
+        for key, models in sorted(groups.items(), key=lambda kv: -len(kv[1])):
+            lines.append(f"  - [{len(models)}] {key}: {', '.join(sorted(models))}")
+    both = sum(all(r["export"].get(f, {}).get("ok") for f in EXPORT_STAGES) for r in tried)
+    lines.append(f"- both: {both} of {len(tried)}")
+    return lines
+
+
 def _shard(text: str) -> tuple[int, int]:
     m = re.fullmatch(r"(\d+)/(\d+)", text)
     if not m or int(m[2]) < 1 or int(m[1]) >= int(m[2]):
@@ -499,6 +561,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--timeout", type=float, default=120.0, help="seconds per model")
     p.add_argument("--jobs", type=int, default=1, help="models run at once")
     p.add_argument("--out", default="coverage.jsonl", help="results file (JSON lines)")
+    p.add_argument("--no-export", action="store_true", help="skip the onnx and pt2 stages")
     p.add_argument(
         "--summarise",
         metavar="FILE",

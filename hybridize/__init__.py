@@ -35,10 +35,18 @@ _LAZY = {
     "render_graph": "hybridize.metrics:render_graph",
 }
 
-__all__ = ["HybridizeError", "__version__", *_LAZY]
+# public subpackages, imported on first use: ``hybridize.models.create(...)`` builds a model
+# that checkpoints can rebuild
+_LAZY_MODULES = {"models": "hybridize.models"}
+
+__all__ = ["HybridizeError", "__version__", *_LAZY, *_LAZY_MODULES]
 
 
 def __getattr__(name: str) -> Any:
+    if name in _LAZY_MODULES:
+        module = import_module(_LAZY_MODULES[name])
+        globals()[name] = module
+        return module
     target = _LAZY.get(name)
     if target is None:
         raise AttributeError(f"module 'hybridize' has no attribute {name!r}")

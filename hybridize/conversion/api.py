@@ -84,6 +84,7 @@ class Plan:
                     "target": r.region.target_index,
                     "selector": r.region.selector,
                     "overrides": r.region.overrides,
+                    "split_from": r.region.split_from,
                     "mode": r.region.settings.mode,
                     "status": r.status,
                     "reason": r.reason,

@@ -9,6 +9,13 @@ from dataclasses import dataclass, field
 from torch import fx, nn
 from torch.fx.passes.shape_prop import TensorMetadata
 
+from hybridize.conversion.calls import (
+    CallSpec,
+    batch_dependent,
+    call_spec,
+    primary_output_meta,
+    unfix_placeholders,
+)
 from hybridize.conversion.segment import extract
 from hybridize.conversion.select import Region
 from hybridize.conversion.trace import HybridTracer, trace
@@ -32,38 +39,53 @@ def _params(module: nn.Module) -> int:
     return sum(p.numel() for p in module.parameters())
 
 
-def _io_problem(ann: nn.Module, args: tuple, kwargs: dict, out_meta: object) -> str:
-    """Why a call cannot host a twin ('' when it can): one tensor in, one tensor out.
-
-    Extra arguments are accepted when they are constants equal to the forward's defaults
-    (e.g. ``attn_mask=None``), since the fusion block calls ``ann(x)`` alone.
-    """
-    if not args or not isinstance(args[0], fx.Node):
-        return "its first argument is not a tensor; a twin needs one tensor input"
-    if not isinstance(args[0].meta.get("tensor_meta"), TensorMetadata):
-        return "its input is not a single tensor (e.g. a list of feature maps)"
-    if not isinstance(out_meta, TensorMetadata):
-        return "its output is not a single tensor"
-    try:
-        params = list(inspect.signature(ann.forward).parameters.values())[1:]
-    except (TypeError, ValueError):
-        params = []
-    defaults = {p.name: p.default for p in params}
-    extras = dict(zip([p.name for p in params], args[1:], strict=False)) | dict(kwargs)
-    for key, value in extras.items():
-        if isinstance(value, fx.Node) or key not in defaults or defaults[key] != value:
-            return (
-                f"its call passes {key}={getattr(value, 'name', value)!r} besides the input; "
-                "a twin needs exactly one tensor input"
-            )
-    return ""
-
-
 def _gate_channels(out_meta: TensorMetadata, settings) -> int | None:
     if settings.gate_shape != "channel":
         return None
     shape = out_meta.shape
     return int(shape[1] if len(shape) >= 4 else shape[-1])
+
+
+def _twin_trace_args(ann: nn.Module, spec: CallSpec, call_args: tuple, call_kwargs: dict):
+    """(concrete_args, parameter names) for tracing the twin of a region called this way.
+
+    The graph side inputs stay arguments; constants passed by the call and the defaults of
+    the parameters it leaves out are fixed, so branches on them trace as the call runs.
+    """
+    try:
+        params = list(inspect.signature(ann.forward).parameters.values())
+    except (TypeError, ValueError):
+        return None, []
+    named = [p for p in params if p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD)]
+    graph = {s.label for s in spec.twin_inputs}
+    constants = {
+        (named[k].name if isinstance(k, int) and k < len(named) else k): v
+        for k, v in spec.constants(call_args, call_kwargs).items()
+    }
+    fixed: dict[str, object] = {}
+    for p in named[1:]:
+        if p.name in graph:
+            continue
+        if p.name in constants:
+            fixed[p.name] = constants[p.name]
+        elif p.default is not inspect.Parameter.empty:
+            fixed[p.name] = p.default
+    return fixed, [p.name for p in named]
+
+
+def _side_problem(ann: nn.Module, spec: CallSpec) -> str:
+    """Graph side inputs must be named parameters of the block's forward ('' when they are)."""
+    try:
+        params = inspect.signature(ann.forward).parameters
+    except (TypeError, ValueError):
+        return ""
+    for side in spec.twin_inputs:
+        if side.label not in params:
+            return (
+                f"its side input {side.label!r} is not a named parameter of "
+                f"{type(ann).__name__}.forward; a twin cannot be traced with it"
+            )
+    return ""
 
 
 def build_region(
@@ -73,6 +95,8 @@ def build_region(
     call_kwargs: dict,
     out_meta: object,
     tracer_factory: Callable[[], HybridTracer],
+    batch_nodes: set[fx.Node] | None = None,
+    batch_size: int | None = None,
 ) -> tuple[nn.Module | None, RegionResult]:
     """The replacement module for one region (None when skipped) and its plan row."""
     result = RegionResult(region=region, status="skipped", ann_params=_params(ann))
@@ -80,10 +104,21 @@ def build_region(
     if s.mode == "skip":
         result.reason = f"mode skip (target {region.target_index})"
         return None, result
-    why = _io_problem(ann, call_args, call_kwargs, out_meta)
+    spec = call_spec(ann, call_args, call_kwargs, out_meta, batch_nodes or set(), batch_size)
+    why = spec if isinstance(spec, str) else _side_problem(ann, spec)
+    if not why and s.mode == "replace" and spec.out_index is not None:
+        why = "mode replace needs a single-tensor output (this block returns a tuple)"
     if why:
         result.reason = why
         return None, result
+    fixed, param_names = _twin_trace_args(ann, spec, call_args, call_kwargs)
+
+    def trace_twin(module: nn.Module) -> fx.GraphModule:
+        gm = trace(module, tracer_factory(), what=f"region {region.name}", concrete_args=fixed)
+        if fixed is not None:
+            unfix_placeholders(gm, param_names)
+        return gm
+
     encoder = BitPlaneEncoder(**s.encoder.kwargs())
     decoder = BitPlaneDecoder(**s.decoder.kwargs())
     twin, report = build_twin(
@@ -94,13 +129,17 @@ def build_region(
         pooling=s.pooling,
         residual=s.residual,
         bn_momentum=s.bn_momentum,
-        trace_fn=lambda m: trace(m, tracer_factory(), what=f"region {region.name}"),
+        trace_fn=trace_twin,
+        static_inputs={side.label for side in spec.twin_inputs if not side.fold},
     )
+    rest = f"rest of {region.split_from}" if region.split_from else ""
+    report.note = "; ".join(n for n in (rest, spec.note(), report.note) if n)
     result.twin = report
     if not report.activations:
         result.reason = "no activation inside to turn into a spiking neuron"
         return None, result
-    branch = SpikingBranch(twin, encoder, decoder)
+    fold = tuple(side.key for side in spec.side if side.fold)
+    branch = SpikingBranch(twin, encoder, decoder, fold=fold, out_index=spec.out_index)
     result.twin_params = _params(branch)
     result.status = "converted"
     if s.mode == "replace":
@@ -110,7 +149,7 @@ def build_region(
         branch,
         gate=s.gate,
         gate_init=s.gate_init_value(),
-        gate_channels=_gate_channels(out_meta, s),
+        gate_channels=_gate_channels(primary_output_meta(out_meta, spec), s),
     )
     return fusion, result
 
@@ -126,6 +165,10 @@ def splice(
             module_nodes.setdefault(n.target, []).append(n)
     results: list[RegionResult] = []
     replaced: dict[str, fx.Node] = {}  # exit node name -> the call that now computes it
+    batch_nodes = batch_dependent(gm)
+    first = next((n for n in gm.graph.nodes if n.op == "placeholder"), None)
+    first_meta = first.meta.get("tensor_meta") if first is not None else None
+    batch_size = int(first_meta.shape[0]) if isinstance(first_meta, TensorMetadata) else None
     for region in regions:
         if region.segment is None:
             calls = module_nodes.get(region.name, [])
@@ -147,12 +190,11 @@ def splice(
                 node.kwargs,
                 node.meta.get("tensor_meta"),
                 tracer_factory,
+                batch_nodes,
+                batch_size,
             )
-            if replacement is not None:
+            if replacement is not None:  # called as before: the side inputs go to both paths
                 gm.set_submodule(region.name, replacement)
-                # the constants accepted by _io_problem equal the defaults; the fusion block
-                # (or branch) takes the input alone
-                node.args, node.kwargs = node.args[:1], {}
         else:
             segment = region.segment
             exit_node = nodes[segment.exit]

@@ -31,6 +31,13 @@ def find_node(graph: fx.Graph, ref: str) -> fx.Node:
         if node.name == ref or (node.op == "call_module" and node.target == ref):
             return node
     names = [n.target if n.op == "call_module" else n.name for n in graph.nodes]
+    inside = [t for t in names if isinstance(t, str) and ref.startswith(t + ".")]
+    if inside:
+        raise ConversionError(
+            f"segment endpoint {ref!r} lies inside module {inside[0]!r}, which is traced as one "
+            "call (a region an earlier target selects, or a leaf); select the modules inside it "
+            "by name instead"
+        )
     import difflib
 
     near = difflib.get_close_matches(ref, [str(n) for n in names], n=4, cutoff=0.5)

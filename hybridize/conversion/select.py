@@ -2,6 +2,10 @@
 
 Deny by default; targets are applied in order and the last target that selects a region (or an
 overlapping one) wins. Within one name or type target, nested matches keep the outermost.
+
+A later region inside an earlier one takes its part and leaves the earlier target the rest: an
+earlier module region falls apart into its other children (level by level down to the later
+region), an earlier segment into the single-entry single-exit runs of nodes around it.
 """
 
 from __future__ import annotations
@@ -12,8 +16,9 @@ from dataclasses import dataclass, field
 from torch import fx, nn
 
 from hybridize.conversion import discover
-from hybridize.conversion.segment import Segment, segment_from_endpoints
+from hybridize.conversion.segment import Segment, segment_between, segment_from_endpoints
 from hybridize.conversion.trace import class_matches
+from hybridize.errors import ConversionError
 from hybridize.recipe import BlockSettings, Recipe
 from hybridize.recipe.messages import unmatched_target_error
 
@@ -36,6 +41,19 @@ class Region:
     settings: BlockSettings
     segment: Segment | None = None
     overrides: list[int] = field(default_factory=list)
+    split_from: str = ""  # the earlier region this is the rest of, after a later target took part
+
+    def rest(self, name: str, segment: Segment | None = None) -> Region:
+        """A piece of this region left to its target when a later target took another part."""
+        return Region(
+            name=name,
+            target_index=self.target_index,
+            selector=self.selector,
+            settings=self.settings,
+            segment=segment,
+            overrides=list(self.overrides),
+            split_from=self.split_from or self.name,
+        )
 
     @property
     def kind(self) -> str:
@@ -80,6 +98,49 @@ def graph_candidates(
     return discover.find_conv_groups(gm)
 
 
+def module_rest(model: nn.Module, outer: str, inner: str) -> list[str]:
+    """The modules making up ``outer`` apart from ``inner`` (strictly inside it): at each level
+    from ``outer`` down to ``inner``'s parent, the children that do not contain ``inner``."""
+    rest: list[str] = []
+    current = outer
+    while current != inner:
+        on_path = None
+        for child, _ in model.get_submodule(current).named_children():
+            full = f"{current}.{child}"
+            if inner == full or inner.startswith(full + "."):
+                on_path = full
+            else:
+                rest.append(full)
+        if on_path is None:  # not reachable as a child (registered elsewhere): nothing to keep
+            return rest
+        current = on_path
+    return rest
+
+
+def segment_rest(gm: fx.GraphModule, segment: Segment, taken: set[str]) -> list[Segment]:
+    """The runs of ``segment``'s nodes between the ``taken`` ones that are single-entry
+    single-exit segments themselves (a run that is not stays ANN)."""
+    nodes = {n.name: n for n in gm.graph.nodes}
+    runs: list[list[str]] = [[]]
+    for name in segment.nodes:
+        if name in taken:
+            runs.append([])
+        else:
+            runs[-1].append(name)
+    pieces = []
+    for run in (r for r in runs if r):
+        inputs = [n for n in nodes[run[0]].all_input_nodes if n.op != "get_attr"]
+        if len(inputs) != 1:
+            continue
+        try:
+            piece = segment_between(gm.graph, inputs[0], nodes[run[-1]])
+        except ConversionError:
+            continue
+        if set(piece.nodes) == set(run):
+            pieces.append(piece)
+    return pieces
+
+
 def _candidates_for_error(model: nn.Module, recipe: Recipe, index: int) -> list[str]:
     select = recipe.targets[index].select
     if select.kind == "type":
@@ -102,12 +163,12 @@ def select_module_regions(
             raise unmatched_target_error(recipe, index, _candidates_for_error(model, recipe, index))
         settings = recipe.settings_for(index)
         for name in names:
-            replaced = [
-                r
-                for r in regions
-                if r.name == name or name.startswith(r.name + ".") or r.name.startswith(name + ".")
-            ]
-            regions = [r for r in regions if r not in replaced]
+            replaced = [r for r in regions if r.name == name or r.name.startswith(name + ".")]
+            outer = [r for r in regions if name.startswith(r.name + ".")]
+            regions = [r for r in regions if r not in replaced and r not in outer]
+            for r in outer:  # the earlier region keeps what the new one does not take
+                regions += [r.rest(piece) for piece in module_rest(model, r.name, name)]
+            replaced += outer
             regions.append(
                 Region(
                     name=name,
@@ -155,6 +216,12 @@ def add_segment_regions(
             for y in covered_modules(b)
         )
 
+    def covers(region: Region, node: str) -> bool:
+        if region.segment is not None:
+            return node in region.segment.nodes
+        target = module_of_node.get(node)
+        return target is not None and overlap(region, Region(target, -1, "", region.settings))
+
     ordered = sorted(regions, key=lambda r: r.target_index)
     for index in graph_targets:
         target = recipe.targets[index]
@@ -170,14 +237,26 @@ def add_segment_regions(
                 settings=settings,
                 segment=segment,
             )
-            # a later module target beats this segment where they overlap
+            # a later module target takes its part of this segment; the rest stays with this one
             later = [r for r in ordered if r.target_index > index and overlap(r, region)]
+            pieces = [region]
             if later:
                 for r in later:
                     r.overrides = sorted({*r.overrides, index})
-                continue
-            replaced = [r for r in ordered if r.target_index < index and overlap(r, region)]
-            ordered = [r for r in ordered if r not in replaced]
-            region.overrides = sorted({r.target_index for r in replaced})
-            ordered.append(region)
+                taken = {n for n in segment.nodes if any(covers(r, n) for r in later)}
+                pieces = [
+                    region.rest(_segment_name(p, None), p) for p in segment_rest(gm, segment, taken)
+                ]
+            for piece in pieces:
+                # an earlier region inside this one is replaced; one around it keeps the rest
+                replaced = [r for r in ordered if r.target_index < index and overlap(r, piece)]
+                ordered = [r for r in ordered if r not in replaced]
+                for r in replaced:
+                    if r.segment is not None and not set(r.segment.nodes) <= set(
+                        piece.segment.nodes
+                    ):
+                        rest = segment_rest(gm, r.segment, set(piece.segment.nodes))
+                        ordered += [r.rest(_segment_name(p, None), p) for p in rest]
+                piece.overrides = sorted({*piece.overrides, *(r.target_index for r in replaced)})
+                ordered.append(piece)
     return ordered

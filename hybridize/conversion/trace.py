@@ -189,8 +189,16 @@ def opaque_classes(trace_settings: object | None = None) -> tuple[type, ...]:
     return tuple(classes)
 
 
-def trace(model: nn.Module, tracer: HybridTracer, what: str = "model") -> fx.GraphModule:
-    """Trace ``model``; a failure names the module being traced and suggests a leaf setting."""
+def trace(
+    model: nn.Module,
+    tracer: HybridTracer,
+    what: str = "model",
+    concrete_args: dict[str, object] | None = None,
+) -> fx.GraphModule:
+    """Trace ``model``; a failure names the module being traced and suggests a leaf setting.
+
+    ``concrete_args`` fixes forward arguments (default: every optional one to its default).
+    """
     current: list[str] = []
     failed_in: list[str] = []  # the innermost module active when tracing failed
     original_call_module = tracer.call_module
@@ -207,8 +215,13 @@ def trace(model: nn.Module, tracer: HybridTracer, what: str = "model") -> fx.Gra
             current.pop()
 
     tracer.call_module = call_module  # type: ignore[method-assign]
+    # fx stores tensors created during tracing on the root (``_tensor_constant0``); the graph
+    # module copies them, so they are taken off the traced model again: tracing the same model
+    # twice must give the same names (a checkpoint's keys depend on them)
+    attrs_before = set(model.__dict__)
     try:
-        graph = tracer.trace(model, concrete_args=_optional_args(model))
+        fixed = _optional_args(model) if concrete_args is None else concrete_args
+        graph = tracer.trace(model, concrete_args=fixed or None)
     except ConversionError:
         raise
     except Exception as exc:  # fx raises many types (TraceError, TypeError, RuntimeError, ...)
@@ -221,7 +234,11 @@ def trace(model: nn.Module, tracer: HybridTracer, what: str = "model") -> fx.Gra
         ) from exc
     finally:
         del tracer.call_module
-    gm = fx.GraphModule(tracer.root, graph, type(model).__name__)
+    try:
+        gm = fx.GraphModule(tracer.root, graph, type(model).__name__)
+    finally:
+        for attr in set(model.__dict__) - attrs_before:
+            delattr(model, attr)
     unfreeze_dropout(gm)
     return gm
 

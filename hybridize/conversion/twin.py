@@ -16,7 +16,7 @@ A region that cannot be traced falls back to rule 1 alone (module surgery) and s
 from __future__ import annotations
 
 import copy
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from dataclasses import dataclass, field
 
 from torch import fx, nn
@@ -55,8 +55,13 @@ def build_twin(
     residual: str = "sew",
     bn_momentum: float | None = None,
     trace_fn: Callable[[nn.Module], fx.GraphModule] | None = None,
+    static_inputs: Collection[str] = (),
 ) -> tuple[nn.Module, TwinReport]:
-    """Return ``(twin, report)``; ``ann`` itself is left untouched."""
+    """Return ``(twin, report)``; ``ann`` itself is left untouched.
+
+    ``static_inputs`` names forward arguments after the input that carry no batch (a rotary
+    table, a shape): what is computed from them alone stays ANN, like a constant table.
+    """
     report = TwinReport()
 
     def make_lif() -> LIF:
@@ -77,7 +82,7 @@ def build_twin(
         report.traced = False
 
     free_nodes, free_modules = (
-        _input_free(twin) if isinstance(twin, fx.GraphModule) else (set(), set())
+        _input_free(twin, static_inputs) if isinstance(twin, fx.GraphModule) else (set(), set())
     )
     _swap_modules(twin, make_lif, pooling, report, free_modules)
     if isinstance(twin, fx.GraphModule):
@@ -96,7 +101,9 @@ def build_twin(
     return twin, report
 
 
-def _input_free(gm: fx.GraphModule) -> tuple[set[str], set[str]]:
+def _input_free(
+    gm: fx.GraphModule, static_inputs: Collection[str] = ()
+) -> tuple[set[str], set[str]]:
     """Names of the nodes, and targets of the modules called, that do not depend on the
     region's input.
 
@@ -106,7 +113,8 @@ def _input_free(gm: fx.GraphModule) -> tuple[set[str], set[str]]:
     """
     dependent: set[fx.Node] = set()
     for node in gm.graph.nodes:
-        if node.op == "placeholder" or any(i in dependent for i in node.all_input_nodes):
+        seed = node.op == "placeholder" and node.target not in static_inputs
+        if seed or any(i in dependent for i in node.all_input_nodes):
             dependent.add(node)
     free = [n for n in gm.graph.nodes if n not in dependent]
     called_on_input = {str(n.target) for n in dependent if n.op == "call_module"}
@@ -207,6 +215,7 @@ def _apply_sew(
     static: set[str] = frozenset(),
 ) -> None:
     modules = dict(gm.named_modules())
+    planes = next((n for n in gm.graph.nodes if n.op == "placeholder"), None)  # the spikes
     for node in list(gm.graph.nodes):
         if not _is_add(node) or len(node.users) != 1:
             continue
@@ -220,9 +229,7 @@ def _apply_sew(
         gm.graph.erase_node(post)
         new_args = list(node.args)
         for i, arg in enumerate(node.args[:2]):
-            if isinstance(arg, fx.Node) and not (
-                arg.op == "placeholder" or _is_lif_node(arg, modules)
-            ):
+            if isinstance(arg, fx.Node) and not (arg is planes or _is_lif_node(arg, modules)):
                 new_args[i] = _insert_lif(gm, make_lif, node, arg)
                 modules = dict(gm.named_modules())
         node.args = tuple(new_args)

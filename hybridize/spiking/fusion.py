@@ -14,16 +14,35 @@ from hybridize.spiking.neuron import LIF
 GATE_KINDS = ("fixed", "learnable")
 
 
+def fold_over_time(value: Tensor, t: int) -> Tensor:
+    """[N, ...] -> [T*N, ...]: ``value`` repeated T times along dim 0, t-major (the layout of
+    ``planes.flatten(0, 1)`` for planes [T, N, ...])."""
+    return value.repeat(t, *([1] * (value.dim() - 1)))
+
+
 class SpikingBranch(nn.Module):
-    """x [N, ...] -> decoder(unfold(twin(fold(encoder(x))))).
+    """x [N, ...] -> decoder(unfold(twin(fold(encoder(x)), *side))).
 
     The twin sees folded [T*N, ...] tensors (t-major); each of its LIF modules must have
     ``time_steps == encoder.time_steps``. Used alone it is the "replace" mode.
+
+    Arguments after ``x`` (side inputs: a rotary table, a mask, a shape) go to the twin as they
+    are, except those named in ``fold`` (positions, 1 = the first after ``x``, or keyword
+    names): batch-shaped tensors that the twin sees repeated T times along dim 0, t-major.
+    When the twin returns a tuple or list, ``out_index`` picks the item that is decoded.
     """
 
-    def __init__(self, twin: nn.Module, encoder: nn.Module, decoder: nn.Module) -> None:
+    def __init__(
+        self,
+        twin: nn.Module,
+        encoder: nn.Module,
+        decoder: nn.Module,
+        fold: tuple[int | str, ...] = (),
+        out_index: int | None = None,
+    ) -> None:
         super().__init__()
         self.twin, self.encoder, self.decoder = twin, encoder, decoder
+        self.fold, self.out_index = tuple(fold), out_index
         t = getattr(encoder, "time_steps", None)
         for name, m in twin.named_modules():
             if isinstance(m, LIF) and t is not None and m.time_steps != t:
@@ -42,16 +61,33 @@ class SpikingBranch(nn.Module):
                 f"{encoder.bits}; give both the same bits"
             )
 
+    def extra_repr(self) -> str:
+        parts = [f"fold={self.fold}"] if self.fold else []
+        if self.out_index is not None:
+            parts.append(f"out_index={self.out_index}")
+        return ", ".join(parts)
+
     @compacting_binary_saves  # the twin's layers keep the planes and spikes as uint8
-    def forward(self, x: Tensor) -> Tensor:
+    def forward(self, x: Tensor, *args: object, **kwargs: object) -> Tensor:
         planes = self.encoder(x)
         t, n = planes.shape[0], planes.shape[1]
-        out = self.twin(planes.flatten(0, 1))
+        if self.fold:
+            args = tuple(
+                fold_over_time(a, t) if i + 1 in self.fold else a for i, a in enumerate(args)
+            )
+            kwargs = {k: fold_over_time(v, t) if k in self.fold else v for k, v in kwargs.items()}
+        out = self.twin(planes.flatten(0, 1), *args, **kwargs)
+        if self.out_index is not None:
+            out = out[self.out_index]
         return self.decoder(out.reshape(t, n, *out.shape[1:]))
 
 
 class FusionBlock(nn.Module):
-    """y = ann(x) + g * branch(x).
+    """y = ann(x, *side) + g * branch(x, *side).
+
+    Side inputs go to both paths unchanged (the branch folds the batch-shaped ones). When the
+    ANN block returns a tuple or list, the spiking path adds to item ``branch.out_index`` and
+    the other items pass through from the ANN.
 
     gate "fixed": a buffer equal to 1 (or ``gate_init``); "learnable": a Parameter initialised
     at 0 (or ``gate_init``). Scalar unless ``gate_channels`` is given: then per channel on dim 1,
@@ -116,9 +152,16 @@ class FusionBlock(nn.Module):
         shape[dim] = g.shape[0]
         return g.reshape(shape)
 
-    def forward(self, x: Tensor) -> Tensor:
+    def forward(self, x: Tensor, *args: object, **kwargs: object) -> Tensor | tuple | list:
         # branch first, as the released code does: autograd then sums the two branches'
         # gradients into x in the released order (float32 gradients equal it bit for bit)
-        b = self.branch(x)
-        a = self.ann(x)
-        return a + self._broadcast_gate(a) * b.to(a.dtype)
+        b = self.branch(x, *args, **kwargs)
+        out = self.ann(x, *args, **kwargs)
+        index = self.branch.out_index
+        a = out if index is None else out[index]
+        y = a + self._broadcast_gate(a) * b.to(a.dtype)
+        if index is None:
+            return y
+        items = list(out)
+        items[index] = y
+        return items if isinstance(out, list) else tuple(items)

@@ -1,0 +1,49 @@
+"""The export stages of benchmarks/coverage.py: records of lost workers and the summary."""
+
+from __future__ import annotations
+
+import importlib.util
+from pathlib import Path
+
+import pytest
+
+PATH = Path(__file__).resolve().parents[2] / "benchmarks" / "coverage.py"
+
+
+@pytest.fixture(scope="module")
+def coverage():
+    spec = importlib.util.spec_from_file_location("coverage_benchmark", PATH)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_a_timeout_in_an_export_stage_fails_only_that_export(coverage):
+    partial = {"model": "m", "status": "ok", "stage": "pt2", "export": {"onnx": {"ok": True}}}
+    rec = coverage._lost(partial, "m", "Timeout", "no result within 9 s")
+    assert rec["status"] == "ok" and "stage" not in rec
+    assert rec["export"] == {
+        "onnx": {"ok": True},
+        "pt2": {"ok": False, "error_type": "Timeout", "error": "no result within 9 s", "where": ""},
+    }
+
+
+def test_a_crash_in_a_conversion_stage_fails_the_model(coverage):
+    rec = coverage._lost({"model": "m", "stage": "backward"}, "m", "Crash", "worker died")
+    assert (rec["status"], rec["stage"], rec["error_type"]) == ("fail", "backward", "Crash")
+
+
+def test_export_summary_counts_each_format_and_groups_failures(coverage):
+    ok = {"ok": True}
+    bad = {"ok": False, "error_type": "ExportError", "error": "torch.onnx.export failed: op 7"}
+    runs = [
+        {"model": "a", "status": "ok", "export": {"onnx": ok, "pt2": ok}},
+        {"model": "b", "status": "ok", "export": {"onnx": bad, "pt2": ok}},
+        {"model": "c", "status": "ok", "export": {"onnx": ok}},  # pt2 never ran
+        {"model": "d", "status": "fail", "stage": "backward"},  # not exported
+    ]
+    lines = coverage.export_summary(runs)
+    assert "- onnx: 2 of 3 pass (66.7%); 0 not run" in lines
+    assert "- pt2: 2 of 3 pass (66.7%); 1 not run" in lines
+    assert "  - [1] ExportError: torch.onnx.export failed: op N: b" in lines
+    assert lines[-1] == "- both: 1 of 3"

@@ -1,0 +1,159 @@
+"""A later recipe target inside an earlier region wins its part; the earlier keeps the rest.
+
+Every expected plan below is written out by hand from the model's structure.
+"""
+
+from __future__ import annotations
+
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+import hybridize
+from hybridize.errors import ConversionError
+from hybridize.spiking import FusionBlock
+
+
+class Block(nn.Module):
+    def __init__(self, c: int) -> None:
+        super().__init__()
+        self.conv1 = nn.Conv2d(c, c, 3, padding=1, bias=False)
+        self.bn1 = nn.BatchNorm2d(c)
+        self.act1 = nn.ReLU()
+        self.conv2 = nn.Conv2d(c, c, 3, padding=1, bias=False)
+        self.bn2 = nn.BatchNorm2d(c)
+
+    def forward(self, x):
+        return F.relu(self.bn2(self.conv2(self.act1(self.bn1(self.conv1(x))))) + x)
+
+
+class Net(nn.Module):
+    def __init__(self, c: int = 4) -> None:
+        super().__init__()
+        self.conv1 = nn.Conv2d(3, c, 3, padding=1)
+        self.bn1 = nn.BatchNorm2d(c)
+        self.relu = nn.ReLU()
+        self.pool = nn.MaxPool2d(2)
+        self.stages = nn.Sequential(Block(c), Block(c))
+        self.head = nn.Linear(c, 3)
+
+    def forward(self, x):
+        x = self.pool(self.relu(self.bn1(self.conv1(x))))
+        return self.head(self.stages(x).mean((2, 3)))
+
+
+X = torch.randn(2, 3, 8, 8, generator=torch.Generator().manual_seed(4))
+FINETUNE = {"twin_init": "copy", "gate": "learnable"}
+
+
+@pytest.fixture
+def net() -> Net:
+    torch.manual_seed(0)
+    return Net().eval()
+
+
+def _rows(plan) -> list[tuple[str, int, str]]:
+    return [(r.region.name, r.region.target_index, r.status) for r in plan.rows]
+
+
+def test_later_block_inside_an_earlier_stage_gets_its_own_settings(net):
+    recipe = {
+        "defaults": FINETUNE,
+        "targets": [
+            {"select": {"auto": "stages"}},  # -> "stages"
+            {"select": {"name": "stages.1"}, "encoder": {"bits": 4}},
+        ],
+    }
+    hybrid = hybridize.convert(net, recipe, example_input=X).eval()
+    plan = hybrid.conversion_plan
+    assert _rows(plan) == [("stages.0", 0, "converted"), ("stages.1", 1, "converted")]
+    rows = {r.region.name: r for r in plan.rows}
+    assert rows["stages.0"].region.split_from == "stages"
+    assert rows["stages.0"].twin.note == "rest of stages"
+    assert rows["stages.1"].region.overrides == [0]
+    first, second = hybrid.get_submodule("stages.0"), hybrid.get_submodule("stages.1")
+    assert isinstance(first, FusionBlock) and isinstance(second, FusionBlock)
+    assert (first.encoder.bits, second.encoder.bits) == (8, 4)
+    with torch.no_grad():  # learnable gates at 0: still exactly the original
+        assert torch.equal(hybrid(X), net(X))
+
+
+def test_later_layer_inside_an_earlier_block_leaves_the_block_its_other_layers(net):
+    recipe = {
+        "defaults": FINETUNE,
+        "targets": [
+            {"select": {"auto": "blocks"}},  # -> stages.0, stages.1
+            {"select": {"name": "stages.0.conv2"}, "mode": "skip"},
+        ],
+    }
+    plan = hybridize.plan(net, recipe, example_input=X)
+    assert _rows(plan) == [
+        ("stages.0.conv1", 0, "skipped"),
+        ("stages.0.bn1", 0, "skipped"),
+        ("stages.0.act1", 0, "converted"),  # the one child of stages.0 with an activation
+        ("stages.0.conv2", 1, "skipped"),
+        ("stages.0.bn2", 0, "skipped"),
+        ("stages.1", 0, "converted"),
+    ]
+    rows = {r.region.name: r for r in plan.rows}
+    assert rows["stages.0.conv2"].reason == "mode skip (target 1)"
+    assert rows["stages.0.conv1"].reason == "no activation inside to turn into a spiking neuron"
+    assert rows["stages.0.conv2"].region.split_from == ""  # the later target's own region
+    rest = [n for n in rows if n.startswith("stages.0.") and n != "stages.0.conv2"]
+    assert all(rows[n].region.split_from == "stages.0" for n in rest)
+    hybrid = hybridize.convert(net, recipe, example_input=X).eval()
+    with torch.no_grad():
+        assert torch.equal(hybrid(X), net(X))
+
+
+def test_later_module_inside_an_earlier_segment_splits_the_segment(net):
+    recipe = {
+        "defaults": FINETUNE,
+        "targets": [
+            {"select": {"segment": {"start": "conv1", "end": "pool"}}},
+            {"select": {"name": "bn1"}, "mode": "skip"},
+        ],
+    }
+    hybrid = hybridize.convert(net, recipe, example_input=X).eval()
+    plan = hybrid.conversion_plan
+    # conv1 -> [bn1] -> relu -> pool: the runs before and after bn1 stay with target 0
+    assert _rows(plan) == [
+        ("conv1__conv1", 0, "skipped"),
+        ("bn1", 1, "skipped"),
+        ("relu__pool", 0, "converted"),
+    ]
+    rows = {r.region.name: r for r in plan.rows}
+    assert rows["relu__pool"].region.segment.entry == "bn1"
+    assert rows["relu__pool"].twin.pools == ["pool: MaxPool2d -> AvgPool2d"]
+    assert rows["relu__pool"].region.split_from == "conv1__pool"
+    assert rows["bn1"].region.overrides == [0]
+    with torch.no_grad():
+        assert torch.equal(hybrid(X), net(X))
+
+
+def test_later_segment_inside_an_earlier_segment_splits_it(net):
+    recipe = {
+        "targets": [
+            {"select": {"segment": {"start": "conv1", "end": "pool"}}},
+            {"select": {"segment": {"start": "relu", "end": "relu"}}, "mode": "skip"},
+        ],
+    }
+    plan = hybridize.plan(net, recipe, example_input=X)
+    assert _rows(plan) == [
+        ("conv1__bn1", 0, "skipped"),
+        ("relu__relu", 1, "skipped"),
+        ("pool__pool", 0, "skipped"),
+    ]
+    assert plan.rows[1].region.overrides == [0]
+
+
+def test_segment_inside_an_earlier_module_region_is_a_clear_error(net):
+    recipe = {
+        "targets": [
+            {"select": {"auto": "blocks"}},
+            {"select": {"segment": {"start": "stages.0.conv1", "end": "stages.0.act1"}}},
+        ],
+    }
+    with pytest.raises(ConversionError, match="lies inside module 'stages.0', which is traced"):
+        hybridize.plan(net, recipe, example_input=X)
