@@ -61,8 +61,11 @@ def _max_abs_grad(model: Any) -> float:
     return max(values) if values else 0.0
 
 
-def profile(name: str, variant: str, recipe: str = "has8", gains: bool = True) -> dict[str, Any]:
-    """One backward at gate 1 of ``name`` converted with ``recipe`` + VARIANTS[variant]."""
+def profile(
+    name: str, variant: str, recipe: str = "has8", gains: bool = True, gate: float = 1.0
+) -> dict[str, Any]:
+    """One backward with every gate at ``gate`` of ``name`` converted with ``recipe`` +
+    VARIANTS[variant]; ``gains=False`` skips the per-block path gains."""
     import torch
 
     import hybridize
@@ -99,7 +102,7 @@ def profile(name: str, variant: str, recipe: str = "has8", gains: bool = True) -
     handles = []
     for block_name, m in blocks:
         with torch.no_grad():
-            m.gate.fill_(1.0)
+            m.gate.fill_(gate)
         handles.append(m.register_forward_hook(watch(block_name)))
     hybrid.train()
     loss = torch.nn.functional.cross_entropy(hybrid(x), target)
@@ -131,6 +134,7 @@ def profile(name: str, variant: str, recipe: str = "has8", gains: bool = True) -
         "model": name,
         "recipe": recipe,
         "variant": variant,
+        "gate": gate,
         "encoder": VARIANTS[variant],
         "input": list(x.shape),
         "loss": loss.item(),
@@ -156,15 +160,16 @@ def _gmean(values: list[float]) -> float:
 
 def summary_table(records: list[dict[str, Any]]) -> str:
     lines = [
-        "| model | recipe | encoder | blocks | finite | log10 max grad (hybrid / ANN) | ratio "
-        "| spike gain per block (geo. mean / max) | ANN gain per block (geo. mean) |",
-        "|---|---|---|---|---|---|---|---|---|",
+        "| model | recipe | gate | encoder | blocks | finite | log10 max grad (hybrid / ANN) "
+        "| ratio | spike gain per block (geo. mean / max) | ANN gain per block (geo. mean) |",
+        "|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in records:
         spike = [b["spike_gain"] for b in r["blocks"]]
         ann = [b["ann_gain"] for b in r["blocks"]]
         lines.append(
-            f"| {r['model']} | {r['recipe']} | {r['variant']} | {len(r['blocks'])} | "
+            f"| {r['model']} | {r['recipe']} | {r.get('gate', 1.0):g} | {r['variant']} | "
+            f"{len(r['blocks'])} | "
             f"{'yes' if r['finite'] else 'NO'} | {_log10(r['max_grad'])} / "
             f"{_log10(r['ann_max_grad'])} | {r['ratio']:.3g} | {_gmean(spike):.3g} / "
             f"{max(spike, default=math.nan):.3g} | {_gmean(ann):.3g} |"
@@ -174,7 +179,8 @@ def summary_table(records: list[dict[str, Any]]) -> str:
 
 def blocks_table(record: dict[str, Any]) -> str:
     lines = [
-        f"{record['model']} ({record['recipe']}, {record['variant']})",
+        f"{record['model']} ({record['recipe']}, gate {record.get('gate', 1.0):g}, "
+        f"{record['variant']})",
         f"{'block':40s} {'log10 |dL/dy|':>14s} {'ANN gain':>10s} {'spike gain':>11s}",
     ]
     for b in record["blocks"]:
@@ -190,6 +196,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--models", default="resnet18")
     p.add_argument("--variants", default="raw,unit")
     p.add_argument("--recipe", default="has8")
+    p.add_argument("--gate", type=float, default=1.0, help="value every gate is set to")
     p.add_argument("--blocks", action="store_true", help="also print the per-block table")
     p.add_argument(
         "--no-gains", action="store_true", help="skip the per-block path gains (max grads only)"
@@ -208,7 +215,7 @@ def main(argv: list[str] | None = None) -> int:
     records = []
     for name in args.models.split(","):
         for variant in args.variants.split(","):
-            rec = profile(name, variant, args.recipe, gains=not args.no_gains)
+            rec = profile(name, variant, args.recipe, not args.no_gains, args.gate)
             records.append(rec)
             if args.out:
                 with open(args.out, "a", encoding="utf-8") as f:
