@@ -167,12 +167,11 @@ def summary_table(records: list[dict[str, Any]]) -> str:
     for r in records:
         spike = [b["spike_gain"] for b in r["blocks"]]
         ann = [b["ann_gain"] for b in r["blocks"]]
+        gains = f"{_gmean(spike):.3g} / {max(spike):.3g} | {_gmean(ann):.3g}" if spike else "- | -"
         lines.append(
             f"| {r['model']} | {r['recipe']} | {r.get('gate', 1.0):g} | {r['variant']} | "
-            f"{len(r['blocks'])} | "
-            f"{'yes' if r['finite'] else 'NO'} | {_log10(r['max_grad'])} / "
-            f"{_log10(r['ann_max_grad'])} | {r['ratio']:.3g} | {_gmean(spike):.3g} / "
-            f"{max(spike, default=math.nan):.3g} | {_gmean(ann):.3g} |"
+            f"{len(r['blocks']) or '-'} | {'yes' if r['finite'] else 'NO'} | "
+            f"{_log10(r['max_grad'])} / {_log10(r['ann_max_grad'])} | {r['ratio']:.3g} | {gains} |"
         )
     return "\n".join(lines)
 
