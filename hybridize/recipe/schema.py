@@ -42,6 +42,7 @@ ENCODER_DEFAULTS: dict[str, Any] = {
     "quantize": "round",
     "surrogate": "fourier",
     "offset": 0.5,
+    "gain": "raw",
 }
 HAS8_RELEASED_ENCODER: dict[str, Any] = {
     "order": "lsb",
@@ -51,6 +52,7 @@ HAS8_RELEASED_ENCODER: dict[str, Any] = {
     "alpha": 5,
     "offset": 0.5,
     "rescale": "order-aware",
+    "gain": "raw",
 }
 # default alpha per encoder surrogate; None: the surrogate takes no alpha
 _ENCODER_SURROGATE_ALPHA: dict[str, float | None] = {
@@ -76,8 +78,8 @@ class _KwargsModel(_Model):
 class EncoderSettings(_KwargsModel):
     """Keyword arguments of ``hybridize.spiking.BitPlaneEncoder``.
 
-    Null (the default) for order, normalize, quantize, surrogate, alpha, offset and rescale means
-    the encoder's default, or the ``compat`` preset's value; see :meth:`effective`.
+    Null (the default) for order, normalize, quantize, surrogate, alpha, offset, rescale and gain
+    means the encoder's default, or the ``compat`` preset's value; see :meth:`effective`.
     """
 
     bits: Annotated[StrictInt, Field(ge=1, le=16)] = 8
@@ -92,6 +94,7 @@ class EncoderSettings(_KwargsModel):
     hi: Number | None = None
     momentum: Annotated[Number, Field(gt=0, le=1)] = 0.1
     compat: Literal["has8-released"] | None = None
+    gain: Literal["raw", "unit"] | None = None
 
     def effective(self) -> dict[str, Any]:
         """Every option as the encoder will use it (explicit, else compat preset, else default)."""
@@ -304,6 +307,17 @@ def merge_settings(defaults: BlockSettings, target: Target) -> BlockSettings:
     return BlockSettings.model_validate(data)
 
 
+def _zero_mean_slope(eff: dict[str, Any]) -> bool:
+    """True when the encoder backward's mean slope is 0, so gain 'unit' has nothing to scale
+    (the rule of hybridize.spiking.encoder.gain_scale: sigsine/tanhsine average 0 over a period,
+    fourier averages its offset, and order-aware rescaling zeroes the only plane of 1 bit)."""
+    if eff["surrogate"] in ("sigsine", "tanhsine"):
+        return True
+    if eff["surrogate"] == "fourier" and eff["offset"] == 0:
+        return True
+    return eff["rescale"] == "order-aware" and eff["bits"] == 1
+
+
 def _encoder_problem(enc: EncoderSettings) -> str | None:
     if enc.compat is not None:
         for key, preset in HAS8_RELEASED_ENCODER.items():
@@ -324,6 +338,12 @@ def _encoder_problem(enc: EncoderSettings) -> str | None:
         )
     if alpha == 0:
         return "encoder.alpha: 0 gives no gradient; use e.g. -10"
+    if eff["gain"] == "unit" and _zero_mean_slope(eff):
+        return (
+            f"encoder.gain: 'unit' cannot calibrate surrogate {surrogate!r} (offset "
+            f"{eff['offset']}, rescale {eff['rescale']!r}, bits {eff['bits']}): its mean slope "
+            "over a period is 0; use fourier with offset != 0 or ste, or gain: raw"
+        )
     if eff["normalize"] == "fixed":
         if enc.lo is None or enc.hi is None or not enc.lo < enc.hi:
             return (

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
-from functools import partial
+from functools import lru_cache, partial
 from types import MappingProxyType
 from typing import Any
 
@@ -27,12 +27,17 @@ from hybridize.spiking.kernels import (
     mark_binary,
     use_fused,
 )
-from hybridize.spiking.surrogates import ENCODER_SURROGATES, fourier_derivative_released
+from hybridize.spiking.surrogates import (
+    ENCODER_SURROGATES,
+    fourier_derivative_released,
+    range_mean_derivative,
+)
 
 ORDERS = ("msb", "lsb")
 NORMALIZE_MODES = ("auto", "minmax", "running", "fixed")
 QUANTIZE_MODES = ("none", "floor", "round")
 RESCALE_MODES = ("order-aware", "none")
+GAIN_MODES = ("raw", "unit")
 COMPAT_PRESETS = ("has8-released",)
 
 # Defaults when no compat preset is given (the public contract's defaults).
@@ -43,6 +48,7 @@ ENCODER_DEFAULTS: Mapping[str, Any] = MappingProxyType(
         "quantize": "round",
         "surrogate": "fourier",
         "offset": 0.5,
+        "gain": "raw",
     }
 )
 # compat="has8-released": what the released HAS-8 code does.
@@ -55,6 +61,7 @@ HAS8_RELEASED_ENCODER: Mapping[str, Any] = MappingProxyType(
         "alpha": 5,
         "offset": 0.5,
         "rescale": "order-aware",
+        "gain": "raw",
     }
 )
 
@@ -169,6 +176,7 @@ class EncoderOptions:
     hi: float | None
     momentum: float
     compat: str | None
+    gain: str = "raw"
 
 
 def resolve_encoder_options(
@@ -184,6 +192,7 @@ def resolve_encoder_options(
     hi: float | None = None,
     momentum: float = 0.1,
     compat: str | None = None,
+    gain: str | None = None,
     *,
     owner: str = "BitPlaneEncoder",
 ) -> EncoderOptions:
@@ -196,6 +205,7 @@ def resolve_encoder_options(
         "alpha": alpha,
         "offset": offset,
         "rescale": rescale,
+        "gain": gain,
     }
     if compat is not None:
         check_choice(owner, "compat", compat, COMPAT_PRESETS)
@@ -250,6 +260,13 @@ def resolve_encoder_options(
     momentum_v = check_number(owner, "momentum", momentum, positive=True)
     if momentum_v > 1:
         raise SpikingConfigError(f"{owner}: momentum={momentum_v} must lie in (0, 1]")
+    check_choice(owner, "gain", given["gain"], GAIN_MODES)
+    if given["gain"] == "unit" and _raw_mean_slope(bits, name, alpha_v, offset_v, rescale_v) == 0:
+        raise SpikingConfigError(
+            f"{owner}: gain='unit' cannot calibrate surrogate {name!r} (offset {offset_v}, "
+            f"rescale {rescale_v!r}, bits {bits}): its mean slope over a period is 0; "
+            "use fourier with offset != 0 or ste, or gain='raw'"
+        )
     return EncoderOptions(
         bits=bits,
         order=given["order"],
@@ -263,15 +280,53 @@ def resolve_encoder_options(
         hi=hi,
         momentum=momentum_v,
         compat=compat,
+        gain=given["gain"],
     )
 
 
+def _profile(bits: int, rescale: str) -> list[float]:
+    """The rescale profile R_k for k = 0..B-1: F_k (order-aware) or 1 (none); exact floats."""
+    if rescale == "none":
+        return [1.0] * bits
+    return [k * 2.0 ** (k - (bits - 1)) for k in range(bits)]
+
+
+def _raw_mean_slope(bits: int, surrogate: str, alpha: Any, offset: float, rescale: str) -> float:
+    """sum_k 2^k R_k m: (2^B - 1) times the period-mean d decode(encode(z)) / dz of the raw
+    backward (m: the surrogate's period mean); 0 means there is no slope to calibrate."""
+    m = ENCODER_SURROGATES[surrogate].period_mean(alpha, offset, bits)
+    return sum(2.0**k * r_k * m for k, r_k in enumerate(_profile(bits, rescale)))
+
+
+@lru_cache(maxsize=256)
+def _unit_gain_scale(bits: int, surrogate: str, alpha: Any, offset: float, rescale: str) -> float:
+    slope = sum(
+        2.0**k * r_k * range_mean_derivative(surrogate, k, alpha, offset, bits)
+        for k, r_k in enumerate(_profile(bits, rescale))
+    )
+    return 1.0 / slope
+
+
+def gain_scale(opts: EncoderOptions) -> float:
+    """The global factor of ``gain="unit"`` (1.0 for ``"raw"``); derivation in docs/spiking.md.
+
+    The bit-plane decoder weights plane k by 2^k / (2^B - 1) and the backward gives plane k the
+    slope R_k d_k(z) (R_k: the rescale profile). Averaged over the encoder's range, the slope of
+    decode(encode(z)) is sum_k 2^k R_k mean(d_k) / (2^B - 1), against the true mean slope
+    1 / (2^B - 1) of the quantiser chain: dividing by sum_k 2^k R_k mean(d_k) makes the two
+    equal (unit gain in r, 1 / (hi - lo) in x) while keeping the surrogate's shape and R_k.
+    """
+    if opts.gain == "raw":
+        return 1.0
+    return _unit_gain_scale(opts.bits, opts.surrogate, opts.alpha, opts.offset, opts.rescale)
+
+
 def plane_gradient_weights(opts: EncoderOptions, z: Tensor) -> Tensor:
-    """[B, 1, ...] rescale factors F_k (or ones) for each time step, in z's dtype/device."""
+    """[B, 1, ...] per-step factors: the rescale profile (F_k or ones) times :func:`gain_scale`,
+    in z's dtype/device. ``gain="raw"`` gives exactly the profile (no extra multiply)."""
     k = _broadcast_k(significance(opts.bits, opts.order, z.device), z.ndim, z.dtype)
-    if opts.rescale == "none":
-        return torch.ones_like(k)
-    return k * torch.exp2(k - (opts.bits - 1))
+    w = torch.ones_like(k) if opts.rescale == "none" else k * torch.exp2(k - (opts.bits - 1))
+    return w if opts.gain == "raw" else w * gain_scale(opts)
 
 
 class _BitPlaneFunction(torch.autograd.Function):
@@ -338,8 +393,10 @@ class BitPlaneEncoder(nn.Module):
 
     Options left as None take the defaults (order "msb", normalize "running", quantize
     "round", surrogate "fourier" with its default alpha, offset 0.5, rescale "order-aware"
-    for smooth surrogates and "none" for "ste") or, with ``compat="has8-released"``, the
-    released preset; an explicit option that contradicts the preset is an error.
+    for smooth surrogates and "none" for "ste", gain "raw") or, with ``compat="has8-released"``,
+    the released preset; an explicit option that contradicts the preset is an error.
+    ``gain="unit"`` scales the surrogate backward so that decode(encode(x)) back-propagates its
+    true mean slope (1 in r; see :func:`gain_scale`).
     Set ``export_mode = True`` to force standard ops (eval + no grad does so too).
     """
 
@@ -357,11 +414,12 @@ class BitPlaneEncoder(nn.Module):
         hi: float | None = None,
         momentum: float = 0.1,
         compat: str | None = None,
+        gain: str | None = None,
     ) -> None:
         super().__init__()
         self.options = resolve_encoder_options(
             bits, order, normalize, quantize, surrogate, alpha, offset, rescale, lo, hi,
-            momentum, compat,
+            momentum, compat, gain,
         )  # fmt: skip
         self.export_mode = False
         if self.options.normalize == "running":
@@ -393,6 +451,8 @@ class BitPlaneEncoder(nn.Module):
             f"offset={o.offset}",
             f"rescale={o.rescale!r}",
         ]
+        if o.gain != "raw":
+            parts.append(f"gain={o.gain!r}")
         if o.normalize == "fixed":
             parts.append(f"lo={o.lo}, hi={o.hi}")
         if o.compat:

@@ -96,12 +96,47 @@ def _ste_primitive(z: Tensor, k: Tensor, alpha: float, offset: float, bits: int)
 EncoderFn = Callable[[Tensor, Tensor, float, float, int], Tensor]
 
 
+def range_mean_derivative(
+    name: str, k: int, alpha: float | None, offset: float, bits: int
+) -> float:
+    """The mean of d_k(z) over the encoder's range z in [0, 2^B - 1], in float64:
+    (primitive(2^B - 1) - primitive(0)) / (2^B - 1). For fourier this is offset plus a small
+    term from the range not ending on a period boundary; for ste it is 1 / (2^B - 1)."""
+    spec = ENCODER_SURROGATES[name]
+    top = float(2**bits - 1)
+    z = torch.tensor([0.0, top], dtype=torch.float64)
+    kt = torch.tensor(float(k), dtype=torch.float64)
+    p = spec.primitive(z, kt, 0.0 if alpha is None else alpha, offset, bits)
+    return float((p[1] - p[0]) / top)
+
+
+# (alpha, offset, bits) -> the mean of d_k(z) over one period of plane k (the same for every k).
+PeriodMeanFn = Callable[[float, float, int], float]
+
+
+def _fourier_period_mean(alpha: float, offset: float, bits: int) -> float:
+    # every cos(n u_k), n >= 1, averages to 0 over the period 2^(k+1) of plane k
+    return float(offset)
+
+
+def _zero_period_mean(alpha: float, offset: float, bits: int) -> float:
+    # the derivative of a periodic primitive (sigmoid / tanh of alpha sin u_k) averages to 0
+    return 0.0
+
+
+def _ste_period_mean(alpha: float, offset: float, bits: int) -> float:
+    return 1.0 / (2**bits - 1)
+
+
 @dataclass(frozen=True)
 class EncoderSurrogate:
     """A smooth stand-in for the bit-plane square wave P_k(z).
 
     ``derivative(z, k, alpha, offset, bits)`` is d_k(z); ``primitive`` is the function it is the
     derivative of. ``default_alpha`` is None when the surrogate takes no alpha.
+    ``period_mean(alpha, offset, bits)`` is the closed-form mean of d_k over one period of plane
+    k (the same for every k); where it is 0 the encoder's ``gain="unit"`` has nothing to
+    calibrate (the scale itself uses :func:`range_mean_derivative`).
     """
 
     name: str
@@ -109,16 +144,36 @@ class EncoderSurrogate:
     primitive: EncoderFn
     default_alpha: float | None
     uses_offset: bool = False
+    period_mean: PeriodMeanFn = _zero_period_mean
 
 
 ENCODER_SURROGATES = MappingProxyType(
     {
         "fourier": EncoderSurrogate(
-            "fourier", _fourier_derivative, _fourier_primitive, 5, uses_offset=True
+            "fourier",
+            _fourier_derivative,
+            _fourier_primitive,
+            5,
+            uses_offset=True,
+            period_mean=_fourier_period_mean,
         ),
-        "sigsine": EncoderSurrogate("sigsine", _sigsine_derivative, _sigsine_primitive, -10.0),
-        "tanhsine": EncoderSurrogate("tanhsine", _tanhsine_derivative, _tanhsine_primitive, -10.0),
-        "ste": EncoderSurrogate("ste", _ste_derivative, _ste_primitive, None),
+        "sigsine": EncoderSurrogate(
+            "sigsine",
+            _sigsine_derivative,
+            _sigsine_primitive,
+            -10.0,
+            period_mean=_zero_period_mean,
+        ),  # fmt: skip
+        "tanhsine": EncoderSurrogate(
+            "tanhsine",
+            _tanhsine_derivative,
+            _tanhsine_primitive,
+            -10.0,
+            period_mean=_zero_period_mean,
+        ),  # fmt: skip
+        "ste": EncoderSurrogate(
+            "ste", _ste_derivative, _ste_primitive, None, period_mean=_ste_period_mean
+        ),
     }
 )
 

@@ -15,6 +15,7 @@ from rich.console import Console
 from torch import nn
 
 from hybridize._atomic import atomic_path
+from hybridize.train import grad_guard
 from hybridize.train.config import FinetuneConfig, resolve_config
 from hybridize.train.distributed import DistEnv, all_sum, broadcast_flag, setup, teardown
 from hybridize.train.errors import (
@@ -470,6 +471,11 @@ def _train_epoch(
         if cfg.grad_clip is not None:
             scaler.unscale_(opt)
             torch.nn.utils.clip_grad_norm_(base.parameters(), cfg.grad_clip)
+        # fp16's scaler skips inf steps itself; otherwise stop before NaN reaches the weights
+        if not scaler.is_enabled() and broadcast_flag(not grad_guard.grads_finite(base), env):
+            raise TrainError(
+                grad_guard.overflow_message(base, f"{tag} epoch {epoch + 1} step {i + 1}")
+            )
         scaler.step(opt)
         scaler.update()
         sched.step()

@@ -1,0 +1,135 @@
+"""Benchmark: the demo's fine-tuning run with the encoder backward varied, over seeds.
+
+The exact setup of ``hybridize demo`` (pretrained EfficientNet-Lite0, ``has8-finetune``, the
+demo's image size, batch, subset, epoch, lr and ANN lr scale; hybridize_cli.commands.demo.DEMO)
+with one change: the seed (weights of the new head, subset, data order) and the encoder keys of
+the recipe. Every (variant, seed) appends one JSON line to ``--out``; a rerun skips what is there.
+
+    nice -n 10 .venv/bin/python benchmarks/demo_variants.py --variants ann,unit,ste,default \\
+        --seeds 0,1,2 [--epochs-scale 3] [--out runs/demo_variants/results.jsonl]
+    .venv/bin/python benchmarks/demo_variants.py --table [--out ...]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+# encoder keys written into has8-finetune's defaults; None: the ANN alone (no conversion)
+VARIANTS: dict[str, dict[str, Any] | None] = {
+    "ann": None,
+    "default": {},
+    "ste": {"surrogate": "ste"},
+    "unit": {"gain": "unit"},
+    "unit-flat": {"gain": "unit", "rescale": "none"},
+    "raw": {"gain": "raw"},
+}
+
+
+def recipe_dict(encoder: dict[str, Any]) -> dict:
+    """The built-in ``has8-finetune`` recipe with encoder keys overridden."""
+    from hybridize.recipe import load_recipe
+
+    recipe = load_recipe("has8-finetune").to_dict()
+    enc = dict(recipe["defaults"].get("encoder") or {})
+    enc.update(encoder)
+    recipe["defaults"]["encoder"] = enc
+    return recipe
+
+
+def run_one(variant: str, seed: int, epochs_scale: int, out_dir: Path) -> dict[str, Any]:
+    import torch
+
+    import hybridize
+    from hybridize_cli.commands.demo import DEMO, MODEL
+
+    base = dict(DEMO)
+    base["limit_train"] = base["limit_train"] * epochs_scale
+    torch.manual_seed(seed)
+    model = hybridize.create_model(MODEL, pretrained=True, num_classes=10)
+    encoder = VARIANTS[variant]
+    if encoder is not None:
+        size = base["img_size"]
+        model = hybridize.convert(
+            model, recipe_dict(encoder), example_input=torch.zeros(1, 3, size, size)
+        )
+    t0 = time.perf_counter()
+    result = hybridize.finetune(
+        model, "fashion-mnist", out=out_dir / f"{variant}-s{seed}-x{epochs_scale}",
+        tag=variant, lr=5e-3, ann_lr_scale=0.2, seed=seed, progress=False, **base,
+    )  # fmt: skip
+    last = result.history[-1]
+    return {
+        "variant": variant,
+        "seed": seed,
+        "epochs_scale": epochs_scale,
+        "encoder": encoder,
+        "top1": last["eval_top1"],
+        "eval_loss": last["eval_loss"],
+        "train_loss": last.get("train_loss"),
+        "stopped": result.stopped,
+        "time_s": time.perf_counter() - t0,
+        "torch": torch.__version__,
+    }
+
+
+def read(path: Path) -> list[dict[str, Any]]:
+    if not path.is_file():
+        return []
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
+def table(records: list[dict[str, Any]]) -> str:
+    groups: dict[tuple[str, int], list[float]] = {}
+    for r in records:
+        groups.setdefault((r["variant"], r["epochs_scale"]), []).append(100 * r["top1"])
+    lines = [
+        "| variant | budget | seeds | top-1 % (mean ± sd) | per seed |",
+        "|---|---|---|---|---|",
+    ]
+    for (variant, scale), vals in sorted(groups.items(), key=lambda kv: (kv[0][1], kv[0][0])):
+        sd = f" ± {statistics.stdev(vals):.1f}" if len(vals) > 1 else ""
+        per = ", ".join(f"{v:.1f}" for v in vals)
+        lines.append(
+            f"| {variant} | {scale}x | {len(vals)} | {statistics.mean(vals):.1f}{sd} | {per} |"
+        )
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--variants", default="ann,unit,ste,default")
+    p.add_argument("--seeds", default="0")
+    p.add_argument("--epochs-scale", type=int, default=1, help="training images x this")
+    p.add_argument("--out", default="runs/demo_variants/results.jsonl")
+    p.add_argument("--table", action="store_true", help="only print the table of --out")
+    args = p.parse_args(argv)
+    out = Path(args.out)
+    if args.table:
+        print(table(read(out)))
+        return 0
+    unknown = [v for v in args.variants.split(",") if v not in VARIANTS]
+    if unknown:
+        print(f"error: unknown variant(s) {unknown}; choose from {list(VARIANTS)}", file=sys.stderr)
+        return 2
+    out.parent.mkdir(parents=True, exist_ok=True)
+    done = {(r["variant"], r["seed"], r["epochs_scale"]) for r in read(out)}
+    for seed in (int(s) for s in args.seeds.split(",")):
+        for variant in args.variants.split(","):
+            if (variant, seed, args.epochs_scale) in done:
+                continue
+            rec = run_one(variant, seed, args.epochs_scale, out.parent)
+            with out.open("a", encoding="utf-8") as f:
+                f.write(json.dumps(rec) + "\n")
+            print(json.dumps(rec), flush=True)
+    print(table(read(out)))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
