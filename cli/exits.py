@@ -113,7 +113,9 @@ def classify(exc: BaseException) -> tuple[int, str]:
             return INTERRUPTED, one_line(str(exc)) or "interrupted"
         if isinstance(exc, HybridizeError):  # e.g. saving the interrupted run failed
             return INTERRUPTED, f"interrupted: {one_line(str(exc))}"
-        return INTERRUPTED, "interrupted"
+        # a plain Ctrl-C has no message; the library's TrainInterrupted says how to resume
+        message = one_line(str(exc))
+        return INTERRUPTED, f"interrupted: {message}" if message else "interrupted"
     if isinstance(exc, HybridizeError):
         return USER, f"error: {one_line(str(exc))}"
     if isinstance(exc, USAGE_ERRORS):

@@ -201,6 +201,20 @@ def test_ctrl_c_in_finetune_exits_130(capsys, monkeypatch, tmp_path, checkpoint,
     assert code == 130 and len(lines) == 1 and lines[0].startswith("interrupted"), lines
 
 
+def test_ctrl_c_in_finetune_prints_the_resume_hint(capsys, monkeypatch, tmp_path, checkpoint):
+    import hybridize
+    from hybridize.train import TrainInterrupted as LibraryInterrupted
+
+    hint = "run: interrupted in epoch 2; last.safetensors holds epoch 1: continue with --resume"
+
+    def interrupted(*_args, **_kwargs):
+        raise LibraryInterrupted(hint)
+
+    monkeypatch.setattr(hybridize, "finetune", interrupted)
+    code, lines = cli(capsys, "finetune", checkpoint, "--out", tmp_path / "run")
+    assert (code, lines) == (130, [f"interrupted: {hint}"])
+
+
 @pytest.mark.parametrize(
     "options",
     [{"limit_train": -5}, {"limit_train": 0}, {"limit_eval": -3}, {"img_size": 0},
