@@ -352,15 +352,16 @@ def _run(
         )
         save_model(base, paths[which])
 
-    def stop(what: str, epoch: int) -> TrainError:
+    def kept() -> str:
         if out is None:
-            kept = "nothing was saved (no --out)"
-        elif saved_epoch is None:
-            kept = "no checkpoint was written"
-        else:
-            kept = f"kept the last good checkpoint {paths['last']} (epoch {saved_epoch})"
+            return "nothing was saved (no --out)"
+        if saved_epoch is None:
+            return "no checkpoint was written"
+        return f"kept the last good checkpoint {paths['last']} (epoch {saved_epoch})"
+
+    def stop(what: str, epoch: int) -> TrainError:
         return TrainError(
-            f"{tag}: non-finite {what} in epoch {epoch + 1}; stopped and {kept}; "
+            f"{tag}: non-finite {what} in epoch {epoch + 1}; stopped and {kept()}; "
             "lower --lr, add --grad-clip, or use --amp bf16/off"
         )
 
@@ -370,9 +371,13 @@ def _run(
     try:
         with bar:
             for epoch in range(start_epoch, end_epoch):
-                record = _train_epoch(
-                    net, base, loaders, opt, sched, scaler, cfg, env, epoch, steps, frozen, bar, tag
-                )
+                try:
+                    record = _train_epoch(
+                        net, base, loaders, opt, sched, scaler, cfg, env, epoch, steps, frozen,
+                        bar, tag,
+                    )  # fmt: skip
+                except _GradientOverflow as exc:
+                    raise TrainError(f"{exc}; stopped and {kept()}") from None
                 if record is None:
                     raise stop("training loss", epoch)
                 if broadcast_flag(not _all_finite(base), env):
@@ -427,6 +432,10 @@ def _interrupted(
     )
 
 
+class _GradientOverflow(Exception):
+    """A step met a non-finite gradient (nothing stepped); the message is the block diagnosis."""
+
+
 def _train_epoch(
     net: nn.Module,
     base: nn.Module,
@@ -473,7 +482,7 @@ def _train_epoch(
             torch.nn.utils.clip_grad_norm_(base.parameters(), cfg.grad_clip)
         # fp16's scaler skips inf steps itself; otherwise stop before NaN reaches the weights
         if not scaler.is_enabled() and broadcast_flag(not grad_guard.grads_finite(base), env):
-            raise TrainError(
+            raise _GradientOverflow(
                 grad_guard.overflow_message(base, f"{tag} epoch {epoch + 1} step {i + 1}")
             )
         scaler.step(opt)
