@@ -81,7 +81,9 @@ def was_interrupted(exc: BaseException) -> bool:
     while current is not None and id(current) not in seen:
         if isinstance(current, KeyboardInterrupt | Interrupted):
             return True
-        if any("Interrupt" in cls.__name__ for cls in type(current).__mro__):
+        if not isinstance(current, OSError) and any(  # InterruptedError is EINTR, not Ctrl-C
+            "Interrupt" in cls.__name__ for cls in type(current).__mro__
+        ):
             return True
         seen.add(id(current))
         current = current.__cause__ or current.__context__

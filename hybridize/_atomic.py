@@ -38,6 +38,7 @@ def atomic_path(target: str | os.PathLike[str], suffix: str = ".tmp") -> Iterato
     try:
         yield tmp_path
         os.chmod(tmp_path, 0o666 & ~_umask())
+        _fsync(tmp_path)  # the data reaches the disk before the rename makes it the target
         os.replace(tmp_path, target)
     except BaseException as exc:
         full = _nearly_full(target.parent)  # before the temporary file gives its space back
@@ -45,6 +46,14 @@ def atomic_path(target: str | os.PathLike[str], suffix: str = ".tmp") -> Iterato
         if isinstance(exc, Exception):
             _raise_if_environment(exc, target, full)
         raise
+
+
+def _fsync(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
 
 
 # writers report a full disk in their own words: safetensors "(os error 28)", torch.save a

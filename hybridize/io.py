@@ -18,6 +18,7 @@ import torch
 from torch import nn
 
 from hybridize._atomic import atomic_path
+from hybridize._atomic import refuse_same_file as refuse_same_file  # public for the CLI
 from hybridize.errors import CheckpointError, HybridizeError, UntrustedCodeError
 
 FORMAT_VERSION = 2

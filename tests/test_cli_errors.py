@@ -185,13 +185,9 @@ def _raise_dedicated_exception(*_args, **_kwargs):
     raise TrainInterrupted("saved the run")
 
 
-def _return_interrupted(*_args, out=None, **_kwargs):
-    return types.SimpleNamespace(stopped="interrupted", last=Path(out) / "last.safetensors")
-
-
 @pytest.mark.parametrize(
     "library",
-    [_sigint, _reraise_as_own_exception, _raise_dedicated_exception, _return_interrupted],
+    [_sigint, _reraise_as_own_exception, _raise_dedicated_exception],
 )
 def test_ctrl_c_in_finetune_exits_130(capsys, monkeypatch, tmp_path, checkpoint, library):
     import hybridize

@@ -9,7 +9,7 @@ from rich.console import Console
 from rich.table import Table
 
 import hybridize
-from hybridize._atomic import refuse_same_file
+from hybridize.io import refuse_same_file
 from hybridize_cli.checks import output_file
 
 

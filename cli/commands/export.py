@@ -8,8 +8,8 @@ import typer
 from rich.console import Console
 
 import hybridize
-from hybridize._atomic import refuse_same_file
 from hybridize.errors import HybridizeError
+from hybridize.io import refuse_same_file
 from hybridize_cli.checks import output_file
 
 

@@ -13,7 +13,6 @@ from rich.console import Console
 import hybridize
 from hybridize.errors import HybridizeError
 from hybridize_cli.checks import amp_callback, device_callback, run_folder
-from hybridize_cli.exits import Interrupted
 
 console = Console()
 
@@ -173,9 +172,5 @@ def register(app: typer.Typer) -> None:
             )
         if int(os.environ.get("RANK", "0")) != 0:
             return
-        if result.stopped == "interrupted":
-            raise Interrupted(
-                f"interrupted: saved {result.last}; continue with --resume --out {out}"
-            )
         best = "n/a" if result.best_top1 is None else f"{100 * result.best_top1:.2f}%"
         console.print(f"done: best top-1 {best}; checkpoints {result.last} and {result.best}")

@@ -9,8 +9,8 @@ from rich.console import Console
 from rich.table import Table
 
 import hybridize
-from hybridize._atomic import refuse_same_file
 from hybridize.errors import HybridizeError
+from hybridize.io import refuse_same_file
 
 
 def _si(x: float | None) -> str:

@@ -8,6 +8,7 @@ a note. Without ``fcntl`` (not POSIX) the folder is not locked.
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
 from pathlib import Path
 
@@ -53,7 +54,11 @@ class RunLock:
             fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
             try:
                 fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except OSError:  # held by a live process
+            except OSError as exc:
+                if exc.errno not in (errno.EWOULDBLOCK, errno.EAGAIN):
+                    os.close(fd)
+                    raise  # no locking on this file system (e.g. ENOLCK): not "in use"
+                # held by a live process
                 owner = _read_pid(fd)
                 os.close(fd)
                 who = f"pid {owner}" if owner else "another process"

@@ -147,7 +147,15 @@ def load_model(path: str | Path) -> nn.Module:
         )
     from hybridize.models import create_from_spec
 
-    spec = json.loads(meta["hybridize.model"])
+    try:
+        spec = json.loads(meta["hybridize.model"])
+    except ValueError:
+        spec = None
+    if not isinstance(spec, dict):
+        raise CheckpointError(
+            f"{path}: its hybridize.model metadata is not a JSON object; the file is damaged, "
+            "save it again"
+        )
     spec.pop("weights_source", None)
     model = create_from_spec(spec)
     load_weights(model, path)
