@@ -160,3 +160,10 @@ def load_model(path: str | Path) -> nn.Module:
     model = create_from_spec(spec)
     load_weights(model, path)
     return model
+
+
+def resolve_model(model_or_path: nn.Module | str | Path) -> nn.Module:
+    """A module as given, or the checkpoint at a path loaded with :func:`load_model`."""
+    if isinstance(model_or_path, nn.Module):
+        return model_or_path
+    return load_model(model_or_path)
