@@ -60,9 +60,9 @@ def _ratio(x: float | None, y: float | None) -> str:
 def _table(a, h) -> Table:
     """The ANN (``a``) beside the hybrid (``h``): two ``hybridize`` demo rows."""
     t = Table(title="Fashion-MNIST: fine-tuned ANN vs has8-finetune hybrid")
-    for col, justify in (("", "left"), ("ANN", "right"), ("hybrid", "right"),
-                         ("hybrid / ANN", "right")):  # fmt: skip
-        t.add_column(col, justify=justify)
+    t.add_column("", justify="left")
+    for col in ("ANN", "hybrid", "hybrid / ANN"):
+        t.add_column(col, justify="right")
     t.add_row("top-1", f"{100 * a.top1:.2f}%", f"{100 * h.top1:.2f}%", "")
     t.add_row("top-5", f"{100 * a.top5:.2f}%", f"{100 * h.top5:.2f}%", "")
     t.add_row("eval loss", f"{a.eval_loss:.4f}", f"{h.eval_loss:.4f}", "")

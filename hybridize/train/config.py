@@ -114,7 +114,7 @@ def _is_int(value: object) -> bool:
 
 def _positive(value: object) -> bool:
     """None (not limited / the default) or an integer of 1 or more."""
-    return value is None or (_is_int(value) and value >= 1)
+    return value is None or (isinstance(value, int) and _is_int(value) and value >= 1)
 
 
 def validate(cfg: FinetuneConfig) -> None:

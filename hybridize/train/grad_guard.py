@@ -60,7 +60,7 @@ def block_grads(model: nn.Module) -> list[BlockGrad]:
     with the count of its parameters whose gradient holds inf/NaN and its largest finite one.
     Parameters of nested fusion blocks count for the innermost block only."""
     types = fusion_block_types()
-    blocks = [(n, m) for n, m in model.named_modules() if types and isinstance(m, types)]
+    blocks = [(n, m) for n, m in model.named_modules() if isinstance(m, types)]
     out = []
     for name, block in blocks:
         nested = {

@@ -73,7 +73,7 @@ def finetune(
     out = Path(out) if out is not None else None
     if resume and out is None:
         raise TrainError("--resume needs --out DIR, the folder of the run to continue")
-    if resume and not out.is_dir():
+    if resume and out is not None and not out.is_dir():
         raise TrainError(f"--resume: run folder {out} not found; check --out or drop --resume")
     model = resolve_model(model_or_path)
     env = setup(device)

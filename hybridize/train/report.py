@@ -25,7 +25,7 @@ class MetricsWriter:
     def __init__(self, out: Path | None, active: bool = True) -> None:
         self.path = out / "metrics.jsonl" if (out is not None and active) else None
         self._tb = None
-        if self.path is not None:
+        if out is not None and self.path is not None:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             try:
                 from torch.utils.tensorboard import SummaryWriter

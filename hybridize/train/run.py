@@ -237,7 +237,7 @@ def _wrap(model: nn.Module, cfg: FinetuneConfig, env: DistEnv) -> nn.Module:
         ids = [env.device.index] if env.device.type == "cuda" else None
         net = DistributedDataParallel(model, device_ids=ids)
     if cfg.compile:
-        net = torch.compile(net)
+        return torch.compile(net)  # type: ignore[return-value]  # a callable module wrapper
     return net
 
 

@@ -27,7 +27,7 @@ def rng_state() -> dict[str, Any]:
         "python": {"version": version, "state": torch.tensor(internal, dtype=torch.int64)},
         "python_gauss": gauss,
         "numpy": {
-            "keys": torch.from_numpy(keys.astype(np.int64)),
+            "keys": torch.from_numpy(np.asarray(keys, dtype=np.int64)),
             "pos": int(pos),
             "has_gauss": int(has_gauss),
             "cached": float(cached),

@@ -8,6 +8,8 @@ import json
 import math
 import subprocess
 import sys
+import types
+from dataclasses import fields
 from pathlib import Path
 
 import pytest
@@ -118,3 +120,26 @@ def test_train_modules_import_without_cycles() -> None:
 
     for module in graph:
         visit(module, ())
+
+
+def test_cli_passes_exactly_the_options_it_was_given(monkeypatch, tmp_path: Path) -> None:
+    import hybridize
+    from hybridize_cli.main import main_entry
+
+    calls = []
+
+    def fake(checkpoint, data, **kwargs):
+        calls.append(kwargs)
+        return types.SimpleNamespace(best_top1=None, last=None, best=None)
+
+    monkeypatch.setattr(hybridize, "finetune", fake)
+    argv = ["finetune", "x.safetensors", "--epochs", "2", "--no-augment", "--compile",
+            "--paper-inputs", "--preset", "has8-small", "--out", str(tmp_path)]  # fmt: skip
+    assert main_entry(argv) == 0
+    (kwargs,) = calls
+    given = {k: v for k, v in kwargs.items() if k in {f.name for f in fields(FinetuneConfig)}}
+    assert given == {
+        "epochs": 2, "augment": False, "compile": True, "paper_inputs": True,
+        "preset": "has8-small",
+    }  # fmt: skip
+    assert kwargs["out"] == tmp_path and kwargs["resume"] is False
