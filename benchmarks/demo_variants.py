@@ -1,7 +1,7 @@
 """Benchmark: the demo's fine-tuning run with the encoder backward varied, over seeds.
 
 The exact setup of ``hybridize demo`` (pretrained EfficientNet-Lite0, ``has8-finetune``, the
-demo's image size, batch, subset, epoch, lr and ANN lr scale; hybridize_cli.commands.demo.DEMO)
+demo's image size, batch, subset, epoch, lr and ANN lr scale; hybridize.train.demo.DEMO)
 with one change: the seed (weights of the new head, subset, data order) and the encoder keys of
 the recipe. Every (variant, seed) appends one JSON line to ``--out``; a rerun skips what is there.
 
@@ -46,7 +46,7 @@ def run_one(variant: str, seed: int, epochs_scale: int, out_dir: Path) -> dict[s
     import torch
 
     import hybridize
-    from hybridize_cli.commands.demo import DEMO, MODEL
+    from hybridize.train.demo import DEMO, MODEL
 
     base = dict(DEMO)
     base["limit_train"] = base["limit_train"] * epochs_scale

@@ -26,6 +26,8 @@ _LAZY = {
     "load": "hybridize.io:load",
     "trusting_code": "hybridize._trust:trusting_code",
     "finetune": "hybridize.train:finetune",
+    "FinetuneConfig": "hybridize.train:FinetuneConfig",
+    "run_demo": "hybridize.train.demo:run_demo",
     "evaluate": "hybridize.train:evaluate",
     "export_onnx": "hybridize.export:export_onnx",
     "export_pt2": "hybridize.export:export_pt2",

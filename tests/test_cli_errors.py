@@ -155,7 +155,7 @@ def _sigint(*_args, **_kwargs):
         ("load", ["inspect", "x.safetensors"]),
         ("load", ["export", "x.safetensors", "--format", "pt2"]),
         ("list_recipes", ["recipes", "list"]),
-        ("create_model", ["demo", "--out", "{tmp}/demo"]),
+        ("run_demo", ["demo", "--out", "{tmp}/demo"]),
     ],
 )
 def test_ctrl_c_exits_130(capsys, monkeypatch, tmp_path, target, argv):
@@ -332,18 +332,29 @@ def test_missing_cifar_is_not_created(capsys, monkeypatch, tmp_path, checkpoint)
     assert not root.exists()
 
 
-def test_resume_with_another_models_run(capsys, tmp_path, checkpoint):
+def test_resume_with_another_models_run(capsys, tmp_path, image_folder):
+    import torch
+
     import hybridize
     from hybridize.train.state import save_model
 
-    run = tmp_path / "run"
-    run.mkdir()
-    shutil.copy(checkpoint, run / "last.safetensors")
+    tiny = hybridize.create_model("timm:test_efficientnet", num_classes=2)
+    checkpoint = tmp_path / "tiny.safetensors"
+    example = torch.zeros(1, 3, 16, 16)
+    hybridize.save(hybridize.convert(tiny, "has8-finetune", example_input=example), checkpoint)
+    data = ["--data", f"imagefolder:{image_folder}", "--img-size", "16", "--workers", "0"]
+    run = tmp_path / "run"  # a real run of `checkpoint`, stopped after its first epoch
+    hybridize.finetune(
+        checkpoint, data[1], epochs=2, stop_after=1, img_size=16, workers=0, batch_size=2,
+        out=run, progress=False, device="cpu",
+    )  # fmt: skip
     other = save_model(
         hybridize.create_model("resnet10t", num_classes=10), tmp_path / "o.safetensors"
     )
-    code, lines = cli(capsys, "finetune", other, "--out", run, "--resume")
-    assert_user_error(code, lines, "--resume", str(run))
+    before = {p.name: p.read_bytes() for p in run.iterdir() if p.is_file()}
+    code, lines = cli(capsys, "finetune", other, *data, "--out", run, "--resume", "--device", "cpu")
+    assert_user_error(code, lines, "--resume", str(run), "trained another model")
+    assert {p.name: p.read_bytes() for p in run.iterdir() if p.is_file()} == before
 
 
 # -- item 11: multi-line errors become one line ----------------------------------------------

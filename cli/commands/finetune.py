@@ -5,44 +5,26 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+from dataclasses import fields
 from pathlib import Path
+from typing import Any
 
 import typer
 from rich.console import Console
 
 import hybridize
-from hybridize.errors import HybridizeError
 from hybridize_cli.checks import amp_callback, device_callback, run_folder
+from hybridize_cli.progress import RichProgress
 
 console = Console()
 
 
-def _tensor_shapes(path: Path) -> dict[str, tuple[int, ...]] | None:
-    """Names and shapes of the tensors in a safetensors file; None when it cannot be read."""
-    from safetensors import safe_open
-
-    try:
-        with safe_open(str(path), framework="pt") as f:
-            return {k: tuple(f.get_slice(k).get_shape()) for k in f.keys()}  # noqa: SIM118
-    except Exception:  # not safetensors, or unreadable: the library reports it on load
-        return None
-
-
-def check_resume(checkpoint: Path, out: Path) -> None:
-    """``--resume`` continues the run in ``out`` only when it trains the same model."""
-    last = out / "last.safetensors"
-    if not last.is_file():  # the library says what a resume needs
-        return
-    given, saved = _tensor_shapes(checkpoint), _tensor_shapes(last)
-    if given is None or saved is None or given == saved:
-        return
-    diff = sorted(set(given) ^ set(saved)) or sorted(k for k in given if given[k] != saved[k])
-    key = diff[0]
-    raise HybridizeError(
-        f"--resume: the run in {out} trains another model than {checkpoint} ({len(diff)} "
-        f"tensor(s) differ, e.g. {key!r}: {given.get(key, 'absent')} here, "
-        f"{saved.get(key, 'absent')} in the run); give that run's checkpoint or another --out"
-    )
+def config_overrides(params: dict[str, Any]) -> dict[str, Any]:
+    """The options a command was given that are fine-tuning options (fields of
+    ``hybridize.FinetuneConfig``); None (not given) is left out, for the preset or the run."""
+    names = {f.name for f in fields(hybridize.FinetuneConfig)}
+    renamed = {k.rstrip("_"): v for k, v in params.items()}  # compile_ -> compile
+    return {k: v for k, v in renamed.items() if k in names and v is not None}
 
 
 def _strip_devices(argv: list[str]) -> list[str]:
@@ -73,6 +55,7 @@ def relaunch_with_torchrun(devices: int) -> int:
 def register(app: typer.Typer) -> None:
     @app.command("finetune")
     def finetune_cmd(
+        ctx: typer.Context,
         checkpoint: Path = typer.Argument(..., help="Hybrid (or plain) checkpoint to fine-tune."),
         data: str = typer.Option(
             "fashion-mnist",
@@ -98,7 +81,9 @@ def register(app: typer.Typer) -> None:
         amp: str | None = typer.Option(
             None, "--amp", callback=amp_callback, help="bf16 | fp16 | off"
         ),
-        compile_: bool = typer.Option(False, "--compile", help="torch.compile the model."),
+        compile_: bool | None = typer.Option(
+            None, "--compile/--no-compile", help="torch.compile the model."
+        ),
         limit_train_batches: int | None = typer.Option(None, "--limit-train-batches", min=1),
         limit_train: int | None = typer.Option(
             None, "--limit-train", min=1, help="Training samples kept."
@@ -107,14 +92,20 @@ def register(app: typer.Typer) -> None:
             None, "--limit-eval", min=1, help="Eval samples kept."
         ),
         img_size: int | None = typer.Option(None, "--img-size", min=1, help="Input size (px)."),
-        no_augment: bool = typer.Option(False, "--no-augment", help="No random crop/flip."),
-        paper_inputs: bool = typer.Option(
-            False, "--paper-inputs", help="Inputs in [0, 1], no mean/std, flip only."
+        augment: bool | None = typer.Option(
+            None, "--augment/--no-augment", help="Random crop/flip (on by default)."
+        ),
+        paper_inputs: bool | None = typer.Option(
+            None,
+            "--paper-inputs/--no-paper-inputs",
+            help="Inputs in [0, 1], no mean/std, flip only.",
         ),
         grad_clip: float | None = typer.Option(None, "--grad-clip", help="Clip the grad norm."),
         seed: int | None = typer.Option(None, "--seed"),
         workers: int | None = typer.Option(None, "--workers", min=0, help="DataLoader workers."),
-        sync_bn: bool = typer.Option(False, "--sync-bn", help="SyncBatchNorm under DDP."),
+        sync_bn: bool | None = typer.Option(
+            None, "--sync-bn/--no-sync-bn", help="SyncBatchNorm under DDP."
+        ),
         out: Path | None = typer.Option(None, "--out", help="Run folder (default runs/NAME-DATA)."),
         resume: bool = typer.Option(False, "--resume", help="Continue the run in --out."),
         devices: int = typer.Option(
@@ -137,40 +128,13 @@ def register(app: typer.Typer) -> None:
             tag = data.split(":")[-1].strip("/").replace("/", "_")
             out = Path("runs") / f"{checkpoint.name.removesuffix('.safetensors')}-{tag}"
         run_folder(out)
-        if resume:
-            check_resume(checkpoint, out)
-        with hybridize.trusting_code(trust_code):
+        main = int(os.environ.get("RANK", "0")) == 0
+        with hybridize.trusting_code(trust_code), RichProgress(console, main) as progress:
             result = hybridize.finetune(
-                checkpoint,
-                data,
-                epochs=epochs,
-                batch_size=batch_size,
-                lr=lr,
-                optimizer=optimizer,
-                scheduler=scheduler,
-                warmup_epochs=warmup_epochs,
-                weight_decay=weight_decay,
-                ann_lr_scale=ann_lr_scale,
-                preset=preset,
-                amp=amp,
-                compile=compile_ or None,
-                limit_train_batches=limit_train_batches,
-                limit_train=limit_train,
-                limit_eval=limit_eval,
-                img_size=img_size,
-                augment=False if no_augment else None,
-                paper_inputs=paper_inputs or None,
-                grad_clip=grad_clip,
-                seed=seed,
-                workers=workers,
-                sync_bn=sync_bn or None,
-                data_root=data_root,
-                out=out,
-                resume=resume,
-                device=device,
-                console=console,
-            )
-        if int(os.environ.get("RANK", "0")) != 0:
+                checkpoint, data, out=out, resume=resume, device=device, data_root=data_root,
+                progress=progress, **config_overrides(ctx.params),
+            )  # fmt: skip
+        if not main:
             return
         best = "n/a" if result.best_top1 is None else f"{100 * result.best_top1:.2f}%"
         console.print(f"done: best top-1 {best}; checkpoints {result.last} and {result.best}")

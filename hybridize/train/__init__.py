@@ -10,15 +10,18 @@ from hybridize.train.errors import (
 from hybridize.train.evaluate import evaluate
 from hybridize.train.loop import FinetuneResult, finetune
 from hybridize.train.optim import param_groups, spiking_parameter_ids
+from hybridize.train.progress import ProgressCallback, TextProgress
 from hybridize.train.report import read_metrics
 
 __all__ = [
     "PRESETS",
     "FinetuneConfig",
     "FinetuneResult",
+    "ProgressCallback",
     "ResumeMismatchError",
     "RunInUseError",
     "TrainError",
+    "TextProgress",
     "TrainInterrupted",
     "evaluate",
     "finetune",

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import difflib
+from collections.abc import Iterable
 from dataclasses import asdict, dataclass, fields, replace
 from typing import Any
 
@@ -74,14 +76,28 @@ PRESETS: dict[str, Any] = {
 }
 
 
-def resolve_config(preset: str | None = None, **options: Any) -> FinetuneConfig:
-    """Build a config: defaults, overridden by ``preset``, overridden by non-None ``options``."""
-    known = {f.name for f in fields(FinetuneConfig)}
-    unknown = sorted(set(options) - known)
-    if unknown:
-        raise TrainError(f"unknown fine-tuning option(s) {unknown}; allowed: {sorted(known)}")
+def option_names() -> set[str]:
+    """The fields of :class:`FinetuneConfig`: the options a run takes."""
+    return {f.name for f in fields(FinetuneConfig)}
+
+
+def check_option_names(names: Iterable[str]) -> None:
+    """One-line :class:`TrainError` for the first name that is not a config field."""
+    known = option_names()
+    for name in sorted(set(names) - known):
+        close = difflib.get_close_matches(name, sorted(known), n=1, cutoff=0.5)
+        hint = f"did you mean {close[0]!r}?" if close else f"choose from {', '.join(sorted(known))}"
+        raise TrainError(f"unknown fine-tuning option {name!r}: {hint}")
+
+
+def resolve_config(
+    preset: str | None = None, *, base: FinetuneConfig | None = None, **options: Any
+) -> FinetuneConfig:
+    """Build a config: ``base`` (default: the defaults), overridden by ``preset``, overridden
+    by the non-None ``options`` (names of :class:`FinetuneConfig` fields)."""
+    check_option_names(options)
     given = {k: v for k, v in options.items() if v is not None}
-    cfg = FinetuneConfig()
+    cfg = base if base is not None else FinetuneConfig()
     if preset is not None:
         if preset not in PRESETS:
             raise TrainError(f"unknown preset {preset!r}: choose one of {', '.join(PRESETS)}")
@@ -98,7 +114,7 @@ def _is_int(value: object) -> bool:
 
 def _positive(value: object) -> bool:
     """None (not limited / the default) or an integer of 1 or more."""
-    return value is None or (_is_int(value) and value >= 1)
+    return value is None or (isinstance(value, int) and _is_int(value) and value >= 1)
 
 
 def validate(cfg: FinetuneConfig) -> None:

@@ -70,10 +70,15 @@ def all_sum(values: list[float], env: DistEnv) -> list[float]:
     return t.tolist()
 
 
+def any_rank(flags: list[bool], env: DistEnv) -> list[bool]:
+    """Each flag true on every rank if it is true on any rank (one collective for all)."""
+    if not env.distributed:
+        return flags
+    t = torch.tensor([1.0 if f else 0.0 for f in flags], device=env.device)
+    dist.all_reduce(t, op=dist.ReduceOp.MAX)
+    return [v > 0 for v in t.tolist()]
+
+
 def broadcast_flag(flag: bool, env: DistEnv) -> bool:
     """True on every rank if it is true on any rank (stop together)."""
-    if not env.distributed:
-        return flag
-    t = torch.tensor([1.0 if flag else 0.0], device=env.device)
-    dist.all_reduce(t, op=dist.ReduceOp.MAX)
-    return bool(t.item() > 0)
+    return any_rank([flag], env)[0]

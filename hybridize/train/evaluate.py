@@ -94,7 +94,7 @@ def evaluate(
     """
     from hybridize.data import build_loaders
     from hybridize.train.distributed import setup, teardown
-    from hybridize.train.loop import resolve_model
+    from hybridize.train.state import resolve_model
 
     model = resolve_model(model_or_path)
     env = setup(device)

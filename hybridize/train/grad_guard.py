@@ -1,7 +1,7 @@
 """Non-finite gradient guard: which fusion block overflowed, and what to do about it.
 
 Pure functions of a model whose ``.grad`` fields are filled by a backward pass; the training
-loop calls :func:`grads_finite` after every backward and, when it fails, stops with
+loop checks :func:`grads_finite_tensor` after every backward and, when it fails, stops with
 :func:`overflow_message` instead of stepping the optimizer into NaN weights.
 """
 
@@ -26,12 +26,18 @@ class BlockGrad:
     encoder_surrogate: str | None
 
 
-def grads_finite(model: nn.Module) -> bool:
-    """True when every parameter gradient of ``model`` is finite (one host sync)."""
+def grads_finite_tensor(model: nn.Module) -> torch.Tensor:
+    """A 0-dim bool tensor: every parameter gradient of ``model`` is finite (no host sync,
+    so the loop can read it together with the loss)."""
     grads = [p.grad for p in model.parameters() if p.grad is not None]
     if not grads:
-        return True
-    return bool(torch.stack([g.detach().isfinite().all() for g in grads]).all())
+        return torch.ones((), dtype=torch.bool)
+    return torch.stack([g.detach().isfinite().all() for g in grads]).all()
+
+
+def grads_finite(model: nn.Module) -> bool:
+    """True when every parameter gradient of ``model`` is finite (one host sync)."""
+    return bool(grads_finite_tensor(model))
 
 
 def _param_grad_state(params: list[nn.Parameter]) -> tuple[int, float]:
@@ -54,7 +60,7 @@ def block_grads(model: nn.Module) -> list[BlockGrad]:
     with the count of its parameters whose gradient holds inf/NaN and its largest finite one.
     Parameters of nested fusion blocks count for the innermost block only."""
     types = fusion_block_types()
-    blocks = [(n, m) for n, m in model.named_modules() if types and isinstance(m, types)]
+    blocks = [(n, m) for n, m in model.named_modules() if isinstance(m, types)]
     out = []
     for name, block in blocks:
         nested = {

@@ -7,15 +7,12 @@ import math
 import torch
 from torch import nn
 
+from hybridize.spiking import FusionBlock
 from hybridize.train.config import FinetuneConfig
 
 
-def fusion_block_types() -> tuple[type, ...]:
-    """``(FusionBlock,)`` when hybridize.spiking provides it, else ``()`` (plain models)."""
-    try:
-        from hybridize.spiking import FusionBlock
-    except ImportError:
-        return ()
+def fusion_block_types() -> tuple[type[FusionBlock]]:
+    """The classes whose instances are fusion blocks (``isinstance``, never exact type)."""
     return (FusionBlock,)
 
 
@@ -25,7 +22,7 @@ def spiking_parameter_ids(model: nn.Module) -> set[int]:
     types = fusion_block_types()
     ids: set[int] = set()
     for m in model.modules():
-        if types and isinstance(m, types):
+        if isinstance(m, types):
             ann = getattr(m, "ann", None)
             ann_ids = {id(p) for p in ann.parameters()} if isinstance(ann, nn.Module) else set()
             ids |= {id(p) for p in m.parameters() if id(p) not in ann_ids}

@@ -1,4 +1,4 @@
-"""Per-epoch reporting: metrics.jsonl, optional TensorBoard, and the rich progress bar."""
+"""Per-epoch reporting: metrics.jsonl, optional TensorBoard, and small JSON files."""
 
 from __future__ import annotations
 
@@ -7,33 +7,7 @@ import math
 from pathlib import Path
 from typing import Any
 
-from rich.console import Console
-from rich.progress import (
-    BarColumn,
-    MofNCompleteColumn,
-    Progress,
-    TextColumn,
-    TimeElapsedColumn,
-    TimeRemainingColumn,
-)
-
 from hybridize._atomic import atomic_path
-
-
-def make_progress(console: Console | None = None, enabled: bool = True) -> Progress:
-    """A progress bar with count, elapsed time and ETA; a no-op when disabled."""
-    return Progress(
-        TextColumn("[bold]{task.description}"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TimeElapsedColumn(),
-        TextColumn("eta"),
-        TimeRemainingColumn(),
-        TextColumn("{task.fields[info]}"),
-        console=console,
-        disable=not enabled,
-        transient=False,
-    )
 
 
 def _clean(value: Any) -> Any:
@@ -51,7 +25,7 @@ class MetricsWriter:
     def __init__(self, out: Path | None, active: bool = True) -> None:
         self.path = out / "metrics.jsonl" if (out is not None and active) else None
         self._tb = None
-        if self.path is not None:
+        if out is not None and self.path is not None:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             try:
                 from torch.utils.tensorboard import SummaryWriter
@@ -96,3 +70,9 @@ def read_metrics(out: str | Path) -> list[dict[str, Any]]:
     if not path.is_file():
         return []
     return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
+def write_json(path: Path, obj: dict[str, Any]) -> None:
+    """Write ``obj`` as indented JSON, atomically (a reader sees the old file or the new)."""
+    with atomic_path(path) as tmp:
+        tmp.write_text(json.dumps(obj, indent=2, sort_keys=True), encoding="utf-8")

@@ -27,7 +27,7 @@ def rng_state() -> dict[str, Any]:
         "python": {"version": version, "state": torch.tensor(internal, dtype=torch.int64)},
         "python_gauss": gauss,
         "numpy": {
-            "keys": torch.from_numpy(keys.astype(np.int64)),
+            "keys": torch.from_numpy(np.asarray(keys, dtype=np.int64)),
             "pos": int(pos),
             "has_gauss": int(has_gauss),
             "cached": float(cached),
@@ -160,3 +160,10 @@ def load_model(path: str | Path) -> nn.Module:
     model = create_from_spec(spec)
     load_weights(model, path)
     return model
+
+
+def resolve_model(model_or_path: nn.Module | str | Path) -> nn.Module:
+    """A module as given, or the checkpoint at a path loaded with :func:`load_model`."""
+    if isinstance(model_or_path, nn.Module):
+        return model_or_path
+    return load_model(model_or_path)

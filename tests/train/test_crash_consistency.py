@@ -11,7 +11,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-import hybridize.train.loop as loop
+import hybridize.train.run as run
 from hybridize.train import finetune, read_metrics
 from hybridize.train.report import MetricsWriter
 from hybridize.train.state import load_state
@@ -35,8 +35,8 @@ def straight(tmp_path_factory) -> Path:
 
 
 def _kill_on(monkeypatch, target: str, name: str, nth: int) -> None:
-    """Make the ``nth`` call of ``loop.<target>`` for file ``name`` raise :class:`Killed`."""
-    real = getattr(loop, target)
+    """Make the ``nth`` call of ``run.<target>`` for file ``name`` raise :class:`Killed`."""
+    real = getattr(run, target)
     calls = [0]
 
     def wrapped(*args, **kwargs):
@@ -47,7 +47,7 @@ def _kill_on(monkeypatch, target: str, name: str, nth: int) -> None:
                 raise Killed
         return real(*args, **kwargs)
 
-    monkeypatch.setattr(loop, target, wrapped)
+    monkeypatch.setattr(run, target, wrapped)
 
 
 def _kill_metrics_line(monkeypatch, nth: int) -> None:

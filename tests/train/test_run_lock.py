@@ -9,10 +9,9 @@ import sys
 from pathlib import Path
 
 import pytest
-from rich.console import Console
 
 from hybridize.errors import HybridizeError
-from hybridize.train import RunInUseError, TrainError, finetune, read_metrics
+from hybridize.train import RunInUseError, TextProgress, TrainError, finetune, read_metrics
 from hybridize.train.lock import LOCK_NAME
 
 from .conftest import COMMON, make_hybrid
@@ -63,8 +62,8 @@ def test_a_killed_run_does_not_block_the_next(tmp_path: Path, data) -> None:
         holder.wait()
     assert (tmp_path / LOCK_NAME).read_text().strip() == str(holder.pid)
     buffer = io.StringIO()
-    console = Console(file=buffer, width=400)
-    finetune(make_hybrid(), data, epochs=1, out=tmp_path, console=console, **COMMON)
+    options = {**COMMON, "progress": TextProgress(buffer)}
+    finetune(make_hybrid(), data, epochs=1, out=tmp_path, **options)
     assert f"took over the lock in {tmp_path} of an earlier run (pid {holder.pid})" in (
         buffer.getvalue()
     )
