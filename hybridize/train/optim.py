@@ -11,11 +11,9 @@ from hybridize.train.config import FinetuneConfig
 
 
 def fusion_block_types() -> tuple[type, ...]:
-    """``(FusionBlock,)`` when hybridize.spiking provides it, else ``()`` (plain models)."""
-    try:
-        from hybridize.spiking import FusionBlock
-    except ImportError:
-        return ()
+    """``(FusionBlock,)``: the module class whose gates and twins are the spiking parameters."""
+    from hybridize.spiking import FusionBlock
+
     return (FusionBlock,)
 
 
