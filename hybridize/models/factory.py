@@ -418,7 +418,14 @@ def suggest_names(name: str, candidates: list[str] | None = None, limit: int = 3
 
 
 @register_model_source("timm")
-def _build_timm(name, pretrained, weights, num_classes, in_chans, kwargs):
+def _build_timm(
+    name: str,
+    pretrained: bool,
+    weights: str | os.PathLike[str] | None,
+    num_classes: int | None,
+    in_chans: int | None,
+    kwargs: dict[str, Any],
+) -> tuple[nn.Module, str]:
     import timm
 
     if not timm.is_model(name):
@@ -511,7 +518,14 @@ def _timm_hub(name, cfg, num_classes, chans, kwargs):
 
 
 @register_model_source("torchvision")
-def _build_torchvision(name, pretrained, weights, num_classes, in_chans, kwargs):
+def _build_torchvision(
+    name: str,
+    pretrained: bool,
+    weights: str | os.PathLike[str] | None,
+    num_classes: int | None,
+    in_chans: int | None,
+    kwargs: dict[str, Any],
+) -> tuple[nn.Module, str]:
     import torchvision
 
     try:
@@ -570,7 +584,14 @@ def _torchvision_hub(name: str) -> tuple[dict[str, torch.Tensor], str]:
 
 
 @register_model_source("entrypoint", prefix=False)
-def _build_entrypoint(name, pretrained, weights, num_classes, in_chans, kwargs):
+def _build_entrypoint(
+    name: str,
+    pretrained: bool,
+    weights: str | os.PathLike[str] | None,
+    num_classes: int | None,
+    in_chans: int | None,
+    kwargs: dict[str, Any],
+) -> tuple[nn.Module, str]:
     module_name, _, attr = name.partition(":")
     try:
         fn: Callable[..., nn.Module] = getattr(importlib.import_module(module_name), attr)
@@ -612,7 +633,14 @@ def _spec_kwargs_raw(kwargs: dict[str, Any]) -> dict[str, Any]:
 
 
 @register_model_source("has8", prefix=False)
-def _build_has8(name, pretrained, weights, num_classes, in_chans, kwargs):
+def _build_has8(
+    name: str,
+    pretrained: bool,
+    weights: str | os.PathLike[str] | None,
+    num_classes: int | None,
+    in_chans: int | None,
+    kwargs: dict[str, Any],
+) -> tuple[nn.Module, str]:
     hybrid = kwargs.pop("hybrid", True)
     base_recipe = kwargs.pop("recipe", "has8")
     compat = kwargs.pop("compat", None)
@@ -634,14 +662,10 @@ def _build_has8(name, pretrained, weights, num_classes, in_chans, kwargs):
         raise WeightsError(
             f"{name} has no published weights; pass --weights FILE or pretrained=False"
         )
-    ann_spec = {
-        "source": "has8",
-        "name": name,
-        "kwargs": {"num_classes": classes, "in_chans": chans, "hybrid": False},
-        "weights_source": where,
-    }
+    ann_kwargs: dict[str, Any] = {"num_classes": classes, "in_chans": chans, "hybrid": False}
+    ann_spec = {"source": "has8", "name": name, "kwargs": ann_kwargs, "weights_source": where}
     if compat is not None:
-        ann_spec["kwargs"]["compat"] = compat
+        ann_kwargs["compat"] = compat
     _record_spec(ann, ann_spec)
     if not hybrid:
         return ann, where
@@ -652,8 +676,9 @@ def _build_has8(name, pretrained, weights, num_classes, in_chans, kwargs):
     meta = getattr(model, "hybridize_meta", None)
     if isinstance(meta, dict) and not meta.get("model"):
         meta["model"] = {k: v for k, v in ann_spec.items() if k != "weights_source"}
-    spec = {**ann_spec, "kwargs": {**ann_spec["kwargs"], "hybrid": True}}
+    hybrid_kwargs = {**ann_kwargs, "hybrid": True}
+    spec = {**ann_spec, "kwargs": hybrid_kwargs}
     if isinstance(base_recipe, str):
-        spec["kwargs"]["recipe"] = base_recipe
+        hybrid_kwargs["recipe"] = base_recipe
     _record_spec(model, spec)
     return model, where
