@@ -19,7 +19,7 @@ import time
 import torch
 
 import hybridize
-from hybridize.export.samples import sample_images
+from hybridize.data.samples import sample_images
 from hybridize.spiking import BitPlaneEncoder
 
 MODELS = [("resnet18", "has8"), ("tf_efficientnet_lite0", "has8-finetune")]

@@ -7,13 +7,14 @@ from __future__ import annotations
 
 import sys
 from collections.abc import Sequence
-from importlib import import_module
+from typing import Any, cast
 
 import typer
 from rich.console import Console
 
 import hybridize
 from hybridize_cli import exits
+from hybridize_cli.commands import convert, demo, evaluate, export, finetune, inspect, recipes
 
 app = typer.Typer(
     name="hybridize",
@@ -24,19 +25,6 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
 )
 err_console = Console(stderr=True)
-
-# command modules, each exposing `register(app)`; order is the order of `--help`
-COMMAND_MODULES = (
-    "hybridize_cli.commands.recipes",
-    "hybridize_cli.commands.convert",
-    "hybridize_cli.commands.finetune",
-    "hybridize_cli.commands.evaluate",
-    "hybridize_cli.commands.demo",
-    "hybridize_cli.commands.inspect",
-    "hybridize_cli.commands.export",
-)
-
-_state = {"debug": False}
 
 
 def _version_callback(value: bool) -> None:
@@ -53,21 +41,13 @@ def main(
     ),
 ) -> None:
     """Turn pretrained image classifiers into hybrid ANN-SNN models."""
-    _state["debug"] = debug
+    # --debug is read from argv by main_entry (it decides how failures end); declared here so
+    # that it is accepted and listed by --help
 
 
-def _register_commands() -> None:
-    for name in COMMAND_MODULES:
-        try:
-            module = import_module(name)
-        except ModuleNotFoundError as exc:
-            if exc.name == name:  # command not written yet
-                continue
-            raise
-        module.register(app)
-
-
-_register_commands()
+# each command module exposes `register(app)`; this order is the order of `--help`
+for _command in (recipes, convert, finetune, evaluate, demo, inspect, export):
+    _command.register(app)
 
 
 def main_entry(argv: Sequence[str] | None = None) -> int:
@@ -91,7 +71,7 @@ def main_entry(argv: Sequence[str] | None = None) -> int:
         if isinstance(exc, SystemExit):
             raise
         if type(exc).__name__ == "NoArgsIsHelpError":  # `hybridize` alone: the help
-            exc.show()
+            cast(Any, exc).show()
             return exits.USER
         code, line = exits.classify(exc)
         if debug and code != exits.INTERRUPTED:

@@ -39,10 +39,9 @@ def _export(
         None, "--img-size", help="Input height and width (default: the checkpoint's)."
     ),
     batch_size: int | None = typer.Option(
-        None, "--batch-size", help="Export with this static batch size."
-    ),
-    dynamic_batch: bool = typer.Option(
-        False, "--dynamic-batch", help="Export with a dynamic batch axis (the default)."
+        None,
+        "--batch-size",
+        help="Export with this static batch size (default: a dynamic batch axis).",
     ),
     check: bool = typer.Option(
         True, "--check/--no-check", help="Run the parity check (onnxruntime / reloaded pt2)."
@@ -60,8 +59,6 @@ def _export(
     fmt = format.lower()
     if fmt not in ("onnx", "pt2", "nir"):
         raise HybridizeError(f"--format {format!r} is not supported; use onnx, pt2 or nir")
-    if batch_size is not None and dynamic_batch:
-        raise HybridizeError("--batch-size and --dynamic-batch exclude each other; give one")
     if batch_size is not None and batch_size < 1:
         raise HybridizeError(f"--batch-size {batch_size}: give a positive batch size")
     if img_size is not None and img_size < 1:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import typer
 from rich.console import Console
@@ -43,7 +44,7 @@ def _table(title: str, columns: list[str], rows: list[list[str]], left: int = 1)
     return table
 
 
-def _tables(report: object) -> list[Table]:
+def _tables(report: Any) -> list[Table]:
     regions = _table(
         f"spiking regions ({report.n_samples} images)",
         ["region", "mode", "T", "params ANN", "params twin", "gate", "firing rate"],

@@ -62,10 +62,6 @@ ACTIVATION_METHODS: tuple[str, ...] = ("relu", "relu_")
 ADD_FUNCTIONS: tuple[Callable, ...] = (operator.add, operator.iadd, torch.add)
 ADD_METHODS: tuple[str, ...] = ("add", "add_")
 
-# Attribute names under which norm-activation modules (timm BatchNormAct2d, GroupNormAct, ...)
-# keep their activation; the module itself is a tracing leaf, so the twin swaps the attribute.
-NESTED_ACTIVATION_ATTRS: tuple[str, ...] = ("act",)
-
 
 def is_activation_module(module: nn.Module) -> bool:
     return isinstance(module, ACTIVATION_MODULES)

@@ -28,7 +28,6 @@ MODULE_AUTO_KINDS = {
     "last-stage": discover.find_last_stage,
     "head": discover.find_head,
 }
-GRAPH_AUTO_KINDS = ("stem", "conv-groups")
 
 
 @dataclass

@@ -112,8 +112,10 @@ def _idx_path(folder: Path, stem: str) -> Path | None:
 
 def _load_idx_split(folder: Path, split: str) -> tuple[torch.Tensor, torch.Tensor]:
     img_stem, lbl_stem = _IDX_FILES[split]
-    images = read_idx(_idx_path(folder, img_stem))
-    labels = read_idx(_idx_path(folder, lbl_stem))
+    img_path, lbl_path = _idx_path(folder, img_stem), _idx_path(folder, lbl_stem)
+    assert img_path is not None and lbl_path is not None  # the folder was found with both
+    images = read_idx(img_path)
+    labels = read_idx(lbl_path)
     if images.ndim != 3 or labels.ndim != 1 or len(images) != len(labels):
         raise DataError(
             f"IDX files in {folder} have shapes {tuple(images.shape)} and {tuple(labels.shape)}; "
@@ -124,7 +126,7 @@ def _load_idx_split(folder: Path, split: str) -> tuple[torch.Tensor, torch.Tenso
 
 def _idx_dataset(
     name: str, root: Path | None, download: bool
-) -> tuple[dict[str, TensorImages], DataInfo]:
+) -> tuple[dict[str, Dataset], DataInfo]:
     folder = _find_idx_dir(name, root)
     if folder is None and download and _online():
         import torchvision
@@ -155,7 +157,8 @@ def _idx_dataset(
             f"{name} not found (looked in {', '.join(looked) or 'no --data-root'}): {hint}"
         )
     splits = {s: TensorImages(*_load_idx_split(folder, s)) for s in _IDX_FILES}
-    return splits, DataInfo(name, 10, 1, int(splits["train"].images.shape[-1]), str(folder))
+    info = DataInfo(name, 10, 1, int(splits["train"].images.shape[-1]), str(folder))
+    return dict[str, Dataset](splits), info
 
 
 def _cifar_dataset(name: str, root: Path | None, download: bool) -> tuple[dict, DataInfo]:

@@ -11,7 +11,7 @@ import torch
 from hybridize.errors import DataError
 
 # IDX type byte -> numpy big-endian dtype
-_DTYPES = {
+_DTYPES: dict[int, np.dtype] = {
     0x08: np.dtype(">u1"),
     0x09: np.dtype(">i1"),
     0x0B: np.dtype(">i2"),

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import os
 import random
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Sequence, Sized
 from dataclasses import dataclass
+from typing import Any, cast
 
 import numpy as np
 import torch
@@ -25,7 +26,7 @@ class Transformed(Dataset):
         self, base: Dataset, indices: Sequence[int] | None, transform: Callable | None
     ) -> None:
         self.base, self.transform = base, transform
-        self.indices = list(range(len(base))) if indices is None else list(indices)
+        self.indices = list(range(len(cast(Sized, base)))) if indices is None else list(indices)
 
     def __len__(self) -> int:
         return len(self.indices)
@@ -47,7 +48,7 @@ def _targets(dataset: Dataset) -> list[int] | None:
 def subset_indices(dataset: Dataset, limit: int | None, seed: int) -> list[int] | None:
     """``limit`` indices chosen with a generator seeded by ``seed``, class-balanced when labels
     are known (round robin over classes in a seeded random order). ``None`` keeps all."""
-    n = len(dataset)
+    n = len(cast(Sized, dataset))
     if limit is None or limit >= n:
         return None
     g = torch.Generator().manual_seed(seed)
@@ -146,7 +147,9 @@ def build_loaders(
         tf_eval = build_transform(spec, train=False, small=small, paper=paper)
     else:
         raw = {"train": data[0], "eval": data[1]}
-        targets = _targets(data[0]) or [int(data[0][i][1]) for i in range(len(data[0]))]
+        targets = _targets(data[0]) or [
+            int(data[0][i][1]) for i in range(len(cast(Sized, data[0])))
+        ]
         info = DataInfo("custom", max(targets) + 1, 0, 0, "in memory")
         spec = input_spec(None, img_size or 0, paper=True)
         tf_train = tf_eval = None
@@ -154,12 +157,12 @@ def build_loaders(
     eval_set = Transformed(raw["eval"], subset_indices(raw["eval"], limit_eval, seed + 1), tf_eval)
     workers = default_workers() if workers is None else workers
     pin = torch.cuda.is_available() if pin_memory is None else pin_memory
-    sampler = DistributedSampler(
+    sampler: DistributedSampler[Any] = DistributedSampler(
         train_set, num_replicas=world_size, rank=rank, shuffle=True, seed=seed, drop_last=False
     )
     # eval shards without padding, so every sample counts once over all ranks
     eval_sampler = list(range(rank, len(eval_set), world_size)) if world_size > 1 else None
-    common = dict(
+    common: dict[str, Any] = dict(
         num_workers=workers,
         pin_memory=pin,
         worker_init_fn=seed_worker,

@@ -6,8 +6,8 @@ from collections.abc import Iterator
 
 import torch
 
+from hybridize.data.samples import sample_images
 from hybridize.errors import ExportError
-from hybridize.export.samples import sample_images
 
 
 def random_inputs(example: torch.Tensor, n: int, seed: int = 0) -> torch.Tensor:

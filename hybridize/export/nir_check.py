@@ -18,8 +18,6 @@ from torch import nn
 
 from hybridize.errors import ExportError
 
-PEER = "snntorch"
-
 
 @dataclass
 class Agreement:

@@ -11,10 +11,8 @@ from torch import nn
 
 def spiking_types() -> tuple[type, ...]:
     """The module classes whose outputs are spikes or bit planes (LIF, BitPlaneEncoder)."""
-    try:
-        from hybridize.spiking import LIF, BitPlaneEncoder
-    except ImportError:  # spiking package absent: nothing to tap
-        return ()
+    from hybridize.spiking import LIF, BitPlaneEncoder
+
     return (LIF, BitPlaneEncoder)
 
 

@@ -77,7 +77,9 @@ def export_pt2(
         remove_quietly(tmp)
 
 
-def _export(model: nn.Module, example: torch.Tensor, dynamic_batch: bool) -> object:
+def _export(
+    model: nn.Module, example: torch.Tensor, dynamic_batch: bool
+) -> torch.export.ExportedProgram:
     device = next((p.device for p in model.parameters()), torch.device("cpu"))
     args = (example.to(device),)
     shapes = None

@@ -30,7 +30,7 @@ def resolve_data_name(data: str) -> str:
     """``auto`` -> ``samples`` when the sample images are installed, else ``random``."""
     if data != "auto":
         return data
-    from hybridize.export.samples import sample_dir
+    from hybridize.data.samples import sample_dir
 
     return "samples" if sample_dir() is not None else "random"
 
@@ -61,7 +61,7 @@ def named_inputs(
         return list(x.split(batch_size))
     if data == "samples":
         from hybridize.data import input_spec
-        from hybridize.export.samples import sample_images
+        from hybridize.data.samples import sample_images
 
         found = sample_images(c, (h, w), limit=n)
         if found is None:

@@ -1,6 +1,12 @@
 """Model names -> nn.Module, weight resolvers, and the HAS-8 reference ANNs."""
 
-from hybridize.models.factory import ModelError, create, create_from_spec
+from hybridize.models.factory import (
+    ModelError,
+    adapt_head_and_stem,
+    create,
+    create_from_spec,
+    register_model_source,
+)
 from hybridize.models.has8 import (
     HAS8_MODELS,
     BasicBlock,
@@ -21,9 +27,11 @@ __all__ = [
     "Has8VGG",
     "MLPHead",
     "ModelError",
+    "adapt_head_and_stem",
     "build_has8_ann",
     "create",
     "create_from_spec",
     "has8_recipe",
     "load_weights_file",
+    "register_model_source",
 ]

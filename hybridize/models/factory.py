@@ -1,11 +1,13 @@
 """Model names -> nn.Module with weights, recording the spec that rebuilds it.
 
 Names: a timm name (``resnet18``, optionally ``timm:resnet18``), ``torchvision:NAME``, a Python
-entry point ``package.module:callable``, or a HAS-8 reference name (``has8_vgg_b16``...).
+entry point ``package.module:callable``, or a HAS-8 reference name (``has8_vgg_b16``...). Each
+source is a builder function registered with :func:`register_model_source`.
 """
 
 from __future__ import annotations
 
+import copy
 import importlib
 import json
 import logging
@@ -24,17 +26,57 @@ from hybridize.models.has8 import HAS8_MODELS, build_has8_ann, has8_recipe, reci
 
 logger = logging.getLogger("hybridize")
 
+ModelBuilder = Callable[
+    [str, bool, "str | os.PathLike[str] | None", "int | None", "int | None", dict[str, Any]],
+    tuple[nn.Module, str],
+]
+"""A model source: (name, pretrained, weights, num_classes, in_chans, kwargs) -> (model, where
+its weights came from)."""
+
+# source name -> its builder (functions, never model instances); the keys are also the sources
+# a checkpoint's spec may name (check_spec)
+_SOURCES: dict[str, ModelBuilder] = {}
+# the sources chosen by a "SOURCE:" prefix of the model name
+_PREFIXED: set[str] = set()
+
+
+def register_model_source(
+    source: str, *, prefix: bool = True
+) -> Callable[[ModelBuilder], ModelBuilder]:
+    """Decorator registering a builder as model source ``source``: ``create("SOURCE:NAME")``
+    calls it with NAME, and checkpoints record ``{"source": SOURCE, "name": NAME, ...}``.
+
+    ``prefix=False`` is for the built-in sources whose names carry no prefix (HAS-8 names and
+    ``module:callable`` entry points, told apart by :func:`_parse`). Registering a source is
+    trusting its code: a checkpoint naming it runs the builder when loaded.
+    """
+
+    def register(builder: ModelBuilder) -> ModelBuilder:
+        if not source.isidentifier() or source in _SOURCES:
+            raise ValueError(f"model source {source!r} is not a new identifier")
+        _SOURCES[source] = builder
+        if prefix:
+            _PREFIXED.add(source)
+        return builder
+
+    return register
+
 
 def _parse(name: str) -> tuple[str, str]:
+    """(source, name within the source): HAS-8 names, then a registered "SOURCE:" prefix, then
+    ``module:callable`` entry points; a bare name is a timm name."""
     if name in HAS8_MODELS:
         return "has8", name
-    if name.startswith("timm:"):
-        return "timm", name[len("timm:") :]
-    if name.startswith("torchvision:"):
-        return "torchvision", name[len("torchvision:") :]
-    if ":" in name:
+    head, sep, rest = name.partition(":")
+    if sep and head in _PREFIXED:
+        return head, rest
+    if sep:
         return "entrypoint", name
     return "timm", name
+
+
+def _full_name(source: str, name: str) -> str:
+    return f"{source}:{name}" if source in _PREFIXED else name
 
 
 def create(
@@ -60,7 +102,7 @@ def create(
         raise ModelError(f"num_classes must be a non-negative integer, got {num_classes!r}")
     if in_chans is not None and (not isinstance(in_chans, int) or in_chans < 1):
         raise ModelError(f"in_chans must be a positive integer, got {in_chans!r}")
-    builder = _BUILDERS[source]
+    builder = _SOURCES[source]
     model, where = builder(model_name, pretrained, weights, num_classes, in_chans, dict(kwargs))
     logger.info("model %s (%s): weights from %s", model_name, source, where)
     spec = getattr(model, "hybridize_spec", None)
@@ -68,8 +110,12 @@ def create(
         kw = _spec_kwargs(model, kwargs, in_chans)
         spec = {"source": source, "name": model_name, "kwargs": kw}
     spec["weights_source"] = where
-    model.hybridize_spec = spec
+    _record_spec(model, spec)
     return model
+
+
+def _record_spec(model: nn.Module, spec: dict[str, Any]) -> None:
+    model.hybridize_spec = spec  # type: ignore[assignment]  # a plain attribute
 
 
 def create_from_spec(spec: Any, trust_code: bool | None = None) -> nn.Module:
@@ -86,7 +132,7 @@ def create_from_spec(spec: Any, trust_code: bool | None = None) -> nn.Module:
     trusted = code_trusted() if trust_code is None else trust_code
     if source == "entrypoint" and not trusted:
         raise refuse(f"the model spec names the Python entry point {name!r}")
-    full = name if source in ("has8", "entrypoint") else f"{source}:{name}"
+    full = _full_name(source, name)
     if source == "has8":
         kwargs["hybrid"] = False  # checkpoints store the ANN spec; the recipe makes the hybrid
         kwargs.pop("recipe", None)
@@ -118,12 +164,16 @@ def check_spec(spec: Any) -> tuple[str, str, dict[str, Any]]:
             f"{type(spec).__name__})"
         )
     source, name, kwargs = spec.get("source"), spec.get("name"), spec.get("kwargs")
-    if not isinstance(source, str) or source not in _BUILDERS:
+    if not isinstance(source, str) or source not in _SOURCES:
         raise ModelError(
-            f"unknown model spec source {_short(source)}; expected one of {sorted(_BUILDERS)}"
+            f"unknown model spec source {_short(source)}; expected one of {sorted(_SOURCES)}"
         )
-    full = name if source in ("has8", "entrypoint") else f"{source}:{name}"
-    if not isinstance(name, str) or not name or len(name) > _MAX_STR or _parse(full)[0] != source:
+    if (
+        not isinstance(name, str)
+        or not name
+        or len(name) > _MAX_STR
+        or _parse(_full_name(source, name))[0] != source
+    ):
         raise ModelError(f"model spec name {_short(name)} is not a valid {source} model name")
     if kwargs is None:
         kwargs = {}
@@ -210,8 +260,9 @@ def _num_classes(model: nn.Module) -> int | None:
 def _in_chans(model: nn.Module) -> int | None:
     """The input channels: the model's own record first (a first conv can sit after a
     space-to-depth stem, as in TResNet), then the first conv."""
-    if isinstance(getattr(model, "in_chans", None), int):
-        return model.in_chans
+    in_chans = getattr(model, "in_chans", None)
+    if isinstance(in_chans, int):
+        return in_chans
     cfg = getattr(model, "pretrained_cfg", None)
     if isinstance(cfg, dict) and cfg.get("input_size"):
         return int(cfg["input_size"][0])
@@ -233,19 +284,76 @@ def _set_submodule(model: nn.Module, qualname: str, module: nn.Module) -> None:
     setattr(model.get_submodule(parent) if parent else model, leaf, module)
 
 
-def _adapt_stem(sd: dict[str, torch.Tensor], key: str, in_chans: int) -> None:
-    """Adapt the stem conv weight in ``sd`` to ``in_chans`` input channels (timm's rule)."""
-    if key not in sd or sd[key].ndim != 4 or sd[key].shape[1] == in_chans:
-        return
+def adapt_head_and_stem(
+    model: nn.Module,
+    num_classes: int | None = None,
+    in_chans: int | None = None,
+    *,
+    stem: str | None = None,
+    keep_weights: bool = True,
+) -> bool:
+    """Give ``model`` a ``num_classes``-way head and an ``in_chans``-channel stem (None: keep),
+    in place, for timm and torchvision models alike. Returns whether the head was replaced.
+
+    Head: ``reset_classifier`` where the model has it (timm), else the last ``nn.Linear`` is
+    replaced; a new head is randomly initialised. Stem: the conv named ``stem`` (default: the
+    first ``nn.Conv2d``) keeps its class and gets timm's ``adapt_input_conv`` of its weights
+    (``keep_weights``, the weights were loaded) or a fresh initialisation.
+    """
+    replaced = False
+    if num_classes is not None and num_classes != _head_size(model):
+        reset = getattr(model, "reset_classifier", None)
+        head = _last_linear(model)
+        if callable(reset):
+            reset(num_classes)
+            replaced = True
+        elif head is not None:
+            _set_submodule(model, head[0], _new_linear(head[1], num_classes))
+            replaced = True
+    found = _first_conv(model) if stem is None else _conv_named(model, stem)
+    if in_chans is not None and found is not None and found[1].in_channels != in_chans:
+        _set_submodule(model, found[0], _adapted_conv(found[0], found[1], in_chans, keep_weights))
+    return replaced
+
+
+def _head_size(model: nn.Module) -> int | None:
+    n = getattr(model, "num_classes", None)
+    if callable(getattr(model, "reset_classifier", None)) and isinstance(n, int):
+        return n
+    head = _last_linear(model)
+    return head[1].out_features if head else None
+
+
+def _conv_named(model: nn.Module, name: str) -> tuple[str, nn.Conv2d] | None:
+    try:
+        module = model.get_submodule(name)
+    except AttributeError:
+        return None
+    return (name, module) if isinstance(module, nn.Conv2d) else None
+
+
+def _adapted_conv(name: str, old: nn.Conv2d, in_chans: int, keep_weights: bool) -> nn.Conv2d:
+    """A copy of ``old`` (same class, e.g. timm's Conv2dSame) taking ``in_chans`` channels."""
+    if old.groups != 1:
+        raise ModelError(f"stem conv has groups={old.groups}; in_chans can only adapt groups=1")
+    new = copy.deepcopy(old)
+    new.in_channels = in_chans
+    if not keep_weights:
+        shape = (old.out_channels, in_chans, *old.kernel_size)
+        new.weight = nn.Parameter(old.weight.new_empty(shape))
+        new.reset_parameters()
+        return new
     from timm.models import adapt_input_conv
 
     try:
-        sd[key] = adapt_input_conv(in_chans, sd[key], base_chans=sd[key].shape[1])
+        weight = adapt_input_conv(in_chans, old.weight.detach(), base_chans=old.in_channels)
     except Exception:
         raise WeightsError(
-            f"cannot adapt stem weight {key} {tuple(sd[key].shape)} to in_chans={in_chans}; "
-            "use in_chans=3 or weights made for that channel count"
+            f"cannot adapt stem weight {name}.weight {tuple(old.weight.shape)} to "
+            f"in_chans={in_chans}; use in_chans=3 or weights made for that channel count"
         ) from None
+    new.weight = nn.Parameter(weight.to(old.weight.dtype).clone())
+    return new
 
 
 def _load_strict(model: nn.Module, sd: dict[str, torch.Tensor], where: str) -> None:
@@ -309,7 +417,15 @@ def suggest_names(name: str, candidates: list[str] | None = None, limit: int = 3
     return [bare[m] for m in difflib.get_close_matches(key, list(bare), n=limit, cutoff=0.6)]
 
 
-def _build_timm(name, pretrained, weights, num_classes, in_chans, kwargs):
+@register_model_source("timm")
+def _build_timm(
+    name: str,
+    pretrained: bool,
+    weights: str | os.PathLike[str] | None,
+    num_classes: int | None,
+    in_chans: int | None,
+    kwargs: dict[str, Any],
+) -> tuple[nn.Module, str]:
     import timm
 
     if not timm.is_model(name):
@@ -342,12 +458,13 @@ def _build_timm(name, pretrained, weights, num_classes, in_chans, kwargs):
     if sd is None:
         return make(num_classes), where
     file_classes = next((sd[k].shape[0] for k in head_keys if k in sd), None)
-    if stem_key:
-        _adapt_stem(sd, stem_key, chans)
-    model = make(file_classes if file_classes is not None else num_classes)
+    # built as the file was made (its classes and stem channels), loaded, then adapted
+    known_stem = stem_key is not None and stem_key in sd and sd[stem_key].ndim == 4
+    stem = stem_key[: -len(".weight")] if stem_key is not None and known_stem else None
+    file_chans = sd[f"{stem}.weight"].shape[1] if stem else chans
+    model = make(file_classes if file_classes is not None else num_classes, file_chans)
     _load_strict(model, sd, where)
-    if num_classes is not None and file_classes is not None and num_classes != file_classes:
-        model.reset_classifier(num_classes)
+    if adapt_head_and_stem(model, num_classes, chans if stem else None, stem=stem):
         where += f"; new {num_classes}-class head (random init)"
     return model, where
 
@@ -400,7 +517,15 @@ def _timm_hub(name, cfg, num_classes, chans, kwargs):
 # torchvision
 
 
-def _build_torchvision(name, pretrained, weights, num_classes, in_chans, kwargs):
+@register_model_source("torchvision")
+def _build_torchvision(
+    name: str,
+    pretrained: bool,
+    weights: str | os.PathLike[str] | None,
+    num_classes: int | None,
+    in_chans: int | None,
+    kwargs: dict[str, Any],
+) -> tuple[nn.Module, str]:
     import torchvision
 
     try:
@@ -417,48 +542,19 @@ def _build_torchvision(name, pretrained, weights, num_classes, in_chans, kwargs)
         sd, where = W.load_weights_file(weights), f"file {os.fspath(weights)}"
     elif pretrained:
         sd, where = _torchvision_hub(name)
-    head, stem = _last_linear(model), _first_conv(model)
+    head = _last_linear(model)
     if sd is not None:
-        if head is not None and f"{head[0]}.weight" in sd:
-            rows = sd[f"{head[0]}.weight"].shape[0]
-            if rows != head[1].out_features:  # a file fine-tuned with another head size
-                _set_submodule(model, head[0], _new_linear(head[1], rows))
+        if head is not None and f"{head[0]}.weight" in sd:  # maybe fine-tuned to another size
+            adapt_head_and_stem(model, sd[f"{head[0]}.weight"].shape[0])
         _load_strict(model, sd, where)
-    if num_classes is not None and head is not None:
-        current = model.get_submodule(head[0])
-        if current.out_features != num_classes:
-            _set_submodule(model, head[0], _new_linear(current, num_classes))
-            if sd is not None:
-                where += f"; new {num_classes}-class head (random init)"
-    if in_chans is not None and stem is not None and stem[1].in_channels != in_chans:
-        old = model.get_submodule(stem[0])
-        new = _new_conv(old, in_chans)
-        if sd is not None:
-            from timm.models import adapt_input_conv
-
-            with torch.no_grad():
-                new.weight.copy_(adapt_input_conv(in_chans, old.weight.detach(), old.in_channels))
-        _set_submodule(model, stem[0], new)
+    replaced = adapt_head_and_stem(model, num_classes, in_chans, keep_weights=sd is not None)
+    if replaced and sd is not None:
+        where += f"; new {num_classes}-class head (random init)"
     return model, where
 
 
 def _new_linear(old: nn.Linear, out_features: int) -> nn.Linear:
     return nn.Linear(old.in_features, out_features, bias=old.bias is not None)
-
-
-def _new_conv(old: nn.Conv2d, in_chans: int) -> nn.Conv2d:
-    if old.groups != 1:
-        raise ModelError(f"stem conv has groups={old.groups}; in_chans can only adapt groups=1")
-    return nn.Conv2d(
-        in_chans,
-        old.out_channels,
-        old.kernel_size,
-        stride=old.stride,
-        padding=old.padding,
-        dilation=old.dilation,
-        bias=old.bias is not None,
-        padding_mode=old.padding_mode,
-    )
 
 
 def _torchvision_hub(name: str) -> tuple[dict[str, torch.Tensor], str]:
@@ -487,7 +583,15 @@ def _torchvision_hub(name: str) -> tuple[dict[str, torch.Tensor], str]:
 # entry points and HAS-8
 
 
-def _build_entrypoint(name, pretrained, weights, num_classes, in_chans, kwargs):
+@register_model_source("entrypoint", prefix=False)
+def _build_entrypoint(
+    name: str,
+    pretrained: bool,
+    weights: str | os.PathLike[str] | None,
+    num_classes: int | None,
+    in_chans: int | None,
+    kwargs: dict[str, Any],
+) -> tuple[nn.Module, str]:
     module_name, _, attr = name.partition(":")
     try:
         fn: Callable[..., nn.Module] = getattr(importlib.import_module(module_name), attr)
@@ -517,7 +621,7 @@ def _build_entrypoint(name, pretrained, weights, num_classes, in_chans, kwargs):
         raise WeightsError(
             f"entry point {name!r} has no known pretrained weights; pass --weights FILE"
         )
-    model.hybridize_spec = {"source": "entrypoint", "name": name, "kwargs": _spec_kwargs_raw(extra)}
+    _record_spec(model, {"source": "entrypoint", "name": name, "kwargs": _spec_kwargs_raw(extra)})
     return model, where
 
 
@@ -528,7 +632,15 @@ def _spec_kwargs_raw(kwargs: dict[str, Any]) -> dict[str, Any]:
     return dict(kwargs)
 
 
-def _build_has8(name, pretrained, weights, num_classes, in_chans, kwargs):
+@register_model_source("has8", prefix=False)
+def _build_has8(
+    name: str,
+    pretrained: bool,
+    weights: str | os.PathLike[str] | None,
+    num_classes: int | None,
+    in_chans: int | None,
+    kwargs: dict[str, Any],
+) -> tuple[nn.Module, str]:
     hybrid = kwargs.pop("hybrid", True)
     base_recipe = kwargs.pop("recipe", "has8")
     compat = kwargs.pop("compat", None)
@@ -550,34 +662,23 @@ def _build_has8(name, pretrained, weights, num_classes, in_chans, kwargs):
         raise WeightsError(
             f"{name} has no published weights; pass --weights FILE or pretrained=False"
         )
-    ann_spec = {
-        "source": "has8",
-        "name": name,
-        "kwargs": {"num_classes": classes, "in_chans": chans, "hybrid": False},
-        "weights_source": where,
-    }
+    ann_kwargs: dict[str, Any] = {"num_classes": classes, "in_chans": chans, "hybrid": False}
+    ann_spec = {"source": "has8", "name": name, "kwargs": ann_kwargs, "weights_source": where}
     if compat is not None:
-        ann_spec["kwargs"]["compat"] = compat
-    ann.hybridize_spec = ann_spec
+        ann_kwargs["compat"] = compat
+    _record_spec(ann, ann_spec)
     if not hybrid:
         return ann, where
-    import hybridize
+    from hybridize.conversion import convert
 
     # 32x32 is the smallest input the five VGG poolings accept; convert only traces with it
-    model = hybridize.convert(ann, recipe, example_input=torch.zeros(1, chans, 32, 32))
+    model = convert(ann, recipe, example_input=torch.zeros(1, chans, 32, 32))
     meta = getattr(model, "hybridize_meta", None)
     if isinstance(meta, dict) and not meta.get("model"):
         meta["model"] = {k: v for k, v in ann_spec.items() if k != "weights_source"}
-    spec = {**ann_spec, "kwargs": {**ann_spec["kwargs"], "hybrid": True}}
+    hybrid_kwargs = {**ann_kwargs, "hybrid": True}
+    spec = {**ann_spec, "kwargs": hybrid_kwargs}
     if isinstance(base_recipe, str):
-        spec["kwargs"]["recipe"] = base_recipe
-    model.hybridize_spec = spec
+        hybrid_kwargs["recipe"] = base_recipe
+    _record_spec(model, spec)
     return model, where
-
-
-_BUILDERS = {
-    "timm": _build_timm,
-    "torchvision": _build_torchvision,
-    "entrypoint": _build_entrypoint,
-    "has8": _build_has8,
-}

@@ -124,6 +124,11 @@ class Has8ResNet(nn.Module):
     same layout for every input channel count.
     """
 
+    layer1: nn.Sequential  # added by name in __init__
+    layer2: nn.Sequential
+    layer3: nn.Sequential
+    layer4: nn.Sequential
+
     def __init__(
         self, base: int = 64, num_classes: int = 10, in_chans: int = 3, compat: str | None = None
     ) -> None:

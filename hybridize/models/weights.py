@@ -321,9 +321,13 @@ def hf_cached_file(repo_id: str) -> Path | None:
     try:
         from huggingface_hub import try_to_load_from_cache
     except ImportError:
-        try_to_load_from_cache = None
+        try_to_load_from_cache = None  # type: ignore[assignment]
     for filename in ("model.safetensors", "open_clip_pytorch_model.bin", "pytorch_model.bin"):
-        found = try_to_load_from_cache(repo_id, filename) if try_to_load_from_cache else None
+        found = (
+            try_to_load_from_cache(repo_id, filename)
+            if try_to_load_from_cache is not None
+            else None
+        )
         if isinstance(found, str) and os.path.isfile(found):
             return Path(found)
         ours = hf_download_dir(repo_id) / filename

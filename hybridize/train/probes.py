@@ -9,10 +9,8 @@ from hybridize.train.optim import fusion_block_types
 
 
 def _lif_types() -> tuple[type, ...]:
-    try:
-        from hybridize.spiking import LIF
-    except ImportError:
-        return ()
+    from hybridize.spiking import LIF
+
     return (LIF,)
 
 

@@ -53,10 +53,37 @@ def test_export_pt2_cli_static_batch(parallel_hybrid, tmp_path, monkeypatch):
     "args, message",
     [
         (["--format", "tflite"], "not supported"),
-        (["--format", "onnx", "--batch-size", "2", "--dynamic-batch"], "exclude each other"),
+        (["--format", "onnx", "--batch-size", "0"], "--batch-size 0"),
     ],
 )
 def test_export_cli_user_errors(tmp_path, args, message):
     result = CliRunner().invoke(_app(), ["export", str(tmp_path / "none.safetensors"), *args])
     assert result.exit_code != 0
     assert isinstance(result.exception, HybridizeError) and message in str(result.exception)
+
+
+def test_export_cli_has_no_dynamic_batch_flag(tmp_path):
+    """The batch axis is dynamic unless --batch-size is given, so there is no flag to ask for it."""
+    from hybridize_cli.main import main_entry
+
+    args = ["export", str(tmp_path / "none.safetensors"), "-f", "onnx", "--dynamic-batch"]
+    assert main_entry(args) == 2
+
+
+def test_export_pt2_cli_dynamic_batch_by_default(parallel_hybrid, tmp_path, monkeypatch):
+    """Without --batch-size the CLI exports a batch of 2 with a dynamic batch axis: the reloaded
+    program runs a batch of 5 and matches eager."""
+    import hybridize
+
+    parallel_hybrid.hybridize_meta = {"example_shape": [1, 3, 16, 16]}
+    monkeypatch.setattr(hybridize, "load", lambda path: parallel_hybrid)
+    out = tmp_path / "m.pt2"
+    args = ["export", "m.safetensors", "-f", "pt2", "-o", str(out), "--no-real"]
+    result = CliRunner().invoke(_app(), [*args, "--img-size", "12"])
+    assert result.exit_code == 0, result.output
+    assert "[PASS]" in result.output
+    program = torch.export.load(str(out))
+    assert tuple(program.example_inputs[0][0].shape) == (2, 3, 12, 12)
+    x = torch.rand(5, 3, 12, 12)
+    with torch.no_grad():
+        torch.testing.assert_close(program.module()(x), parallel_hybrid(x), atol=1e-5, rtol=1e-4)

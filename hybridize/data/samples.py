@@ -1,4 +1,5 @@
-"""Real sample images for parity checks: the 20-per-set images that PyPI ``foolbox`` ships.
+"""Real sample images for ``inspect`` and the export parity checks: the 20-per-set images that
+PyPI ``foolbox`` ships.
 
 The folder is found with ``importlib.util.find_spec`` (foolbox itself is never imported).
 """

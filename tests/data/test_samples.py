@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from hybridize.export.samples import sample_dir, sample_images
+from hybridize.data.samples import sample_dir, sample_images
 
 pytestmark = pytest.mark.skipif(sample_dir() is None, reason="foolbox sample images not installed")
 

@@ -1,0 +1,32 @@
+"""The import contract of pyproject.toml ([tool.importlinter]) holds, and matches the layers
+docs/architecture.md describes."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import pytest
+import tomllib
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _layers() -> list[str]:
+    config = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["importlinter"]
+    (contract,) = [c for c in config["contracts"] if c["type"] == "layers"]
+    return contract["layers"]
+
+
+def test_import_contracts_are_kept(monkeypatch):
+    cli = pytest.importorskip("importlinter.cli")
+    monkeypatch.chdir(ROOT)
+    assert cli.lint_imports(no_cache=True, no_logo=True) == cli.EXIT_STATUS_SUCCESS
+
+
+def test_architecture_doc_lists_the_contract_layers():
+    text = (ROOT / "docs" / "architecture.md").read_text()
+    block = re.search(r"```\n(hybridize layers, top to bottom.*?)```", text, re.S)
+    assert block, "docs/architecture.md lost its layer listing"
+    documented = [line.split("#")[0].strip() for line in block.group(1).splitlines()[1:]]
+    assert [line for line in documented if line] == _layers()
