@@ -5,11 +5,12 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
-from hybridize.spiking._options import SpikingConfigError, check_choice, check_number
+from hybridize.errors import SpikingConfigError
 from hybridize.spiking.decoder import BitPlaneDecoder
 from hybridize.spiking.encoder import BitPlaneEncoder
 from hybridize.spiking.kernels import compacting_binary_saves
 from hybridize.spiking.neuron import LIF
+from hybridize.spiking.options import check_choice, check_number
 
 GATE_KINDS = ("fixed", "learnable")
 

@@ -1,4 +1,4 @@
-"""Surrogate derivatives: encoder bit-plane stand-ins (METHOD.md 3) and spike functions (4).
+"""Surrogate derivatives: encoder bit-plane stand-ins (method.md 3) and spike functions (4).
 
 Each surrogate carries its derivative (used by the custom backward passes) and its primitive
 (the smooth function whose derivative it is; handy for checks and plots). The name -> surrogate
@@ -14,6 +14,12 @@ from types import MappingProxyType
 
 import torch
 from torch import Tensor
+
+from hybridize.spiking.options import (
+    ENCODER_PERIOD_MEAN,
+    ENCODER_SURROGATE_ALPHA,
+    SPIKE_SURROGATE_ALPHA,
+)
 
 # ---------------------------------------------------------------------------------------------
 # Encoder surrogates: functions of z (the scaled value), plane significance k (a tensor that
@@ -114,20 +120,6 @@ def range_mean_derivative(
 PeriodMeanFn = Callable[[float, float, int], float]
 
 
-def _fourier_period_mean(alpha: float, offset: float, bits: int) -> float:
-    # every cos(n u_k), n >= 1, averages to 0 over the period 2^(k+1) of plane k
-    return float(offset)
-
-
-def _zero_period_mean(alpha: float, offset: float, bits: int) -> float:
-    # the derivative of a periodic primitive (sigmoid / tanh of alpha sin u_k) averages to 0
-    return 0.0
-
-
-def _ste_period_mean(alpha: float, offset: float, bits: int) -> float:
-    return 1.0 / (2**bits - 1)
-
-
 @dataclass(frozen=True)
 class EncoderSurrogate:
     """A smooth stand-in for the bit-plane square wave P_k(z).
@@ -143,37 +135,20 @@ class EncoderSurrogate:
     derivative: EncoderFn
     primitive: EncoderFn
     default_alpha: float | None
-    uses_offset: bool = False
-    period_mean: PeriodMeanFn = _zero_period_mean
+    period_mean: PeriodMeanFn
 
 
+# name -> (derivative, primitive); the default alpha and period mean: hybridize.spiking.options
+_ENCODER_FUNCTIONS: dict[str, tuple[EncoderFn, EncoderFn]] = {
+    "fourier": (_fourier_derivative, _fourier_primitive),
+    "sigsine": (_sigsine_derivative, _sigsine_primitive),
+    "tanhsine": (_tanhsine_derivative, _tanhsine_primitive),
+    "ste": (_ste_derivative, _ste_primitive),
+}
 ENCODER_SURROGATES = MappingProxyType(
     {
-        "fourier": EncoderSurrogate(
-            "fourier",
-            _fourier_derivative,
-            _fourier_primitive,
-            5,
-            uses_offset=True,
-            period_mean=_fourier_period_mean,
-        ),
-        "sigsine": EncoderSurrogate(
-            "sigsine",
-            _sigsine_derivative,
-            _sigsine_primitive,
-            -10.0,
-            period_mean=_zero_period_mean,
-        ),  # fmt: skip
-        "tanhsine": EncoderSurrogate(
-            "tanhsine",
-            _tanhsine_derivative,
-            _tanhsine_primitive,
-            -10.0,
-            period_mean=_zero_period_mean,
-        ),  # fmt: skip
-        "ste": EncoderSurrogate(
-            "ste", _ste_derivative, _ste_primitive, None, period_mean=_ste_period_mean
-        ),
+        name: EncoderSurrogate(name, *fns, ENCODER_SURROGATE_ALPHA[name], ENCODER_PERIOD_MEAN[name])
+        for name, fns in _ENCODER_FUNCTIONS.items()
     }
 )
 
@@ -231,11 +206,15 @@ class SpikeSurrogate:
     default_alpha: float
 
 
+_SPIKE_FUNCTIONS: dict[str, tuple[SpikeFn, SpikeFn]] = {
+    "atan": (_atan_derivative, _atan_primitive),
+    "sigmoid": (_sigmoid_derivative, _sigmoid_primitive),
+    "rect": (_rect_derivative, _rect_primitive),
+    "triangle": (_triangle_derivative, _triangle_primitive),
+}
 SPIKE_SURROGATES = MappingProxyType(
     {
-        "atan": SpikeSurrogate("atan", _atan_derivative, _atan_primitive, 2.0),
-        "sigmoid": SpikeSurrogate("sigmoid", _sigmoid_derivative, _sigmoid_primitive, 4.0),
-        "rect": SpikeSurrogate("rect", _rect_derivative, _rect_primitive, 1.0),
-        "triangle": SpikeSurrogate("triangle", _triangle_derivative, _triangle_primitive, 1.0),
+        name: SpikeSurrogate(name, *fns, SPIKE_SURROGATE_ALPHA[name])
+        for name, fns in _SPIKE_FUNCTIONS.items()
     }
 )
