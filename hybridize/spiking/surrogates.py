@@ -125,8 +125,8 @@ class EncoderSurrogate:
     """A smooth stand-in for the bit-plane square wave P_k(z).
 
     ``derivative(z, k, alpha, offset, bits)`` is d_k(z); ``primitive`` is the function it is the
-    derivative of. ``default_alpha`` is None when the surrogate takes no alpha.
-    ``period_mean(alpha, offset, bits)`` is the closed-form mean of d_k over one period of plane
+    derivative of. ``default_alpha`` (from hybridize.spiking.options) is None when the surrogate
+    takes no alpha. ``period_mean(alpha, offset, bits)`` (from the options too) is the closed-form mean of d_k over one period of plane
     k (the same for every k); where it is 0 the encoder's ``gain="unit"`` has nothing to
     calibrate (the scale itself uses :func:`range_mean_derivative`).
     """
@@ -134,21 +134,25 @@ class EncoderSurrogate:
     name: str
     derivative: EncoderFn
     primitive: EncoderFn
-    default_alpha: float | None
-    period_mean: PeriodMeanFn
+
+    @property
+    def default_alpha(self) -> float | None:
+        return ENCODER_SURROGATE_ALPHA[self.name]
+
+    @property
+    def period_mean(self) -> PeriodMeanFn:
+        return ENCODER_PERIOD_MEAN[self.name]
 
 
-# name -> (derivative, primitive); the default alpha and period mean: hybridize.spiking.options
-_ENCODER_FUNCTIONS: dict[str, tuple[EncoderFn, EncoderFn]] = {
-    "fourier": (_fourier_derivative, _fourier_primitive),
-    "sigsine": (_sigsine_derivative, _sigsine_primitive),
-    "tanhsine": (_tanhsine_derivative, _tanhsine_primitive),
-    "ste": (_ste_derivative, _ste_primitive),
-}
 ENCODER_SURROGATES = MappingProxyType(
     {
-        name: EncoderSurrogate(name, *fns, ENCODER_SURROGATE_ALPHA[name], ENCODER_PERIOD_MEAN[name])
-        for name, fns in _ENCODER_FUNCTIONS.items()
+        s.name: s
+        for s in (
+            EncoderSurrogate("fourier", _fourier_derivative, _fourier_primitive),
+            EncoderSurrogate("sigsine", _sigsine_derivative, _sigsine_primitive),
+            EncoderSurrogate("tanhsine", _tanhsine_derivative, _tanhsine_primitive),
+            EncoderSurrogate("ste", _ste_derivative, _ste_primitive),
+        )
     }
 )
 
@@ -198,23 +202,23 @@ SpikeFn = Callable[[Tensor, float], Tensor]
 
 @dataclass(frozen=True)
 class SpikeSurrogate:
-    """A smooth stand-in for Heaviside(x): ``derivative(x, alpha)`` and ``primitive(x, alpha)``."""
+    """A smooth stand-in for Heaviside(x): ``derivative(x, alpha)`` and ``primitive(x, alpha)``;
+    ``default_alpha`` comes from hybridize.spiking.options."""
 
     name: str
     derivative: SpikeFn
     primitive: SpikeFn
-    default_alpha: float
+
+    @property
+    def default_alpha(self) -> float:
+        return SPIKE_SURROGATE_ALPHA[self.name]
 
 
-_SPIKE_FUNCTIONS: dict[str, tuple[SpikeFn, SpikeFn]] = {
-    "atan": (_atan_derivative, _atan_primitive),
-    "sigmoid": (_sigmoid_derivative, _sigmoid_primitive),
-    "rect": (_rect_derivative, _rect_primitive),
-    "triangle": (_triangle_derivative, _triangle_primitive),
-}
 SPIKE_SURROGATES = MappingProxyType(
     {
-        name: SpikeSurrogate(name, *fns, SPIKE_SURROGATE_ALPHA[name])
-        for name, fns in _SPIKE_FUNCTIONS.items()
+        "atan": SpikeSurrogate("atan", _atan_derivative, _atan_primitive),
+        "sigmoid": SpikeSurrogate("sigmoid", _sigmoid_derivative, _sigmoid_primitive),
+        "rect": SpikeSurrogate("rect", _rect_derivative, _rect_primitive),
+        "triangle": SpikeSurrogate("triangle", _triangle_derivative, _triangle_primitive),
     }
 )
