@@ -122,10 +122,8 @@ def check_number(
     if ok and at_most is not None:
         ok = value <= at_most
     if not ok:
-        bounds = [
-            f"{op} {bound:g}" for op, bound in ((">", above), ("<=", at_most)) if bound is not None
-        ]
-        need = " ".join(["a finite number", " and ".join(bounds)]).strip()
+        bounds = [f"{op} {b:g}" for op, b in ((">", above), ("<=", at_most)) if b is not None]
+        need = f"a finite number {' and '.join(bounds)}".rstrip()
         raise OptionError(key, f"is invalid; give {need}", value, owner)
     return float(value)
 
