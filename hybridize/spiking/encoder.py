@@ -233,6 +233,10 @@ class BitPlaneEncoder(nn.Module):
     Set ``export_mode = True`` to force standard ops (eval + no grad does so too).
     """
 
+    running_min: Tensor  # buffers of normalize="running"
+    running_max: Tensor
+    num_batches_tracked: Tensor
+
     def __init__(
         self,
         bits: int = DEFAULT_ENCODER.bits,

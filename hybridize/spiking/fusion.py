@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 from torch import Tensor, nn
 
@@ -69,7 +71,7 @@ class SpikingBranch(nn.Module):
         return ", ".join(parts)
 
     @compacting_binary_saves  # the twin's layers keep the planes and spikes as uint8
-    def forward(self, x: Tensor, *args: object, **kwargs: object) -> Tensor:
+    def forward(self, x: Tensor, *args: Any, **kwargs: Any) -> Tensor:
         planes = self.encoder(x)
         t, n = planes.shape[0], planes.shape[1]
         if self.fold:

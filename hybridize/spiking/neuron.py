@@ -209,6 +209,10 @@ class LIF(nn.Module):
                 f"LIF: time_steps={time_steps!r} is invalid; give a positive integer or None"
             )
         self.time_steps = time_steps
+        # the static options the sequence functions and fused kernels take
+        self._config = LIFConfig(
+            **{f.name: getattr(self.options, f.name) for f in fields(LIFConfig)}
+        )
         if self.options.learnable_tau:
             self.decay_logit = nn.Parameter(torch.tensor(-math.log(self.options.tau - 1.0)))
         self.export_mode = False
@@ -262,7 +266,7 @@ class LIF(nn.Module):
         tau = self.tau
         if isinstance(tau, Tensor):
             tau = tau.to(x.dtype)
-        cfg = LIFConfig(**{f.name: getattr(self.options, f.name) for f in fields(LIFConfig)})
+        cfg = self._config
         wants_grad = use_custom_backward(seq, self.export_mode) or (
             isinstance(tau, Tensor) and use_custom_backward(tau, self.export_mode)
         )
