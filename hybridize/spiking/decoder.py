@@ -1,4 +1,4 @@
-"""Decoders (method.md 5): bit-plane weighted sum over time, or the rate (mean over time)."""
+"""Decoders (docs/method.md 5): bit-plane weighted sum over time, or the rate (mean over time)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Bit-plane encoder (method.md 2-3): normalize -> scale -> quantize -> bit planes, with the
+"""Bit-plane encoder (docs/method.md 2-3): normalize -> scale -> quantize -> bit planes, with the
 surrogate backward of section 3 as a custom autograd.Function that saves only z. Its options and
 their rules live in :mod:`hybridize.spiking.options`.
 """
@@ -223,7 +223,7 @@ def encode(x: Tensor, *, export_mode: bool = False, **options: Any) -> Tensor:
 
 
 class BitPlaneEncoder(nn.Module):
-    """x [N, ...] -> bit planes [T, N, ...] with T == bits, in x's dtype (method.md 2-3).
+    """x [N, ...] -> bit planes [T, N, ...] with T == bits, in x's dtype (docs/method.md 2-3).
 
     Options left as None take :class:`~hybridize.spiking.options.EncoderOptions`' defaults (the
     surrogate's alpha and rescale) or, with ``compat="has8-released"``, the released preset; an

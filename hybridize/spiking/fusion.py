@@ -1,4 +1,4 @@
-"""The fusion block (METHOD.md 1): y = A(x) + g * Decode(S(Encode(x)))."""
+"""The fusion block (docs/method.md 1): y = A(x) + g * Decode(S(Encode(x)))."""
 
 from __future__ import annotations
 

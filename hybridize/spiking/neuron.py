@@ -1,4 +1,4 @@
-"""LIF neuron (method.md 4, SpikingJelly semantics) as pure functions with explicit state and a
+"""LIF neuron (docs/method.md 4, SpikingJelly semantics) as pure functions with explicit state and a
 stateless multi-step module. Its options and their rules live in :mod:`hybridize.spiking.options`.
 """
 

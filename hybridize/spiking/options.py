@@ -312,10 +312,8 @@ def _encoder_alpha(owner: str, surrogate: str, alpha: float | None) -> float | N
     if alpha is None:
         return default
     if default is None:
-        raise OptionError(
-            "alpha", f"is given but the {surrogate!r} surrogate takes no alpha; drop {{p}}alpha",
-            alpha, owner,
-        )  # fmt: skip
+        problem = f"is given but the {surrogate!r} surrogate takes no alpha; drop {{p}}alpha"
+        raise OptionError("alpha", problem, alpha, owner)
     if surrogate == "fourier":
         if alpha < 1 or not float(alpha).is_integer():
             raise OptionError(

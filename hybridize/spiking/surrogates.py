@@ -1,4 +1,4 @@
-"""Surrogate derivatives: encoder bit-plane stand-ins (method.md 3) and spike functions (4).
+"""Surrogate derivatives: encoder bit-plane stand-ins (docs/method.md 3) and spike functions (4).
 
 Each surrogate carries its derivative (used by the custom backward passes) and its primitive
 (the smooth function whose derivative it is; handy for checks and plots). The name -> surrogate

@@ -114,7 +114,7 @@ class FusedBitPlane(torch.autograd.Function):
 
 
 def encoder_kernel_config(opts: Any, ks: tuple[int, ...]) -> EncoderKernelConfig:
-    """The kernel configuration of resolved encoder options (``encoder.EncoderOptions``)."""
+    """The kernel configuration of resolved encoder options (``options.EncoderOptions``)."""
     return EncoderKernelConfig(
         ks=ks,
         quantize=opts.quantize,
