@@ -126,9 +126,10 @@ class EncoderSurrogate:
 
     ``derivative(z, k, alpha, offset, bits)`` is d_k(z); ``primitive`` is the function it is the
     derivative of. ``default_alpha`` (from hybridize.spiking.options) is None when the surrogate
-    takes no alpha. ``period_mean(alpha, offset, bits)`` (from the options too) is the closed-form mean of d_k over one period of plane
-    k (the same for every k); where it is 0 the encoder's ``gain="unit"`` has nothing to
-    calibrate (the scale itself uses :func:`range_mean_derivative`).
+    takes no alpha. ``period_mean(alpha, offset, bits)`` (from the options too) is the
+    closed-form mean of d_k over one period of plane k (the same for every k); where it is 0 the
+    encoder's ``gain="unit"`` has nothing to calibrate (the scale itself uses
+    :func:`range_mean_derivative`).
     """
 
     name: str

@@ -19,6 +19,7 @@ from hybridize.spiking import (
     SPIKE_SURROGATES,
     BitPlaneEncoder,
     lif_multistep,
+    lif_step,
     options,
 )
 from hybridize.spiking.options import (
@@ -93,19 +94,57 @@ def test_options_are_frozen_and_round_trip(cls):
 @pytest.mark.parametrize(
     ("resolve", "kwargs", "expected"),
     [
-        (options.resolve_encoder, {"bits": 0}, "BitPlaneEncoder: bits=0 is invalid; use an integer in 1..16"),
-        (options.resolve_encoder, {"momentum": 1.5}, "momentum=1.5 is invalid; give a finite number > 0 and <= 1"),
-        (options.resolve_encoder, {"order": "middle"}, "order='middle' is not allowed; choose one of: msb, lsb"),
-        (options.resolve_encoder, {"compat": "has8-released", "gain": "unit"}, "gain='unit' contradicts compat 'has8-released' (which sets gain='raw'); drop gain or compat"),
-        (options.resolve_encoder, {"lo": 0.0}, "lo/hi only apply to normalize 'fixed' (got 'running'); drop lo/hi or set normalize to 'fixed'"),
-        (options.resolve_encoder, {"colour": 1}, "colour is not an option; use: bits, order, normalize"),
+        (
+            options.resolve_encoder,
+            {"bits": 0},
+            "BitPlaneEncoder: bits=0 is invalid; use an integer in 1..16",
+        ),
+        (
+            options.resolve_encoder,
+            {"momentum": 1.5},
+            "momentum=1.5 is invalid; give a finite number > 0 and <= 1",
+        ),
+        (
+            options.resolve_encoder,
+            {"order": "middle"},
+            "order='middle' is not allowed; choose one of: msb, lsb",
+        ),
+        (
+            options.resolve_encoder,
+            {"compat": "has8-released", "gain": "unit"},
+            "gain='unit' contradicts compat 'has8-released' (which sets gain='raw'); "
+            "drop gain or compat",
+        ),
+        (
+            options.resolve_encoder,
+            {"lo": 0.0},
+            "lo/hi only apply to normalize 'fixed' (got 'running'); drop lo/hi or set "
+            "normalize to 'fixed'",
+        ),
+        (
+            options.resolve_encoder,
+            {"colour": 1},
+            "colour is not an option; use: bits, order, normalize",
+        ),
         (options.resolve_neuron, {"tau": 1.0}, "LIF: tau=1.0 is invalid; give a finite number > 1"),
-        (options.resolve_neuron, {"v_threshold": 0.0}, "v_threshold=0.0 is invalid; give a finite number > 0"),
+        (
+            options.resolve_neuron,
+            {"v_threshold": 0.0},
+            "v_threshold=0.0 is invalid; give a finite number > 0",
+        ),
         (options.resolve_neuron, {"v_reset": 2.0}, "v_reset=2.0 must be below v_threshold 1.0"),
-        (options.resolve_neuron, {"detach_reset": "yes"}, "detach_reset='yes' is invalid; give true or false"),
-        (options.resolve_decoder, {"compat": "has8-released", "order": "lsb"}, "order='lsb' contradicts compat"),
+        (
+            options.resolve_neuron,
+            {"detach_reset": "yes"},
+            "detach_reset='yes' is invalid; give true or false",
+        ),
+        (
+            options.resolve_decoder,
+            {"compat": "has8-released", "order": "lsb"},
+            "order='lsb' contradicts compat",
+        ),
     ],
-)  # fmt: skip
+)
 def test_errors_are_one_line_and_name_the_owner_key_and_value(resolve, kwargs, expected):
     owner = {"resolve_encoder": "BitPlaneEncoder", "resolve_neuron": "LIF"}.get(
         resolve.__name__, "BitPlaneDecoder"
@@ -132,13 +171,12 @@ def test_tau_is_a_leak_time_constant(tau):
     # that makes this a leak (tau = 1 forgets at once, tau < 1 overshoots rest and oscillates)
     x = torch.zeros(6, 1, dtype=torch.float64)
     x[0] = 1.0
-    lif = LIF(tau=tau, v_threshold=10.0).double()
-    assert torch.equal(lif(x), torch.zeros_like(x))  # never fires
-    v, expected = 0.0, []
+    assert torch.equal(LIF(tau=tau, v_threshold=10.0).double()(x), torch.zeros_like(x))
+    v, membrane = torch.zeros(1, dtype=torch.float64), []
     for t in range(6):
-        v = v + (x[t].item() - v) / tau
-        expected.append(v)
-    assert expected == pytest.approx([(1 / tau) * (1 - 1 / tau) ** t for t in range(6)], rel=1e-12)
+        _, v = lif_step(x[t], v, tau=tau, v_threshold=10.0)  # never fires: V_t = H_t
+        membrane.append(v.item())
+    assert membrane == pytest.approx([(1 / tau) * (1 - 1 / tau) ** t for t in range(6)], rel=1e-12)
     for bad in (1.0, 0.75, 0.25):
         with pytest.raises(SpikingConfigError, match="> 1"):
             LIF(tau=bad)
