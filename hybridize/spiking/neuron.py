@@ -18,7 +18,6 @@ from hybridize.spiking.kernels import LIFConfig, fused_lif, mark_binary, use_fus
 from hybridize.spiking.options import (
     DEFAULT_NEURON,
     SpikeSurrogateName,
-    check_choice,
     option_property,
     resolve_neuron,
 )
@@ -57,8 +56,8 @@ def spike_function(
 
     When no gradient is wanted (or in export mode) it is the plain standard-op Heaviside.
     """
-    name = check_choice("spike_function", "surrogate", surrogate, SPIKE_SURROGATES)
-    a = SPIKE_SURROGATES[name].default_alpha if alpha is None else float(alpha)
+    opts = resolve_neuron("spike_function", surrogate=surrogate, alpha=alpha)
+    name, a = opts.surrogate, float(opts.alpha or 0.0)
 
     def fn(x: Tensor) -> Tensor:
         if use_custom_backward(x, export_mode):
