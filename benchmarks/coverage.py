@@ -451,7 +451,7 @@ def run_all(names: list[str], args: argparse.Namespace) -> None:
 # --------------------------------------------------------------------------- summary
 
 
-def normalise(error: str) -> str:
+def normalize_error(error: str) -> str:
     """Group key of an error line: quoted names, numbers, shapes and addresses blanked."""
     no_region = re.match(r"recipe .* converted no region of \w+ \((.*)", error)
     if no_region:  # group by the first refusal of a block, not by the model's region names
@@ -502,7 +502,7 @@ def summarise(records: list[dict[str, Any]], only: list[str] | None = None) -> s
     examples: dict[tuple[str, str, str], dict[str, Any]] = {}
     for r in runs:
         if r["status"] == "fail":
-            key = (r["stage"], r.get("error_type", ""), normalise(r.get("error", "")))
+            key = (r["stage"], r.get("error_type", ""), normalize_error(r.get("error", "")))
             groups[key].append(r["model"])
             examples.setdefault(key, r)
     if groups:
@@ -535,9 +535,9 @@ def export_summary(runs: list[dict[str, Any]]) -> list[str]:
         for r in done:
             res = r["export"][fmt]
             if not res.get("ok"):
-                groups[f"{res.get('error_type', '')}: {normalise(res.get('error', ''))}"].append(
-                    r["model"]
-                )
+                groups[
+                    f"{res.get('error_type', '')}: {normalize_error(res.get('error', ''))}"
+                ].append(r["model"])
         for key, models in sorted(groups.items(), key=lambda kv: -len(kv[1])):
             lines.append(f"  - [{len(models)}] {key}: {', '.join(sorted(models))}")
     both = sum(all(r["export"].get(f, {}).get("ok") for f in EXPORT_STAGES) for r in tried)

@@ -16,7 +16,7 @@ import torch
 from torch import nn
 
 from hybridize.errors import ModelError
-from hybridize.spiking.encoder import COMPAT_PRESETS
+from hybridize.spiking.options import COMPAT_PRESETS
 
 VGG_BN_MOMENTUM = math.sqrt(0.1)  # twin BN momentum of the released VGG blocks
 

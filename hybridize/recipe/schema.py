@@ -1,15 +1,17 @@
 """The recipe schema: pydantic models for block settings, selectors, targets and the recipe.
 
 Every model forbids unknown keys so that typos fail loudly. The spiking settings
-(:class:`EncoderSettings`, :class:`NeuronSettings`, :class:`DecoderSettings`) mirror the keyword
-arguments of ``BitPlaneEncoder``, ``LIF`` and ``BitPlaneDecoder``; their :meth:`kwargs` returns only
-the keys written in the recipe, so the spiking modules' own defaults apply to everything else.
+(:class:`EncoderSettings`, :class:`NeuronSettings`, :class:`DecoderSettings`) are the keyword
+arguments of ``BitPlaneEncoder``, ``LIF`` and ``BitPlaneDecoder``: their choices, defaults and
+rules come from :mod:`hybridize.spiking.options` (torch-free), and their :meth:`kwargs` returns
+only the keys written in the recipe, so the modules' own defaults apply to everything else.
 """
 
 from __future__ import annotations
 
 import re
-from typing import Annotated, Any, Literal
+from dataclasses import asdict
+from typing import Annotated, Any, ClassVar, Literal
 
 import yaml
 from pydantic import (
@@ -19,8 +21,32 @@ from pydantic import (
     StrictBool,
     StrictFloat,
     StrictInt,
+    ValidationInfo,
     field_validator,
     model_validator,
+)
+
+from hybridize.spiking.options import (
+    DEFAULT_DECODER,
+    DEFAULT_ENCODER,
+    DEFAULT_NEURON,
+    CompatPreset,
+    DecoderKind,
+    DecoderOptions,
+    EncoderOptions,
+    EncoderSurrogateName,
+    GainMode,
+    NeuronOptions,
+    NormalizeMode,
+    OptionError,
+    Order,
+    QuantizeMode,
+    RescaleMode,
+    SpikeSurrogateName,
+    check_option,
+    resolve_decoder,
+    resolve_encoder,
+    resolve_neuron,
 )
 
 # A finite number; ints are accepted, bools and strings are not.
@@ -34,45 +60,38 @@ AUTO_KINDS: tuple[str, ...] = AutoKind.__args__  # type: ignore[attr-defined]
 
 _SPIKING_SECTIONS = ("encoder", "neuron", "decoder")
 
-# The encoder's defaults and its compat preset (docs/architecture.md; hybridize.spiking keeps the
-# same tables, and a test checks they agree). Copied so that loading a recipe needs no torch.
-ENCODER_DEFAULTS: dict[str, Any] = {
-    "order": "msb",
-    "normalize": "running",
-    "quantize": "round",
-    "surrogate": "fourier",
-    "offset": 0.5,
-    "gain": "raw",
-}
-HAS8_RELEASED_ENCODER: dict[str, Any] = {
-    "order": "lsb",
-    "normalize": "auto",
-    "quantize": "none",
-    "surrogate": "fourier",
-    "alpha": 5,
-    "offset": 0.5,
-    "rescale": "order-aware",
-    "gain": "raw",
-}
-# default alpha per encoder surrogate; None: the surrogate takes no alpha
-_ENCODER_SURROGATE_ALPHA: dict[str, float | None] = {
-    "fourier": 5,
-    "sigsine": -10.0,
-    "tanhsine": -10.0,
-    "ste": None,
-}
-
 
 class _Model(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
 class _KwargsModel(_Model):
-    """Settings whose unset keys fall back to the spiking module's own defaults."""
+    """The keyword arguments of a spiking module: each value is checked by the options module,
+    and unset keys fall back to the module's own defaults (:meth:`options` resolves them)."""
+
+    _options_class: ClassVar[type]
+
+    @field_validator("*")
+    @classmethod
+    def _valid_option(cls, value: Any, info: ValidationInfo) -> Any:
+        if value is not None:  # None: the type said whether it is allowed (a default, or a value)
+            try:
+                check_option(cls._options_class, str(info.field_name), value)
+            except OptionError as exc:
+                raise ValueError(exc.located()) from None
+        return value
 
     def kwargs(self) -> dict[str, Any]:
         """The keyword arguments written in the recipe (explicit nulls included)."""
         return self.model_dump(mode="json", include=set(self.model_fields_set))
+
+    def effective(self) -> dict[str, Any]:
+        """Every option as the module will use it (raises OptionError if they do not agree)."""
+        return asdict(self.options())  # type: ignore[call-overload]
+
+    def options(self) -> Any:
+        """The resolved options object of these settings."""
+        raise NotImplementedError
 
 
 class EncoderSettings(_KwargsModel):
@@ -82,45 +101,40 @@ class EncoderSettings(_KwargsModel):
     means the encoder's default, or the ``compat`` preset's value; see :meth:`effective`.
     """
 
-    bits: Annotated[StrictInt, Field(ge=1, le=16)] = 8
-    order: Literal["msb", "lsb"] | None = None
-    normalize: Literal["auto", "minmax", "running", "fixed"] | None = None
-    quantize: Literal["none", "floor", "round"] | None = None
-    surrogate: Literal["fourier", "sigsine", "tanhsine", "ste"] | None = None
+    _options_class = EncoderOptions
+
+    bits: StrictInt = DEFAULT_ENCODER.bits
+    order: Order | None = None
+    normalize: NormalizeMode | None = None
+    quantize: QuantizeMode | None = None
+    surrogate: EncoderSurrogateName | None = None
     alpha: Number | None = None
     offset: Number | None = None
-    rescale: Literal["order-aware", "none"] | None = None
+    rescale: RescaleMode | None = None
     lo: Number | None = None
     hi: Number | None = None
-    momentum: Annotated[Number, Field(gt=0, le=1)] = 0.1
-    compat: Literal["has8-released"] | None = None
-    gain: Literal["raw", "unit"] | None = None
+    momentum: Number = DEFAULT_ENCODER.momentum
+    compat: CompatPreset | None = None
+    gain: GainMode | None = None
 
-    def effective(self) -> dict[str, Any]:
-        """Every option as the encoder will use it (explicit, else compat preset, else default)."""
-        values = self.model_dump(mode="json")
-        preset = HAS8_RELEASED_ENCODER if self.compat is not None else {}
-        for key, value in values.items():
-            if value is None:
-                values[key] = preset.get(key, ENCODER_DEFAULTS.get(key))
-        if values["alpha"] is None:
-            values["alpha"] = _ENCODER_SURROGATE_ALPHA[values["surrogate"]]
-        if values["rescale"] is None:
-            values["rescale"] = "none" if values["surrogate"] == "ste" else "order-aware"
-        return values
+    def options(self) -> EncoderOptions:
+        """The encoder's options (explicit, else the compat preset, else the default)."""
+        return resolve_encoder("encoder", **self.kwargs())
 
 
 class NeuronSettings(_KwargsModel):
     """Keyword arguments of ``hybridize.spiking.LIF`` (``time_steps`` is set from encoder.bits)."""
 
-    tau: Annotated[Number, Field(gt=1)] = 2.0
-    v_threshold: Annotated[Number, Field(gt=0)] = 1.0
-    v_reset: Number | None = 0.0
-    decay_input: StrictBool = True
-    detach_reset: StrictBool = False
-    surrogate: Literal["atan", "sigmoid", "rect", "triangle"] = "atan"
-    alpha: Annotated[Number, Field(gt=0)] | None = None
-    learnable_tau: StrictBool = False
+    _options_class = NeuronOptions
+
+    tau: Number = DEFAULT_NEURON.tau
+    v_threshold: Number = DEFAULT_NEURON.v_threshold
+    v_reset: Number | None = DEFAULT_NEURON.v_reset
+    decay_input: StrictBool = DEFAULT_NEURON.decay_input
+    detach_reset: StrictBool = DEFAULT_NEURON.detach_reset
+    surrogate: SpikeSurrogateName = DEFAULT_NEURON.surrogate
+    alpha: Number | None = None
+    learnable_tau: StrictBool = DEFAULT_NEURON.learnable_tau
 
     @model_validator(mode="before")
     @classmethod
@@ -131,6 +145,10 @@ class NeuronSettings(_KwargsModel):
             )
         return data
 
+    def options(self) -> NeuronOptions:
+        """The neuron's options (the surrogate's alpha when alpha is unset)."""
+        return resolve_neuron("neuron", **self.kwargs())
+
 
 class DecoderSettings(_KwargsModel):
     """Keyword arguments of ``hybridize.spiking.BitPlaneDecoder``.
@@ -138,10 +156,16 @@ class DecoderSettings(_KwargsModel):
     ``bits``, ``order`` and ``compat`` follow the encoder's when left unset (T = B).
     """
 
-    bits: Annotated[StrictInt, Field(ge=1, le=16)] = 8
-    order: Literal["msb", "lsb"] | None = None
-    kind: Literal["bitplane", "rate"] = "bitplane"
-    compat: Literal["has8-released"] | None = None
+    _options_class = DecoderOptions
+
+    bits: StrictInt = DEFAULT_DECODER.bits
+    order: Order | None = None
+    kind: DecoderKind = DEFAULT_DECODER.kind
+    compat: CompatPreset | None = None
+
+    def options(self) -> DecoderOptions:
+        """The decoder's options."""
+        return resolve_decoder("decoder", **self.kwargs())
 
 
 class TraceSettings(_Model):
@@ -307,85 +331,33 @@ def merge_settings(defaults: BlockSettings, target: Target) -> BlockSettings:
     return BlockSettings.model_validate(data)
 
 
-def _zero_mean_slope(eff: dict[str, Any]) -> bool:
-    """True when the encoder backward's mean slope is 0, so gain 'unit' has nothing to scale
-    (the rule of hybridize.spiking.encoder.gain_scale: sigsine/tanhsine average 0 over a period,
-    fourier averages its offset, and order-aware rescaling zeroes the only plane of 1 bit)."""
-    if eff["surrogate"] in ("sigsine", "tanhsine"):
-        return True
-    if eff["surrogate"] == "fourier" and eff["offset"] == 0:
-        return True
-    return eff["rescale"] == "order-aware" and eff["bits"] == 1
-
-
-def _encoder_problem(enc: EncoderSettings) -> str | None:
-    if enc.compat is not None:
-        for key, preset in HAS8_RELEASED_ENCODER.items():
-            value = getattr(enc, key)
-            if value is not None and value != preset:
-                return (
-                    f"encoder.{key}: {value!r} contradicts compat {enc.compat!r} (which sets "
-                    f"{key}: {preset!r}); drop encoder.{key} or encoder.compat"
-                )
-    eff = enc.effective()
-    surrogate, alpha = eff["surrogate"], enc.alpha
-    if alpha is not None and _ENCODER_SURROGATE_ALPHA[surrogate] is None:
-        return f"encoder.alpha: the {surrogate!r} surrogate takes no alpha; drop encoder.alpha"
-    if surrogate == "fourier" and alpha is not None and (alpha < 1 or alpha != int(alpha)):
-        return (
-            f"encoder.alpha: {alpha} is not a harmonic count; the fourier surrogate needs a "
-            "whole number >= 1 (e.g. 5)"
-        )
-    if alpha == 0:
-        return "encoder.alpha: 0 gives no gradient; use e.g. -10"
-    if eff["gain"] == "unit" and _zero_mean_slope(eff):
-        return (
-            f"encoder.gain: 'unit' cannot calibrate surrogate {surrogate!r} (offset "
-            f"{eff['offset']}, rescale {eff['rescale']!r}, bits {eff['bits']}): its mean slope "
-            "over a period is 0; use fourier with offset != 0 or ste, or gain: raw"
-        )
-    if eff["normalize"] == "fixed":
-        if enc.lo is None or enc.hi is None or not enc.lo < enc.hi:
-            return (
-                "encoder.normalize: 'fixed' needs a range with lo < hi "
-                f"(got lo {enc.lo}, hi {enc.hi}); set encoder.lo and encoder.hi"
-            )
-    elif enc.lo is not None or enc.hi is not None:
-        return (
-            f"encoder.lo/hi: only apply to normalize 'fixed' (got {eff['normalize']!r}); drop "
-            "lo/hi or set encoder.normalize: fixed"
-        )
-    return None
-
-
 def consistency_problem(settings: BlockSettings) -> str | None:
     """The first cross-field inconsistency of merged settings, as ``key: problem; fix``."""
-    enc, dec, neuron = settings.encoder, settings.decoder, settings.neuron
-    problem = _encoder_problem(enc)
-    if problem is not None:
-        return problem
+    for section in ("encoder", "decoder"):
+        problem = _options_problem(settings, section)
+        if problem is not None:
+            return problem
+    enc, dec = settings.encoder.options(), settings.decoder.options()
     if dec.bits != enc.bits:
         return (
             f"decoder.bits: {dec.bits} does not match encoder.bits {enc.bits} (T = B); "
             "drop decoder.bits (it follows the encoder) or make them equal"
         )
-    if dec.compat is not None and dec.order not in (None, "msb"):
+    if enc.compat is None and dec.compat is None and dec.order != enc.order:
         return (
-            f"decoder.order: {dec.order!r} contradicts decoder compat {dec.compat!r} (fixed "
-            "MSB-first weights); drop decoder.order or decoder.compat"
-        )
-    enc_order = enc.effective()["order"]
-    if enc.compat is None and dec.compat is None and (dec.order or "msb") != enc_order:
-        return (
-            f"decoder.order: {dec.order!r} does not match encoder.order {enc_order!r}; drop "
+            f"decoder.order: {dec.order!r} does not match encoder.order {enc.order!r}; drop "
             "decoder.order (it follows the encoder) or set compat: has8-released to "
             "reproduce the released code's mismatch"
         )
-    if neuron.v_reset is not None and neuron.v_reset >= neuron.v_threshold:
-        return (
-            f"neuron.v_reset: {neuron.v_reset} must be below neuron.v_threshold "
-            f"{neuron.v_threshold} (else the neuron fires at every step)"
-        )
+    return _options_problem(settings, "neuron")
+
+
+def _options_problem(settings: BlockSettings, section: str) -> str | None:
+    """The options module's complaint about one spiking section, as ``section.key: problem``."""
+    try:
+        getattr(settings, section).options()
+    except OptionError as exc:
+        return f"{section}.{exc.key}: {exc.located(section + '.')}"
     return None
 
 

@@ -1,76 +1,79 @@
 """hybridize.spiking: the maths of the hybrid ANN-SNN block (no fx, no I/O).
 
 Bit-plane encoder with surrogate backward, LIF neuron, decoders and the fusion block, plus the
-functional core they are built from and their fused kernels. See docs/spiking.md.
+functional core they are built from, their fused kernels, and their options
+(:mod:`hybridize.spiking.options`). See docs/spiking.md.
+
+The names below are imported on first use, so that ``hybridize.spiking.options`` (torch-free)
+can be imported without torch, as the recipe schema does.
 """
 
-from hybridize.spiking._options import SpikingConfigError
-from hybridize.spiking.decoder import DECODER_KINDS, BitPlaneDecoder, decode, decoder_weights
-from hybridize.spiking.encoder import (
-    COMPAT_PRESETS,
-    ENCODER_DEFAULTS,
-    HAS8_RELEASED_ENCODER,
-    NORMALIZE_MODES,
-    ORDERS,
-    QUANTIZE_MODES,
-    RESCALE_MODES,
-    BitPlaneEncoder,
-    EncoderOptions,
-    bit_planes,
-    encode,
-    normalise,
-    normalise_range,
-    order_aware_factors,
-    quantise,
-    resolve_encoder_options,
-    significance,
-)
-from hybridize.spiking.fusion import GATE_KINDS, FusionBlock, SpikingBranch
-from hybridize.spiking.kernels import KERNEL_BACKENDS, kernel_backend, set_kernel_backend
-from hybridize.spiking.neuron import LIF, heaviside, lif_multistep, lif_step, spike_function
-from hybridize.spiking.surrogates import (
-    ENCODER_SURROGATES,
-    SPIKE_SURROGATES,
-    EncoderSurrogate,
-    SpikeSurrogate,
-)
+from __future__ import annotations
 
-__all__ = [
-    "BitPlaneDecoder",
-    "BitPlaneEncoder",
-    "COMPAT_PRESETS",
-    "DECODER_KINDS",
-    "ENCODER_DEFAULTS",
-    "ENCODER_SURROGATES",
-    "EncoderOptions",
-    "EncoderSurrogate",
-    "FusionBlock",
-    "GATE_KINDS",
-    "HAS8_RELEASED_ENCODER",
-    "KERNEL_BACKENDS",
-    "LIF",
-    "NORMALIZE_MODES",
-    "ORDERS",
-    "QUANTIZE_MODES",
-    "RESCALE_MODES",
-    "SPIKE_SURROGATES",
-    "SpikeSurrogate",
-    "SpikingBranch",
-    "SpikingConfigError",
-    "bit_planes",
-    "decode",
-    "decoder_weights",
-    "encode",
-    "heaviside",
-    "kernel_backend",
-    "lif_multistep",
-    "lif_step",
-    "normalise",
-    "normalise_range",
-    "order_aware_factors",
-    "quantise",
-    "resolve_encoder_options",
-    "set_kernel_backend",
-    "significance",
-    "spike_function",
-]
+from importlib import import_module
+from typing import Any
+
+_EXPORTS: dict[str, tuple[str, ...]] = {
+    "hybridize.errors": ("SpikingConfigError",),
+    "hybridize.spiking.decoder": ("BitPlaneDecoder", "decode", "decoder_weights"),
+    "hybridize.spiking.encoder": (
+        "BitPlaneEncoder",
+        "bit_planes",
+        "encode",
+        "normalize",
+        "normalize_range",
+        "order_aware_factors",
+        "quantize",
+        "significance",
+    ),
+    "hybridize.spiking.fusion": ("GATE_KINDS", "FusionBlock", "SpikingBranch"),
+    "hybridize.spiking.kernels": ("KERNEL_BACKENDS", "kernel_backend", "set_kernel_backend"),
+    "hybridize.spiking.neuron": (
+        "LIF",
+        "heaviside",
+        "lif_multistep",
+        "lif_step",
+        "spike_function",
+    ),
+    "hybridize.spiking.options": (
+        "COMPAT_PRESETS",
+        "DECODER_KINDS",
+        "DEFAULT_DECODER",
+        "DEFAULT_ENCODER",
+        "DEFAULT_NEURON",
+        "HAS8_RELEASED_ENCODER",
+        "NORMALIZE_MODES",
+        "ORDERS",
+        "QUANTIZE_MODES",
+        "RESCALE_MODES",
+        "DecoderOptions",
+        "EncoderOptions",
+        "NeuronOptions",
+        "OptionError",
+        "resolve_decoder",
+        "resolve_encoder",
+        "resolve_neuron",
+    ),
+    "hybridize.spiking.surrogates": (
+        "ENCODER_SURROGATES",
+        "SPIKE_SURROGATES",
+        "EncoderSurrogate",
+        "SpikeSurrogate",
+    ),
+}
+_MODULE_OF = {name: module for module, names in _EXPORTS.items() for name in names}
+
+__all__ = sorted(_MODULE_OF)
+
+
+def __getattr__(name: str) -> Any:
+    module = _MODULE_OF.get(name)
+    if module is None:
+        raise AttributeError(f"module 'hybridize.spiking' has no attribute {name!r}")
+    value = getattr(import_module(module), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted({*globals(), *__all__})

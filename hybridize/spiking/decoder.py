@@ -1,23 +1,32 @@
-"""Decoders (docs/method.md): bit-plane weighted sum over time, or the rate (mean over time)."""
+"""Decoders (docs/method.md 5): bit-plane weighted sum over time, or the rate (mean over time)."""
 
 from __future__ import annotations
 
 import torch
 from torch import Tensor, nn
 
-from hybridize.spiking._options import (
-    SpikingConfigError,
-    check_bits,
+from hybridize.errors import SpikingConfigError
+from hybridize.spiking._dispatch import compute_dtype
+from hybridize.spiking.encoder import significance
+from hybridize.spiking.options import (
+    COMPAT_PRESETS,
+    DECODER_KINDS,
+    DEFAULT_DECODER,
+    CompatPreset,
+    DecoderKind,
+    Order,
     check_choice,
-    compute_dtype,
+    option_property,
+    resolve_decoder,
 )
-from hybridize.spiking.encoder import COMPAT_PRESETS, ORDERS, significance
-
-DECODER_KINDS = ("bitplane", "rate")
 
 
 def decoder_weights(
-    bits: int, order: str = "msb", *, compat: str | None = None, dtype: torch.dtype = torch.float32
+    bits: int,
+    order: Order = DEFAULT_DECODER.order,
+    *,
+    compat: str | None = None,
+    dtype: torch.dtype = torch.float32,
 ) -> Tensor:
     """w_t = 2^(significance of step t) / (2^B - 1); compat has8-released: always MSB first.
 
@@ -40,9 +49,9 @@ def _decode_released(s: Tensor, bits: int) -> Tensor:
 def decode(
     s: Tensor,
     bits: int | None = None,
-    order: str = "msb",
-    kind: str = "bitplane",
-    compat: str | None = None,
+    order: Order = DEFAULT_DECODER.order,
+    kind: DecoderKind = DEFAULT_DECODER.kind,
+    compat: CompatPreset | None = None,
 ) -> Tensor:
     """s [T, N, ...] -> [N, ...]: sum_t w_t s_t (bitplane, T == bits) or the mean over t (rate)."""
     check_choice("decode", "kind", kind, DECODER_KINDS)
@@ -73,23 +82,20 @@ class BitPlaneDecoder(nn.Module):
 
     def __init__(
         self,
-        bits: int = 8,
-        order: str | None = None,
-        kind: str = "bitplane",
-        compat: str | None = None,
+        bits: int = DEFAULT_DECODER.bits,
+        order: Order | None = None,
+        kind: DecoderKind = DEFAULT_DECODER.kind,
+        compat: CompatPreset | None = None,
     ) -> None:
         super().__init__()
-        self.bits = check_bits("BitPlaneDecoder", bits)
-        if compat is not None:
-            check_choice("BitPlaneDecoder", "compat", compat, COMPAT_PRESETS)
-            if order not in (None, "msb"):
-                raise SpikingConfigError(
-                    f"BitPlaneDecoder: order={order!r} contradicts compat={compat!r} (fixed "
-                    "MSB-first weights); drop order or compat"
-                )
-        self.order = check_choice("BitPlaneDecoder", "order", order or "msb", ORDERS)
-        self.kind = check_choice("BitPlaneDecoder", "kind", kind, DECODER_KINDS)
-        self.compat = compat
+        self.options = resolve_decoder(
+            "BitPlaneDecoder", bits=bits, order=order, kind=kind, compat=compat
+        )
+
+    bits = option_property("bits")
+    order = option_property("order")
+    kind = option_property("kind")
+    compat = option_property("compat")
 
     @property
     def time_steps(self) -> int:

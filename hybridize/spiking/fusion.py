@@ -1,15 +1,18 @@
-"""The fusion block (METHOD.md 1): y = A(x) + g * Decode(S(Encode(x)))."""
+"""The fusion block (docs/method.md 1): y = A(x) + g * Decode(S(Encode(x)))."""
 
 from __future__ import annotations
+
+from typing import Any
 
 import torch
 from torch import Tensor, nn
 
-from hybridize.spiking._options import SpikingConfigError, check_choice, check_number
+from hybridize.errors import SpikingConfigError
 from hybridize.spiking.decoder import BitPlaneDecoder
 from hybridize.spiking.encoder import BitPlaneEncoder
 from hybridize.spiking.kernels import compacting_binary_saves
 from hybridize.spiking.neuron import LIF
+from hybridize.spiking.options import check_choice, check_number
 
 GATE_KINDS = ("fixed", "learnable")
 
@@ -68,7 +71,7 @@ class SpikingBranch(nn.Module):
         return ", ".join(parts)
 
     @compacting_binary_saves  # the twin's layers keep the planes and spikes as uint8
-    def forward(self, x: Tensor, *args: object, **kwargs: object) -> Tensor:
+    def forward(self, x: Tensor, *args: Any, **kwargs: Any) -> Tensor:
         planes = self.encoder(x)
         t, n = planes.shape[0], planes.shape[1]
         if self.fold:

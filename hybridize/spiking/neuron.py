@@ -1,23 +1,26 @@
-"""LIF neuron (METHOD.md 4, SpikingJelly semantics) as pure functions with explicit state and a
-stateless multi-step module.
+"""LIF neuron (docs/method.md 4, SpikingJelly semantics) as pure functions with explicit state and a
+stateless multi-step module. Its options and their rules live in :mod:`hybridize.spiking.options`.
 """
 
 from __future__ import annotations
 
 import math
 from collections.abc import Callable
+from dataclasses import fields
 from typing import Any
 
 import torch
 from torch import Tensor, nn
 
-from hybridize.spiking._options import (
-    SpikingConfigError,
-    check_choice,
-    check_number,
-    use_custom_backward,
-)
+from hybridize.errors import SpikingConfigError
+from hybridize.spiking._dispatch import use_custom_backward
 from hybridize.spiking.kernels import LIFConfig, fused_lif, mark_binary, use_fused
+from hybridize.spiking.options import (
+    DEFAULT_NEURON,
+    SpikeSurrogateName,
+    option_property,
+    resolve_neuron,
+)
 from hybridize.spiking.surrogates import SPIKE_SURROGATES
 
 SpikeFunction = Callable[[Tensor], Tensor]
@@ -44,14 +47,17 @@ def heaviside(x: Tensor) -> Tensor:
 
 
 def spike_function(
-    surrogate: str = "atan", alpha: float | None = None, *, export_mode: bool = False
+    surrogate: SpikeSurrogateName = DEFAULT_NEURON.surrogate,
+    alpha: float | None = None,
+    *,
+    export_mode: bool = False,
 ) -> SpikeFunction:
     """A spike function x -> Heaviside(x) whose backward is the named surrogate derivative.
 
     When no gradient is wanted (or in export mode) it is the plain standard-op Heaviside.
     """
-    name = check_choice("spike_function", "surrogate", surrogate, SPIKE_SURROGATES)
-    a = SPIKE_SURROGATES[name].default_alpha if alpha is None else float(alpha)
+    opts = resolve_neuron("spike_function", surrogate=surrogate, alpha=alpha)
+    name, a = opts.surrogate, float(opts.alpha or 0.0)
 
     def fn(x: Tensor) -> Tensor:
         if use_custom_backward(x, export_mode):
@@ -65,11 +71,11 @@ def lif_step(
     x_t: Tensor,
     v: Tensor | float,
     *,
-    tau: Tensor | float = 2.0,
-    v_threshold: float = 1.0,
-    v_reset: float | None = 0.0,
-    decay_input: bool = True,
-    detach_reset: bool = False,
+    tau: Tensor | float = DEFAULT_NEURON.tau,
+    v_threshold: float = DEFAULT_NEURON.v_threshold,
+    v_reset: float | None = DEFAULT_NEURON.v_reset,
+    decay_input: bool = DEFAULT_NEURON.decay_input,
+    detach_reset: bool = DEFAULT_NEURON.detach_reset,
     spike_fn: SpikeFunction = heaviside,
 ) -> tuple[Tensor, Tensor]:
     """One LIF step: charge, fire, reset. Returns (spike S_t, membrane V_t).
@@ -103,14 +109,14 @@ class _LIFSequence(torch.autograd.Function):
     """
 
     @staticmethod
-    def forward(ctx: Any, x_seq: Tensor, tau: Tensor | float, cfg: dict[str, Any]) -> Tensor:
-        v: Tensor | float = 0.0 if cfg["v_reset"] is None else cfg["v_reset"]
+    def forward(ctx: Any, x_seq: Tensor, tau: Tensor | float, cfg: LIFConfig) -> Tensor:
+        v: Tensor | float = 0.0 if cfg.v_reset is None else cfg.v_reset
         hs = torch.empty_like(x_seq)
         spikes = torch.empty_like(x_seq)
         for t in range(x_seq.shape[0]):
-            h = _charge(x_seq[t], v, tau, cfg["v_reset"], cfg["decay_input"])
-            s = heaviside(h - cfg["v_threshold"])
-            v = _reset(h, s, cfg["v_threshold"], cfg["v_reset"])
+            h = _charge(x_seq[t], v, tau, cfg.v_reset, cfg.decay_input)
+            s = heaviside(h - cfg.v_threshold)
+            v = _reset(h, s, cfg.v_threshold, cfg.v_reset)
             hs[t], spikes[t] = h, s
         tau_grad = isinstance(tau, Tensor) and ctx.needs_input_grad[1]
         ctx.save_for_backward(hs, x_seq if tau_grad else None, tau if tau_grad else None)
@@ -121,10 +127,10 @@ class _LIFSequence(torch.autograd.Function):
     def backward(ctx: Any, grad: Tensor) -> tuple[Tensor, Tensor | None, None]:
         hs, x_seq, tau_t = ctx.saved_tensors
         cfg = ctx.cfg
-        v_th, v_reset, decay = cfg["v_threshold"], cfg["v_reset"], cfg["decay_input"]
+        v_th, v_reset, decay = cfg.v_threshold, cfg.v_reset, cfg.decay_input
         rest = 0.0 if v_reset is None else v_reset
         k = 1.0 / (tau_t if ctx.tau_grad else ctx.tau_value)
-        derivative = SPIKE_SURROGATES[cfg["surrogate"]].derivative
+        derivative = SPIKE_SURROGATES[cfg.surrogate].derivative
         grad_x = torch.empty_like(grad)
         grad_k = torch.zeros((), dtype=torch.float64, device=grad.device) if ctx.tau_grad else None
         dv = torch.zeros_like(grad[0])  # dL/dV_t arriving from step t + 1
@@ -132,10 +138,10 @@ class _LIFSequence(torch.autograd.Function):
             h = hs[t]
             u = h - v_th
             s = heaviside(u)
-            sg = derivative(u, cfg["alpha"])
+            sg = derivative(u, cfg.alpha)
             dv_dh = 1.0 if v_reset is None else 1.0 - s
             ds = grad[t]  # dL/dS_t: the output, plus the reset's use of S_t unless detached
-            if not cfg["detach_reset"]:
+            if not cfg.detach_reset:
                 ds = ds + dv * (-v_th if v_reset is None else v_reset - h)
             # grouped as autograd groups SpikingJelly's graph, so float32 matches it bit for bit
             dh = ds * sg + dv * dv_dh
@@ -155,30 +161,14 @@ class _LIFSequence(torch.autograd.Function):
         return grad_x, grad_tau, None
 
 
-def lif_multistep(
-    x_seq: Tensor,
-    *,
-    tau: Tensor | float = 2.0,
-    v_threshold: float = 1.0,
-    v_reset: float | None = 0.0,
-    decay_input: bool = True,
-    detach_reset: bool = False,
-    spike_fn: SpikeFunction = heaviside,
-) -> Tensor:
-    """Run :func:`lif_step` over x_seq [T, N, ...] from V = V_reset (0 for soft reset)."""
+def lif_multistep(x_seq: Tensor, **step_options: Any) -> Tensor:
+    """Run :func:`lif_step` (its keyword options) over x_seq [T, N, ...] from V = V_reset (0 for
+    the soft reset)."""
+    v_reset = step_options.get("v_reset", DEFAULT_NEURON.v_reset)
     v: Tensor | float = 0.0 if v_reset is None else v_reset
     spikes = []
     for x_t in x_seq.unbind(0):
-        s, v = lif_step(
-            x_t,
-            v,
-            tau=tau,
-            v_threshold=v_threshold,
-            v_reset=v_reset,
-            decay_input=decay_input,
-            detach_reset=detach_reset,
-            spike_fn=spike_fn,
-        )
+        s, v = lif_step(x_t, v, **step_options)
         spikes.append(s)
     return torch.stack(spikes, 0)
 
@@ -186,34 +176,31 @@ def lif_multistep(
 class LIF(nn.Module):
     """Multi-step LIF neuron; keeps no state between calls.
 
-    time_steps None: input [T, N, ...]; time_steps=T: input folded [T*N, ...] (t-major).
-    ``learnable_tau`` is SpikingJelly's PLIF: w = -log(tau - 1), 1/tau = sigmoid(w).
+    time_steps None: input [T, N, ...]; time_steps=T: input folded [T*N, ...] (t-major). The
+    other arguments are :class:`~hybridize.spiking.options.NeuronOptions` (``options`` holds them
+    resolved). ``learnable_tau`` is SpikingJelly's PLIF: the parameter ``decay_logit``
+    = -log(tau - 1) is the logit of the decay 1/tau = sigmoid(decay_logit).
     ``export_mode = True`` (or no gradient wanted) uses standard ops only.
     """
 
     def __init__(
         self,
-        tau: float = 2.0,
-        v_threshold: float = 1.0,
-        v_reset: float | None = 0.0,
-        decay_input: bool = True,
-        detach_reset: bool = False,
-        surrogate: str = "atan",
+        tau: float = DEFAULT_NEURON.tau,
+        v_threshold: float = DEFAULT_NEURON.v_threshold,
+        v_reset: float | None = DEFAULT_NEURON.v_reset,
+        decay_input: bool = DEFAULT_NEURON.decay_input,
+        detach_reset: bool = DEFAULT_NEURON.detach_reset,
+        surrogate: SpikeSurrogateName = DEFAULT_NEURON.surrogate,
         alpha: float | None = None,
-        learnable_tau: bool = False,
+        learnable_tau: bool = DEFAULT_NEURON.learnable_tau,
         time_steps: int | None = None,
     ) -> None:
         super().__init__()
-        tau = check_number("LIF", "tau", tau, positive=True)
-        self.v_threshold = check_number("LIF", "v_threshold", v_threshold)
-        self.v_reset = None if v_reset is None else check_number("LIF", "v_reset", v_reset)
-        self.decay_input = bool(decay_input)
-        self.detach_reset = bool(detach_reset)
-        self.surrogate = check_choice("LIF", "surrogate", surrogate, SPIKE_SURROGATES)
-        default_alpha = SPIKE_SURROGATES[self.surrogate].default_alpha
-        self.alpha = (
-            default_alpha if alpha is None else check_number("LIF", "alpha", alpha, positive=True)
-        )
+        self.options = resolve_neuron(
+            "LIF", tau=tau, v_threshold=v_threshold, v_reset=v_reset, decay_input=decay_input,
+            detach_reset=detach_reset, surrogate=surrogate, alpha=alpha,
+            learnable_tau=learnable_tau,
+        )  # fmt: skip
         if time_steps is not None and (
             isinstance(time_steps, bool) or not isinstance(time_steps, int) or time_steps < 1
         ):
@@ -221,22 +208,33 @@ class LIF(nn.Module):
                 f"LIF: time_steps={time_steps!r} is invalid; give a positive integer or None"
             )
         self.time_steps = time_steps
-        self.learnable_tau = bool(learnable_tau)
-        if self.learnable_tau:
-            if tau <= 1:
-                raise SpikingConfigError(
-                    f"LIF: learnable tau needs an initial tau > 1 (got {tau}); raise tau"
-                )
-            self.w = nn.Parameter(torch.tensor(-math.log(tau - 1.0)))
-            self._tau = None
-        else:
-            self._tau = tau
+        # the static options the sequence functions and fused kernels take
+        self._config = LIFConfig(
+            **{f.name: getattr(self.options, f.name) for f in fields(LIFConfig)}
+        )
+        if self.options.learnable_tau:
+            self.decay_logit = nn.Parameter(torch.tensor(-math.log(self.options.tau - 1.0)))
         self.export_mode = False
+
+    v_threshold = option_property("v_threshold")
+    v_reset = option_property("v_reset")
+    decay_input = option_property("decay_input")
+    detach_reset = option_property("detach_reset")
+    surrogate = option_property("surrogate")
+    alpha = option_property("alpha")
+    learnable_tau = option_property("learnable_tau")
 
     @property
     def tau(self) -> Tensor | float:
         """The membrane time constant (a tensor when learnable)."""
-        return 1.0 / torch.sigmoid(self.w) if self.learnable_tau else self._tau
+        return 1.0 / torch.sigmoid(self.decay_logit) if self.learnable_tau else self.options.tau
+
+    def _load_from_state_dict(self, state_dict: dict[str, Any], prefix: str, *args: Any) -> None:
+        # checkpoints written before the rename call the PLIF parameter "w"
+        old, new = prefix + "w", prefix + "decay_logit"
+        if self.learnable_tau and old in state_dict and new not in state_dict:
+            state_dict[new] = state_dict.pop(old)
+        super()._load_from_state_dict(state_dict, prefix, *args)
 
     def extra_repr(self) -> str:
         tau = f"{float(torch.as_tensor(self.tau).detach()):.4g}" + (
@@ -267,30 +265,18 @@ class LIF(nn.Module):
         tau = self.tau
         if isinstance(tau, Tensor):
             tau = tau.to(x.dtype)
-        cfg = {
-            "v_threshold": self.v_threshold,
-            "v_reset": self.v_reset,
-            "decay_input": self.decay_input,
-            "detach_reset": self.detach_reset,
-            "surrogate": self.surrogate,
-            "alpha": self.alpha,
-        }
+        cfg = self._config
         wants_grad = use_custom_backward(seq, self.export_mode) or (
             isinstance(tau, Tensor) and use_custom_backward(tau, self.export_mode)
         )
         if wants_grad and use_fused(seq):
-            out = fused_lif(seq, tau, LIFConfig(**cfg))
+            out = fused_lif(seq, tau, cfg)
         elif wants_grad:
             out = _LIFSequence.apply(seq, tau, cfg)
         else:
             out = lif_multistep(
-                seq,
-                tau=tau,
-                v_threshold=self.v_threshold,
-                v_reset=self.v_reset,
-                decay_input=self.decay_input,
-                detach_reset=self.detach_reset,
-                spike_fn=heaviside,
-            )
+                seq, tau=tau, v_threshold=cfg.v_threshold, v_reset=cfg.v_reset,
+                decay_input=cfg.decay_input, detach_reset=cfg.detach_reset,
+            )  # fmt: skip
         out = out.reshape(x.shape) if t is not None else out
         return mark_binary(out) if wants_grad else out  # spikes: 0/1, savable in one byte

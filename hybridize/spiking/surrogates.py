@@ -1,4 +1,4 @@
-"""Surrogate derivatives: encoder bit-plane stand-ins (METHOD.md 3) and spike functions (4).
+"""Surrogate derivatives: encoder bit-plane stand-ins (docs/method.md 3) and spike functions (4).
 
 Each surrogate carries its derivative (used by the custom backward passes) and its primitive
 (the smooth function whose derivative it is; handy for checks and plots). The name -> surrogate
@@ -14,6 +14,12 @@ from types import MappingProxyType
 
 import torch
 from torch import Tensor
+
+from hybridize.spiking.options import (
+    ENCODER_PERIOD_MEAN,
+    ENCODER_SURROGATE_ALPHA,
+    SPIKE_SURROGATE_ALPHA,
+)
 
 # ---------------------------------------------------------------------------------------------
 # Encoder surrogates: functions of z (the scaled value), plane significance k (a tensor that
@@ -114,66 +120,40 @@ def range_mean_derivative(
 PeriodMeanFn = Callable[[float, float, int], float]
 
 
-def _fourier_period_mean(alpha: float, offset: float, bits: int) -> float:
-    # every cos(n u_k), n >= 1, averages to 0 over the period 2^(k+1) of plane k
-    return float(offset)
-
-
-def _zero_period_mean(alpha: float, offset: float, bits: int) -> float:
-    # the derivative of a periodic primitive (sigmoid / tanh of alpha sin u_k) averages to 0
-    return 0.0
-
-
-def _ste_period_mean(alpha: float, offset: float, bits: int) -> float:
-    return 1.0 / (2**bits - 1)
-
-
 @dataclass(frozen=True)
 class EncoderSurrogate:
     """A smooth stand-in for the bit-plane square wave P_k(z).
 
     ``derivative(z, k, alpha, offset, bits)`` is d_k(z); ``primitive`` is the function it is the
-    derivative of. ``default_alpha`` is None when the surrogate takes no alpha.
-    ``period_mean(alpha, offset, bits)`` is the closed-form mean of d_k over one period of plane
-    k (the same for every k); where it is 0 the encoder's ``gain="unit"`` has nothing to
-    calibrate (the scale itself uses :func:`range_mean_derivative`).
+    derivative of. ``default_alpha`` (from hybridize.spiking.options) is None when the surrogate
+    takes no alpha. ``period_mean(alpha, offset, bits)`` (from the options too) is the
+    closed-form mean of d_k over one period of plane k (the same for every k); where it is 0 the
+    encoder's ``gain="unit"`` has nothing to calibrate (the scale itself uses
+    :func:`range_mean_derivative`).
     """
 
     name: str
     derivative: EncoderFn
     primitive: EncoderFn
-    default_alpha: float | None
-    uses_offset: bool = False
-    period_mean: PeriodMeanFn = _zero_period_mean
+
+    @property
+    def default_alpha(self) -> float | None:
+        return ENCODER_SURROGATE_ALPHA[self.name]
+
+    @property
+    def period_mean(self) -> PeriodMeanFn:
+        return ENCODER_PERIOD_MEAN[self.name]
 
 
 ENCODER_SURROGATES = MappingProxyType(
     {
-        "fourier": EncoderSurrogate(
-            "fourier",
-            _fourier_derivative,
-            _fourier_primitive,
-            5,
-            uses_offset=True,
-            period_mean=_fourier_period_mean,
-        ),
-        "sigsine": EncoderSurrogate(
-            "sigsine",
-            _sigsine_derivative,
-            _sigsine_primitive,
-            -10.0,
-            period_mean=_zero_period_mean,
-        ),  # fmt: skip
-        "tanhsine": EncoderSurrogate(
-            "tanhsine",
-            _tanhsine_derivative,
-            _tanhsine_primitive,
-            -10.0,
-            period_mean=_zero_period_mean,
-        ),  # fmt: skip
-        "ste": EncoderSurrogate(
-            "ste", _ste_derivative, _ste_primitive, None, period_mean=_ste_period_mean
-        ),
+        s.name: s
+        for s in (
+            EncoderSurrogate("fourier", _fourier_derivative, _fourier_primitive),
+            EncoderSurrogate("sigsine", _sigsine_derivative, _sigsine_primitive),
+            EncoderSurrogate("tanhsine", _tanhsine_derivative, _tanhsine_primitive),
+            EncoderSurrogate("ste", _ste_derivative, _ste_primitive),
+        )
     }
 )
 
@@ -223,19 +203,23 @@ SpikeFn = Callable[[Tensor, float], Tensor]
 
 @dataclass(frozen=True)
 class SpikeSurrogate:
-    """A smooth stand-in for Heaviside(x): ``derivative(x, alpha)`` and ``primitive(x, alpha)``."""
+    """A smooth stand-in for Heaviside(x): ``derivative(x, alpha)`` and ``primitive(x, alpha)``;
+    ``default_alpha`` comes from hybridize.spiking.options."""
 
     name: str
     derivative: SpikeFn
     primitive: SpikeFn
-    default_alpha: float
+
+    @property
+    def default_alpha(self) -> float:
+        return SPIKE_SURROGATE_ALPHA[self.name]
 
 
 SPIKE_SURROGATES = MappingProxyType(
     {
-        "atan": SpikeSurrogate("atan", _atan_derivative, _atan_primitive, 2.0),
-        "sigmoid": SpikeSurrogate("sigmoid", _sigmoid_derivative, _sigmoid_primitive, 4.0),
-        "rect": SpikeSurrogate("rect", _rect_derivative, _rect_primitive, 1.0),
-        "triangle": SpikeSurrogate("triangle", _triangle_derivative, _triangle_primitive, 1.0),
+        "atan": SpikeSurrogate("atan", _atan_derivative, _atan_primitive),
+        "sigmoid": SpikeSurrogate("sigmoid", _sigmoid_derivative, _sigmoid_primitive),
+        "rect": SpikeSurrogate("rect", _rect_derivative, _rect_primitive),
+        "triangle": SpikeSurrogate("triangle", _triangle_derivative, _triangle_primitive),
     }
 )

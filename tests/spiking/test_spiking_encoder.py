@@ -15,7 +15,7 @@ from hybridize.spiking import (
     bit_planes,
     decode,
     encode,
-    normalise,
+    normalize,
 )
 
 
@@ -92,31 +92,31 @@ def test_released_mismatch_reproduces_its_known_error() -> None:
 
 def test_auto_normalisation_rules() -> None:
     inside = torch.tensor([[0.0, 0.25], [1.0, 0.5]])
-    assert torch.equal(normalise(inside, "auto"), inside)
+    assert torch.equal(normalize(inside, "auto"), inside)
     x = torch.tensor([[-2.0, 0.0], [3.0, 0.5]], dtype=torch.float64)
     expected = torch.tensor([[(v + 2.0) / 5.0 for v in row] for row in x.tolist()])
-    assert torch.allclose(normalise(x, "auto"), expected.double(), atol=1e-15)
+    assert torch.allclose(normalize(x, "auto"), expected.double(), atol=1e-15)
     const = torch.full((2, 3), 3.0, requires_grad=True)
-    r = normalise(const, "auto")
+    r = normalize(const, "auto")
     assert torch.equal(r, torch.ones(2, 3))
     r.sum().backward()
     assert torch.isfinite(const.grad).all()
     half = torch.full((2, 3), 0.5)  # constant but inside [0, 1]: kept as is
-    assert torch.equal(normalise(half, "auto"), half)
+    assert torch.equal(normalize(half, "auto"), half)
 
 
 def test_auto_depends_on_batch_but_minmax_does_not() -> None:
     a = torch.tensor([[0.0, 2.0]])
     b = torch.tensor([[10.0, -4.0]])
     both = torch.cat([a, b])
-    assert not torch.allclose(normalise(both, "auto")[:1], normalise(a, "auto"))
-    assert torch.equal(normalise(both, "minmax")[:1], normalise(a, "minmax"))
-    assert torch.equal(normalise(a, "minmax"), torch.tensor([[0.0, 1.0]]))
+    assert not torch.allclose(normalize(both, "auto")[:1], normalize(a, "auto"))
+    assert torch.equal(normalize(both, "minmax")[:1], normalize(a, "minmax"))
+    assert torch.equal(normalize(a, "minmax"), torch.tensor([[0.0, 1.0]]))
 
 
 def test_fixed_clamps() -> None:
     x = torch.tensor([-1.0, 0.0, 1.0, 2.0, 5.0])
-    assert torch.equal(normalise(x, "fixed", lo=0.0, hi=2.0), torch.tensor([0, 0, 0.5, 1, 1.0]))
+    assert torch.equal(normalize(x, "fixed", lo=0.0, hi=2.0), torch.tensor([0, 0, 0.5, 1, 1.0]))
 
 
 def test_running_ema_eval_batch_independence_and_state_dict() -> None:

@@ -81,7 +81,9 @@ def test_lif_matches_hand_recurrence_and_bptt(v_reset, decay_input, detach_reset
     assert torch.allclose(x.grad, ref_gx, rtol=1e-10, atol=1e-12)
     if learnable:
         sig = 1 / tau  # 1/tau = sigmoid(w), d(1/tau)/dw = s (1 - s)
-        assert lif.w.grad.item() == pytest.approx(ref_gk.item() * sig * (1 - sig), rel=1e-9)
+        assert lif.decay_logit.grad.item() == pytest.approx(
+            ref_gk.item() * sig * (1 - sig), rel=1e-9
+        )
         assert tau == pytest.approx(tau0, rel=1e-6)
 
 
@@ -213,7 +215,7 @@ def test_module_backward_equals_composed_autograd(surrogate, v_reset, detach_res
     a, b = x.clone().requires_grad_(), x.clone().requires_grad_()
     lif = LIF(surrogate=surrogate, v_reset=v_reset, detach_reset=detach_reset, learnable_tau=True)
     lif = lif.double()
-    w2 = lif.w.detach().clone().requires_grad_()
+    w2 = lif.decay_logit.detach().clone().requires_grad_()
     c = torch.randn(5, 3, 4, dtype=torch.float64)
     (lif(a) * c).sum().backward()
     fn = spike_function(surrogate)
@@ -222,4 +224,4 @@ def test_module_backward_equals_composed_autograd(surrogate, v_reset, detach_res
     )
     (out * c).sum().backward()
     assert torch.allclose(a.grad, b.grad, rtol=1e-10, atol=1e-12)
-    assert lif.w.grad.item() == pytest.approx(w2.grad.item(), rel=1e-9, abs=1e-12)
+    assert lif.decay_logit.grad.item() == pytest.approx(w2.grad.item(), rel=1e-9, abs=1e-12)

@@ -22,7 +22,8 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from hybridize.spiking._options import SpikingConfigError, check_choice
+from hybridize.errors import SpikingConfigError
+from hybridize.spiking.options import check_choice
 
 KERNEL_BACKENDS = ("auto", "eager", "fused", "uncompiled")
 ENV_VAR = "HYBRIDIZE_KERNELS"

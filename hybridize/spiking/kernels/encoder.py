@@ -1,4 +1,4 @@
-"""Fused bit-plane encoder: quantise + all planes in one pass forward, the surrogate backward
+"""Fused bit-plane encoder: quantize + all planes in one pass forward, the surrogate backward
 (every plane's d_k(z) in registers, summed) in one pass, as pure tensor functions compiled by
 :func:`run_kernel`, and the autograd.Function that calls them.
 
@@ -33,15 +33,15 @@ class EncoderKernelConfig:
     bits: int
 
 
-def _quantise(z: Tensor, mode: str) -> Tensor:
-    from hybridize.spiking.encoder import quantise  # one source for the rounding rule
+def _quantize(z: Tensor, mode: str) -> Tensor:
+    from hybridize.spiking.encoder import quantize  # one source for the rounding rule
 
-    return quantise(z, mode)
+    return quantize(z, mode)
 
 
 def encoder_forward(z: Tensor, cfg: EncoderKernelConfig) -> Tensor:
-    """z [M] -> planes [B, M] of quantise(z) (B = len(cfg.ks)), in z's dtype."""
-    zq = _quantise(z, cfg.quantize)
+    """z [M] -> planes [B, M] of quantize(z) (B = len(cfg.ks)), in z's dtype."""
+    zq = _quantize(z, cfg.quantize)
     planes = []
     for k in cfg.ks:
         q = zq * 2.0**-k  # exact: a power of two
@@ -93,7 +93,7 @@ def _fourier_planes(z: Tensor, cfg: EncoderKernelConfig) -> dict[int, Tensor]:
 
 
 class FusedBitPlane(torch.autograd.Function):
-    """Planes of quantise(z) forward; surrogate backward at the unrounded z. Saves only z."""
+    """Planes of quantize(z) forward; surrogate backward at the unrounded z. Saves only z."""
 
     @staticmethod
     def forward(ctx: Any, z: Tensor, weights_fn: Any, cfg: EncoderKernelConfig) -> Tensor:
@@ -114,7 +114,7 @@ class FusedBitPlane(torch.autograd.Function):
 
 
 def encoder_kernel_config(opts: Any, ks: tuple[int, ...]) -> EncoderKernelConfig:
-    """The kernel configuration of resolved encoder options (``encoder.EncoderOptions``)."""
+    """The kernel configuration of resolved encoder options (``options.EncoderOptions``)."""
     return EncoderKernelConfig(
         ks=ks,
         quantize=opts.quantize,
