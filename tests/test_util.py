@@ -67,9 +67,9 @@ def test_record_outputs_sees_each_call_and_removes_its_hooks_on_error() -> None:
     assert [n for n, _ in seen] == ["r", "t"]
     assert torch.equal(seen[0][1], torch.tensor([0.0, 2.0]))
     assert torch.equal(seen[1][1], torch.tanh(torch.tensor([0.0, 2.0])))
-    with pytest.raises(ZeroDivisionError):
-        with record_outputs([("r", relu)], lambda n, out: seen.append((n, out))):
-            raise ZeroDivisionError
+    recording = record_outputs([("r", relu)], lambda n, out: seen.append((n, out)))
+    with pytest.raises(ZeroDivisionError), recording:
+        raise ZeroDivisionError
     model(x)  # no hook is left behind, neither after the normal exit nor after the error
     assert len(seen) == 2 and not relu._forward_hooks and not tanh._forward_hooks
 

@@ -79,7 +79,7 @@ def layout(graph: torch.fx.Graph) -> dict[torch.fx.Node, tuple[int, int]]:
 
 def render_svg(model: nn.Module, title: str = "hybrid graph") -> str:
     """The SVG text of the model's graph."""
-    from hybridize.metrics.inspect import find_regions
+    from hybridize.conversion.regions import find_regions
 
     graph = graph_of(model)
     regions = {r.name: r.mode for r in find_regions(model)}

@@ -4,51 +4,16 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
 
 import torch
 from torch import nn
 
 from hybridize._util import is_within, param_count, record_outputs
+from hybridize.conversion.regions import SpikingRegion, find_regions
 from hybridize.errors import HybridizeError
 from hybridize.metrics.counting import OpCounter, OpTally
 from hybridize.metrics.energy import EnergyModel, energy_model
 from hybridize.metrics.report import LayerStats, RegionStats, Report
-
-
-@dataclass
-class SpikingRegion:
-    """A spiking region found in the model."""
-
-    name: str
-    module: nn.Module
-    mode: str  # "parallel" (FusionBlock) or "replace" (SpikingBranch alone)
-
-    @property
-    def branch(self) -> nn.Module:
-        return self.module.branch if self.mode == "parallel" else self.module
-
-    @property
-    def time_steps(self) -> int | None:
-        t = getattr(getattr(self.branch, "encoder", None), "time_steps", None)
-        return int(t) if t is not None else None
-
-
-def find_regions(model: nn.Module) -> list[SpikingRegion]:
-    """Every FusionBlock, and every SpikingBranch that is not the branch of a FusionBlock."""
-    from hybridize.spiking import FusionBlock, SpikingBranch
-
-    regions: list[SpikingRegion] = []
-    branches_in_blocks: set[int] = set()
-    for name, m in model.named_modules():
-        if isinstance(m, FusionBlock):
-            regions.append(SpikingRegion(name or "<model>", m, "parallel"))
-            branches_in_blocks.add(id(m.branch))
-    for name, m in model.named_modules():
-        if isinstance(m, SpikingBranch) and id(m) not in branches_in_blocks:
-            regions.append(SpikingRegion(name or "<model>", m, "replace"))
-    order = {id(m): i for i, m in enumerate(model.modules())}
-    return sorted(regions, key=lambda r: order[id(r.module)])
 
 
 def _batches(inputs: torch.Tensor | Iterable, max_batches: int | None) -> Iterator[torch.Tensor]:
