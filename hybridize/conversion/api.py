@@ -190,8 +190,8 @@ def convert(
         rows = conversion_plan.rows[:3]
         reasons = "; ".join(f"{r.region.name}: {r.reason}" for r in rows) or "no region selected"
         raise ConversionError(
-            f"recipe {conversion_plan.recipe!r} converted no region of {type(model).__name__} ({reasons}); "
-            "check the plan with --dry-run and adjust the recipe targets"
+            f"recipe {conversion_plan.recipe!r} converted no region of {type(model).__name__} "
+            f"({reasons}); check the plan with --dry-run and adjust the recipe targets"
         )
     hybrid.meta["hybridize_plan"] = conversion_plan
     return hybrid

@@ -165,8 +165,8 @@ def _torch_export(
         raise
     except Exception as exc:  # the exporter's errors name the op; keep them on one line
         raise ExportError(
-            f"torch.onnx.export (opset {opset}) failed: {first_line(exc)}; try another --opset, or check "
-            "that the model runs in eval mode on the example input"
+            f"torch.onnx.export (opset {opset}) failed: {first_line(exc)}; try another --opset, "
+            "or check that the model runs in eval mode on the example input"
         ) from exc
 
 

@@ -84,8 +84,8 @@ def _export(model: nn.Module, example: torch.Tensor, dynamic_batch: bool) -> obj
             return torch.export.export(model, args, dynamic_shapes=shapes)
     except Exception as exc:
         raise ExportError(
-            f"torch.export.export failed: {first_line(exc)}; try --batch-size N (a static batch) or "
-            "check that the model runs in eval mode on the example input"
+            f"torch.export.export failed: {first_line(exc)}; try --batch-size N (a static batch) "
+            "or check that the model runs in eval mode on the example input"
         ) from exc
 
 
