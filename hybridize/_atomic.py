@@ -48,6 +48,50 @@ def atomic_path(target: str | os.PathLike[str], suffix: str = ".tmp") -> Iterato
         raise
 
 
+@contextlib.contextmanager
+def atomic_folder(target: str | os.PathLike[str]) -> Iterator[Path]:
+    """Yield a fresh temporary folder beside ``target``; on success it takes ``target``'s place
+    (an earlier folder there is moved aside, then deleted). On any error the temporary folder
+    is removed and ``target`` is untouched. Files get 0666 and the folder 0777, minus the umask.
+    """
+    target = Path(target)
+    try:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        tmp = Path(
+            tempfile.mkdtemp(prefix=f".{target.name}.", suffix=".partial", dir=target.parent)
+        )
+    except OSError as exc:
+        _raise_if_environment(exc, target)
+        raise
+    try:
+        yield tmp
+        for p in tmp.iterdir():
+            os.chmod(p, (0o777 if p.is_dir() else 0o666) & ~_umask())
+        os.chmod(tmp, 0o777 & ~_umask())
+        _replace_folder(tmp, target)
+    except BaseException as exc:
+        shutil.rmtree(tmp, ignore_errors=True)
+        if isinstance(exc, Exception):
+            _raise_if_environment(exc, target)
+        raise
+
+
+def _replace_folder(tmp: Path, target: Path) -> None:
+    """Rename ``tmp`` onto ``target``; an existing ``target`` is put back if the rename fails."""
+    if not target.exists():
+        os.replace(tmp, target)
+        return
+    old = Path(tempfile.mkdtemp(prefix=f".{target.name}.", suffix=".old", dir=target.parent))
+    os.replace(target, old / "previous")
+    try:
+        os.replace(tmp, target)
+    except BaseException:
+        os.replace(old / "previous", target)
+        raise
+    finally:
+        shutil.rmtree(old, ignore_errors=True)
+
+
 def _fsync(path: Path) -> None:
     fd = os.open(path, os.O_RDONLY)
     try:

@@ -28,8 +28,8 @@ def render_plan(plan, console: Console) -> None:
         if region.overrides:
             selected += f"; overrides target {', '.join(map(str, region.overrides))}"
         status = row.status if not row.reason else f"{row.status}: {row.reason}"
-        if row.twin.note:
-            status += f" [{row.twin.note}]"
+        if row.twin_report.note:
+            status += f" [{row.twin_report.note}]"
         converted = row.status == "converted"
         table.add_row(
             region.name,
@@ -39,7 +39,7 @@ def render_plan(plan, console: Console) -> None:
             _millions(row.ann_params),
             _millions(row.twin_params) if converted else "-",
             str(region.settings.time_steps) if converted else "-",
-            str(len(row.twin.activations)) if converted else "-",
+            str(len(row.twin_report.activations)) if converted else "-",
         )
     console.print(table)
     n = len(plan.converted)
@@ -99,9 +99,7 @@ def convert(
     )
     source = (getattr(base, "hybridize_spec", None) or {}).get("weights_source", "unknown")
     console.print(f"model {model}: weights from {source}")
-    example = hybridize.default_example(base)
-    if img_size is not None:
-        example = example.new_zeros(*example.shape[:2], img_size, img_size)
+    example = hybridize.default_example(base, img_size)
     if dry_run:
         with hybridize.trusting_code(trust_code):
             plan = hybridize.plan(base, recipe, example_input=example)

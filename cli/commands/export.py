@@ -14,12 +14,7 @@ from hybridize_cli.checks import output_file
 
 
 def _example_shape(model: object, img_size: int | None, batch_size: int | None) -> list[int]:
-    meta = getattr(model, "hybridize_meta", None)
-    shape = list(meta.get("example_shape", [])) if isinstance(meta, dict) else []
-    if len(shape) != 4:
-        shape = [1, 3, 224, 224]
-    if img_size is not None:
-        shape[2] = shape[3] = img_size
+    shape = list(hybridize.default_example(model, img_size).shape)
     # a batch of 2 keeps the tracer from specialising size-1 axes; the axis is dynamic anyway
     shape[0] = batch_size if batch_size is not None else 2
     return shape

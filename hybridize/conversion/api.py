@@ -9,6 +9,7 @@ from typing import Any
 import torch
 from torch import fx, nn
 
+from hybridize._util import example_shape, param_count
 from hybridize.conversion import discover
 from hybridize.conversion.rewrite import RegionResult, splice
 from hybridize.conversion.select import add_segment_regions, select_module_regions
@@ -91,10 +92,10 @@ class Plan:
                     "time_steps": r.region.settings.time_steps,
                     "ann_params": r.ann_params,
                     "twin_params": r.twin_params,
-                    "activations": r.twin.activations,
-                    "pools": r.twin.pools,
-                    "sew_adds": r.twin.sew_adds,
-                    "note": r.twin.note,
+                    "activations": r.twin_report.activations,
+                    "pools": r.twin_report.pools,
+                    "sew_adds": r.twin_report.sew_adds,
+                    "note": r.twin_report.note,
                 }
                 for r in self.rows
             ],
@@ -102,20 +103,11 @@ class Plan:
         }
 
 
-def default_example(model: nn.Module) -> torch.Tensor:
-    """An input the model accepts: timm's configured input size, else 3x224x224."""
-    size = None
-    cfg = getattr(model, "pretrained_cfg", None) or getattr(model, "default_cfg", None)
-    if isinstance(cfg, dict) and cfg.get("input_size"):
-        size = tuple(cfg["input_size"])
-        in_chans = getattr(model, "in_chans", None)
-        if isinstance(in_chans, int):
-            size = (in_chans, *size[1:])
-    return torch.zeros(1, *(size or (3, 224, 224)))
-
-
-def _params(module: nn.Module) -> int:
-    return sum(p.numel() for p in module.parameters())
+def default_example(model: nn.Module, img_size: int | None = None) -> torch.Tensor:
+    """Zeros of batch 1 the model accepts: the shape recorded at conversion, else timm's
+    configured input size, else 224x224, with the model's input channels; ``img_size`` sets
+    the height and width of an image shape."""
+    return torch.zeros(example_shape(model, img_size))
 
 
 def _unconverted(gm: fx.GraphModule, results: list[RegionResult]) -> list[tuple[str, str]]:
@@ -147,7 +139,7 @@ def _convert(
     spec = getattr(model, "hybridize_spec", None)
     model = copy.deepcopy(model)
     example = default_example(model) if example_input is None else example_input
-    params_before = _params(model)
+    params_before = param_count(model)
 
     opaque = opaque_classes(recipe_obj.trace)
     regions, graph_targets = select_module_regions(model, recipe_obj, opaque)
@@ -175,14 +167,14 @@ def _convert(
         "recipe": recipe_obj.to_dict(),
         "example_shape": list(example.shape),
     }
-    plan = Plan(
+    conversion_plan = Plan(
         recipe=recipe_obj.name,
         rows=results,
         params_before=params_before,
-        params_after=_params(hybrid),
+        params_after=param_count(hybrid),
         unconverted=_unconverted(hybrid, results),
     )
-    return hybrid, plan
+    return hybrid, conversion_plan
 
 
 def convert(
@@ -193,16 +185,15 @@ def convert(
     ``recipe`` is a built-in name, a YAML path, a dict or a Recipe. ``example_input`` (default:
     the model's configured input size) is run once to learn shapes.
     """
-    hybrid, plan = _convert(model, recipe, example_input)
-    if not plan.converted:
-        reasons = (
-            "; ".join(f"{r.region.name}: {r.reason}" for r in plan.rows[:3]) or "no region selected"
-        )
+    hybrid, conversion_plan = _convert(model, recipe, example_input)
+    if not conversion_plan.converted:
+        rows = conversion_plan.rows[:3]
+        reasons = "; ".join(f"{r.region.name}: {r.reason}" for r in rows) or "no region selected"
         raise ConversionError(
-            f"recipe {plan.recipe!r} converted no region of {type(model).__name__} ({reasons}); "
-            "check the plan with --dry-run and adjust the recipe targets"
+            f"recipe {conversion_plan.recipe!r} converted no region of {type(model).__name__} "
+            f"({reasons}); check the plan with --dry-run and adjust the recipe targets"
         )
-    hybrid.meta["hybridize_plan"] = plan
+    hybrid.meta["hybridize_plan"] = conversion_plan
     return hybrid
 
 

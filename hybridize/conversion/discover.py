@@ -19,13 +19,14 @@ from __future__ import annotations
 
 from torch import fx, nn
 
+from hybridize._util import is_within
 from hybridize.conversion.activations import (
     ACTIVATION_METHODS,
     WEIGHTED_LAYERS,
     is_activation_function,
     is_activation_module,
 )
-from hybridize.conversion.segment import Segment, segment_between
+from hybridize.conversion.segment import SegmentNodes, segment_between
 
 CONTAINERS: tuple[type[nn.Module], ...] = (nn.Sequential, nn.ModuleList, nn.ModuleDict)
 
@@ -66,7 +67,7 @@ def _repeated_children(module: nn.Module) -> list[nn.Module]:
 
 
 def _innermost(names: list[str]) -> list[str]:
-    return [n for n in names if not any(o != n and o.startswith(n + ".") for o in names)]
+    return [n for n in names if not any(is_within(o, n, strict=True) for o in names)]
 
 
 def _apply_rule(model: nn.Module, rule, opaque: tuple[type, ...]) -> list[str]:
@@ -74,7 +75,7 @@ def _apply_rule(model: nn.Module, rule, opaque: tuple[type, ...]) -> list[str]:
     hidden = {n for n, m in named.items() if n and opaque and isinstance(m, opaque)}
 
     def visible(name: str) -> bool:
-        return not any(name.startswith(h + ".") for h in hidden)
+        return not any(is_within(name, h, strict=True) for h in hidden)
 
     classes = {type(c) for n, m in named.items() if visible(n) for c in rule(m)}
     return _innermost([n for n, m in named.items() if n and type(m) in classes and visible(n)])
@@ -90,9 +91,7 @@ def find_blocks(model: nn.Module, opaque: tuple[type, ...] = ()) -> list[str]:
     blocks = _apply_rule(model, _container_stage_children, opaque)
     extra = _apply_rule(model, _repeated_children, opaque)
     for name in extra:
-        related = any(
-            name == b or name.startswith(b + ".") or b.startswith(name + ".") for b in blocks
-        )
+        related = any(is_within(name, b) or is_within(b, name) for b in blocks)
         if not related:
             blocks.append(name)
     order = {n: i for i, (n, _) in enumerate(model.named_modules())}
@@ -151,7 +150,7 @@ def is_activation_node(node: fx.Node, modules: dict[str, nn.Module]) -> bool:
     return False
 
 
-def find_stem(gm: fx.GraphModule, block_names: list[str]) -> Segment | None:
+def find_stem(gm: fx.GraphModule, block_names: list[str]) -> SegmentNodes | None:
     """From the input to the node that feeds the first block (None if there is no such node)."""
     placeholders = [n for n in gm.graph.nodes if n.op == "placeholder"]
     if not placeholders:
@@ -160,8 +159,7 @@ def find_stem(gm: fx.GraphModule, block_names: list[str]) -> Segment | None:
         (
             n
             for n in gm.graph.nodes
-            if n.op == "call_module"
-            and any(b == n.target or b.startswith(n.target + ".") for b in block_names)
+            if n.op == "call_module" and any(is_within(b, n.target) for b in block_names)
         ),
         None,
     )
@@ -179,10 +177,10 @@ def find_stem(gm: fx.GraphModule, block_names: list[str]) -> Segment | None:
 _NORM_TYPES = (nn.modules.batchnorm._NormBase, nn.GroupNorm, nn.LayerNorm)
 
 
-def find_conv_groups(gm: fx.GraphModule) -> list[Segment]:
+def find_conv_groups(gm: fx.GraphModule) -> list[SegmentNodes]:
     """conv -> [norm] -> activation [-> pool] chains, each a segment."""
     modules = dict(gm.named_modules())
-    groups: list[Segment] = []
+    groups: list[SegmentNodes] = []
     for node in gm.graph.nodes:
         if node.op != "call_module" or not isinstance(modules[node.target], WEIGHTED_LAYERS[:3]):
             continue

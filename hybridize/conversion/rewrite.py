@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 from torch import fx, nn
 from torch.fx.passes.shape_prop import TensorMetadata
 
+from hybridize._util import fresh_attr, param_count
 from hybridize.conversion.calls import (
     CallSpec,
     batch_dependent,
@@ -32,11 +33,7 @@ class RegionResult:
     reason: str = ""
     ann_params: int = 0
     twin_params: int = 0
-    twin: TwinReport = field(default_factory=TwinReport)
-
-
-def _params(module: nn.Module) -> int:
-    return sum(p.numel() for p in module.parameters())
+    twin_report: TwinReport = field(default_factory=TwinReport)
 
 
 def _gate_channels(out_meta: TensorMetadata, settings) -> int | None:
@@ -99,7 +96,7 @@ def build_region(
     batch_size: int | None = None,
 ) -> tuple[nn.Module | None, RegionResult]:
     """The replacement module for one region (None when skipped) and its plan row."""
-    result = RegionResult(region=region, status="skipped", ann_params=_params(ann))
+    result = RegionResult(region=region, status="skipped", ann_params=param_count(ann))
     s = region.settings
     if s.mode == "skip":
         result.reason = f"mode skip (target {region.target_index})"
@@ -134,13 +131,13 @@ def build_region(
     )
     rest = f"rest of {region.split_from}" if region.split_from else ""
     report.note = "; ".join(n for n in (rest, spec.note(), report.note) if n)
-    result.twin = report
+    result.twin_report = report
     if not report.activations:
         result.reason = "no activation inside to turn into a spiking neuron"
         return None, result
     fold = tuple(side.key for side in spec.side if side.fold)
     branch = SpikingBranch(twin, encoder, decoder, fold=fold, out_index=spec.out_index)
-    result.twin_params = _params(branch)
+    result.twin_params = param_count(branch)
     result.status = "converted"
     if s.mode == "replace":
         return branch, result
@@ -209,7 +206,7 @@ def splice(
                 tracer_factory,
             )
             if replacement is not None:
-                name = _unique_attr(gm, region.name)
+                name = fresh_attr(gm, region.name, bare=True)
                 region.name = name
                 gm.add_submodule(name, replacement)
                 with gm.graph.inserting_after(exit_node):
@@ -224,11 +221,3 @@ def splice(
     gm.delete_all_unused_submodules()
     gm.recompile()
     return results
-
-
-def _unique_attr(gm: nn.Module, base: str) -> str:
-    name, i = base, 1
-    while hasattr(gm, name):
-        name = f"{base}_{i}"
-        i += 1
-    return name

@@ -6,11 +6,12 @@ from dataclasses import dataclass
 
 from torch import fx
 
+from hybridize._util import is_within
 from hybridize.errors import ConversionError
 
 
 @dataclass(frozen=True)
-class Segment:
+class SegmentNodes:
     """Nodes (in graph order) computed from one entry value; the last node is the exit."""
 
     entry: str
@@ -31,7 +32,7 @@ def find_node(graph: fx.Graph, ref: str) -> fx.Node:
         if node.name == ref or (node.op == "call_module" and node.target == ref):
             return node
     names = [n.target if n.op == "call_module" else n.name for n in graph.nodes]
-    inside = [t for t in names if isinstance(t, str) and ref.startswith(t + ".")]
+    inside = [t for t in names if isinstance(t, str) and is_within(ref, t, strict=True)]
     if inside:
         raise ConversionError(
             f"segment endpoint {ref!r} lies inside module {inside[0]!r}, which is traced as one "
@@ -49,7 +50,7 @@ def _tensor_inputs(node: fx.Node) -> list[fx.Node]:
     return [n for n in node.all_input_nodes if n.op != "get_attr"]
 
 
-def segment_between(graph: fx.Graph, entry: fx.Node, exit_: fx.Node) -> Segment:
+def segment_between(graph: fx.Graph, entry: fx.Node, exit_: fx.Node) -> SegmentNodes:
     """The nodes on paths from ``entry`` to ``exit_``, checked to be single-entry single-exit."""
     order = {n: i for i, n in enumerate(graph.nodes)}
     # descendants of entry
@@ -87,10 +88,10 @@ def segment_between(graph: fx.Graph, entry: fx.Node, exit_: fx.Node) -> Segment:
                         f"by {user.name}; choose endpoints that enclose it"
                     )
     ordered = tuple(n.name for n in graph.nodes if n in members)
-    return Segment(entry=entry.name, nodes=ordered)
+    return SegmentNodes(entry=entry.name, nodes=ordered)
 
 
-def segment_from_endpoints(graph: fx.Graph, start: str, end: str) -> Segment:
+def segment_from_endpoints(graph: fx.Graph, start: str, end: str) -> SegmentNodes:
     """The segment whose first node is ``start`` and last node is ``end``."""
     start_node = find_node(graph, start)
     end_node = find_node(graph, end)
@@ -103,7 +104,7 @@ def segment_from_endpoints(graph: fx.Graph, start: str, end: str) -> Segment:
     return segment_between(graph, inputs[0], end_node)
 
 
-def extract(gm: fx.GraphModule, segment: Segment, name: str) -> fx.GraphModule:
+def extract(gm: fx.GraphModule, segment: SegmentNodes, name: str) -> fx.GraphModule:
     """A standalone GraphModule computing the segment from one placeholder."""
     nodes = {n.name: n for n in gm.graph.nodes}
     members = {nodes[name] for name in segment.nodes}

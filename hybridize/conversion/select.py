@@ -15,8 +15,9 @@ from dataclasses import dataclass, field
 
 from torch import fx, nn
 
+from hybridize._util import is_within
 from hybridize.conversion import discover
-from hybridize.conversion.segment import Segment, segment_between, segment_from_endpoints
+from hybridize.conversion.segment import SegmentNodes, segment_between, segment_from_endpoints
 from hybridize.conversion.trace import class_matches
 from hybridize.errors import ConversionError
 from hybridize.recipe import BlockSettings, Recipe
@@ -38,11 +39,11 @@ class Region:
     target_index: int
     selector: str
     settings: BlockSettings
-    segment: Segment | None = None
+    segment: SegmentNodes | None = None
     overrides: list[int] = field(default_factory=list)
     split_from: str = ""  # the earlier region this is the rest of, after a later target took part
 
-    def rest(self, name: str, segment: Segment | None = None) -> Region:
+    def rest(self, name: str, segment: SegmentNodes | None = None) -> Region:
         """A piece of this region left to its target when a later target took another part."""
         return Region(
             name=name,
@@ -60,7 +61,7 @@ class Region:
 
 
 def _outermost(names: list[str]) -> list[str]:
-    return [n for n in names if not any(n.startswith(o + ".") for o in names if o != n)]
+    return [n for n in names if not any(is_within(n, o, strict=True) for o in names)]
 
 
 def module_candidates(
@@ -85,7 +86,7 @@ def module_candidates(
 
 def graph_candidates(
     gm: fx.GraphModule, recipe: Recipe, index: int, blocks: list[str]
-) -> list[Segment]:
+) -> list[SegmentNodes]:
     """Segments target ``index`` selects in the traced graph."""
     select = recipe.targets[index].select
     if select.kind == "segment":
@@ -106,7 +107,7 @@ def module_rest(model: nn.Module, outer: str, inner: str) -> list[str]:
         on_path = None
         for child, _ in model.get_submodule(current).named_children():
             full = f"{current}.{child}"
-            if inner == full or inner.startswith(full + "."):
+            if is_within(inner, full):
                 on_path = full
             else:
                 rest.append(full)
@@ -116,7 +117,7 @@ def module_rest(model: nn.Module, outer: str, inner: str) -> list[str]:
     return rest
 
 
-def segment_rest(gm: fx.GraphModule, segment: Segment, taken: set[str]) -> list[Segment]:
+def segment_rest(gm: fx.GraphModule, segment: SegmentNodes, taken: set[str]) -> list[SegmentNodes]:
     """The runs of ``segment``'s nodes between the ``taken`` ones that are single-entry
     single-exit segments themselves (a run that is not stays ANN)."""
     nodes = {n.name: n for n in gm.graph.nodes}
@@ -162,8 +163,8 @@ def select_module_regions(
             raise unmatched_target_error(recipe, index, _candidates_for_error(model, recipe, index))
         settings = recipe.settings_for(index)
         for name in names:
-            replaced = [r for r in regions if r.name == name or r.name.startswith(name + ".")]
-            outer = [r for r in regions if name.startswith(r.name + ".")]
+            replaced = [r for r in regions if is_within(r.name, name)]
+            outer = [r for r in regions if is_within(name, r.name, strict=True)]
             regions = [r for r in regions if r not in replaced and r not in outer]
             for r in outer:  # the earlier region keeps what the new one does not take
                 regions += [r.rest(piece) for piece in module_rest(model, r.name, name)]
@@ -180,7 +181,7 @@ def select_module_regions(
     return regions, graph_targets
 
 
-def _segment_name(segment: Segment, auto: str | None) -> str:
+def _segment_name(segment: SegmentNodes, auto: str | None) -> str:
     if auto == "stem":
         return "stem"
     return f"{segment.nodes[0]}__{segment.exit}"
@@ -210,7 +211,7 @@ def add_segment_regions(
         ):
             return True
         return any(
-            x == y or x.startswith(y + ".") or y.startswith(x + ".")
+            is_within(x, y) or is_within(y, x)
             for x in covered_modules(a)
             for y in covered_modules(b)
         )

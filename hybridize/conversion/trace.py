@@ -16,6 +16,7 @@ import torch
 import torch.nn.functional as F
 from torch import fx, nn
 
+from hybridize._util import first_line, fresh_attr
 from hybridize.errors import ConversionError
 
 # Modules whose forward reads ``self.training``; traced through, that flag would be frozen into
@@ -57,12 +58,10 @@ def unfreeze_dropout(gm: fx.GraphModule) -> None:
         if module_cls is None:
             continue
         p = node.kwargs.get("p", node.args[1] if len(node.args) > 1 else 0.5)
-        name, i = "dropout_fn", 0
-        while hasattr(gm, f"{name}{i}"):
-            i += 1
-        gm.add_submodule(f"{name}{i}", module_cls(p))
+        name = fresh_attr(gm, "dropout_fn")
+        gm.add_submodule(name, module_cls(p))
         with gm.graph.inserting_before(node):
-            new = gm.graph.call_module(f"{name}{i}", (node.args[0],))
+            new = gm.graph.call_module(name, (node.args[0],))
         new.meta = dict(node.meta)
         node.replace_all_uses_with(new)
         gm.graph.erase_node(node)
@@ -227,9 +226,8 @@ def trace(
     except Exception as exc:  # fx raises many types (TraceError, TypeError, RuntimeError, ...)
         culprit = model.get_submodule(failed_in[0]) if failed_in else model
         where = f"{failed_in[0] if failed_in else what} ({type(culprit).__name__})"
-        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise ConversionError(
-            f"cannot trace {what}: in module {where}: {type(exc).__name__}: {reason}; "
+            f"cannot trace {what}: in module {where}: {type(exc).__name__}: {first_line(exc)}; "
             f"make it a leaf: 'trace: {{leaf_modules: [{type(culprit).__name__}]}}' in the recipe"
         ) from exc
     finally:
@@ -255,7 +253,7 @@ def shape_propagate(gm: fx.GraphModule, example: torch.Tensor) -> None:
     except Exception as exc:
         raise ConversionError(
             f"the traced model does not run on an example input of shape {tuple(example.shape)}: "
-            f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}; "
+            f"{type(exc).__name__}: {first_line(exc)}; "
             "pass an example_input (or --img-size) the model accepts"
         ) from exc
     finally:

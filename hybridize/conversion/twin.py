@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 
 from torch import fx, nn
 
+from hybridize._util import first_line, fresh_attr, is_within
 from hybridize.conversion.activations import (
     ACTIVATION_METHODS,
     ADD_FUNCTIONS,
@@ -45,6 +46,15 @@ class TwinReport:
     note: str = ""
 
 
+@dataclass
+class _Rules:
+    """What every rewrite step needs: how to make a LIF, the pooling rule, and the report."""
+
+    make_lif: Callable[[], LIF]
+    pooling: str
+    report: TwinReport
+
+
 def build_twin(
     ann: nn.Module,
     *,
@@ -63,9 +73,7 @@ def build_twin(
     table, a shape): what is computed from them alone stays ANN, like a constant table.
     """
     report = TwinReport()
-
-    def make_lif() -> LIF:
-        return LIF(**neuron_kwargs, time_steps=time_steps)
+    rules = _Rules(lambda: LIF(**neuron_kwargs, time_steps=time_steps), pooling, report)
 
     twin: nn.Module
     if isinstance(ann, fx.GraphModule):
@@ -76,7 +84,7 @@ def build_twin(
         except Exception as exc:  # untraceable region: module surgery only
             twin = copy.deepcopy(ann)
             report.traced = False
-            report.note = f"not traced ({str(exc).splitlines()[0][:120]}); module surgery only"
+            report.note = f"not traced ({first_line(exc, 120)}); module surgery only"
     else:
         twin = copy.deepcopy(ann)
         report.traced = False
@@ -84,11 +92,11 @@ def build_twin(
     free_nodes, free_modules = (
         _input_free(twin, static_inputs) if isinstance(twin, fx.GraphModule) else (set(), set())
     )
-    _swap_modules(twin, make_lif, pooling, report, free_modules)
+    _swap_modules(twin, rules, free_modules)
     if isinstance(twin, fx.GraphModule):
-        _rewrite_functional(twin, make_lif, pooling, report, free_nodes)
+        _rewrite_functional(twin, rules, free_nodes)
         if residual == "sew":
-            _apply_sew(twin, make_lif, report, free_nodes)
+            _apply_sew(twin, rules, free_nodes)
         twin.graph.lint()
         twin.delete_all_unused_submodules()
         twin.recompile()
@@ -122,62 +130,43 @@ def _input_free(
     return {n.name for n in free}, free_modules
 
 
-def _swap_modules(
-    twin: nn.Module,
-    make_lif: Callable[[], LIF],
-    pooling: str,
-    report: TwinReport,
-    static: set[str] = frozenset(),
-) -> None:
+def _swap_modules(twin: nn.Module, rules: _Rules, static: Collection[str] = ()) -> None:
+    report = rules.report
     for name, module in list(twin.named_modules()):
-        if not name or any(name == s or name.startswith(s + ".") for s in static):
+        if not name or any(is_within(name, s) for s in static):
             continue
         if is_activation_module(module):
-            twin.set_submodule(name, make_lif())
+            twin.set_submodule(name, rules.make_lif())
             report.activations.append(f"{name}: {activation_name(module)}")
-        elif pooling == "max-to-avg":
+        elif rules.pooling == "max-to-avg":
             avg = max_to_avg_pool(module)
             if avg is not None:
                 twin.set_submodule(name, avg)
                 report.pools.append(f"{name}: {type(module).__name__} -> {type(avg).__name__}")
 
 
-def _fresh_name(gm: fx.GraphModule, stem: str) -> str:
-    i = 0
-    while hasattr(gm, f"{stem}{i}"):
-        i += 1
-    return f"{stem}{i}"
-
-
-def _insert_lif(
-    gm: fx.GraphModule, make_lif: Callable[[], LIF], before: fx.Node, value: fx.Node
-) -> fx.Node:
-    name = _fresh_name(gm, "lif")
-    gm.add_submodule(name, make_lif())
+def _insert_lif(gm: fx.GraphModule, rules: _Rules, before: fx.Node, value: fx.Node) -> fx.Node:
+    name = fresh_attr(gm, "lif")
+    gm.add_submodule(name, rules.make_lif())
     with gm.graph.inserting_before(before):
         return gm.graph.call_module(name, (value,))
 
 
-def _rewrite_functional(
-    gm: fx.GraphModule,
-    make_lif: Callable[[], LIF],
-    pooling: str,
-    report: TwinReport,
-    static: set[str] = frozenset(),
-) -> None:
+def _rewrite_functional(gm: fx.GraphModule, rules: _Rules, static: Collection[str] = ()) -> None:
+    report = rules.report
     for node in list(gm.graph.nodes):
         if node.name in static:
             continue
         is_fn = node.op == "call_function" and is_activation_function(node.target)
         is_method = node.op == "call_method" and node.target in ACTIVATION_METHODS
         if is_fn or is_method:
-            lif_node = _insert_lif(gm, make_lif, node, node.args[0])
+            lif_node = _insert_lif(gm, rules, node, node.args[0])
             node.replace_all_uses_with(lif_node)
             gm.graph.erase_node(node)
             kind = node.target if is_method else getattr(node.target, "__name__", str(node.target))
             report.activations.append(f"{node.name}: {kind}()")
         elif (
-            pooling == "max-to-avg"
+            rules.pooling == "max-to-avg"
             and node.op == "call_function"
             and node.target in MAX_TO_AVG_FUNCTIONS
             and node.kwargs.get("dilation", node.args[4] if len(node.args) > 4 else 1)
@@ -208,12 +197,7 @@ def _is_lif_node(node: fx.Node, modules: dict[str, nn.Module]) -> bool:
     return node.op == "call_module" and isinstance(modules.get(node.target), LIF)
 
 
-def _apply_sew(
-    gm: fx.GraphModule,
-    make_lif: Callable[[], LIF],
-    report: TwinReport,
-    static: set[str] = frozenset(),
-) -> None:
+def _apply_sew(gm: fx.GraphModule, rules: _Rules, static: Collection[str] = ()) -> None:
     modules = dict(gm.named_modules())
     planes = next((n for n in gm.graph.nodes if n.op == "placeholder"), None)  # the spikes
     for node in list(gm.graph.nodes):
@@ -230,10 +214,10 @@ def _apply_sew(
         new_args = list(node.args)
         for i, arg in enumerate(node.args[:2]):
             if isinstance(arg, fx.Node) and not (arg is planes or _is_lif_node(arg, modules)):
-                new_args[i] = _insert_lif(gm, make_lif, node, arg)
+                new_args[i] = _insert_lif(gm, rules, node, arg)
                 modules = dict(gm.named_modules())
         node.args = tuple(new_args)
-        report.sew_adds.append(node.name)
+        rules.report.sew_adds.append(node.name)
 
 
 def _reinitialise(module: nn.Module) -> None:

@@ -11,6 +11,7 @@ from pathlib import Path
 import torch
 from torch.utils.data import Dataset
 
+from hybridize._util import first_line
 from hybridize.data.idx import read_idx
 from hybridize.errors import DataError
 
@@ -59,11 +60,6 @@ def _online() -> bool:
     return not (os.environ.get("HF_HUB_OFFLINE") or os.environ.get("HYBRIDIZE_OFFLINE"))
 
 
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip()
-    return text.splitlines()[0] if text else type(exc).__name__
-
-
 def _download(name: str, target: Path, fetch: Callable[[], object]) -> None:
     """Run ``fetch`` (a download into ``target``); if it fails, remove the folders and files it
     created and raise a one-line :class:`DataError`."""
@@ -85,7 +81,7 @@ def _download(name: str, target: Path, fetch: Callable[[], object]) -> None:
                     entry.unlink(missing_ok=True)
         raise DataError(
             f"downloading {name} into {target} failed ({type(exc).__name__}: "
-            f"{_first_line(exc)}); pass --data-root DIR holding the data set"
+            f"{first_line(exc)}); pass --data-root DIR holding the data set"
         ) from None
 
 
@@ -181,7 +177,7 @@ def _cifar_dataset(name: str, root: Path | None, download: bool) -> tuple[dict, 
         }
     except Exception as exc:
         raise DataError(
-            f"{name} under {folder} is incomplete or corrupted ({_first_line(exc)}); "
+            f"{name} under {folder} is incomplete or corrupted ({first_line(exc)}); "
             "delete the folder and download it again"
         ) from None
     return splits, DataInfo(name, 10 if name == "cifar10" else 100, 3, 32, str(where))
@@ -196,7 +192,7 @@ def load_image(path: str) -> object:
             return im.convert("RGB")
     except Exception as exc:  # PIL raises OSError, SyntaxError, ValueError... for bad files
         raise DataError(
-            f"cannot read image {path} ({type(exc).__name__}: {_first_line(exc)}); "
+            f"cannot read image {path} ({type(exc).__name__}: {first_line(exc)}); "
             "remove or replace the file"
         ) from None
 
@@ -217,7 +213,7 @@ def _imagefolder_dataset(path: str) -> tuple[dict, DataInfo]:
             splits[split] = ImageFolder(str(root / sub), loader=load_image)
         except (FileNotFoundError, RuntimeError) as exc:  # no class folders / no image files
             raise DataError(
-                f"imagefolder {root / sub} holds no images ({_first_line(exc)}); "
+                f"imagefolder {root / sub} holds no images ({first_line(exc)}); "
                 f"put images in {root / sub}/CLASS/*.jpg"
             ) from None
     if splits["train"].classes != splits["eval"].classes:

@@ -179,3 +179,16 @@ def build_loaders(
         **common,
     )
     return Loaders(train, evl, sampler, info, spec)
+
+
+def eval_loader(
+    data: str | tuple[Dataset, Dataset],
+    model: nn.Module | None = None,
+    *,
+    limit: int | None = None,
+    **options: Any,
+) -> DataLoader:
+    """The eval split of ``data`` alone (its first ``limit`` images, by the seeded subset rule),
+    without augmentation; ``options`` are those of :func:`build_loaders`."""
+    loaders = build_loaders(data, model, limit_train=1, limit_eval=limit, augment=False, **options)
+    return loaders.eval

@@ -6,6 +6,8 @@ from dataclasses import dataclass
 
 from torch import nn
 
+from hybridize._util import in_chans
+
 
 @dataclass(frozen=True)
 class InputSpec:
@@ -17,13 +19,6 @@ class InputSpec:
     mean: tuple[float, ...] | None = (0.485, 0.456, 0.406)
     std: tuple[float, ...] | None = (0.229, 0.224, 0.225)
     crop_pct: float = 0.875
-
-
-def _in_chans(model: nn.Module) -> int:
-    for m in model.modules():
-        if isinstance(m, nn.Conv2d):
-            return m.in_channels
-    return 3
 
 
 def _model_spec(model: nn.Module) -> dict | None:
@@ -60,7 +55,7 @@ def input_spec(
     """Resolve the model's timm data config; ``paper`` drops mean/std (inputs in [0, 1])."""
     cfg = data_config(model) if model is not None else {}
     size = img_size or (cfg["input_size"][-1] if "input_size" in cfg else 224)
-    chans = _in_chans(model) if model is not None else 3
+    chans = in_chans(model) if model is not None else 3
     mean = tuple(cfg.get("mean", InputSpec.mean))
     std = tuple(cfg.get("std", InputSpec.std))
     if len(mean) != chans:  # timm's defaults are 3-channel; repeat/trim for other widths

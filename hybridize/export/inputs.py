@@ -8,6 +8,7 @@ import torch
 
 from hybridize.data.samples import sample_images
 from hybridize.errors import ExportError
+from hybridize.export.parity import CheckOptions, ParityReport
 
 
 def random_inputs(example: torch.Tensor, n: int, seed: int = 0) -> torch.Tensor:
@@ -59,3 +60,19 @@ def chunks(x: torch.Tensor, size: int, pad: bool) -> Iterator[torch.Tensor]:
         if pad and part.shape[0] < size:
             part = torch.cat([part, part[:1].expand(size - part.shape[0], *part.shape[1:])])
         yield part
+
+
+def check_batches(
+    example: torch.Tensor, options: CheckOptions, dynamic_batch: bool, report: ParityReport
+) -> Iterator[tuple[str, torch.Tensor]]:
+    """The ``(kind, batch)`` pairs a parity check runs: ``n_random`` random samples, then the
+    real images (their source goes into ``report``); batches of ``check_batch``, or of the
+    example's batch size, padded, for a static-batch program."""
+    images, report.real_source = real_inputs_for(example, options.real_inputs, options.max_real)
+    sets = [("random", random_inputs(example, options.n_random))]
+    if images is not None:
+        sets.append(("real", images))
+    batch = options.check_batch if dynamic_batch else example.shape[0]
+    for kind, data in sets:
+        for x in chunks(data, batch, pad=not dynamic_batch):
+            yield kind, x

@@ -16,6 +16,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from hybridize._util import record_outputs
 from hybridize.errors import ExportError
 
 
@@ -102,29 +103,27 @@ def run_peer(
 
     modules = dict(net.named_modules())
     taps: dict[str, list[torch.Tensor]] = {name: [] for name in neurons}
-    handles = []
-    for name in neurons:
-        key = name.replace(".", "_")
-        if key not in modules:
-            raise ExportError(f"the peer graph has no neuron {name!r}")
-
-        def record(_m: nn.Module, _i: object, out: object, key: str = name) -> None:
-            taps[key].append((out[0] if isinstance(out, tuple) else out).detach().clone())
-
-        handles.append(modules[key].register_forward_hook(record))
+    missing = [name for name in neurons if name.replace(".", "_") not in modules]
+    if missing:
+        raise ExportError(f"the peer graph has no neuron {missing[0]!r}")
     for m in net.modules():
         if isinstance(m, snn.Leaky):
             m.mem = torch.zeros(0)  # fresh membrane (the module re-creates it at the input shape)
+
+    def record(name: str, out: object) -> None:
+        taps[name].append(_first_output(out).detach().clone())
+
     outputs = []
-    try:
-        with torch.no_grad():
-            for t in range(planes.shape[0]):
-                out = net(planes[t])
-                outputs.append((out[0] if isinstance(out, tuple) else out).detach().clone())
-    finally:
-        for h in handles:
-            h.remove()
+    peer_neurons = [(name, modules[name.replace(".", "_")]) for name in neurons]
+    with torch.no_grad(), record_outputs(peer_neurons, record):
+        for t in range(planes.shape[0]):
+            outputs.append(_first_output(net(planes[t])).detach().clone())
     return torch.stack(outputs), {k: torch.stack(v) for k, v in taps.items()}
+
+
+def _first_output(out: object) -> torch.Tensor:
+    """snnTorch modules return ``(spikes, membrane)``; plain modules a tensor."""
+    return out[0] if isinstance(out, tuple) else out
 
 
 def run_twin(
@@ -135,19 +134,13 @@ def run_twin(
     t, n = planes.shape[0], planes.shape[1]
     named = dict(twin.named_modules())
     taps: dict[str, torch.Tensor] = {}
-    handles = []
-    for node, module in modules.items():
 
-        def record(_m: nn.Module, _i: object, out: torch.Tensor, node: str = node) -> None:
-            taps[node] = out.detach().reshape(t, n, *out.shape[1:]).clone()
+    def record(node: str, out: torch.Tensor) -> None:
+        taps[node] = out.detach().reshape(t, n, *out.shape[1:]).clone()
 
-        handles.append(named[module].register_forward_hook(record))
-    try:
-        with torch.no_grad():
-            out = twin(planes.flatten(0, 1))
-    finally:
-        for h in handles:
-            h.remove()
+    lifs = [(node, named[module]) for node, module in modules.items()]
+    with torch.no_grad(), record_outputs(lifs, record):
+        out = twin(planes.flatten(0, 1))
     return out.reshape(t, n, *out.shape[1:]), taps
 
 

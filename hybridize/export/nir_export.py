@@ -10,8 +10,6 @@ import importlib.util
 import json
 import os
 import re
-import shutil
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -19,7 +17,9 @@ from typing import Any
 import torch
 from torch import nn
 
-from hybridize._atomic import _umask
+from hybridize._atomic import atomic_folder
+from hybridize._util import example_shape, first_line, record_outputs
+from hybridize.conversion.regions import find_regions
 from hybridize.errors import ExportError
 from hybridize.export.nir_manifest import decoder_info, encoder_info, gate_info, manifest
 from hybridize.export.prepare import export_state
@@ -70,16 +70,7 @@ class NIRExport:
 
 def _regions(model: nn.Module) -> list[tuple[str, nn.Module, nn.Module | None]]:
     """(name, SpikingBranch, FusionBlock or None) for every twin, in module order."""
-    from hybridize.spiking import FusionBlock, SpikingBranch
-
-    found, inside = [], set()
-    for name, m in model.named_modules():
-        if isinstance(m, FusionBlock):
-            found.append((name or "<model>", m.branch, m))
-            inside.add(id(m.branch))
-        elif isinstance(m, SpikingBranch) and id(m) not in inside:
-            found.append((name or "<model>", m, None))
-    return found
+    return [(r.name, r.branch, r.fusion) for r in find_regions(model)]
 
 
 def _file_name(region: str, taken: set[str]) -> str:
@@ -92,29 +83,19 @@ def _file_name(region: str, taken: set[str]) -> str:
 
 
 def _capture_planes(
-    model: nn.Module, example: torch.Tensor, branches: list[nn.Module]
-) -> dict[int, torch.Tensor]:
-    """The planes [T, N, ...] each branch's encoder emits when the model runs ``example``."""
-    captured: dict[int, torch.Tensor] = {}
-    handles = []
-    for b in branches:
-
-        def record(_m: nn.Module, _i: object, out: torch.Tensor, key: int = id(b)) -> None:
-            captured[key] = out.detach()
-
-        handles.append(b.encoder.register_forward_hook(record))
+    model: nn.Module, example: torch.Tensor, branches: dict[str, nn.Module]
+) -> dict[str, torch.Tensor]:
+    """The planes [T, N, ...] each region's encoder emits when the model runs ``example``."""
+    captured: dict[str, torch.Tensor] = {}
+    encoders = [(name, b.encoder) for name, b in branches.items()]
     try:
-        with torch.no_grad():
+        with torch.no_grad(), record_outputs(encoders, captured.__setitem__):
             model(example)
     except Exception as exc:
-        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
         raise ExportError(
-            f"the model fails on the example input of shape {tuple(example.shape)} ({first}); "
-            "give an input the model accepts"
+            f"the model fails on the example input of shape {tuple(example.shape)} "
+            f"({first_line(exc)}); give an input the model accepts"
         ) from exc
-    finally:
-        for h in handles:
-            h.remove()
     return captured
 
 
@@ -159,23 +140,6 @@ def _prepare_destination(dest: Path) -> None:
         )
 
 
-def _publish(tmp: Path, dest: Path) -> None:
-    """Rename ``tmp`` onto ``dest``; an earlier export there is replaced."""
-    os.chmod(tmp, 0o777 & ~_umask())
-    if not dest.exists():
-        os.replace(tmp, dest)
-        return
-    old = Path(tempfile.mkdtemp(prefix=f".{dest.name}.", suffix=".old", dir=dest.parent))
-    os.replace(dest, old / "previous")
-    try:
-        os.replace(tmp, dest)
-    except BaseException:
-        os.replace(old / "previous", dest)
-        raise
-    finally:
-        shutil.rmtree(old, ignore_errors=True)
-
-
 def export_nir(
     model: nn.Module,
     out_dir: str | os.PathLike,
@@ -209,12 +173,10 @@ def export_nir(
         raise ExportError("NIR export needs the nir package; pip install 'hybridize[nir]'")
     _prepare_destination(dest)
     example = _example(model, example)
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{dest.name}.", suffix=".partial", dir=dest.parent))
-    try:
+    with atomic_folder(dest) as tmp:
         with export_state(model):
             device = next((p.device for p in model.parameters()), torch.device("cpu"))
-            planes = _capture_planes(model, example.to(device), [b for _, b, _ in regions])
+            planes = _capture_planes(model, example.to(device), {n: b for n, b, _ in regions})
             rows = _write_graphs(model, regions, planes, tmp, dt, verify)
         onnx_info = (
             _onnx(model, example, tmp, check, real_inputs)
@@ -223,12 +185,6 @@ def export_nir(
         )
         manifest_ = manifest(model, example, dt, rows, onnx_info)
         (tmp / MANIFEST).write_text(json.dumps(manifest_, indent=2) + "\n")
-        for p in tmp.iterdir():
-            os.chmod(p, 0o666 & ~_umask())
-        _publish(tmp, dest)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     return NIRExport(path=str(dest), manifest=manifest_)
 
 
@@ -240,20 +196,13 @@ def _example(model: nn.Module, example: torch.Tensor | None) -> torch.Tensor:
                 f"torch.rand(1, 3, 224, 224); got {type(example).__name__}"
             )
         return example.detach()
-    meta = getattr(model, "hybridize_meta", None)
-    shape = list(meta.get("example_shape", [])) if isinstance(meta, dict) else []
-    if len(shape) < 2:
-        from hybridize.conversion import default_example
-
-        return torch.rand(default_example(model).shape)
-    shape[0] = 1
-    return torch.rand(shape)
+    return torch.rand(example_shape(model))
 
 
 def _write_graphs(
     model: nn.Module,
     regions: list[tuple[str, nn.Module, nn.Module | None]],
-    planes: dict[int, torch.Tensor],
+    planes: dict[str, torch.Tensor],
     folder: Path,
     dt: float,
     verify: bool,
@@ -281,7 +230,7 @@ def _write_graphs(
             "decoder": decoder_info(branch.decoder),
         }
         rows.append(row)
-        p = planes.get(id(branch))
+        p = planes.get(name)
         if p is None:
             row["reason"] = "the twin did not run on the example input (unused branch)"
             continue

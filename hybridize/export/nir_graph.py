@@ -32,6 +32,7 @@ import torch
 import torch.nn.functional as F
 from torch import fx, nn
 
+from hybridize._util import first_line
 from hybridize.spiking import LIF
 
 ADD_FUNCTIONS = (operator.add, operator.iadd, torch.add)
@@ -98,8 +99,9 @@ def _trace(twin: nn.Module) -> fx.GraphModule:
     try:
         graph = _Tracer().trace(twin)
     except Exception as exc:
-        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:120]
-        raise Unsupported(f"the twin cannot be traced with torch.fx ({first})") from exc
+        raise Unsupported(
+            f"the twin cannot be traced with torch.fx ({first_line(exc, 120)})"
+        ) from exc
     return fx.GraphModule(twin, graph)
 
 

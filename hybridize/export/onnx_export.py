@@ -9,21 +9,16 @@ import sys
 import warnings
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import torch
 from torch import nn
 
-from hybridize._atomic import remove_quietly, temp_beside
+from hybridize._atomic import atomic_path, remove_quietly, temp_beside
+from hybridize._util import first_line
 from hybridize.errors import ExportError
-from hybridize.export.inputs import chunks, random_inputs, real_inputs_for
-from hybridize.export.parity import (
-    ATOL,
-    MAX_FLIP_FRACTION,
-    MIN_TOP1,
-    RTOL,
-    ParityCheck,
-    ParityReport,
-)
+from hybridize.export.inputs import check_batches
+from hybridize.export.parity import CheckOptions, ParityCheck, ParityReport, check_options
 from hybridize.export.prepare import SpikeTap, export_state, spiking_layers
 
 STANDARD_DOMAINS = ("", "ai.onnx")
@@ -37,36 +32,31 @@ def export_onnx(
     opset: int = 17,
     dynamic_batch: bool = True,
     check: bool = True,
-    real_inputs: torch.Tensor | bool | None = None,
-    atol: float = ATOL,
-    rtol: float = RTOL,
-    min_top1: float = MIN_TOP1,
-    max_flip_fraction: float = MAX_FLIP_FRACTION,
-    n_random: int = 4,
-    max_real: int = 20,
-    check_batch: int = 4,
+    options: CheckOptions | None = None,
+    **overrides: Any,
 ) -> ParityReport:
     """Export ``model`` (eval mode, T unrolled, standard ONNX ops only) to ``path``.
 
-    With ``check`` the file is run in onnxruntime on ``n_random`` random inputs and on real
-    images (``real_inputs``: a tensor, or None/True for the foolbox samples, False for none) and
-    compared with PyTorch eager: logits, top-1 and every spike. A failed check raises
-    :class:`ExportError` and leaves no file behind. The written file has one input ``input``
-    and one output ``logits``; its batch axis is dynamic unless ``dynamic_batch=False``.
+    With ``check`` the file is run in onnxruntime on random inputs and on real images and
+    compared with PyTorch eager: logits, top-1 and every spike; ``options`` (a
+    :class:`CheckOptions`) and keyword ``overrides`` of its fields (``real_inputs=False``,
+    ``n_random=2``, ...) set how. A failed check raises :class:`ExportError` and leaves no file
+    behind. The written file has one input ``input`` and one output ``logits``; its batch axis
+    is dynamic unless ``dynamic_batch=False``.
     """
     check_opset(opset)
+    options = check_options(options, overrides)
     require_packages(["onnx", "onnxruntime"] if check else ["onnx"])
     dest = Path(path)
     example = _validate_example(example)
     device = next((p.device for p in model.parameters()), torch.device("cpu"))
     example = example.to(device)
-    report = ParityReport(format="onnx", path=str(dest), opset=opset, dynamic_batch=dynamic_batch)
-    report.atol, report.rtol = atol, rtol
-    report.min_top1, report.max_flip_fraction = min_top1, max_flip_fraction
+    report = ParityReport.start(
+        "onnx", str(dest), options, opset=opset, dynamic_batch=dynamic_batch
+    )
     tapped = temp_beside(dest, "tapped")
-    final = temp_beside(dest, "onnx")
     try:
-        with export_state(model):
+        with export_state(model), atomic_path(dest, suffix=".partial.onnx") as final:
             layers = spiking_layers(model) if check else []
             layouts = [_layout(m) for _, m in layers]
             tap = SpikeTap(model, layers).eval()  # the exporter restores the wrapper's mode
@@ -78,30 +68,19 @@ def export_onnx(
             _check_domains(proto)
             if check:
                 check_ = ParityCheck(report, [name for name, _ in layers], layouts)
-                _run_parity(
-                    tap,
-                    tapped,
-                    example,
-                    check_,
-                    dynamic_batch,
-                    real_inputs,
-                    n_random,
-                    max_real,
-                    check_batch,
-                )
+                _run_parity(tap, tapped, example, check_, dynamic_batch, options)
                 check_.finish()
+            if report.ok is False:
+                raise ExportError(
+                    f"ONNX parity check failed for {dest}: {report.message}; the file was not "
+                    "written (rerun with check=False / --no-check to keep it for debugging)"
+                )
             del proto.graph.output[1:]  # keep the logits; the spikes were for the check only
             onnx.save(proto, str(final))
             onnx.checker.check_model(str(final))
-        if report.ok is False:
-            raise ExportError(
-                f"ONNX parity check failed for {dest}: {report.message}; the file was not "
-                "written (rerun with check=False / --no-check to keep it for debugging)"
-            )
-        os.replace(final, dest)
         return report
     finally:
-        remove_quietly(tapped, final)
+        remove_quietly(tapped)
 
 
 def opset_range() -> tuple[int, int]:
@@ -185,10 +164,9 @@ def _torch_export(
     except ExportError:
         raise
     except Exception as exc:  # the exporter's errors name the op; keep them on one line
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise ExportError(
-            f"torch.onnx.export (opset {opset}) failed: {first}; try another --opset, or check "
-            "that the model runs in eval mode on the example input"
+            f"torch.onnx.export (opset {opset}) failed: {first_line(exc)}; try another --opset, "
+            "or check that the model runs in eval mode on the example input"
         ) from exc
 
 
@@ -239,10 +217,7 @@ def _run_parity(
     example: torch.Tensor,
     check: ParityCheck,
     dynamic_batch: bool,
-    real: torch.Tensor | bool | None,
-    n_random: int,
-    max_real: int,
-    check_batch: int,
+    options: CheckOptions,
 ) -> None:
     import onnxruntime as ort
 
@@ -250,15 +225,8 @@ def _run_parity(
     opts.log_severity_level = 3
     session = ort.InferenceSession(str(onnx_path), opts, providers=["CPUExecutionProvider"])
     device = next((p.device for p in tap.model.parameters()), torch.device("cpu"))
-    batch = check_batch if dynamic_batch else example.shape[0]
-    images, source = real_inputs_for(example, real, max_real)
-    check.report.real_source = source
-    sets = [("random", random_inputs(example, n_random))]
-    if images is not None:
-        sets.append(("real", images))
-    for kind, data in sets:
-        for x in chunks(data, batch, pad=not dynamic_batch):
-            with torch.no_grad():
-                ref = [t.detach().cpu() for t in tap(x.to(device))]
-            got = session.run(None, {"input": x.cpu().numpy()})
-            check.add(kind, ref, [torch.from_numpy(a) for a in got])
+    for kind, x in check_batches(example, options, dynamic_batch, check.report):
+        with torch.no_grad():
+            ref = [t.detach().cpu() for t in tap(x.to(device))]
+        got = session.run(None, {"input": x.cpu().numpy()})
+        check.add(kind, ref, [torch.from_numpy(a) for a in got])

@@ -10,15 +10,47 @@ top-1 agreement >= ``min_top1`` and a flipped-spike fraction <= ``max_flip_fract
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from dataclasses import asdict, dataclass, field
+from typing import Any
 
 import torch
+
+from hybridize.errors import ExportError
 
 ATOL = 1e-4
 RTOL = 1e-3
 MIN_TOP1 = 0.95
 MAX_FLIP_FRACTION = 1e-3
+
+
+@dataclass(frozen=True)
+class CheckOptions:
+    """How a parity check samples its inputs and what it accepts (the rule above).
+
+    ``real_inputs``: a tensor of images, None/True for the foolbox sample images (None skips
+    silently when they are not installed), False for random inputs only. ``check_batch`` is the
+    batch size of a dynamic-batch program's check; a static one runs its own batch size.
+    """
+
+    real_inputs: torch.Tensor | bool | None = None
+    n_random: int = 4
+    max_real: int = 20
+    check_batch: int = 4
+    atol: float = ATOL
+    rtol: float = RTOL
+    min_top1: float = MIN_TOP1
+    max_flip_fraction: float = MAX_FLIP_FRACTION
+
+
+def check_options(options: CheckOptions | None, overrides: dict[str, Any]) -> CheckOptions:
+    """``options`` (default :class:`CheckOptions`) with the keyword ``overrides`` applied."""
+    names = [f.name for f in dataclasses.fields(CheckOptions)]
+    unknown = sorted(set(overrides) - set(names))
+    if unknown:
+        raise ExportError(f"unknown export option(s) {unknown}; the check options are {names}")
+    return dataclasses.replace(options or CheckOptions(), **overrides)
 
 
 @dataclass
@@ -47,6 +79,12 @@ class ParityReport:
     samples_outside_tol: int = 0
     samples_unexplained: int = 0
     flips_per_layer: dict[str, int] = field(default_factory=dict)
+
+    @classmethod
+    def start(cls, format: str, path: str, options: CheckOptions, **fields: Any) -> ParityReport:
+        """An empty report that holds the acceptance rule of ``options``."""
+        rule = ("atol", "rtol", "min_top1", "max_flip_fraction")
+        return cls(format=format, path=path, **{k: getattr(options, k) for k in rule}, **fields)
 
     @property
     def spike_agreement(self) -> float | None:

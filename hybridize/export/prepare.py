@@ -8,6 +8,8 @@ from contextlib import contextmanager
 import torch
 from torch import nn
 
+from hybridize._util import record_outputs
+
 
 def spiking_types() -> tuple[type, ...]:
     """The module classes whose outputs are spikes or bit planes (LIF, BitPlaneEncoder)."""
@@ -55,21 +57,11 @@ class SpikeTap(nn.Module):
         self._layers = [m for _, m in layers]  # plain list: not registered twice as submodules
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, ...]:
-        captured: dict[int, torch.Tensor] = {}
-
-        def hook(index: int):
-            def record(_m: nn.Module, _inp: object, out: torch.Tensor) -> None:
-                captured[index] = out
-
-            return record
-
-        handles = [m.register_forward_hook(hook(i)) for i, m in enumerate(self._layers)]
-        try:
+        captured: dict[str, torch.Tensor] = {}
+        layers = zip(self.layer_names, self._layers, strict=True)
+        with record_outputs(layers, captured.__setitem__):
             out = self.model(x)
-        finally:
-            for h in handles:
-                h.remove()
-        missing = [self.layer_names[i] for i in range(len(self._layers)) if i not in captured]
+        missing = [name for name in self.layer_names if name not in captured]
         if missing:  # a layer that did not run (unused branch): it cannot be compared
             raise RuntimeError(f"spiking layers not called during forward: {missing}")
-        return (out, *(captured[i] for i in range(len(self._layers))))
+        return (out, *(captured[name] for name in self.layer_names))

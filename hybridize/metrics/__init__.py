@@ -1,8 +1,9 @@
 """Inspect a hybrid: operation counts, firing rates, gates, energy, plots and a graph picture."""
 
+from hybridize.conversion.regions import find_regions
 from hybridize.metrics.energy import PRESETS, EnergyModel, energy_model
 from hybridize.metrics.graph import render_graph
-from hybridize.metrics.inspect import find_regions, inspect
+from hybridize.metrics.inspect import inspect
 from hybridize.metrics.plots import (
     plot_energy,
     plot_firing_rates,

@@ -10,6 +10,7 @@ import torch.fx
 from torch import nn
 
 from hybridize._atomic import atomic_path
+from hybridize._util import is_within
 from hybridize.errors import HybridizeError
 
 COLOURS = {  # fill, stroke
@@ -57,7 +58,7 @@ def _kind(node: torch.fx.Node, regions: dict[str, str]) -> str:
         return "op"
     target = str(node.target)
     for name, mode in regions.items():
-        if target == name or target.startswith(name + "."):
+        if is_within(target, name):
             return mode
     return "ann"
 
@@ -78,7 +79,7 @@ def layout(graph: torch.fx.Graph) -> dict[torch.fx.Node, tuple[int, int]]:
 
 def render_svg(model: nn.Module, title: str = "hybrid graph") -> str:
     """The SVG text of the model's graph."""
-    from hybridize.metrics.inspect import find_regions
+    from hybridize.conversion.regions import find_regions
 
     graph = graph_of(model)
     regions = {r.name: r.mode for r in find_regions(model)}

@@ -7,23 +7,20 @@ from collections.abc import Iterable
 import torch
 from torch import nn
 
+from hybridize._util import example_shape
 from hybridize.errors import HybridizeError
 
 
 def input_shape(model: nn.Module, img_size: int | None = None) -> tuple[int, int, int]:
-    """(C, H, W) from the checkpoint's ``example_shape``, else from the model's data config."""
-    meta = getattr(model, "hybridize_meta", None)
-    shape = meta.get("example_shape") if isinstance(meta, dict) else None
-    if shape and len(shape) == 4:
-        c, h, w = (int(s) for s in shape[1:])
-    else:
-        from hybridize.data import input_spec
-
-        spec = input_spec(model)
-        c, h, w = spec.in_chans, spec.img_size, spec.img_size
-    if img_size is not None:
-        h = w = int(img_size)
-    return c, h, w
+    """(C, H, W) of :func:`hybridize._util.example_shape`: the checkpoint's, else the model's
+    configured input size; an input that is not an image is refused."""
+    shape = example_shape(model, img_size)
+    if len(shape) != 4:
+        raise HybridizeError(
+            f"inspect: the model takes inputs of shape {list(shape)}, not images (N, C, H, W); "
+            "pass the input batches as tensors instead of a name"
+        )
+    return shape[1], shape[2], shape[3]
 
 
 def resolve_data_name(data: str) -> str:
@@ -75,17 +72,7 @@ def named_inputs(
             mean = torch.tensor(spec.mean).view(1, c, 1, 1)
             x = (x - mean) / torch.tensor(spec.std).view(1, c, 1, 1)
         return list(x.split(batch_size))
-    from hybridize.data import build_loaders
+    from hybridize.data import eval_loader
 
-    loaders = build_loaders(
-        data,
-        model,
-        batch_size=batch_size,
-        img_size=h,
-        data_root=data_root,
-        limit_train=1,
-        limit_eval=n,
-        augment=False,
-        workers=0,
-    )
-    return loaders.eval
+    options = dict(batch_size=batch_size, img_size=h, data_root=data_root, workers=0)
+    return eval_loader(data, model, limit=n, **options)

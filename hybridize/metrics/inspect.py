@@ -4,50 +4,16 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
 
 import torch
 from torch import nn
 
+from hybridize._util import is_within, param_count, record_outputs
+from hybridize.conversion.regions import SpikingRegion, find_regions
 from hybridize.errors import HybridizeError
 from hybridize.metrics.counting import OpCounter, OpTally
 from hybridize.metrics.energy import EnergyModel, energy_model
 from hybridize.metrics.report import LayerStats, RegionStats, Report
-
-
-@dataclass
-class Region:
-    """A spiking region found in the model."""
-
-    name: str
-    module: nn.Module
-    mode: str  # "parallel" (FusionBlock) or "replace" (SpikingBranch alone)
-
-    @property
-    def branch(self) -> nn.Module:
-        return self.module.branch if self.mode == "parallel" else self.module
-
-    @property
-    def time_steps(self) -> int | None:
-        t = getattr(getattr(self.branch, "encoder", None), "time_steps", None)
-        return int(t) if t is not None else None
-
-
-def find_regions(model: nn.Module) -> list[Region]:
-    """Every FusionBlock, and every SpikingBranch that is not the branch of a FusionBlock."""
-    from hybridize.spiking import FusionBlock, SpikingBranch
-
-    regions: list[Region] = []
-    branches_in_blocks: set[int] = set()
-    for name, m in model.named_modules():
-        if isinstance(m, FusionBlock):
-            regions.append(Region(name or "<model>", m, "parallel"))
-            branches_in_blocks.add(id(m.branch))
-    for name, m in model.named_modules():
-        if isinstance(m, SpikingBranch) and id(m) not in branches_in_blocks:
-            regions.append(Region(name or "<model>", m, "replace"))
-    order = {id(m): i for i, m in enumerate(model.modules())}
-    return sorted(regions, key=lambda r: order[id(r.module)])
 
 
 def _batches(inputs: torch.Tensor | Iterable, max_batches: int | None) -> Iterator[torch.Tensor]:
@@ -160,40 +126,37 @@ def inspect(
             return ("", "outside"), False
         return stack[-1], stack[-1][1] == "twin"
 
-    layers: list[_Spikes] = []
+    layers: dict[str, _Spikes] = {}
     for name, m in model.named_modules():
         if isinstance(m, LIF):
-            owner = max((r for r in names if name.startswith(r + ".")), key=len, default="")
-            layers.append(_Spikes(name, owner, m))
+            inside = (r for r in names if is_within(name, r, strict=True))
+            layers[name] = _Spikes(name, max(inside, key=len, default=""), m)
     state = {"n": 0, "first": True}
     raster: dict = {"region": raster_name, "layers": []}
 
-    def on_spikes(acc: _Spikes):
-        def hook(_m: nn.Module, _args: object, out: torch.Tensor) -> None:
-            steps = acc.as_steps(out.detach(), state["n"])
-            acc.spikes += int(torch.count_nonzero(steps))
-            acc.slots += steps.numel()
-            acc.time_steps, acc.neurons = steps.shape[0], steps.shape[2]
-            if state["first"] and acc.region == raster_name:
-                k = min(raster_neurons, steps.shape[2])
-                idx = torch.linspace(0, steps.shape[2] - 1, k).round().long()
-                raster["layers"].append(
-                    {
-                        "name": acc.name,
-                        "neurons": idx.tolist(),
-                        "spikes": steps[:, 0, idx].to(torch.int8).tolist(),
-                    }
-                )
+    def on_spikes(name: str, out: torch.Tensor) -> None:
+        acc = layers[name]
+        steps = acc.as_steps(out.detach(), state["n"])
+        acc.spikes += int(torch.count_nonzero(steps))
+        acc.slots += steps.numel()
+        acc.time_steps, acc.neurons = steps.shape[0], steps.shape[2]
+        if state["first"] and acc.region == raster_name:
+            k = min(raster_neurons, steps.shape[2])
+            idx = torch.linspace(0, steps.shape[2] - 1, k).round().long()
+            raster["layers"].append(
+                {
+                    "name": acc.name,
+                    "neurons": idx.tolist(),
+                    "spikes": steps[:, 0, idx].to(torch.int8).tolist(),
+                }
+            )
 
-        return hook
-
-    for acc in layers:
-        handles.append(acc.module.register_forward_hook(on_spikes(acc)))
     counter = OpCounter(where)
     n_samples = 0
     device = next((p.device for p in model.parameters()), torch.device("cpu"))
+    spikes = record_outputs(((a.name, a.module) for a in layers.values()), on_spikes)
     try:
-        with _eval(model), torch.no_grad():
+        with _eval(model), torch.no_grad(), spikes:
             for x in _batches(inputs, max_batches):
                 state["n"] = x.shape[0]
                 with counter:
@@ -205,11 +168,13 @@ def inspect(
             h.remove()
     if n_samples == 0:
         raise HybridizeError("inspect: no inputs were given; pass at least one batch")
-    return _build_report(regions, layers, counter.tallies, n_samples, model_energy, raster)
+    return _build_report(
+        regions, list(layers.values()), counter.tallies, n_samples, model_energy, raster
+    )
 
 
 def _build_report(
-    regions: list[Region],
+    regions: list[SpikingRegion],
     layers: list[_Spikes],
     tallies: dict[tuple[str, str], OpTally],
     n: int,
@@ -244,10 +209,8 @@ def _build_report(
                 name=r.name,
                 mode=r.mode,
                 time_steps=t,
-                params_ann=sum(p.numel() for p in r.module.ann.parameters())
-                if r.mode == "parallel"
-                else 0,
-                params_twin=sum(p.numel() for p in r.branch.parameters()),
+                params_ann=param_count(r.module.ann) if r.mode == "parallel" else 0,
+                params_twin=param_count(r.branch),
                 ann_macs=ann_macs,
                 ann_equiv_macs=equiv,
                 twin_dense_macs=twin.dense_macs / n,

@@ -17,6 +17,7 @@ from urllib.parse import urlparse
 
 import torch
 
+from hybridize._util import first_line
 from hybridize.errors import WeightsError
 
 logger = logging.getLogger("hybridize")
@@ -59,9 +60,9 @@ def load_weights_file(path: str | os.PathLike[str]) -> StateDict:
         try:
             obj = torch.load(p, map_location="cpu", weights_only=True)
         except Exception as exc:  # unpickling refused or a corrupt file
-            msg = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
             raise WeightsError(
-                f"cannot read weights file {p} with torch.load(weights_only=True) ({msg}); "
+                f"cannot read weights file {p} with torch.load(weights_only=True) "
+                f"({first_line(exc)}); "
                 "save a plain state_dict (torch.save(model.state_dict(), path)) or use .safetensors"
             ) from None
     else:

@@ -92,7 +92,7 @@ def evaluate(
     Returns ``eval_loss``, ``eval_top1``, ``eval_top5`` (fractions), ``eval_samples``,
     ``firing_rate`` (mean over all LIF outputs; None for a plain ANN) and ``gates``.
     """
-    from hybridize.data import build_loaders
+    from hybridize.data import eval_loader
     from hybridize.train.distributed import setup, teardown
     from hybridize.train.state import resolve_model
 
@@ -100,21 +100,19 @@ def evaluate(
     env = setup(device)
     try:
         model.to(env.device)
-        loaders = build_loaders(
+        loader = eval_loader(
             data,
             model,
+            limit=limit,
             batch_size=batch_size,
             img_size=img_size,
             data_root=data_root,
-            limit_train=1,
-            limit_eval=limit,
-            augment=False,
             paper=paper_inputs,
             workers=workers,
             seed=seed,
             world_size=env.world_size,
             rank=env.rank,
         )
-        return run_eval(model, loaders.eval, env, amp=amp)
+        return run_eval(model, loader, env, amp=amp)
     finally:
         teardown(env)

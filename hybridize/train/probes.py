@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
+
 import torch
 from torch import nn
 
+from hybridize._util import record_outputs
 from hybridize.train.optim import fusion_block_types
 
 
@@ -25,24 +28,19 @@ class FiringRates:
         self.modules = {n: m for n, m in model.named_modules() if types and isinstance(m, types)}
         self._spikes: dict[str, torch.Tensor] = {}
         self._counts: dict[str, int] = {}
-        self._handles: list = []
+        self._recording = contextlib.ExitStack()
 
-    def _hook(self, name: str):
-        def hook(_module: nn.Module, _inputs, output: torch.Tensor) -> None:
-            s = output.detach().float().sum()
-            self._spikes[name] = self._spikes[name] + s if name in self._spikes else s
-            self._counts[name] = self._counts.get(name, 0) + output.numel()
-
-        return hook
+    def _record(self, name: str, output: torch.Tensor) -> None:
+        s = output.detach().float().sum()
+        self._spikes[name] = self._spikes[name] + s if name in self._spikes else s
+        self._counts[name] = self._counts.get(name, 0) + output.numel()
 
     def __enter__(self) -> FiringRates:
-        self._handles = [m.register_forward_hook(self._hook(n)) for n, m in self.modules.items()]
+        self._recording.enter_context(record_outputs(self.modules.items(), self._record))
         return self
 
     def __exit__(self, *exc) -> None:
-        for h in self._handles:
-            h.remove()
-        self._handles = []
+        self._recording.close()
 
     def totals(self) -> tuple[float, int]:
         """(spikes, elements) over all LIF modules."""

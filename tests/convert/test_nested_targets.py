@@ -70,7 +70,7 @@ def test_later_block_inside_an_earlier_stage_gets_its_own_settings(net):
     assert _rows(plan) == [("stages.0", 0, "converted"), ("stages.1", 1, "converted")]
     rows = {r.region.name: r for r in plan.rows}
     assert rows["stages.0"].region.split_from == "stages"
-    assert rows["stages.0"].twin.note == "rest of stages"
+    assert rows["stages.0"].twin_report.note == "rest of stages"
     assert rows["stages.1"].region.overrides == [0]
     first, second = hybrid.get_submodule("stages.0"), hybrid.get_submodule("stages.1")
     assert isinstance(first, FusionBlock) and isinstance(second, FusionBlock)
@@ -125,7 +125,7 @@ def test_later_module_inside_an_earlier_segment_splits_the_segment(net):
     ]
     rows = {r.region.name: r for r in plan.rows}
     assert rows["relu__pool"].region.segment.entry == "bn1"
-    assert rows["relu__pool"].twin.pools == ["pool: MaxPool2d -> AvgPool2d"]
+    assert rows["relu__pool"].twin_report.pools == ["pool: MaxPool2d -> AvgPool2d"]
     assert rows["relu__pool"].region.split_from == "conv1__pool"
     assert rows["bn1"].region.overrides == [0]
     with torch.no_grad():

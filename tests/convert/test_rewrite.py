@@ -73,9 +73,9 @@ def test_plan_selects_stem_and_blocks(net):
     assert names == ["stem", "stages.0", "stages.1"]
     stem = plan.rows[0]
     assert stem.region.segment.nodes == ("conv1", "bn1", "relu", "pool")
-    assert stem.twin.pools == ["pool: MaxPool2d -> AvgPool2d"]
+    assert stem.twin_report.pools == ["pool: MaxPool2d -> AvgPool2d"]
     block = plan.rows[1]
-    assert block.twin.sew_adds == ["add"]
+    assert block.twin_report.sew_adds == ["add"]
     assert block.ann_params == block.twin_params - 0  # same topology, fresh weights
     assert plan.params_after == 2 * plan.params_before - sum(
         p.numel() for p in net.head.parameters()
@@ -241,8 +241,8 @@ def test_functional_activation_and_functional_pool_are_rewritten():
     recipe = {"targets": [{"select": {"segment": {"start": "conv", "end": "max_pool2d"}}}]}
     hybrid = hybridize.convert(Functional(), recipe, example_input=X)
     row = hybrid.conversion_plan.rows[0]
-    assert [a.split(":")[1].strip() for a in row.twin.activations] == ["relu()", "relu()"]
-    assert row.twin.pools == ["max_pool2d: max_pool2d -> avg_pool2d"]
+    assert [a.split(":")[1].strip() for a in row.twin_report.activations] == ["relu()", "relu()"]
+    assert row.twin_report.pools == ["max_pool2d: max_pool2d -> avg_pool2d"]
     twin = hybrid.get_submodule(row.region.name).branch.twin
     targets = [n.target for n in twin.graph.nodes if n.op == "call_function"]
     assert F.avg_pool2d in targets
@@ -415,7 +415,7 @@ def test_input_free_node_does_not_shadow_a_module_of_the_same_name():
     recipe = {"defaults": {"residual": "keep"}, "targets": [{"select": {"name": "blk"}}]}
     hybrid = hybridize.convert(Outer(), recipe, example_input=X)
     row = hybrid.conversion_plan.rows[0]
-    assert row.status == "converted" and row.twin.activations == ["relu: ReLU"]
+    assert row.status == "converted" and row.twin_report.activations == ["relu: ReLU"]
 
 
 def test_tracing_leaves_no_constants_on_the_model():

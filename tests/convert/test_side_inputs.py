@@ -74,11 +74,11 @@ def test_plan_says_which_side_inputs_fold_and_which_item_gets_the_spikes(net):
     plan = hybridize.plan(net, "has8-finetune", example_input=X)
     rows = {r.region.name: r for r in plan.rows}
     assert [r.region.name for r in plan.converted] == ["blocks.0", "blocks.1"]
-    assert rows["blocks.0"].twin.note == (
+    assert rows["blocks.0"].twin_report.note == (
         "side inputs: rope (as is), mask (folded over T); "
         "tuple output: spiking adds to item 0, the other 1 pass through from the ANN"
     )
-    assert rows["blocks.0"].twin.activations == ["act: GELU"]
+    assert rows["blocks.0"].twin_report.activations == ["act: GELU"]
 
 
 def test_gate_zero_is_exactly_the_original(net):

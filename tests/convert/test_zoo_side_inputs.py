@@ -33,7 +33,7 @@ def test_side_input_zoo_model(name):
     hybrid = hybridize.convert(model, "has8-finetune", example_input=x).eval()
     plan = hybrid.conversion_plan
     assert [r.region.name for r in plan.converted] == ["blocks.0", "blocks.1"]
-    assert plan.converted[0].twin.note == note
+    assert plan.converted[0].twin_report.note == note
     with torch.no_grad():
         assert torch.equal(hybrid(x), model(x))
 

@@ -88,3 +88,35 @@ def test_top1_agreement_threshold():
     c2.report.atol, c2.report.min_top1 = 10.0, 0.8
     c2.add("random", [_logits()], [got])
     assert c2.finish().ok is False
+
+
+def test_check_options_apply_keyword_overrides_and_refuse_unknown_ones():
+    import pytest
+
+    from hybridize.errors import ExportError
+    from hybridize.export.parity import ATOL, CheckOptions, check_options
+
+    base = CheckOptions(n_random=7)
+    got = check_options(base, {"atol": 0.5, "real_inputs": False})
+    assert (got.n_random, got.atol, got.real_inputs, base.atol) == (7, 0.5, False, ATOL)
+    report = ParityReport.start("onnx", "x.onnx", got, opset=17)
+    assert (report.atol, report.min_top1, report.opset) == (0.5, got.min_top1, 17)
+    with pytest.raises(ExportError, match=r"unknown export option\(s\) \['tol'\]"):
+        check_options(None, {"tol": 1.0})
+
+
+def test_check_batches_pad_a_static_batch_and_name_each_kind():
+    from hybridize.export.inputs import check_batches
+    from hybridize.export.parity import CheckOptions
+
+    example = torch.rand(3, 2, 4, 4)
+    real = torch.rand(4, 2, 4, 4)
+    report = ParityReport(format="onnx", path="x")
+    opts = CheckOptions(real_inputs=real, n_random=5)
+    static = list(check_batches(example, opts, dynamic_batch=False, report=report))
+    # 5 random -> batches of 3 and 2 padded to 3; 4 real -> 3 and 1 padded to 3
+    assert [(k, x.shape[0]) for k, x in static] == [("random", 3)] * 2 + [("real", 3)] * 2
+    assert torch.equal(static[3][1], torch.stack([real[3]] * 3))
+    assert report.real_source == "given tensor"
+    dynamic = list(check_batches(example, opts, dynamic_batch=True, report=report))
+    assert [x.shape[0] for _, x in dynamic] == [4, 1, 4]

@@ -1,0 +1,102 @@
+"""Small helpers every layer shares: module names, parameter counts, input shapes, output hooks
+and the first line of an error. Imports torch and nothing of ours, so any module may use it."""
+
+from __future__ import annotations
+
+import contextlib
+import itertools
+from collections.abc import Callable, Iterable, Iterator
+from typing import Any
+
+from torch import nn
+
+_DEFAULT_IMAGE = (224, 224)
+
+
+def first_line(exc: BaseException, limit: int | None = None) -> str:
+    """The first line of ``exc``'s message (long library messages span many lines), cut to
+    ``limit`` characters with ``...``; the exception's type name when the message is empty."""
+    lines = str(exc).strip().splitlines()
+    text = lines[0].strip() if lines else type(exc).__name__
+    if limit is not None and len(text) > limit:
+        return text[: limit - 3] + "..."
+    return text
+
+
+def param_count(module: nn.Module) -> int:
+    """The number of parameter elements of ``module`` (shared parameters counted once)."""
+    return sum(p.numel() for p in module.parameters())
+
+
+def fresh_attr(owner: nn.Module, stem: str, *, bare: bool = False) -> str:
+    """The first name that is not yet an attribute of ``owner``: ``stem0``, ``stem1``, ... or,
+    with ``bare``, ``stem`` itself, then ``stem_1``, ``stem_2``, ..."""
+    if bare:
+        names = itertools.chain([stem], (f"{stem}_{i}" for i in itertools.count(1)))
+    else:
+        names = (f"{stem}{i}" for i in itertools.count())
+    return next(n for n in names if not hasattr(owner, n))
+
+
+def is_within(name: str, outer: str, *, strict: bool = False) -> bool:
+    """Whether the dotted module name ``name`` is ``outer`` or lies inside it (``a.b`` is in
+    ``a``, ``ab`` is not); ``strict`` excludes ``name == outer``."""
+    return name.startswith(outer + ".") or (not strict and name == outer)
+
+
+@contextlib.contextmanager
+def record_outputs(
+    modules: Iterable[tuple[str, nn.Module]], record: Callable[[str, Any], None]
+) -> Iterator[None]:
+    """While open, every forward of each named module calls ``record(name, output)``; the hooks
+    are removed on exit, also when the body raises."""
+    handles = []
+
+    def hook(name: str) -> Callable[[nn.Module, Any, Any], None]:
+        return lambda _module, _inputs, output: record(name, output)
+
+    try:
+        for name, module in modules:
+            handles.append(module.register_forward_hook(hook(name)))
+        yield
+    finally:
+        for h in handles:
+            h.remove()
+
+
+def in_chans(model: nn.Module) -> int:
+    """The input channels of an image model: its own ``in_chans`` (timm), else timm's configured
+    input size, else the first ``Conv2d``'s input channels, else 3."""
+    own = getattr(model, "in_chans", None)
+    if isinstance(own, int) and not isinstance(own, bool):
+        return own
+    size = _configured_size(model)
+    if size is not None:
+        return size[0]
+    conv = next((m for m in model.modules() if isinstance(m, nn.Conv2d)), None)
+    return conv.in_channels if conv is not None else 3
+
+
+def example_shape(model: nn.Module, img_size: int | None = None) -> tuple[int, ...]:
+    """The input shape ``model`` takes, batch 1: the shape recorded when it was converted
+    (``hybridize_meta['example_shape']``), else timm's configured input size with the model's
+    input channels, else ``(1, in_chans, 224, 224)``. ``img_size`` replaces height and width of
+    an image shape."""
+    meta = getattr(model, "hybridize_meta", None)
+    recorded = meta.get("example_shape") if isinstance(meta, dict) else None
+    if isinstance(recorded, list | tuple) and len(recorded) >= 2:
+        shape = [1, *(int(s) for s in recorded[1:])]
+    else:
+        size = _configured_size(model)
+        shape = [1, in_chans(model), *(size[1:] if size is not None else _DEFAULT_IMAGE)]
+    if img_size is not None and len(shape) == 4:
+        shape[2] = shape[3] = int(img_size)
+    return tuple(shape)
+
+
+def _configured_size(model: nn.Module) -> tuple[int, ...] | None:
+    """timm's ``input_size`` (C, H, W) from the model's pretrained config, when it has one."""
+    cfg = getattr(model, "pretrained_cfg", None) or getattr(model, "default_cfg", None)
+    if isinstance(cfg, dict) and cfg.get("input_size"):
+        return tuple(int(s) for s in cfg["input_size"])
+    return None

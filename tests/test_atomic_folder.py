@@ -1,0 +1,42 @@
+"""hybridize._atomic.atomic_folder: a folder appears complete or not at all."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+
+from hybridize._atomic import atomic_folder
+
+
+def test_new_folder_appears_complete_and_no_temporary_is_left(tmp_path) -> None:
+    dest = tmp_path / "out"
+    with atomic_folder(dest) as tmp:
+        (tmp / "a.txt").write_text("a")
+        assert not dest.exists()  # nothing at the destination while writing
+    assert (dest / "a.txt").read_text() == "a"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["out"]
+    mask = os.umask(0)
+    os.umask(mask)
+    assert (dest / "a.txt").stat().st_mode & 0o777 == 0o666 & ~mask
+
+
+def test_existing_folder_is_replaced_whole(tmp_path) -> None:
+    dest = tmp_path / "out"
+    dest.mkdir()
+    (dest / "old.txt").write_text("old")
+    with atomic_folder(dest) as tmp:
+        (tmp / "new.txt").write_text("new")
+    assert sorted(p.name for p in dest.iterdir()) == ["new.txt"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["out"]
+
+
+def test_error_leaves_the_earlier_folder_untouched(tmp_path) -> None:
+    dest = tmp_path / "out"
+    dest.mkdir()
+    (dest / "old.txt").write_text("old")
+    with pytest.raises(RuntimeError, match="boom"), atomic_folder(dest) as tmp:
+        (tmp / "half.txt").write_text("half")
+        raise RuntimeError("boom")
+    assert sorted(p.name for p in dest.iterdir()) == ["old.txt"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["out"]
