@@ -20,12 +20,16 @@ from torch import Tensor
 from hybridize.spiking.kernels._select import _compiling, kernel_backend
 
 _MARK = "_hybridize_binary"
+_BYTES = "_hybridize_binary_bytes"  # a uint8 copy its maker already holds (no second copy)
 F = TypeVar("F", bound=Callable[..., Any])
 
 
-def mark_binary(t: Tensor) -> Tensor:
-    """Mark ``t`` (all of whose values are 0 or 1) as storable in one byte; returns ``t``."""
+def mark_binary(t: Tensor, as_bytes: Tensor | None = None) -> Tensor:
+    """Mark ``t`` (all of whose values are 0 or 1) as storable in one byte; returns ``t``.
+    ``as_bytes``: t as uint8 (same shape, contiguous), when its maker keeps one anyway."""
     setattr(t, _MARK, True)
+    if as_bytes is not None:
+        setattr(t, _BYTES, as_bytes)
     base = t._base  # views of t (a flatten, a reshape) have the root as their _base
     if base is not None and base.numel() == t.numel():
         setattr(base, _MARK, True)
@@ -37,7 +41,9 @@ def _same(t: Any) -> Any:
 
 
 def _is_binary(t: Tensor) -> bool:
-    return getattr(t, _MARK, False) or (t._base is not None and getattr(t._base, _MARK, False))
+    return getattr(t, _MARK, False) is True or (
+        t._base is not None and getattr(t._base, _MARK, False) is True
+    )
 
 
 @contextmanager
@@ -54,11 +60,21 @@ def _compacting() -> Iterator[None]:
     def pack(t: Tensor) -> Any:
         if not (t.is_floating_point() and _is_binary(t)):
             return (outer_pack(t), None)
-        hit = packed.get(id(t))
-        if hit is None or hit[0]() is not t:
-            hit = (weakref.ref(t), t.to(torch.uint8))  # one copy however many layers save t
-            packed[id(t)] = hit
-        return (outer_pack(hit[1]), t.dtype)
+        # one copy per storage however many layers save it, through whichever views
+        base = t._base
+        root = base if base is not None and base.is_contiguous() and _is_binary(base) else t
+        hit = packed.get(id(root))
+        if hit is None or hit[0]() is not root:
+            small = getattr(root, _BYTES, None)
+            if small is None or small.shape != root.shape or not root.is_contiguous():
+                small = root.to(torch.uint8)
+            hit = (weakref.ref(root), small)
+            packed[id(root)] = hit
+        small = hit[1]
+        if root is not t:
+            offset = t.storage_offset() - root.storage_offset()
+            small = small.as_strided(t.shape, t.stride(), small.storage_offset() + offset)
+        return (outer_pack(small), t.dtype)
 
     def unpack(p: tuple[Any, torch.dtype | None]) -> Tensor:
         t = outer_unpack(p[0])
