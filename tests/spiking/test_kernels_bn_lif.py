@@ -8,12 +8,14 @@ test_spiking_neuron.py), in float64 (to 1e-12) and float32 (to rounding), on eve
 from __future__ import annotations
 
 import itertools
+import shutil
 
 import pytest
 import torch
 from torch import nn
 
 from hybridize.spiking import LIF, BitPlaneDecoder, BitPlaneEncoder, SpikingBranch
+from hybridize.spiking.kernels import _select
 from hybridize.spiking.kernels import kernel_backend_override as backend
 from hybridize.spiking.kernels.bn_lif import batch_norm_source
 
@@ -176,7 +178,7 @@ def test_timm_batch_norm_act_with_a_lif_is_fused():
     assert not _membranes(saved, x)
 
 
-def test_in_a_branch_the_pair_keeps_one_float_tensor_and_shared_spike_bytes():
+def test_in_a_branch_the_pair_keeps_one_float_tensor_and_shared_spike_bits():
     torch.manual_seed(0)
     twin = nn.Sequential(
         nn.Conv2d(2, 3, 3, padding=1), nn.BatchNorm2d(3), LIF(time_steps=T),
@@ -185,16 +187,42 @@ def test_in_a_branch_the_pair_keeps_one_float_tensor_and_shared_spike_bytes():
     branch = SpikingBranch(twin, BitPlaneEncoder(bits=T, normalize="minmax"), BitPlaneDecoder(T))
     x = torch.randn(3, 2, 5, 5, generator=torch.Generator().manual_seed(8))
     _, saved = _assert_same(branch, x, *TOL[torch.float32])
-    # stored once per storage: (dtype, bytes)
-    big = {t.untyped_storage().data_ptr(): t for t in saved if t.numel() >= T * 3 * 2 * 25}
-    stored = sorted((str(t.dtype), t.untyped_storage().nbytes()) for t in big.values())
     m = T * 3 * 25  # elements per channel of the folded [T*N, C, 5, 5] tensors
+    storages = {t.untyped_storage().data_ptr(): t for t in saved}.values()
+    stored = sorted(
+        (str(t.dtype), t.untyped_storage().nbytes())
+        for t in storages
+        if t.dtype == torch.uint8 or t.numel() >= 2 * m
+    )
     assert stored == sorted(
         [
-            ("torch.uint8", 2 * m),  # the planes
-            ("torch.uint8", 3 * m),  # the first LIF's spikes (its own save and the conv's)
-            ("torch.uint8", 2 * m),  # the second LIF's spikes
+            ("torch.uint8", 2 * m // 8),  # the planes, one bit each
+            ("torch.uint8", -(-3 * m // 8)),  # the first LIF's spikes (its save and the conv's)
+            ("torch.uint8", 2 * m // 8),  # the second LIF's spikes
             ("torch.float32", 4 * 3 * m),  # the conv outputs the BatchNorms keep
             ("torch.float32", 4 * 2 * m),
         ]
     )
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(
+    not any(shutil.which(c) for c in ("g++", "c++", "clang++")), reason="no C++ compiler"
+)
+def test_compiled_pair_and_bit_packing_match_eager():
+    torch.manual_seed(0)
+    twin = nn.Sequential(
+        nn.Conv2d(2, 3, 3, padding=1, bias=False), nn.BatchNorm2d(3), LIF(time_steps=T),
+        nn.Conv2d(3, 2, 1),
+    )  # fmt: skip
+    branch = SpikingBranch(twin, BitPlaneEncoder(bits=T, normalize="minmax"), BitPlaneDecoder(T))
+    x = torch.randn(3, 2, 5, 5, generator=torch.Generator().manual_seed(9))
+    y_e, g_e, p_e, _ = _run(branch, x, "eager")
+    y_f, g_f, p_f, saved = _run(branch, x, "fused")
+    assert torch.equal(y_f, y_e)
+    torch.testing.assert_close(g_f, g_e, rtol=1e-5, atol=1e-6)
+    for a, b in zip(p_f, p_e, strict=True):
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-5 * b.abs().max().item())
+    built = {key[0] for key in _select._compiled}
+    assert {"bn_lif_backward", "pack_bits", "unpack_bits"} <= built
+    assert any(t.dtype == torch.uint8 and t.numel() == -(-T * 3 * 3 * 25 // 8) for t in saved)

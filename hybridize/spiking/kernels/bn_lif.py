@@ -1,7 +1,7 @@
 """BatchNorm -> LIF without the membrane in memory: a LIF whose input is, whole, the output of a
 train-mode BatchNorm keeps no H [T, M] for backward. It reuses what the BatchNorm node already
 keeps (its input c and the batch statistics: the same storages, no new memory) and the spikes
-(0/1, one byte inside a spiking branch, shared with the next layer's save), and in backward
+(0/1: one bit inside a spiking branch, shared with the next layer's save; else one byte), and in backward
 rebuilds y = (c - mean) * invstd * weight + bias and H from them in the same fused pass as BPTT.
 
 Forward is untouched: the BatchNorm runs as before and the LIF kernel sees the very y, so spikes
@@ -23,7 +23,7 @@ import torch
 from torch import Tensor
 
 from hybridize.spiking.kernels._select import run_kernel
-from hybridize.spiking.kernels.compact import mark_binary
+from hybridize.spiking.kernels.compact import compacting, mark_binary
 from hybridize.spiking.kernels.lif import LIFConfig, _ops, lif_backward, lif_forward
 
 _BATCH_NORM_NODES = ("NativeBatchNormBackward0",)
@@ -107,7 +107,7 @@ def bn_lif_backward(
 
 
 class FusedBatchNormLIF(torch.autograd.Function):
-    """The fused T-step LIF on y [T, M] (M = N C S); keeps the spikes as bytes, not H."""
+    """The fused T-step LIF on y [T, M] (M = N C S); keeps the spikes (bits or bytes), not H."""
 
     @staticmethod
     def forward(
@@ -115,15 +115,17 @@ class FusedBatchNormLIF(torch.autograd.Function):
     ) -> Tensor:
         tau_key = tau if isinstance(tau, float) else None
         spikes, _ = run_kernel(("lif_forward", cfg, tau_key), lif_forward, x, tau, cfg)
-        as_bytes = spikes.to(torch.uint8)  # exact: 0/1; shared with the next layer's save
-        mark_binary(spikes, as_bytes)
+        mark_binary(spikes)
+        # inside a spiking branch the spikes are stored as bits, shared with the next layer's
+        # save; elsewhere as bytes (exact: 0/1)
+        kept = spikes if compacting() else spikes.to(torch.uint8)
         tau_grad = isinstance(tau, Tensor) and ctx.needs_input_grad[1]
         per_channel = [
             None if p is None else p.detach().reshape(-1, 1)
             for p in (bn.mean, bn.invstd, bn.weight, bn.bias)
         ]
         ctx.save_for_backward(
-            as_bytes, bn.input.detach(), *per_channel, tau if isinstance(tau, Tensor) else None
+            kept, bn.input.detach(), *per_channel, tau if isinstance(tau, Tensor) else None
         )
         ctx.cfg, ctx.tau_value, ctx.tau_grad = cfg, tau, tau_grad
         ctx.channels = bn.input.shape[1]
@@ -131,7 +133,7 @@ class FusedBatchNormLIF(torch.autograd.Function):
 
     @staticmethod
     def backward(ctx: Any, grad: Tensor) -> tuple[Tensor, Tensor | None, None, None]:
-        as_bytes, c, mean, invstd, weight, bias, tau_t = ctx.saved_tensors
+        kept, c, mean, invstd, weight, bias, tau_t = ctx.saved_tensors
         tau = tau_t if tau_t is not None else ctx.tau_value
         tau_key = tau if isinstance(tau, float) else None
         key = ("bn_lif_backward", ctx.cfg, ctx.tau_grad, tau_key, weight is not None)
@@ -142,7 +144,7 @@ class FusedBatchNormLIF(torch.autograd.Function):
             bn_lif_backward,
             grad.contiguous().reshape(shape),
             c.reshape(shape),
-            as_bytes.reshape(shape).to(grad.dtype),
+            kept.reshape(shape).to(grad.dtype),
             mean,
             invstd,
             weight,
