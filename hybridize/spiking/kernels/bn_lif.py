@@ -103,7 +103,7 @@ def bn_lif_backward(
         h = charge(y[t], v, tau, cfg.v_reset, cfg.decay_input)
         v = reset(h, spikes[t], cfg.v_threshold, cfg.v_reset)
         hs.append(h)
-    return lif_backward(grad, torch.stack(hs), tau, cfg, tau_grad, spikes=spikes)
+    return lif_backward(grad, hs, tau, cfg, tau_grad, spikes=spikes)  # hs: no [T, ...] buffer
 
 
 class FusedBatchNormLIF(torch.autograd.Function):

@@ -51,7 +51,8 @@ def pack_bits(flat: Tensor) -> Tensor:
 
 def unpack_bits(bits: Tensor, dtype: torch.dtype) -> Tensor:
     """[K] uint8 from :func:`pack_bits` -> [8 K] 0/1 values in ``dtype``."""
-    return torch.stack([(bits >> i) & 1 for i in range(8)], 1).reshape(-1).to(dtype)
+    shifts = torch.arange(8, dtype=torch.uint8, device=bits.device)
+    return ((bits.unsqueeze(1) >> shifts) & 1).reshape(-1).to(dtype)
 
 
 def _same(t: Any) -> Any:

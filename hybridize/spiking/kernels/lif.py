@@ -10,6 +10,7 @@ The tau gradient of PLIF needs no X either: with decay_input, X_t - (V_{t-1} - V
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -54,7 +55,7 @@ def lif_forward(x: Tensor, tau: Tensor | float, cfg: LIFConfig) -> tuple[Tensor,
 
 def lif_backward(
     grad: Tensor,
-    hs: Tensor,
+    hs: Tensor | Sequence[Tensor],
     tau: Tensor | float,
     cfg: LIFConfig,
     tau_grad: bool,
