@@ -9,7 +9,10 @@ Runs, in one process on the same tensor, forward + backward (gradient w.r.t. the
 Prints the median time of each, the ratios, and the memory: on CUDA max_memory_allocated over the
 step; on CPU the bytes autograd saves for backward (once per storage, saved_tensors_hooks).
 Fused vs eager outputs and gradients are compared first. ``--first-step`` also measures, in fresh
-processes, the first fused step (kernel compilation included) with an empty and a warm cache.
+processes, the first fused step (kernel compilation included) with an empty and a warm cache, of
+the chain and of a spiking branch whose twin is conv -> BatchNorm -> LIF -> conv (its kernels:
+the encoder's, the LIF forward, the BatchNorm + LIF backward, the bit packing of saves);
+``--first-step-only`` measures only that.
 
     .venv/bin/python benchmarks/spiking_ops.py [--device cuda] [--dtype bfloat16] \
         [--repeats 15] [--threads 1] [--first-step]
@@ -146,10 +149,27 @@ def agreement(fn_a: Fn, fn_b: Fn, x: torch.Tensor) -> tuple[bool, float]:
     return torch.equal(ya, yb), float((ga.float() - gb.float()).abs().max() / scale)
 
 
+def twin_branch(channels: int) -> torch.nn.Module:
+    """A spiking branch whose twin is conv -> BatchNorm -> LIF -> conv: its first fused step
+    builds the encoder kernels, the LIF forward, the BatchNorm + LIF backward and the bit
+    packing of the saved spikes and planes."""
+    from hybridize.spiking import SpikingBranch
+
+    conv = torch.nn.Conv2d
+    twin = torch.nn.Sequential(
+        conv(channels, channels, 1, bias=False), torch.nn.BatchNorm2d(channels),
+        LIF(time_steps=BITS), conv(channels, channels, 1),
+    )  # fmt: skip
+    return SpikingBranch(
+        twin, BitPlaneEncoder(bits=BITS, normalize="minmax"), BitPlaneDecoder(BITS)
+    )
+
+
 def first_step_child(args: argparse.Namespace) -> None:
-    """In a fresh process: seconds of the first and second fused chain steps."""
+    """In a fresh process: seconds of the first and second fused steps of the chain or twin."""
     x = make_input(args)
-    fn = with_backend(chain(), "fused")
+    module = chain() if args.first_step_child == "chain" else twin_branch(x.shape[1]).to(x)
+    fn = with_backend(module, "fused")
     cuda = args.device == "cuda"
     cpu0 = _cpu_seconds()
     first = timed_step(fn, x, cuda)
@@ -169,12 +189,13 @@ def _cpu_seconds() -> float:
     return own.ru_utime + own.ru_stime + kids.ru_utime + kids.ru_stime
 
 
-def first_step(args: argparse.Namespace) -> dict[str, dict[str, float]]:
-    """First fused step with an empty inductor cache, then with the cache that run left."""
+def first_step(args: argparse.Namespace, what: str) -> dict[str, dict[str, float]]:
+    """First fused step of ``what`` (chain, twin) with an empty inductor cache, then with the
+    cache that run left."""
     results = {}
     with tempfile.TemporaryDirectory() as cache:
         env = dict(os.environ, TORCHINDUCTOR_CACHE_DIR=cache)
-        cmd = [sys.executable, __file__, "--first-step-child", "--device", args.device,
+        cmd = [sys.executable, __file__, "--first-step-child", what, "--device", args.device,
                "--shape", args.shape, "--dtype", args.dtype]  # fmt: skip
         if args.threads:
             cmd += ["--threads", str(args.threads)]
@@ -218,13 +239,17 @@ def main() -> None:
     parser.add_argument("--shape", default="32,64,16,16", help="comma-separated input shape")
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads")
     parser.add_argument("--first-step", action="store_true", help="also the compile latency")
-    parser.add_argument("--first-step-child", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--first-step-only", action="store_true", help="only the compile latency")
+    parser.add_argument("--first-step-child", choices=["chain", "twin"], help=argparse.SUPPRESS)
     parser.add_argument("--json", default=None, help="write the figures to this file")
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
     if args.first_step_child:
         first_step_child(args)
+        return
+    if args.first_step_only:
+        report_first_steps(args, {})
         return
     cuda = args.device == "cuda"
     x = make_input(args)
@@ -271,9 +296,18 @@ def main() -> None:
         fused = figures["lif"]["lif fused"]["seconds"]
         print(f"LIF: fused is x{sj_lif['seconds'] / fused:.2f} faster than SpikingJelly LIFNode")
     if args.first_step:
-        figures["first_step"] = first_step(args)
-        for label, r in figures["first_step"].items():
-            print(f"first fused chain step, {label}: {r['first_s']:.1f} s wall, "
+        report_first_steps(args, figures)
+    elif args.json:
+        with open(args.json, "w", encoding="utf-8") as f:
+            json.dump(figures, f, indent=2)
+
+
+def report_first_steps(args: argparse.Namespace, figures: dict) -> None:
+    """The first fused step of the chain and of a conv -> BatchNorm -> LIF twin, cold and warm."""
+    for what in ("chain", "twin"):
+        figures[f"first_step_{what}"] = first_step(args, what)
+        for label, r in figures[f"first_step_{what}"].items():
+            print(f"first fused {what} step, {label}: {r['first_s']:.1f} s wall, "
                   f"{r['first_cpu_s']:.1f} s CPU (second step {r['second_s'] * 1e3:.1f} ms)")  # fmt: skip
     if args.json:
         with open(args.json, "w", encoding="utf-8") as f:

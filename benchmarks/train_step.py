@@ -1,9 +1,11 @@
 """Train-step time of a model and its hybrid with eager ops and with the fused kernels,
 interleaved in one process (ANN, hybrid eager, hybrid fused, ANN, ...) so that a shared
 machine's load drift hits all three alike; prints the medians and the hybrid/ANN ratios.
+``--profile`` then profiles one more step of each (torch.profiler) and splits its CPU time into
+convolution, BatchNorm, the fused kernels (by name) and the rest.
 
     .venv/bin/python benchmarks/train_step.py --model tf_efficientnet_lite0 \
-        --recipe has8-finetune --img-size 64 --batch-size 32 --rounds 5 --threads 1
+        --recipe has8-finetune --img-size 64 --batch-size 32 --rounds 5 --threads 1 [--profile]
 """
 
 from __future__ import annotations
@@ -29,6 +31,35 @@ def train_step(model, opt, x, y) -> float:
     return time.perf_counter() - start
 
 
+# aten ops by part of a train step (self CPU time); the fused kernels are the profiler ranges
+# "hybridize::<kernel>" that run_kernel opens (their total time, compiled code included)
+PARTS = {
+    "aten::mkldnn_convolution": "conv forward",
+    "aten::thnn_conv2d": "conv forward",
+    "aten::_slow_conv2d_forward": "conv forward",
+    "aten::convolution_backward": "conv backward",
+    "aten::native_batch_norm": "BatchNorm forward",
+    "aten::native_batch_norm_backward": "BatchNorm backward",
+}
+
+
+def profile_step(model, opt, x, y) -> dict[str, float]:
+    """CPU seconds of one train step by part (see PARTS), the rest as "other"."""
+    with torch.profiler.profile() as prof:
+        train_step(model, opt, x, y)
+    parts: dict[str, float] = {}
+    total = 0.0
+    for e in prof.key_averages():
+        total += e.self_cpu_time_total
+        part = PARTS.get(e.key)
+        if e.key.startswith("hybridize::"):
+            parts[e.key] = parts.get(e.key, 0.0) + e.cpu_time_total
+        elif part is not None:
+            parts[part] = parts.get(part, 0.0) + e.self_cpu_time_total
+    parts["other"] = total - sum(parts.values())
+    return {k: v / 1e6 for k, v in parts.items()}
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--model", default="tf_efficientnet_lite0")
@@ -37,6 +68,7 @@ def main() -> None:
     p.add_argument("--batch-size", type=int, default=32)
     p.add_argument("--rounds", type=int, default=5)
     p.add_argument("--threads", type=int, default=None)
+    p.add_argument("--profile", action="store_true", help="split one more step's CPU time")
     p.add_argument("--json", default=None)
     args = p.parse_args()
     if args.threads:
@@ -82,9 +114,21 @@ def main() -> None:
         )
     e, f = med["hybrid eager"] / med["ann"], med["hybrid fused"] / med["ann"]
     print(f"hybrid/ANN ratio: eager {e:.2f}, fused {f:.2f} (x{e / f:.2f} lower)")
+    profiles: dict[str, dict[str, float]] = {}
+    if args.profile:
+        for name, (model, backend) in runs.items():
+            with kernel_backend_override(backend):
+                profiles[name] = profile_step(model, opts[name], x, y)
+        print("CPU seconds of one profiled step, by part:")
+        for name, parts in profiles.items():
+            line = ", ".join(
+                f"{k} {v:.2f}" for k, v in sorted(parts.items(), key=lambda kv: -kv[1])
+            )
+            print(f"{name:13s} total {sum(parts.values()):.2f}: {line}")
     if args.json:
         with open(args.json, "w", encoding="utf-8") as fh:
-            json.dump({"args": vars(args), "median_s": med, "first_s": first}, fh, indent=2)
+            record = {"args": vars(args), "median_s": med, "first_s": first, "profile": profiles}
+            json.dump(record, fh, indent=2)
 
 
 if __name__ == "__main__":

@@ -15,6 +15,7 @@ from hybridize.errors import SpikingConfigError
 from hybridize.spiking._dispatch import compute_dtype, use_custom_backward
 from hybridize.spiking.kernels import (
     FusedBitPlane,
+    compacting,
     encoder_kernel_config,
     mark_binary,
     use_fused,
@@ -199,8 +200,11 @@ def encode_normalized(r: Tensor, opts: EncoderOptions, *, export_mode: bool = Fa
             planes = FusedBitPlane.apply(z, partial(plane_gradient_weights, opts), cfg)
         else:
             planes = _BitPlaneFunction.apply(z, opts)
-        return planes if opts.quantize == "none" else mark_binary(planes)  # 0/1: one byte
-    return bit_planes(quantize(z, opts.quantize), opts.bits, opts.order)
+        return planes if opts.quantize == "none" else mark_binary(planes)  # 0/1: one bit
+    planes = bit_planes(quantize(z, opts.quantize), opts.bits, opts.order)
+    if opts.quantize != "none" and compacting():  # an input without gradient (an image)
+        mark_binary(planes)
+    return planes
 
 
 def encode(x: Tensor, *, export_mode: bool = False, **options: Any) -> Tensor:

@@ -295,7 +295,7 @@ def _conv_branch() -> torch.nn.Module:
     return SpikingBranch(twin, BitPlaneEncoder(bits=4, normalize="minmax"), BitPlaneDecoder(4))
 
 
-def test_spiking_branch_saves_planes_and_spikes_as_bytes_and_gradients_are_unchanged():
+def test_spiking_branch_saves_planes_and_spikes_as_bits_and_gradients_are_unchanged():
     branch = _conv_branch()
     x = torch.randn(3, 2, 5, 5, generator=torch.Generator().manual_seed(10))
     stored: dict[str, list[torch.Tensor]] = {}
@@ -310,10 +310,10 @@ def test_spiking_branch_saves_planes_and_spikes_as_bytes_and_gradients_are_uncha
             y = branch(x.detach().requires_grad_())
         stored[name] = seen
         assert y.requires_grad
-    # the outer hooks see what is stored: both convs' 0/1 inputs as uint8, nothing else
+    # the outer hooks see what is stored: both convs' 0/1 inputs as bits, nothing else
     assert sorted(tuple(t.shape) for t in stored["uncompiled"] if t.dtype == torch.uint8) == [
-        (12, 2, 5, 5),  # the planes, flattened [T*N, ...]
-        (12, 3, 5, 5),  # the LIF's spikes
+        (75,),  # the planes, flattened [T*N, ...]: 600 values, 8 to a byte
+        (113,),  # the LIF's spikes: 900 values, the last byte half used
     ]
     eager_binary = [t for t in stored["eager"] if t.dim() == 4 and t.shape[0] == 12]
     assert all(t.dtype == torch.float32 for t in eager_binary)  # eager: as before
@@ -329,3 +329,25 @@ def test_one_byte_saves_are_off_when_compiling_or_without_grad(monkeypatch):
     with backend("fused"):
         assert type(compact_binary_saves()).__name__ == "nullcontext"
         assert not kernels.use_fused(torch.randn(4, requires_grad=True))
+
+
+def test_planes_of_an_input_without_gradient_are_saved_as_bits():
+    # a stem: the image needs no gradient, so the encoder's planes come from standard ops
+    branch = _conv_branch()
+    x = torch.randn(3, 2, 5, 5, generator=torch.Generator().manual_seed(11))
+    for name, planes_dtype in (("eager", torch.float32), ("uncompiled", torch.uint8)):
+        saved: list[torch.Tensor] = []
+
+        def pack(t, saved=saved):
+            saved.append(t)
+            return t
+
+        with backend(name), torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+            y = branch(x)
+        assert y.requires_grad and not x.requires_grad
+        first_conv_input = saved[0]  # the first thing stored: the first conv's input
+        assert first_conv_input.dtype == planes_dtype
+        if name == "uncompiled":  # 600 planes' values, 8 to a byte
+            assert first_conv_input.shape == (12 * 2 * 25 // 8,)
+        else:
+            assert first_conv_input.shape == (12, 2, 5, 5)

@@ -19,6 +19,7 @@ from hybridize.spiking.kernels._select import (
 )
 from hybridize.spiking.kernels.compact import (
     compact_binary_saves,
+    compacting,
     compacting_binary_saves,
     mark_binary,
 )
@@ -44,6 +45,7 @@ __all__ = [
     "encoder_kernel_config",
     "fused_lif",
     "compact_binary_saves",
+    "compacting",
     "compacting_binary_saves",
     "kernel_backend",
     "kernel_backend_override",

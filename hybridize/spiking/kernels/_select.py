@@ -116,7 +116,10 @@ def run_kernel(key: tuple, fn: Callable[..., Any], *args: Any) -> Any:
     try:
         # ints and floats (significances, thresholds, tau) are constants of a configuration:
         # baked into the kernel, not passed as symbols (a symbolic 2^-k is a pow per element)
-        with torch._dynamo.config.patch(specialize_int=True, specialize_float=True):
+        with (
+            torch._dynamo.config.patch(specialize_int=True, specialize_float=True),
+            torch.profiler.record_function(f"hybridize::{key[0]}"),  # named in profiles
+        ):
             return kernel(*args)
     except Exception as exc:  # compiler missing or broken: inductor/dynamo raise many types
         if kernel_backend() == "fused":

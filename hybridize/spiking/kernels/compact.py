@@ -1,9 +1,10 @@
-"""One byte per spike in what autograd saves: the layers after an encoder or a LIF (a conv, a
+"""One bit per spike in what autograd saves: the layers after an encoder or a LIF (a conv, a
 linear) save their 0/1 input for backward; inside :func:`compact_binary_saves` those saves are
-kept as uint8 and widened back in backward (exact: the values are 0 and 1).
+kept packed eight to a byte and widened back in backward (exact: the values are 0 and 1).
 
 Tensors are marked binary by the module that makes them (:func:`mark_binary`, an attribute on
-the output tensor); views of a marked tensor count too. Nothing outlives the ``with`` block.
+the output tensor); views of a marked tensor count too, and share one packed copy. Nothing
+outlives the ``with`` block.
 """
 
 from __future__ import annotations
@@ -15,21 +16,43 @@ from contextlib import contextmanager, nullcontext
 from typing import Any, TypeVar
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor
 
-from hybridize.spiking.kernels._select import _compiling, kernel_backend
+from hybridize.spiking.kernels._select import _compiling, kernel_backend, run_kernel, use_fused
 
 _MARK = "_hybridize_binary"
-F = TypeVar("F", bound=Callable[..., Any])
+Fn = TypeVar("Fn", bound=Callable[..., Any])
+_active = [0]  # depth of compacting contexts in force (saves inside them are packed)
 
 
 def mark_binary(t: Tensor) -> Tensor:
-    """Mark ``t`` (all of whose values are 0 or 1) as storable in one byte; returns ``t``."""
+    """Mark ``t`` (all of whose values are 0 or 1) as storable in one bit; returns ``t``."""
     setattr(t, _MARK, True)
     base = t._base  # views of t (a flatten, a reshape) have the root as their _base
     if base is not None and base.numel() == t.numel():
         setattr(base, _MARK, True)
     return t
+
+
+def compacting() -> bool:
+    """True inside :func:`compact_binary_saves` (marked saves are packed to bits there)."""
+    return _active[0] > 0
+
+
+def pack_bits(flat: Tensor) -> Tensor:
+    """0/1 values [8 K] (any dtype) -> [K] uint8, element 8 k + i in bit i of byte k."""
+    b = flat.reshape(-1, 8).to(torch.uint8)
+    out = b[:, 0]
+    for i in range(1, 8):
+        out = out | (b[:, i] << i)
+    return out
+
+
+def unpack_bits(bits: Tensor, dtype: torch.dtype) -> Tensor:
+    """[K] uint8 from :func:`pack_bits` -> [8 K] 0/1 values in ``dtype``."""
+    shifts = torch.arange(8, dtype=torch.uint8, device=bits.device)
+    return ((bits.unsqueeze(1) >> shifts) & 1).reshape(-1).to(dtype)
 
 
 def _same(t: Any) -> Any:
@@ -40,10 +63,25 @@ def _is_binary(t: Tensor) -> bool:
     return getattr(t, _MARK, False) or (t._base is not None and getattr(t._base, _MARK, False))
 
 
+def _pack_root(root: Tensor, fused: bool) -> Tensor:
+    flat = root.reshape(-1)
+    if flat.numel() % 8:
+        flat = F.pad(flat, (0, 8 - flat.numel() % 8))
+    return run_kernel(("pack_bits",), pack_bits, flat) if fused else pack_bits(flat)
+
+
+def _unpack_root(bits: Tensor, dtype: torch.dtype, shape: torch.Size, fused: bool) -> Tensor:
+    if fused:
+        flat = run_kernel(("unpack_bits", dtype), unpack_bits, bits, dtype)
+    else:
+        flat = unpack_bits(bits, dtype)
+    return flat[: shape.numel()].reshape(shape)
+
+
 @contextmanager
 def _compacting() -> Iterator[None]:
-    # id(tensor) -> (weak reference to it, its uint8 copy); weak: the float tensor is freed as
-    # soon as the layers that use it are done
+    # id(root tensor) -> (weak reference to it, its packed bits); weak: the float tensor is
+    # freed as soon as the layers that use it are done
     packed: dict[int, tuple[weakref.ref, Tensor]] = {}
 
     # hooks already in force (a user's offloading, a memory count) still see what is stored
@@ -54,23 +92,42 @@ def _compacting() -> Iterator[None]:
     def pack(t: Tensor) -> Any:
         if not (t.is_floating_point() and _is_binary(t)):
             return (outer_pack(t), None)
-        hit = packed.get(id(t))
-        if hit is None or hit[0]() is not t:
-            hit = (weakref.ref(t), t.to(torch.uint8))  # one copy however many layers save t
-            packed[id(t)] = hit
-        return (outer_pack(hit[1]), t.dtype)
+        base = t._base
+        root = base if base is not None and _is_binary(base) else t
+        if not root.is_contiguous():  # no flat order to pack by: one byte per value
+            return (outer_pack(t.to(torch.uint8)), t.dtype)
+        # one packed copy per root however many layers save it, through whichever views
+        fused = use_fused(root)  # compiled packing where the kernels run compiled
+        hit = packed.get(id(root))
+        if hit is None or hit[0]() is not root:
+            hit = (weakref.ref(root), _pack_root(root, fused))
+            packed[id(root)] = hit
+        view = None
+        if t is not root:
+            view = (t.shape, t.stride(), t.storage_offset() - root.storage_offset())
+        return (outer_pack(hit[1]), (t.dtype, root.shape, view, fused))
 
-    def unpack(p: tuple[Any, torch.dtype | None]) -> Tensor:
-        t = outer_unpack(p[0])
-        return t if p[1] is None else t.to(p[1])
+    def unpack(p: tuple[Any, Any]) -> Tensor:
+        stored, how = outer_unpack(p[0]), p[1]
+        if how is None:
+            return stored
+        if isinstance(how, torch.dtype):
+            return stored.to(how)
+        dtype, shape, view, fused = how
+        full = _unpack_root(stored, dtype, shape, fused)
+        return full if view is None else full.as_strided(*view)
 
-    with torch.autograd.graph.saved_tensors_hooks(pack, unpack):
-        yield
-    packed.clear()
+    _active[0] += 1
+    try:
+        with torch.autograd.graph.saved_tensors_hooks(pack, unpack):
+            yield
+    finally:
+        _active[0] -= 1
+        packed.clear()
 
 
 def compact_binary_saves() -> Any:
-    """A context in which saved 0/1 tensors marked by :func:`mark_binary` take one byte each;
+    """A context in which saved 0/1 tensors marked by :func:`mark_binary` take one bit each;
     a no-op without grad, under torch.compile or export, or with the eager kernel backend."""
     if not torch.is_grad_enabled() or _compiling() or kernel_backend() == "eager":
         return nullcontext()
@@ -80,7 +137,7 @@ def compact_binary_saves() -> Any:
     return _compacting()
 
 
-def compacting_binary_saves(forward: F) -> F:
+def compacting_binary_saves(forward: Fn) -> Fn:
     """Decorator: run a module's forward inside :func:`compact_binary_saves`."""
 
     @functools.wraps(forward)

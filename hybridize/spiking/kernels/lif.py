@@ -10,6 +10,7 @@ The tau gradient of PLIF needs no X either: with decay_input, X_t - (V_{t-1} - V
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -53,9 +54,17 @@ def lif_forward(x: Tensor, tau: Tensor | float, cfg: LIFConfig) -> tuple[Tensor,
 
 
 def lif_backward(
-    grad: Tensor, hs: Tensor, tau: Tensor | float, cfg: LIFConfig, tau_grad: bool
+    grad: Tensor,
+    hs: Tensor | Sequence[Tensor],
+    tau: Tensor | float,
+    cfg: LIFConfig,
+    tau_grad: bool,
+    spikes: Tensor | None = None,
 ) -> tuple[Tensor, Tensor | None]:
-    """BPTT through the recurrence: (dL/dX [T, M], dL/d(1/tau) as a float64 scalar or None)."""
+    """BPTT through the recurrence: (dL/dX [T, ...], dL/d(1/tau) as a float64 scalar or None).
+
+    The spikes are recomputed from H unless given (``spikes``: the forward's, when H is a
+    rebuilt value that may sit an ulp across the threshold)."""
     _, reset = _ops()
     v_th, v_reset = cfg.v_threshold, cfg.v_reset
     rest = 0.0 if v_reset is None else v_reset
@@ -75,7 +84,7 @@ def lif_backward(
             ds = grad[t]  # dL/dS_t: the output, plus the reset's use of S_t unless detached
             if not cfg.detach_reset:
                 ds = ds + dv * (-v_th if v_reset is None else v_reset - h)
-            s = (u >= 0).to(h.dtype)
+            s = (u >= 0).to(h.dtype) if spikes is None else spikes[t]
             dh = ds * sg + dv * (1.0 if v_reset is None else 1.0 - s)
         grad_x[t] = dh * k if cfg.decay_input else dh
         if tau_grad:
@@ -83,7 +92,8 @@ def lif_backward(
                 v_prev: Tensor | float = rest
             else:
                 hp = hs[t - 1]
-                v_prev = reset(hp, (hp - v_th >= 0).to(hp.dtype), v_th, v_reset)
+                sp = (hp - v_th >= 0).to(hp.dtype) if spikes is None else spikes[t - 1]
+                v_prev = reset(hp, sp, v_th, v_reset)
             leak = (h - v_prev) * tau if cfg.decay_input else -(v_prev - rest)
             term = (dh * leak).to(acc)
             leak_sum = term if leak_sum is None else leak_sum + term
@@ -121,6 +131,12 @@ class FusedLIF(torch.autograd.Function):
 
 
 def fused_lif(x: Tensor, tau: Tensor | float, cfg: LIFConfig) -> Tensor:
-    """Spikes of the T-step LIF for x [T, ...] (any trailing shape), via :class:`FusedLIF`."""
+    """Spikes of the T-step LIF for x [T, ...] (any trailing shape), via :class:`FusedLIF`, or
+    via :class:`bn_lif.FusedBatchNormLIF` (no H kept) when x is a train-mode BatchNorm's output."""
+    from hybridize.spiking.kernels import bn_lif  # it builds on this module's kernels
+
+    bn = bn_lif.batch_norm_source(x)
+    if bn is not None and bn.input.shape[0] % x.shape[0] == 0:
+        return bn_lif.fused_batch_norm_lif(x, tau, cfg, bn)
     flat = x.contiguous().reshape(x.shape[0], -1)
     return FusedLIF.apply(flat, tau, cfg).reshape(x.shape)

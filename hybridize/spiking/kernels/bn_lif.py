@@ -1,0 +1,167 @@
+"""BatchNorm -> LIF without the membrane in memory: a LIF whose input is, whole, the output of a
+train-mode BatchNorm keeps no H [T, M] for backward. It reuses what the BatchNorm node already
+keeps (its input c and the batch statistics: the same storages, no new memory) and the spikes
+(0/1: one bit inside a spiking branch, shared with the next layer's save; else one byte), and in backward
+rebuilds y = (c - mean) * invstd * weight + bias and H from them in the same fused pass as BPTT.
+
+Forward is untouched: the BatchNorm runs as before and the LIF kernel sees the very y, so spikes
+equal the eager path bit for bit. The rebuilt y (and H) may differ from the forward's by float
+rounding; the recurrence uses the saved spikes, not a re-thresholded H, so a value within an ulp
+of the threshold cannot flip a reset: the gradient differs from the eager one by rounding only.
+
+No module or graph changes: the BatchNorm is found through the LIF input's autograd node
+(``NativeBatchNormBackward0``: CPU, and CUDA without cuDNN); anything else (eval-mode statistics,
+a frozen bias, cuDNN's node, a permuted or channels-last layout) keeps the plain fused LIF.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from hybridize.spiking.kernels._select import run_kernel
+from hybridize.spiking.kernels.compact import compacting, mark_binary
+from hybridize.spiking.kernels.lif import LIFConfig, _ops, lif_backward, lif_forward
+
+_BATCH_NORM_NODES = ("NativeBatchNormBackward0",)
+
+
+@dataclass(frozen=True)
+class BatchNormSource:
+    """What autograd keeps of the train-mode BatchNorm that produced a LIF's input."""
+
+    input: Tensor  # c, contiguous, the shape of the BatchNorm's output
+    mean: Tensor  # [C] batch mean
+    invstd: Tensor  # [C] 1 / sqrt(batch var + eps)
+    weight: Tensor | None  # [C] or None (affine=False)
+    bias: Tensor | None
+
+
+def batch_norm_source(x: Tensor) -> BatchNormSource | None:
+    """The BatchNorm whose output ``x`` is (whole, same element order), or None."""
+    root = x._base if x._base is not None else x
+    if (
+        root.numel() != x.numel()
+        or root.dim() < 2
+        or not (x.is_contiguous() and root.is_contiguous())
+        or x.data_ptr() != root.data_ptr()
+        or root.output_nr != 0
+    ):
+        return None
+    node = root.grad_fn
+    if node is None or node.name() not in _BATCH_NORM_NODES or not node._saved_training:
+        return None
+    c, weight = node._saved_input, node._saved_weight
+    if c.shape != root.shape or c.dtype != root.dtype or not c.is_contiguous():
+        return None
+    bias = None
+    if weight is not None:
+        # the bias is not kept by the node (its backward needs none): its gradient sink holds it
+        sink = node.next_functions[2][0]
+        bias = getattr(sink, "variable", None)
+        if bias is None:  # a frozen or computed bias: not reachable, keep the plain LIF
+            return None
+    return BatchNormSource(c, node._saved_result1, node._saved_result2, weight, bias)
+
+
+def _rebuild_input(
+    c: Tensor, mean: Tensor, invstd: Tensor, weight: Tensor | None, bias: Tensor | None, dtype
+) -> Tensor:
+    """y = (c - mean) * invstd * weight + bias for c [T, N, C, S] and per-channel [C, 1] stats,
+    in float32 (or float64) and rounded to the LIF's dtype, as the BatchNorm's output is."""
+    acc = torch.float64 if c.dtype == torch.float64 else torch.float32
+    y = (c.to(acc) - mean.to(acc)) * invstd.to(acc)
+    if weight is not None and bias is not None:
+        y = y * weight.to(acc) + bias.to(acc)
+    return y.to(dtype)
+
+
+def bn_lif_backward(
+    grad: Tensor,
+    c: Tensor,
+    spikes: Tensor,
+    mean: Tensor,
+    invstd: Tensor,
+    weight: Tensor | None,
+    bias: Tensor | None,
+    tau: Tensor | float,
+    cfg: LIFConfig,
+    tau_grad: bool,
+) -> tuple[Tensor, Tensor | None]:
+    """BPTT of the LIF with H rebuilt from the BatchNorm's input and the forward's spikes.
+
+    grad, c, spikes: [T, N, C, S]; mean, invstd, weight, bias: [C, 1]. Returns (dL/dy, as
+    :func:`lif.lif_backward`'s dL/d(1/tau))."""
+    charge, reset = _ops()
+    y = _rebuild_input(c, mean, invstd, weight, bias, grad.dtype)
+    v: Tensor | float = 0.0 if cfg.v_reset is None else cfg.v_reset
+    hs = []
+    for t in range(grad.shape[0]):
+        h = charge(y[t], v, tau, cfg.v_reset, cfg.decay_input)
+        v = reset(h, spikes[t], cfg.v_threshold, cfg.v_reset)
+        hs.append(h)
+    return lif_backward(grad, hs, tau, cfg, tau_grad, spikes=spikes)  # hs: no [T, ...] buffer
+
+
+class FusedBatchNormLIF(torch.autograd.Function):
+    """The fused T-step LIF on y [T, M] (M = N C S); keeps the spikes (bits or bytes), not H."""
+
+    @staticmethod
+    def forward(
+        ctx: Any, x: Tensor, tau: Tensor | float, cfg: LIFConfig, bn: BatchNormSource
+    ) -> Tensor:
+        tau_key = tau if isinstance(tau, float) else None
+        spikes, _ = run_kernel(("lif_forward", cfg, tau_key), lif_forward, x, tau, cfg)
+        mark_binary(spikes)
+        # inside a spiking branch the spikes are stored as bits, shared with the next layer's
+        # save; elsewhere as bytes (exact: 0/1)
+        kept = spikes if compacting() else spikes.to(torch.uint8)
+        tau_grad = isinstance(tau, Tensor) and ctx.needs_input_grad[1]
+        per_channel = [
+            None if p is None else p.detach().reshape(-1, 1)
+            for p in (bn.mean, bn.invstd, bn.weight, bn.bias)
+        ]
+        ctx.save_for_backward(
+            kept, bn.input.detach(), *per_channel, tau if isinstance(tau, Tensor) else None
+        )
+        ctx.cfg, ctx.tau_value, ctx.tau_grad = cfg, tau, tau_grad
+        ctx.channels = bn.input.shape[1]
+        return spikes
+
+    @staticmethod
+    def backward(ctx: Any, grad: Tensor) -> tuple[Tensor, Tensor | None, None, None]:
+        kept, c, mean, invstd, weight, bias, tau_t = ctx.saved_tensors
+        tau = tau_t if tau_t is not None else ctx.tau_value
+        tau_key = tau if isinstance(tau, float) else None
+        key = ("bn_lif_backward", ctx.cfg, ctx.tau_grad, tau_key, weight is not None)
+        # [T, N, C, S]: the BatchNorm's channel is dim 1 of its [T*N, C, ...] (or [T, C, ...])
+        shape = (grad.shape[0], -1, ctx.channels, c[0, 0].numel())
+        grad_y, grad_k = run_kernel(
+            key,
+            bn_lif_backward,
+            grad.contiguous().reshape(shape),
+            c.reshape(shape),
+            kept.reshape(shape).to(grad.dtype),
+            mean,
+            invstd,
+            weight,
+            bias,
+            tau,
+            ctx.cfg,
+            ctx.tau_grad,
+        )
+        grad_tau = None
+        if grad_k is not None:  # d(1/tau)/dtau = -1/tau^2
+            grad_tau = (-grad_k / tau_t.double() ** 2).to(tau_t.dtype)
+        return grad_y.reshape(grad.shape), grad_tau, None, None
+
+
+def fused_batch_norm_lif(
+    x: Tensor, tau: Tensor | float, cfg: LIFConfig, bn: BatchNormSource
+) -> Tensor:
+    """Spikes of the T-step LIF for x [T, ...], the output of the BatchNorm ``bn``."""
+    flat = x.reshape(x.shape[0], -1)
+    return FusedBatchNormLIF.apply(flat, tau, cfg, bn).reshape(x.shape)
