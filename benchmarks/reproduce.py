@@ -304,6 +304,7 @@ def run_one(row: Row, seed: int, budget: Budget, device: str, workers: int) -> d
         "params_m": sum(p.numel() for p in res.model.parameters()) / 1e6,
         "limit_train": limit_train,
         "limit_eval": limit_eval,
+        "threads": torch.get_num_threads() if device == "cpu" else None,
     }
 
 
