@@ -91,6 +91,7 @@ def main(argv: list[str] | None = None) -> int:
             print(f"  {name:40s} {prm.grad.norm().item():.3e}")
     model.zero_grad(set_to_none=True)
     opt = torch.optim.Adam(model.parameters(), lr=1e-3, weight_decay=1e-3)
+    loss = torch.tensor(float("nan"))
     for step in range(args.steps):
         loss = torch.nn.functional.cross_entropy(
             model(x[64 * step : 64 * step + 64]), y[64 * step : 64 * step + 64]
