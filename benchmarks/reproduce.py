@@ -74,15 +74,18 @@ class Row:
     finetune: dict = field(default_factory=dict)  # extra finetune options
 
 
-def _has8_dict(**encoder: Any) -> dict:
-    """The built-in ``has8`` recipe with encoder keys overridden (targets are set by create)."""
+def _has8_dict(defaults: dict | None = None, **encoder: Any) -> dict:
+    """The built-in ``has8`` recipe with encoder keys (and other default keys) overridden
+    (targets are set by create)."""
     from hybridize.recipe import load_recipe
 
     recipe = load_recipe("has8").to_dict()
     enc = dict(recipe["defaults"].get("encoder") or {})
     enc.update(encoder)
     recipe["defaults"]["encoder"] = enc
-    recipe["name"] = "has8-" + "-".join(f"{k}={v}" for k, v in encoder.items())
+    recipe["defaults"].update(defaults or {})
+    changed = {**encoder, **(defaults or {})}
+    recipe["name"] = "has8-" + "-".join(f"{k}={v}" for k, v in changed.items())
     return recipe
 
 
@@ -92,6 +95,17 @@ def _replace_dict() -> dict:
     recipe = load_recipe("has8").to_dict()
     recipe["defaults"]["mode"] = "replace"
     recipe["name"] = "has8-replace"
+    return recipe
+
+
+def _replace_blocks_dict(**defaults: Any) -> dict:
+    """The built-in ``replace-blocks`` recipe's defaults with fresh twins (training from scratch),
+    other default keys overridden; the HAS-8 regions (stem and blocks) are set by create."""
+    from hybridize.recipe import load_recipe
+
+    recipe = load_recipe("replace-blocks").to_dict()
+    recipe["defaults"].update({"twin_init": "fresh", **defaults})
+    recipe["name"] = "replace-blocks-fresh" + "".join(f"-{k}={v}" for k, v in defaults.items())
     return recipe
 
 
@@ -111,12 +125,15 @@ def rows() -> list[Row]:
             "ann_resnet"),
         Row("snn_resnet", "ResNet-b32 pure spiking blocks (mode replace)", "main", r, True,
             _replace_dict(), "ann_resnet"),
+        Row("snn_resnet_rb", "ResNet-b32 pure spiking blocks, replace-blocks (fresh twins)",
+            "main", r, True, _replace_blocks_dict(), "ann_resnet"),
     ]  # fmt: skip
     ablations = [
         ("abl_offset0", "fourier, offset 0 (true derivative)", {"offset": 0.0}),
         ("abl_sigsine", "sigsine (alpha -10)", {"surrogate": "sigsine"}),
         ("abl_tanhsine", "tanhsine (alpha -10)", {"surrogate": "tanhsine"}),
         ("abl_ste", "ste (straight-through)", {"surrogate": "ste"}),
+        ("abl_gain_unit", "gain unit (calibrated surrogate)", {"gain": "unit"}),
         ("abl_rescale_none", "rescale none", {"rescale": "none"}),
         ("abl_order_lsb", "order lsb (encoder and decoder)", {"order": "lsb"}),
         ("abl_quant_none", "quantize none", {"quantize": "none"}),
@@ -128,6 +145,16 @@ def rows() -> list[Row]:
         Row(k, f"has8 ResNet-b32, {label}", "ablation", r, True, _has8_dict(**enc), "ann_resnet")
         for k, label, enc in ablations
     ]
+    # Issue 9: the calibrated gain combined with what the pure spiking blocks needed.
+    unit = {"gain": "unit"}
+    abl += [
+        Row("abl_unit_bnm", "has8 ResNet-b32, gain unit + twin BN momentum 0.5", "ablation", r,
+            True, _has8_dict({"bn_momentum": 0.5}, **unit), "ann_resnet"),
+        Row("abl_unit_bnm_th", "has8 ResNet-b32, gain unit + BN momentum 0.5 + v_threshold 0.5",
+            "ablation", r, True,
+            _has8_dict({"bn_momentum": 0.5, "neuron": {"v_threshold": 0.5}}, **unit),
+            "ann_resnet"),
+    ]  # fmt: skip
     # EfficientNet-Lite0 at 32 px costs ~3 s per hybrid step of batch 64 on an idle 2-core CPU
     # (the demo measures 7.4x its ANN), so it runs the full CPU budget with every seed.
     effnet = [
@@ -277,6 +304,7 @@ def run_one(row: Row, seed: int, budget: Budget, device: str, workers: int) -> d
         "params_m": sum(p.numel() for p in res.model.parameters()) / 1e6,
         "limit_train": limit_train,
         "limit_eval": limit_eval,
+        "threads": torch.get_num_threads() if device == "cpu" else None,
     }
 
 
