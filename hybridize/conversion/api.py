@@ -144,7 +144,9 @@ def _convert(
     recipe_obj: Recipe = load_recipe(recipe)
     if not isinstance(model, nn.Module):
         raise ConversionError(f"convert expects an nn.Module, got {type(model).__name__}")
-    spec = getattr(model, "hybridize_spec", None)
+    from hybridize.models.recognize import base_spec  # lazily: hybridize.models imports us
+
+    spec = base_spec(model)  # a spec that rebuilds the base, or a "base model required" record
     model = copy.deepcopy(model)
     example = default_example(model) if example_input is None else example_input
     params_before = _params(model)

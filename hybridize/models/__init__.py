@@ -11,6 +11,7 @@ from hybridize.models.has8 import (
     build_has8_ann,
     has8_recipe,
 )
+from hybridize.models.recognize import spec_of
 from hybridize.models.weights import load_weights_file
 
 __all__ = [
@@ -26,4 +27,5 @@ __all__ = [
     "create_from_spec",
     "has8_recipe",
     "load_weights_file",
+    "spec_of",
 ]
