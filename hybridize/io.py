@@ -353,7 +353,10 @@ def _rebuild(
     from hybridize.conversion import convert
     from hybridize.models import create_from_spec
 
-    example = torch.zeros(meta["example_shape"])
+    # traced where the given base lives (a CUDA model stays there until map_location)
+    state = base_model.state_dict() if base_model is not None else {}
+    where = next((t.device for t in state.values()), torch.device("cpu"))
+    example = torch.zeros(meta["example_shape"], device=where)
     try:
         with exactly(trusted):
             if base_model is None:
