@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import math
+import types
 from collections.abc import Iterator
 from typing import Any
 
@@ -23,6 +24,8 @@ from hybridize.errors import ModelError
 BASE_REQUIRED = "required"
 # module attributes that do not change what the model computes from given weights
 _IGNORED_ATTRIBUTES = frozenset({"training", "grad_checkpointing"})
+# callables compared by their qualified name (functions, methods, classes)
+_NAMED = (types.FunctionType, types.BuiltinFunctionType, types.MethodType, type)
 # data-config entries of timm's pretrained_cfg that a rebuilt model must share
 _CFG_KEYS = ("input_size", "mean", "std", "interpolation", "crop_pct", "crop_mode")
 # timm constructor arguments recovered from same-named model attributes when they differ
@@ -89,8 +92,11 @@ def structure(model: nn.Module) -> list[tuple[str, ...]]:
         for attr, value in sorted(vars(m).items()):
             if attr in _IGNORED_ATTRIBUTES or attr.startswith("__"):
                 continue
+            where = f"{name}.{attr}".lstrip(".")
             if _plain(value):
-                rows.append(("attribute", f"{name}.{attr}".lstrip("."), repr(value)))
+                rows.append(("attribute", where, repr(value)))
+            elif isinstance(value, _NAMED):  # an activation function kept as an attribute
+                rows.append(("attribute", where, f"{value.__module__}.{value.__qualname__}"))
     for key, t in model.state_dict().items():
         if isinstance(t, torch.Tensor):
             rows.append(("tensor", key, f"{tuple(t.shape)} {str(t.dtype).removeprefix('torch.')}"))
