@@ -55,6 +55,13 @@ def _outputs(model: nn.Module) -> torch.Tensor:
         return model.eval()(x)
 
 
+@pytest.fixture(scope="module")
+def cnn_ckpt(tmp_path_factory):
+    """(hybrid, its checkpoint) of the plain CNN: saved without a spec."""
+    hybrid = _convert(_cnn())
+    return hybrid, hybridize.save(hybrid, tmp_path_factory.mktemp("cnn") / "cnn.safetensors")
+
+
 def _one_line(info: pytest.ExceptionInfo) -> str:
     msg = str(info.value)
     assert msg and "\n" not in msg
@@ -132,9 +139,8 @@ def test_torchvision_model_is_recognised_by_class_and_head() -> None:
 # any other module: saved without a spec, loaded on a given base
 
 
-def test_plain_cnn_round_trips_on_a_given_base(tmp_path) -> None:
-    hybrid = _convert(_cnn())
-    path = hybridize.save(hybrid, tmp_path / "cnn.safetensors")
+def test_plain_cnn_round_trips_on_a_given_base(tmp_path, cnn_ckpt) -> None:
+    hybrid, path = cnn_ckpt
     record = hybridize.io.read_metadata(path)["model"]
     assert record["base_model"] == "required"
     assert record["class"] == "torch.nn.modules.container.Sequential"
@@ -148,8 +154,8 @@ def test_plain_cnn_round_trips_on_a_given_base(tmp_path) -> None:
     assert hybridize.io.read_metadata(again)["sha256"] == hybridize.io.read_metadata(path)["sha256"]
 
 
-def test_spec_less_checkpoint_without_base_says_base_model_required(tmp_path) -> None:
-    path = hybridize.save(_convert(_cnn()), tmp_path / "cnn.safetensors")
+def test_spec_less_checkpoint_without_base_says_base_model_required(cnn_ckpt) -> None:
+    path = cnn_ckpt[1]
     with pytest.raises(CheckpointError) as info:
         hybridize.load(path)
     msg = _one_line(info)
@@ -171,8 +177,8 @@ def test_spec_less_checkpoint_without_base_says_base_model_required(tmp_path) ->
     ],
     ids=["channels", "classes", "extra-layer"],
 )
-def test_mismatched_base_is_one_line(tmp_path, base, needles) -> None:
-    path = hybridize.save(_convert(_cnn()), tmp_path / "cnn.safetensors")
+def test_mismatched_base_is_one_line(cnn_ckpt, base, needles) -> None:
+    path = cnn_ckpt[1]
     with pytest.raises(CheckpointError) as info:
         hybridize.load(path, base_model=base())
     msg = _one_line(info)
@@ -181,8 +187,8 @@ def test_mismatched_base_is_one_line(tmp_path, base, needles) -> None:
         assert needle in msg, (needle, msg)
 
 
-def test_base_model_of_another_kind_is_one_line(tmp_path) -> None:
-    path = hybridize.save(_convert(_cnn()), tmp_path / "cnn.safetensors")
+def test_base_model_of_another_kind_is_one_line(cnn_ckpt) -> None:
+    path = cnn_ckpt[1]
     mlp = nn.Sequential(nn.Flatten(), nn.Linear(10, 4), nn.ReLU(), nn.Linear(4, 4))
     with pytest.raises(CheckpointError) as info:
         hybridize.load(path, base_model=mlp)
@@ -216,11 +222,11 @@ def test_given_base_with_a_spec_upgrades_the_checkpoint(tmp_path) -> None:
     assert hybridize.io.read_metadata(resaved)["model"]["name"] == "mypkg.nets:cnn"
 
 
-def test_hash_covers_the_base_model_record(tmp_path) -> None:
+def test_hash_covers_the_base_model_record(tmp_path, cnn_ckpt) -> None:
     from safetensors import safe_open
     from safetensors.torch import load_file, save_file
 
-    path = hybridize.save(_convert(_cnn()), tmp_path / "cnn.safetensors")
+    path = cnn_ckpt[1]
     with safe_open(str(path), framework="pt") as f:
         meta = dict(f.metadata())
     record = json.loads(meta["hybridize.model"])
@@ -246,10 +252,10 @@ def test_hash_covers_the_base_model_record(tmp_path) -> None:
     ],
     ids=["evaluate", "inspect", "export"],
 )
-def test_cli_on_a_spec_less_checkpoint_is_one_line(capsys, tmp_path, argv) -> None:
+def test_cli_on_a_spec_less_checkpoint_is_one_line(capsys, tmp_path, cnn_ckpt, argv) -> None:
     from hybridize_cli.main import main_entry
 
-    path = hybridize.save(_convert(_cnn()), tmp_path / "cnn.safetensors")
+    path = cnn_ckpt[1]
     args = [a.format(ckpt=path, tmp=tmp_path) for a in argv]
     code = main_entry(args)
     lines = [line for line in capsys.readouterr().err.splitlines() if line.strip()]
