@@ -154,6 +154,41 @@ def test_plain_cnn_round_trips_on_a_given_base(tmp_path, cnn_ckpt) -> None:
     assert hybridize.io.read_metadata(again)["sha256"] == hybridize.io.read_metadata(path)["sha256"]
 
 
+class _SharedBlock(nn.Module):
+    def __init__(self, cpe: nn.Module) -> None:
+        super().__init__()
+        self.cpe = cpe  # shared with the model, as CoaT's serial blocks share cpe1..cpe4
+        self.conv = nn.Conv2d(4, 4, 3, padding=1)
+        self.act = nn.ReLU()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.cpe(x)
+        return x + self.act(self.conv(x))
+
+
+class _SharedNet(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.stem = nn.Conv2d(3, 4, 3, padding=1)
+        self.cpe = nn.Sequential(nn.Conv2d(4, 4, 3, padding=1, groups=4), nn.ReLU())
+        self.blocks = nn.Sequential(_SharedBlock(self.cpe), _SharedBlock(self.cpe))
+        self.head = nn.Linear(4, 2)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.cpe(self.blocks(self.stem(x)))  # also called outside the blocks
+        return self.head(x.mean((2, 3)))
+
+
+def test_module_shared_between_blocks_round_trips(tmp_path) -> None:
+    """A submodule reachable under two names (coat_small's failure: KeyError 'cpe2.proj')."""
+    torch.manual_seed(0)
+    hybrid = _convert(_SharedNet())
+    assert [r.region.name for r in hybrid.conversion_plan.converted] == ["blocks.0", "blocks.1"]
+    path = hybridize.save(hybrid, tmp_path / "shared.safetensors")
+    loaded = hybridize.load(path, base_model=_SharedNet())
+    assert torch.equal(_outputs(loaded), _outputs(hybrid))
+
+
 def test_spec_less_checkpoint_without_base_says_base_model_required(cnn_ckpt) -> None:
     path = cnn_ckpt[1]
     with pytest.raises(CheckpointError) as info:

@@ -121,7 +121,7 @@ def _params(module: nn.Module) -> int:
 def _unconverted(gm: fx.GraphModule, results: list[RegionResult]) -> list[tuple[str, str]]:
     """Activations of the top-level graph that stayed ANN-only, and why."""
     skipped = {r.region.name: r.reason for r in results if r.status != "converted"}
-    modules = dict(gm.named_modules())
+    modules = dict(gm.named_modules(remove_duplicate=False))
     found: list[tuple[str, str]] = []
     for node in gm.graph.nodes:
         if node.op == "call_module" and node.target in skipped:
