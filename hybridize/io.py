@@ -1,7 +1,8 @@
 """Hybrid checkpoints: one safetensors file, tensors = state_dict, metadata = JSON strings.
 
-A checkpoint is data, never code: ``load`` rebuilds the base model from its recorded spec,
-re-applies the stored recipe and loads the tensors strictly.
+A checkpoint is data, never code: ``load`` rebuilds the base model from its recorded spec (or
+takes the ``base_model`` the caller gives, for a checkpoint whose base has no spec), re-applies
+the stored recipe and loads the tensors strictly.
 """
 
 from __future__ import annotations
@@ -85,12 +86,7 @@ def save(model: nn.Module, path: str | os.PathLike[str]) -> Path:
             "model has no complete hybridize_meta (model, recipe, example_shape); "
             "save a model returned by hybridize.convert or hybridize.load"
         )
-    spec = meta["model"]
-    if not isinstance(spec, Mapping) or not spec.get("source") or not spec.get("name"):
-        raise CheckpointError(
-            "model's hybridize_meta lacks the base model spec (source, name), so load could not "
-            "rebuild it; build the base model with hybridize.models.create before converting"
-        )
+    spec = _model_record(meta["model"])
     target = Path(path)
     if not target.parent.is_dir():
         raise CheckpointError(
@@ -100,7 +96,7 @@ def save(model: nn.Module, path: str | os.PathLike[str]) -> Path:
     metadata = {
         "hybridize.format": str(FORMAT_VERSION),
         "hybridize.version": __version__,
-        "hybridize.model": json.dumps(meta["model"], sort_keys=True),
+        "hybridize.model": json.dumps(spec, sort_keys=True),
         "hybridize.recipe": json.dumps(meta["recipe"], sort_keys=True),
         "hybridize.example_shape": json.dumps([int(s) for s in meta["example_shape"]]),
     }
@@ -108,6 +104,25 @@ def save(model: nn.Module, path: str | os.PathLike[str]) -> Path:
     with atomic_path(target) as tmp:
         save_file(tensors, str(tmp), metadata=metadata)
     return target
+
+
+def _model_record(record: Any) -> dict[str, Any]:
+    """The ``model`` entry to store: the base model's spec, else a "base model required"
+    record (such a checkpoint loads with ``load(path, base_model=...)``)."""
+    from hybridize.models.recognize import BASE_REQUIRED, is_spec, required_record
+
+    if is_spec(record):
+        return dict(record)
+    if not (isinstance(record, Mapping) and record.get("base_model") == BASE_REQUIRED):
+        record = required_record(None, "the converted model recorded no base model spec")
+    cls = str(record.get("class", ""))
+    if cls.startswith(("timm.", "torchvision.")):  # the user likely expected a spec
+        warnings.warn(
+            f"saving without a model spec ({record.get('reason')}); load this checkpoint with "
+            "hybridize.load(path, base_model=MODEL)",
+            stacklevel=3,
+        )
+    return dict(record)
 
 
 def _what_is(p: Path) -> str | None:
@@ -272,11 +287,14 @@ def load(
     path: str | os.PathLike[str],
     map_location: str | torch.device = "cpu",
     *,
+    base_model: nn.Module | None = None,
     trust_code: bool | None = None,
     legacy_format: bool = False,
 ) -> nn.Module:
     """Rebuild a saved hybrid: base model from its spec -> convert with the recipe -> tensors.
 
+    ``base_model`` (the unconverted model the hybrid was made from, any weights) replaces the
+    rebuild from the spec; a checkpoint saved without a spec ("base model required") needs it.
     The file is data: its hash (tensors and the metadata that rebuilds the model) is checked
     first, and code it names (a ``module:callable`` model, a recipe import) runs only with
     ``trust_code=True`` (None: as set by :func:`hybridize.trusting_code`; default no).
@@ -284,13 +302,17 @@ def load(
     """
     from safetensors.torch import load_file
 
-    from hybridize._trust import code_trusted, exactly
+    from hybridize._trust import code_trusted
 
     p = Path(path)
     raw = _raw_metadata(p)
     meta = _decoded(p, raw)
     trusted = code_trusted() if trust_code is None else bool(trust_code)
-    _refuse_untrusted(p, meta, trusted)
+    if base_model is None:
+        _refuse_spec_less(p, meta["model"])
+        _refuse_untrusted(p, meta, trusted)
+    else:
+        _check_base(p, base_model)
     try:
         tensors = load_file(str(p), device="cpu")
     except Exception as exc:
@@ -298,30 +320,118 @@ def load(
             f"cannot read the tensors of {p} ({type(exc).__name__}); the file is corrupted: save it again"
         ) from None
     _verify(p, raw, meta["format"], tensors, meta["sha256"], legacy_format)
+    model = _rebuild(p, meta, base_model, trusted)
+    problem = state_mismatch(model.state_dict(), tensors)
+    if problem:
+        fix = (
+            "pass the model it was converted from (same architecture, num_classes, in_chans)"
+            if base_model is not None
+            else "it was saved by an incompatible hybridize version"
+        )
+        what = "the given base_model" if base_model is not None else "the rebuilt model"
+        raise CheckpointError(f"{p}: tensors do not fit {what} ({problem}); {fix}")
+    model.load_state_dict(tensors, strict=True)
+    stored = {k: meta[k] for k in _KEYS}
+    current = getattr(model, "hybridize_meta", None)
+    current = current if isinstance(current, Mapping) else {}
+    if base_model is not None:
+        from hybridize.models.recognize import is_spec
+
+        # a given base that has a spec upgrades a spec-less checkpoint when saved again
+        if is_spec(current.get("model")):
+            stored["model"] = current["model"]
+    model.hybridize_meta = {**current, **stored}
+    return model.to(map_location).eval()
+
+
+def _rebuild(
+    p: Path, meta: Mapping[str, Any], base_model: nn.Module | None, trusted: bool
+) -> nn.Module:
+    """The hybrid before its tensors: the base (rebuilt from the spec, or given) converted
+    with the stored recipe."""
+    from hybridize._trust import exactly
     from hybridize.conversion import convert
     from hybridize.models import create_from_spec
 
+    # traced where the given base lives (a CUDA model stays there until map_location)
+    state = base_model.state_dict() if base_model is not None else {}
+    where = next((t.device for t in state.values()), torch.device("cpu"))
+    example = torch.zeros(meta["example_shape"], device=where)
     try:
         with exactly(trusted):
-            base = create_from_spec(meta["model"], trust_code=trusted)
-            example = torch.zeros(meta["example_shape"])
-            model = convert(base, meta["recipe"], example_input=example)
+            if base_model is None:
+                base = create_from_spec(meta["model"], trust_code=trusted)
+                return convert(base, meta["recipe"], example_input=example)
+            return convert(base_model, meta["recipe"], example_input=example)
     except UntrustedCodeError as exc:
         raise UntrustedCodeError(f"{p}: {exc}") from None
     except HybridizeError as exc:
-        raise CheckpointError(f"{p}: cannot rebuild the model ({exc})") from None
-    try:
-        model.load_state_dict(tensors, strict=True)
-    except RuntimeError as exc:
-        first = str(exc).strip().splitlines()[1:2] or [str(exc)[:200]]
+        what = "convert the given base_model" if base_model is not None else "rebuild the model"
+        raise CheckpointError(f"{p}: cannot {what} ({_one_line(exc)})") from None
+    except Exception as exc:
+        if base_model is None:
+            raise
+        # the stored recipe traced on a base of another kind: its forward fails on the example
         raise CheckpointError(
-            f"{p}: tensors do not fit the rebuilt model ({first[0].strip()[:200]}); "
-            "it was saved by an incompatible hybridize version"
+            f"{p}: the given base_model does not run on the stored example input "
+            f"{meta['example_shape']} ({type(exc).__name__}: {_one_line(exc)}); pass the model "
+            "it was converted from"
         ) from None
-    stored = {k: meta[k] for k in _KEYS}
-    current = getattr(model, "hybridize_meta", None)
-    model.hybridize_meta = {**(current if isinstance(current, Mapping) else {}), **stored}
-    return model.to(map_location).eval()
+
+
+def state_mismatch(
+    own: Mapping[str, torch.Tensor], given: Mapping[str, torch.Tensor], limit: int = 3
+) -> str | None:
+    """Why ``given`` does not load strictly into a module whose state is ``own``: the first
+    few missing and unexpected names and shape mismatches (None: it loads)."""
+    missing = [k for k in own if k not in given]
+    unexpected = [k for k in given if k not in own]
+    shapes = [k for k in own if k in given and tuple(own[k].shape) != tuple(given[k].shape)]
+    parts = []
+    if missing:
+        parts.append(f"{len(missing)} missing, e.g. {', '.join(missing[:limit])}")
+    if unexpected:
+        parts.append(f"{len(unexpected)} unexpected, e.g. {', '.join(unexpected[:limit])}")
+    if shapes:
+        shown = "; ".join(
+            f"{k} is {tuple(given[k].shape)} in the file, {tuple(own[k].shape)} here"
+            for k in shapes[: max(1, limit - 1)]
+        )
+        parts.append(f"{len(shapes)} of other shape, e.g. {shown}")
+    return "; ".join(parts) or None
+
+
+def _one_line(exc: BaseException, limit: int = 200) -> str:
+    lines = str(exc).strip().splitlines()
+    text = lines[0].strip() if lines else type(exc).__name__
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def _refuse_spec_less(p: Path, record: Any) -> None:
+    """A checkpoint without a base model spec loads only on a given base model."""
+    from hybridize.models.recognize import BASE_REQUIRED
+
+    if isinstance(record, Mapping) and record.get("base_model") == BASE_REQUIRED:
+        cls = str(record.get("class", "model"))
+        raise CheckpointError(
+            f"{p} stores no model spec (base model required: its {cls.rsplit('.', 1)[-1]} base "
+            "has none); load it in Python with "
+            "hybridize.load(path, base_model=MODEL), MODEL being the unconverted model it was "
+            "converted from"
+        )
+
+
+def _check_base(p: Path, base_model: Any) -> None:
+    if not isinstance(base_model, nn.Module):
+        raise CheckpointError(
+            f"base_model must be an nn.Module (the unconverted model), got "
+            f"{type(base_model).__name__}"
+        )
+    if isinstance(getattr(base_model, "hybridize_meta", None), Mapping):
+        raise CheckpointError(
+            f"base_model for {p} is already a converted hybrid; pass the unconverted model it "
+            "was converted from"
+        )
 
 
 def _refuse_untrusted(p: Path, meta: Mapping[str, Any], trusted: bool) -> None:

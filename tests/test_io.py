@@ -150,11 +150,12 @@ def test_save_needs_meta(tmp_path) -> None:
     assert list(tmp_path.iterdir()) == []
 
 
-def test_save_needs_base_spec(tmp_path) -> None:
+def test_save_without_base_spec_needs_the_base_to_load(tmp_path) -> None:
     model = _meta_model()
-    model.hybridize_meta["model"] = None  # converted from a module hybridize did not build
-    with pytest.raises(CheckpointError, match="spec"):
-        hio.save(model, tmp_path / "x.safetensors")
+    model.hybridize_meta["model"] = None  # no spec recorded: the base must be given to load
+    path = hio.save(model, tmp_path / "x.safetensors")
+    assert hio.read_metadata(path)["model"]["base_model"] == "required"
+    assert "base_model=" in _one_line_error(path)
 
 
 def test_save_to_missing_folder(tmp_path) -> None:

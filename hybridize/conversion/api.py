@@ -113,7 +113,7 @@ def default_example(model: nn.Module, img_size: int | None = None) -> torch.Tens
 def _unconverted(gm: fx.GraphModule, results: list[RegionResult]) -> list[tuple[str, str]]:
     """Activations of the top-level graph that stayed ANN-only, and why."""
     skipped = {r.region.name: r.reason for r in results if r.status != "converted"}
-    modules = dict(gm.named_modules())
+    modules = dict(gm.named_modules(remove_duplicate=False))
     found: list[tuple[str, str]] = []
     for node in gm.graph.nodes:
         if node.op == "call_module" and node.target in skipped:
@@ -136,7 +136,9 @@ def _convert(
     recipe_obj: Recipe = load_recipe(recipe)
     if not isinstance(model, nn.Module):
         raise ConversionError(f"convert expects an nn.Module, got {type(model).__name__}")
-    spec = getattr(model, "hybridize_spec", None)
+    from hybridize.models.recognize import base_spec  # lazily: hybridize.models imports us
+
+    spec = base_spec(model)  # a spec that rebuilds the base, or a "base model required" record
     model = copy.deepcopy(model)
     example = default_example(model) if example_input is None else example_input
     params_before = param_count(model)

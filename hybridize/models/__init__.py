@@ -17,6 +17,7 @@ from hybridize.models.has8 import (
     build_has8_ann,
     has8_recipe,
 )
+from hybridize.models.recognize import spec_of
 from hybridize.models.weights import load_weights_file
 
 __all__ = [
@@ -34,4 +35,5 @@ __all__ = [
     "has8_recipe",
     "load_weights_file",
     "register_model_source",
+    "spec_of",
 ]
