@@ -15,7 +15,7 @@ __version__ = "0.1.0"
 
 # public name -> "module:attribute", resolved on first use
 _LAZY = {
-    "convert": "hybridize.conversion:convert",
+    "convert": "hybridize.io:convert",
     "plan": "hybridize.conversion:plan",
     "default_example": "hybridize.conversion:default_example",
     "load_recipe": "hybridize.recipe:load_recipe",

@@ -31,6 +31,7 @@ def param_count(module: nn.Module) -> int:
 def fresh_attr(owner: nn.Module, stem: str, *, bare: bool = False) -> str:
     """The first name that is not yet an attribute of ``owner``: ``stem0``, ``stem1``, ... or,
     with ``bare``, ``stem`` itself, then ``stem_1``, ``stem_2``, ..."""
+    names: Iterator[str]
     if bare:
         names = itertools.chain([stem], (f"{stem}_{i}" for i in itertools.count(1)))
     else:

@@ -332,15 +332,15 @@ def load(
         raise CheckpointError(f"{p}: tensors do not fit {what} ({problem}); {fix}")
     model.load_state_dict(tensors, strict=True)
     stored = {k: meta[k] for k in _KEYS}
-    current = getattr(model, "hybridize_meta", None)
-    current = current if isinstance(current, Mapping) else {}
+    found = getattr(model, "hybridize_meta", None)
+    current: Mapping[str, Any] = found if isinstance(found, Mapping) else {}
     if base_model is not None:
         from hybridize.models.recognize import is_spec
 
         # a given base that has a spec upgrades a spec-less checkpoint when saved again
         if is_spec(current.get("model")):
             stored["model"] = current["model"]
-    model.hybridize_meta = {**current, **stored}
+    model.hybridize_meta = {**current, **stored}  # type: ignore[assignment]
     return model.to(map_location).eval()
 
 
@@ -350,7 +350,7 @@ def _rebuild(
     """The hybrid before its tensors: the base (rebuilt from the spec, or given) converted
     with the stored recipe."""
     from hybridize._trust import exactly
-    from hybridize.conversion import convert
+    from hybridize.conversion import convert as convert_regions
     from hybridize.models import create_from_spec
 
     # traced where the given base lives (a CUDA model stays there until map_location)
@@ -361,8 +361,8 @@ def _rebuild(
         with exactly(trusted):
             if base_model is None:
                 base = create_from_spec(meta["model"], trust_code=trusted)
-                return convert(base, meta["recipe"], example_input=example)
-            return convert(base_model, meta["recipe"], example_input=example)
+                return convert_regions(base, meta["recipe"], example_input=example)
+            return convert(base_model, meta["recipe"], example_input=example)  # records its spec
     except UntrustedCodeError as exc:
         raise UntrustedCodeError(f"{p}: {exc}") from None
     except HybridizeError as exc:
@@ -450,3 +450,16 @@ def _refuse_untrusted(p: Path, meta: Mapping[str, Any], trusted: bool) -> None:
         raise UntrustedCodeError(
             f"{p}: {refuse(f'the model spec names the Python entry point {name!r}')}"
         )
+
+
+def convert(
+    model: nn.Module, recipe: Any = "has8", example_input: torch.Tensor | None = None
+) -> nn.Module:
+    """``hybridize.convert``: the conversion, with the record a checkpoint needs to rebuild
+    the base (a timm or torchvision model is recognized from its own config; anything else
+    is saved as "base model required" and loads with ``load(path, base_model=...)``)."""
+    from hybridize.conversion import convert as convert_regions
+    from hybridize.models.recognize import base_spec
+
+    spec = base_spec(model) if isinstance(model, nn.Module) else None
+    return convert_regions(model, recipe, example_input, base_spec=spec)

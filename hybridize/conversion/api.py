@@ -131,14 +131,17 @@ def _unconverted(gm: fx.GraphModule, results: list[RegionResult]) -> list[tuple[
 
 
 def _convert(
-    model: nn.Module, recipe: Any, example_input: torch.Tensor | None
+    model: nn.Module,
+    recipe: Any,
+    example_input: torch.Tensor | None,
+    base_spec: dict[str, Any] | None = None,
 ) -> tuple[HybridModule, Plan]:
     recipe_obj: Recipe = load_recipe(recipe)
     if not isinstance(model, nn.Module):
         raise ConversionError(f"convert expects an nn.Module, got {type(model).__name__}")
-    from hybridize.models.recognize import base_spec  # lazily: hybridize.models imports us
-
-    spec = base_spec(model)  # a spec that rebuilds the base, or a "base model required" record
+    # how a checkpoint rebuilds the base: given by the caller (hybridize.convert recognizes
+    # models hybridize did not build), else the spec hybridize.models.create attached
+    spec = base_spec if base_spec is not None else getattr(model, "hybridize_spec", None)
     model = copy.deepcopy(model)
     example = default_example(model) if example_input is None else example_input
     params_before = param_count(model)
@@ -180,14 +183,19 @@ def _convert(
 
 
 def convert(
-    model: nn.Module, recipe: Any = "has8", example_input: torch.Tensor | None = None
+    model: nn.Module,
+    recipe: Any = "has8",
+    example_input: torch.Tensor | None = None,
+    *,
+    base_spec: dict[str, Any] | None = None,
 ) -> HybridModule:
     """Give the regions ``recipe`` selects a spiking twin; the input model is not modified.
 
     ``recipe`` is a built-in name, a YAML path, a dict or a Recipe. ``example_input`` (default:
-    the model's configured input size) is run once to learn shapes.
+    the model's configured input size) is run once to learn shapes. ``base_spec`` is what a
+    checkpoint stores to rebuild the base (default: the model's ``hybridize_spec``).
     """
-    hybrid, conversion_plan = _convert(model, recipe, example_input)
+    hybrid, conversion_plan = _convert(model, recipe, example_input, base_spec)
     if not conversion_plan.converted:
         rows = conversion_plan.rows[:3]
         reasons = "; ".join(f"{r.region.name}: {r.reason}" for r in rows) or "no region selected"

@@ -20,7 +20,9 @@ class SpikingRegion:
     @property
     def branch(self) -> nn.Module:
         """The SpikingBranch: encoder, twin, decoder."""
-        return self.module.branch if self.mode == "parallel" else self.module
+        branch = self.module.branch if self.mode == "parallel" else self.module
+        assert isinstance(branch, nn.Module)
+        return branch
 
     @property
     def fusion(self) -> nn.Module | None:

@@ -123,7 +123,9 @@ def run_peer(
 
 def _first_output(out: object) -> torch.Tensor:
     """snnTorch modules return ``(spikes, membrane)``; plain modules a tensor."""
-    return out[0] if isinstance(out, tuple) else out
+    first = out[0] if isinstance(out, tuple) else out
+    assert isinstance(first, torch.Tensor)
+    return first
 
 
 def run_twin(

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
+from typing import cast
 
 import torch
 from torch import nn
@@ -209,7 +210,9 @@ def _build_report(
                 name=r.name,
                 mode=r.mode,
                 time_steps=t,
-                params_ann=param_count(r.module.ann) if r.mode == "parallel" else 0,
+                params_ann=param_count(cast(nn.Module, r.module.ann))
+                if r.mode == "parallel"
+                else 0,
                 params_twin=param_count(r.branch),
                 ann_macs=ann_macs,
                 ann_equiv_macs=equiv,

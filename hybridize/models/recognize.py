@@ -190,6 +190,7 @@ def _timm_spec(model: nn.Module) -> dict[str, Any]:
             f"timm model {type(model).__qualname__} has no pretrained_cfg naming a timm "
             "architecture, so no spec can rebuild it"
         )
+    assert cfg is not None
     tag = cfg.get("tag")
     default = get_pretrained_cfg(arch)
     name = arch if not tag or (default is not None and default.tag == tag) else f"{arch}.{tag}"
@@ -218,8 +219,9 @@ def _timm_spec(model: nn.Module) -> dict[str, Any]:
 def _in_chans(model: nn.Module) -> int:
     """The input channels: the model's own record (timm keeps ``in_chans`` on most models),
     else the first conv's (a stem may sit after space-to-depth: the rebuild checks it)."""
-    if isinstance(getattr(model, "in_chans", None), int):
-        return model.in_chans
+    own = getattr(model, "in_chans", None)
+    if isinstance(own, int):
+        return own
     conv = next((m for m in model.modules() if isinstance(m, nn.Conv2d)), None)
     return conv.in_channels if conv is not None else 3
 

@@ -87,7 +87,7 @@ class _KwargsModel(_Model):
 
     def effective(self) -> dict[str, Any]:
         """Every option as the module will use it (raises OptionError if they do not agree)."""
-        return asdict(self.options())  # type: ignore[call-overload]
+        return asdict(self.options())
 
     def options(self) -> Any:
         """The resolved options object of these settings."""

@@ -11,7 +11,7 @@ from hybridize._util import record_outputs
 from hybridize.train.optim import fusion_block_types
 
 
-def _lif_types() -> tuple[type, ...]:
+def _lif_types() -> tuple[type[nn.Module], ...]:
     from hybridize.spiking import LIF
 
     return (LIF,)
@@ -25,7 +25,9 @@ class FiringRates:
 
     def __init__(self, model: nn.Module) -> None:
         types = _lif_types()
-        self.modules = {n: m for n, m in model.named_modules() if types and isinstance(m, types)}
+        self.modules: dict[str, nn.Module] = {
+            n: m for n, m in model.named_modules() if types and isinstance(m, types)
+        }
         self._spikes: dict[str, torch.Tensor] = {}
         self._counts: dict[str, int] = {}
         self._recording = contextlib.ExitStack()

@@ -51,7 +51,7 @@ def batch_norm_source(x: Tensor) -> BatchNormSource | None:
         or root.output_nr != 0
     ):
         return None
-    node = root.grad_fn
+    node: Any = root.grad_fn  # autograd node: its _saved_* fields are untyped
     if node is None or node.name() not in _BATCH_NORM_NODES or not node._saved_training:
         return None
     c, weight = node._saved_input, node._saved_weight
