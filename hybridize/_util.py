@@ -5,10 +5,10 @@ from __future__ import annotations
 
 import contextlib
 import itertools
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from typing import Any
 
-from torch import nn
+from torch import Tensor, nn
 
 _DEFAULT_IMAGE = (224, 224)
 
@@ -101,3 +101,25 @@ def _configured_size(model: nn.Module) -> tuple[int, ...] | None:
     if isinstance(cfg, dict) and cfg.get("input_size"):
         return tuple(int(s) for s in cfg["input_size"])
     return None
+
+
+def state_mismatch(
+    own: Mapping[str, Tensor], given: Mapping[str, Tensor], limit: int = 3
+) -> str | None:
+    """Why ``given`` does not load strictly into a module whose state is ``own``: the first
+    few missing and unexpected names and shape mismatches (None: it loads)."""
+    missing = [k for k in own if k not in given]
+    unexpected = [k for k in given if k not in own]
+    shapes = [k for k in own if k in given and tuple(own[k].shape) != tuple(given[k].shape)]
+    parts = []
+    if missing:
+        parts.append(f"{len(missing)} missing, e.g. {', '.join(missing[:limit])}")
+    if unexpected:
+        parts.append(f"{len(unexpected)} unexpected, e.g. {', '.join(unexpected[:limit])}")
+    if shapes:
+        shown = "; ".join(
+            f"{k} is {tuple(given[k].shape)} in the file, {tuple(own[k].shape)} here"
+            for k in shapes[: max(1, limit - 1)]
+        )
+        parts.append(f"{len(shapes)} of other shape, e.g. {shown}")
+    return "; ".join(parts) or None

@@ -20,6 +20,7 @@ from torch import nn
 
 from hybridize._atomic import atomic_path
 from hybridize._atomic import refuse_same_file as refuse_same_file  # public for the CLI
+from hybridize._util import state_mismatch as state_mismatch  # public: hybridize.io.state_mismatch
 from hybridize.errors import CheckpointError, HybridizeError, UntrustedCodeError
 
 FORMAT_VERSION = 2
@@ -377,28 +378,6 @@ def _rebuild(
             f"{meta['example_shape']} ({type(exc).__name__}: {_one_line(exc)}); pass the model "
             "it was converted from"
         ) from None
-
-
-def state_mismatch(
-    own: Mapping[str, torch.Tensor], given: Mapping[str, torch.Tensor], limit: int = 3
-) -> str | None:
-    """Why ``given`` does not load strictly into a module whose state is ``own``: the first
-    few missing and unexpected names and shape mismatches (None: it loads)."""
-    missing = [k for k in own if k not in given]
-    unexpected = [k for k in given if k not in own]
-    shapes = [k for k in own if k in given and tuple(own[k].shape) != tuple(given[k].shape)]
-    parts = []
-    if missing:
-        parts.append(f"{len(missing)} missing, e.g. {', '.join(missing[:limit])}")
-    if unexpected:
-        parts.append(f"{len(unexpected)} unexpected, e.g. {', '.join(unexpected[:limit])}")
-    if shapes:
-        shown = "; ".join(
-            f"{k} is {tuple(given[k].shape)} in the file, {tuple(own[k].shape)} here"
-            for k in shapes[: max(1, limit - 1)]
-        )
-        parts.append(f"{len(shapes)} of other shape, e.g. {shown}")
-    return "; ".join(parts) or None
 
 
 def _one_line(exc: BaseException, limit: int = 200) -> str:

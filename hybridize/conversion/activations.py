@@ -82,11 +82,9 @@ def activation_name(module: nn.Module) -> str:
 def max_to_avg_pool(module: nn.Module) -> nn.Module | None:
     """The average-pooling twin of a max-pooling module, or None if it is not max pooling."""
     # Order matters: timm's "same"-padding max pool is a MaxPool2d subclass.
-    try:
-        from timm.layers import AvgPool2dSame, MaxPool2dSame
-    except ImportError:  # pragma: no cover - timm is a dependency
-        AvgPool2dSame = MaxPool2dSame = None
-    if MaxPool2dSame is not None and isinstance(module, MaxPool2dSame):
+    from timm.layers.pool2d_same import AvgPool2dSame, MaxPool2dSame
+
+    if isinstance(module, MaxPool2dSame):
         return AvgPool2dSame(
             module.kernel_size, module.stride, ceil_mode=module.ceil_mode, count_include_pad=False
         )

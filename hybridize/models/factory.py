@@ -20,6 +20,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from hybridize._util import state_mismatch
 from hybridize.errors import ModelError, WeightsError
 from hybridize.models import weights as W
 from hybridize.models.has8 import HAS8_MODELS, build_has8_ann, has8_recipe, recipe_compat
@@ -363,20 +364,10 @@ def _load_strict(model: nn.Module, sd: dict[str, torch.Tensor], where: str) -> N
     for key, value in own.items():  # files saved without num_batches_tracked
         if key.endswith("num_batches_tracked") and key not in sd:
             sd[key] = value
-    missing = [k for k in own if k not in sd]
-    unexpected = [k for k in sd if k not in own]
-    shape = [k for k in own if k in sd and tuple(own[k].shape) != tuple(sd[k].shape)]
-    if missing or unexpected or shape:
-        parts = []
-        if missing:
-            parts.append(f"missing {missing[:3]}")
-        if unexpected:
-            parts.append(f"unexpected {unexpected[:3]}")
-        if shape:
-            k = shape[0]
-            parts.append(f"shape of {k}: file {tuple(sd[k].shape)} vs model {tuple(own[k].shape)}")
+    problem = state_mismatch(own, sd)
+    if problem:
         raise WeightsError(
-            f"weights from {where} do not fit the model ({'; '.join(parts)}); "
+            f"weights from {where} do not fit the model ({problem}); "
             "check the model name, num_classes and in_chans"
         )
     model.load_state_dict(sd, strict=True)

@@ -22,6 +22,7 @@ import torch
 from torch import nn
 
 from hybridize.models import create
+from hybridize.recipe import load_recipe
 from hybridize.spiking import LIF, BitPlaneDecoder, BitPlaneEncoder, FusionBlock
 
 BITS = 8
@@ -114,9 +115,19 @@ def _zero_(module: nn.Module) -> None:
             p.zero_()
 
 
+def _by_hand(recipe: str) -> str | dict:
+    """The formulas here are the released surrogate's (raw gain): pin it on "has8", whose
+    default is now the unit gain (a pure rescale of the same backward)."""
+    if recipe != "has8":
+        return recipe
+    pinned = load_recipe("has8").to_dict()
+    pinned["defaults"]["encoder"] = {**(pinned["defaults"].get("encoder") or {}), "gain": "raw"}
+    return pinned
+
+
 def vgg_head(recipe: str, w_ann: tuple, w_twin: tuple) -> FusionBlock:
     """The has8_vgg_b16 head block, float64, with one path per branch: unit 0 -> 0 -> 0."""
-    model = create("has8_vgg_b16", num_classes=2, in_chans=1, recipe=recipe)
+    model = create("has8_vgg_b16", num_classes=2, in_chans=1, recipe=_by_hand(recipe))
     head = _fusion(model, "head").double()
     for branch, ws in ((head.ann, w_ann), (head.branch.twin, w_twin)):
         _zero_(branch)
@@ -132,7 +143,7 @@ def resnet_block(recipe: str, c1: float, c2: float) -> FusionBlock:
     ANN convs are zero, so the ANN branch is relu(x); the twin's convs keep one centre tap
     from channel 0 to channel 0 (on a 1x1 input a 3x3 conv with padding 1 sees only it).
     """
-    model = create("has8_resnet_b32", num_classes=2, in_chans=1, recipe=recipe)
+    model = create("has8_resnet_b32", num_classes=2, in_chans=1, recipe=_by_hand(recipe))
     block = _fusion(model, "layer1.1").double().eval()
     for conv in (block.ann.conv1, block.ann.conv2):
         with torch.no_grad():

@@ -63,7 +63,7 @@ def test_builtin_recipes_say_what_docs_say():
             assert (s.mode, s.pooling, s.residual) == ("parallel", "max-to-avg", "sew")
     s = has8.settings_for(1)
     assert (s.twin_init, s.gate, s.gate_init_value()) == ("fresh", "fixed", 1.0)
-    assert s.encoder.kwargs() == {} and s.decoder.kwargs() == {}
+    assert s.encoder.kwargs() == {"gain": "unit"} and s.decoder.kwargs() == {}
     s = finetune.settings_for(1)
     assert (s.twin_init, s.gate, s.gate_init_value()) == ("copy", "learnable", 0.0)
     s = released.settings_for(1)
