@@ -8,6 +8,9 @@ from torch import nn
 
 from hybridize._util import in_chans
 
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
 
 @dataclass(frozen=True)
 class InputSpec:
@@ -16,8 +19,8 @@ class InputSpec:
     img_size: int
     in_chans: int = 3
     interpolation: str = "bilinear"
-    mean: tuple[float, ...] | None = (0.485, 0.456, 0.406)
-    std: tuple[float, ...] | None = (0.229, 0.224, 0.225)
+    mean: tuple[float, ...] | None = IMAGENET_MEAN
+    std: tuple[float, ...] | None = IMAGENET_STD
     crop_pct: float = 0.875
 
 
@@ -56,8 +59,8 @@ def input_spec(
     cfg = data_config(model) if model is not None else {}
     size = img_size or (cfg["input_size"][-1] if "input_size" in cfg else 224)
     chans = in_chans(model) if model is not None else 3
-    mean = tuple(cfg.get("mean", InputSpec.mean))
-    std = tuple(cfg.get("std", InputSpec.std))
+    mean = tuple(cfg.get("mean", IMAGENET_MEAN))
+    std = tuple(cfg.get("std", IMAGENET_STD))
     if len(mean) != chans:  # timm's defaults are 3-channel; repeat/trim for other widths
         mean, std = (mean * chans)[:chans], (std * chans)[:chans]
     return InputSpec(

@@ -10,9 +10,12 @@ from __future__ import annotations
 
 import contextlib
 import io
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Protocol, SupportsInt
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -75,18 +78,42 @@ def load_peer(path: str | Path, type_check: bool = True) -> nn.Module:
         return nirtorch.nir_to_torch(graph, node_map)
 
 
-def _grouped_conv(node: object) -> nn.Module:
+class _Conv2dNode(Protocol):
+    """The fields of a ``nir.Conv2d`` read here (nir ships no type information). nir stores
+    stride, padding and dilation as pairs; ``padding="same"/"valid"`` is never written here."""
+
+    @property
+    def weight(self) -> np.ndarray: ...
+    @property
+    def bias(self) -> np.ndarray: ...
+    @property
+    def stride(self) -> Iterable[SupportsInt]: ...
+    @property
+    def padding(self) -> Iterable[SupportsInt]: ...
+    @property
+    def dilation(self) -> Iterable[SupportsInt]: ...
+    @property
+    def groups(self) -> SupportsInt: ...
+
+
+def _int_pair(values: Iterable[SupportsInt]) -> tuple[int, int]:
+    a, b = (int(v) for v in values)
+    return a, b
+
+
+def _grouped_conv(node: _Conv2dNode) -> nn.Module:
     w = torch.as_tensor(node.weight)
     conv = nn.Conv2d(
         w.shape[1] * int(node.groups),
         w.shape[0],
-        tuple(w.shape[-2:]),
-        stride=tuple(int(v) for v in node.stride),
-        padding=tuple(int(v) for v in node.padding),
-        dilation=tuple(int(v) for v in node.dilation),
+        (w.shape[-2], w.shape[-1]),
+        stride=_int_pair(node.stride),
+        padding=_int_pair(node.padding),
+        dilation=_int_pair(node.dilation),
         groups=int(node.groups),
     )
     conv.weight.data = w.float()
+    assert conv.bias is not None, "built with the default bias=True"
     conv.bias.data = torch.as_tensor(node.bias).float()
     return conv
 

@@ -23,6 +23,7 @@ from hybridize.conversion.regions import find_regions
 from hybridize.errors import ExportError
 from hybridize.export.nir_manifest import decoder_info, encoder_info, gate_info, manifest
 from hybridize.export.prepare import export_state
+from hybridize.spiking.fusion import FusionBlock, SpikingBranch
 
 MANIFEST = "manifest.json"
 DEFAULT_DT = 1e-4  # seconds per time step; snnTorch's NIR import assumes this value
@@ -68,9 +69,20 @@ class NIRExport:
         return out
 
 
-def _regions(model: nn.Module) -> list[tuple[str, nn.Module, nn.Module | None]]:
-    """(name, SpikingBranch, FusionBlock or None) for every twin, in module order."""
-    return [(r.name, r.branch, r.fusion) for r in find_regions(model)]
+# (name, SpikingBranch, FusionBlock or None (replace mode))
+_Region = tuple[str, SpikingBranch, FusionBlock | None]
+
+
+def _regions(model: nn.Module) -> list[_Region]:
+    """Every twin's region, in module order."""
+    out: list[_Region] = []
+    for r in find_regions(model):
+        branch, fusion = r.branch, r.fusion
+        # find_regions yields SpikingBranches, alone or as the branch of a FusionBlock
+        assert isinstance(branch, SpikingBranch)
+        assert fusion is None or isinstance(fusion, FusionBlock)
+        out.append((r.name, branch, fusion))
+    return out
 
 
 def _file_name(region: str, taken: set[str]) -> str:
@@ -83,7 +95,7 @@ def _file_name(region: str, taken: set[str]) -> str:
 
 
 def _capture_planes(
-    model: nn.Module, example: torch.Tensor, branches: dict[str, nn.Module]
+    model: nn.Module, example: torch.Tensor, branches: dict[str, SpikingBranch]
 ) -> dict[str, torch.Tensor]:
     """The planes [T, N, ...] each region's encoder emits when the model runs ``example``."""
     captured: dict[str, torch.Tensor] = {}
@@ -201,7 +213,7 @@ def _example(model: nn.Module, example: torch.Tensor | None) -> torch.Tensor:
 
 def _write_graphs(
     model: nn.Module,
-    regions: list[tuple[str, nn.Module, nn.Module | None]],
+    regions: list[_Region],
     planes: dict[str, torch.Tensor],
     folder: Path,
     dt: float,

@@ -24,16 +24,18 @@ from __future__ import annotations
 
 import math
 import operator
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeGuard
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import fx, nn
+from torch.nn.modules.batchnorm import _BatchNorm
 
 from hybridize._util import first_line
-from hybridize.spiking import LIF
+from hybridize.spiking.neuron import LIF
 
 ADD_FUNCTIONS = (operator.add, operator.iadd, torch.add)
 ADD_METHODS = ("add", "add_")
@@ -129,7 +131,7 @@ def _pair(v: Any) -> tuple[int, int]:
     return (int(v), int(v)) if isinstance(v, int) else (int(v[0]), int(v[1]))
 
 
-def _bn_scale_shift(bn: nn.Module) -> tuple[torch.Tensor, torch.Tensor]:
+def _bn_scale_shift(bn: _BatchNorm) -> tuple[torch.Tensor, torch.Tensor]:
     """Eval-mode BN as y = s x + b (float64)."""
     if bn.running_mean is None or bn.running_var is None:
         raise Unsupported(
@@ -146,16 +148,17 @@ def _bn_scale_shift(bn: nn.Module) -> tuple[torch.Tensor, torch.Tensor]:
     return s, shift
 
 
-def _conv_input_shape(hw: Any, groups: int, out: TwinGraph) -> tuple[int, int]:
+def _conv_input_shape(hw: Sequence[int], groups: int, out: TwinGraph) -> tuple[int, int]:
     """(H, W); notes that NIR's own type check will reject a grouped conv: NIR 1.0 derives a
     Conv2d's input channels from weight.shape[1], ignoring groups."""
     if groups != 1:
         out.type_check = False
-    return tuple(int(v) for v in hw)
+    h, w = hw
+    return int(h), int(w)
 
 
-def _is_bn(m: nn.Module) -> bool:
-    return isinstance(m, nn.modules.batchnorm._BatchNorm)
+def _is_bn(m: nn.Module) -> TypeGuard[_BatchNorm]:
+    return isinstance(m, _BatchNorm)
 
 
 def _same_pads(size: int, k: int, s: int, d: int) -> tuple[int, int]:
@@ -173,7 +176,7 @@ class _Builder:
         self.edges: list[tuple[str, str]] = []
         self.src: dict[str, str] = {}  # fx node -> NIR node producing its value
         self.folded: dict[str, str] = {}  # BN fx node -> conv/linear fx node folded into
-        self.fold_into: dict[str, nn.Module] = {}  # conv/linear fx node -> its BN module
+        self.fold_into: dict[str, _BatchNorm] = {}  # conv/linear fx node -> its BN module
         self.lif_calls: dict[str, int] = {}
 
     # ---------------------------------------------------------------------------- walk
@@ -213,7 +216,10 @@ class _Builder:
 
     def _plan_folding(self) -> None:
         for n in self.gm.graph.nodes:
-            if n.op != "call_module" or not _is_bn(self.modules[n.target]):
+            if n.op != "call_module":
+                continue
+            bn = self.modules[n.target]
+            if not _is_bn(bn):
                 continue
             prev = n.args[0] if n.args else None
             if (
@@ -226,7 +232,7 @@ class _Builder:
                 and len(prev.users) == 1
             ):
                 self.folded[n.name] = prev.name
-                self.fold_into[prev.name] = self.modules[n.target]
+                self.fold_into[prev.name] = bn
 
     def _input(self, n: fx.Node, i: int = 0) -> fx.Node:
         arg = n.args[i] if len(n.args) > i else None
@@ -246,14 +252,17 @@ class _Builder:
     def _module(self, n: fx.Node, m: nn.Module) -> None:
         if isinstance(m, PASS_THROUGH) or type(m).__name__ in PASS_THROUGH_NAMES:
             self._alias(n, self._input(n))
-        elif type(m) is nn.Conv2d or type(m).__name__ == "Conv2dSame":
-            self._conv(n, m)  # exact types: subclasses such as StdConv2d change the weights
+        elif isinstance(m, nn.Conv2d) and (
+            type(m) is nn.Conv2d or type(m).__name__ == "Conv2dSame"
+        ):  # exact types: subclasses such as StdConv2d change the weights
+            self._conv(n, m)
         elif type(m) is nn.Linear:
             self._linear(n, m)
         elif _is_bn(m) and (type(m) in BN_TYPES or type(m).__name__ == "BatchNormAct2d"):
             self._bn(n, m)
         elif isinstance(m, LIF):
-            self._lif(n.name, n.target, self._input(n), n)
+            assert isinstance(n.target, str), "a call_module node's target is a qualified name"
+            self._lif(n.name, n.target, m, self._input(n), n)
         elif type(m) is nn.AvgPool2d:  # not timm's AvgPool2dSame (divisor excludes padding)
             self._avg_pool(
                 n,
@@ -339,7 +348,7 @@ class _Builder:
         p = _pair(m.padding)
         return [(p[0], p[0]), (p[1], p[1])]
 
-    def _bn_after(self, n: fx.Node) -> nn.Module | None:
+    def _bn_after(self, n: fx.Node) -> _BatchNorm | None:
         """The BatchNorm folded into conv/linear node ``n``, if any."""
         return self.fold_into.get(n.name)
 
@@ -368,7 +377,7 @@ class _Builder:
         self._emit(n.name, node, [x])
         self.src[n.name] = n.name
 
-    def _bn(self, n: fx.Node, m: nn.Module) -> None:
+    def _bn(self, n: fx.Node, m: _BatchNorm) -> None:
         import nir
 
         x = self._input(n)
@@ -402,14 +411,14 @@ class _Builder:
             if type(part).__name__ in PASS_THROUGH_NAMES:
                 continue
             if what == "act" and isinstance(part, LIF):
-                self._lif(f"{n.name}_act", f"{n.target}.act", n, n)
+                self._lif(f"{n.name}_act", f"{n.target}.act", part, n, n)
             else:
                 raise Unsupported(f"{n.target}.{what}: {type(part).__name__} has no NIR equivalent")
 
-    def _lif(self, name: str, module: str, x: fx.Node, n: fx.Node) -> None:
+    def _lif(self, name: str, module: str, m: LIF, x: fx.Node, n: fx.Node) -> None:
+        """NIR LIF ``name`` for the LIF ``m`` (qualified name ``module``) fed by ``x``."""
         import nir
 
-        m = self.gm.get_submodule(module)
         self.lif_calls[module] = self.lif_calls.get(module, 0) + 1
         if m.v_reset is None:
             raise Unsupported(
@@ -516,8 +525,8 @@ class _Builder:
                 given["kernel_size"],
                 given.get("stride"),
                 given.get("padding", 0),
-                given.get("ceil_mode", False),
-                given.get("count_include_pad", True),
+                bool(given.get("ceil_mode", False)),
+                bool(given.get("count_include_pad", True)),
                 given.get("divisor_override"),
             )
         elif n.op == "call_function" and target is F.adaptive_avg_pool2d:

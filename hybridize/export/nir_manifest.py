@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import nn
+
+if TYPE_CHECKING:
+    from hybridize.spiking.fusion import FusionBlock
 
 FORMAT = "hybridize-nir/1"
 
@@ -79,7 +82,7 @@ def decoder_info(decoder: nn.Module) -> dict[str, Any]:
     return info
 
 
-def gate_info(fusion: nn.Module | None) -> dict[str, Any] | None:
+def gate_info(fusion: FusionBlock | None) -> dict[str, Any] | None:
     """The fusion gate's kind and value (None for a replace-mode branch)."""
     if fusion is None:
         return None

@@ -9,7 +9,7 @@ import sys
 import warnings
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import nn
@@ -20,6 +20,9 @@ from hybridize.errors import ExportError
 from hybridize.export.inputs import check_batches
 from hybridize.export.parity import CheckOptions, ParityCheck, ParityReport, check_options
 from hybridize.export.prepare import SpikeTap, export_state, spiking_layers
+
+if TYPE_CHECKING:  # optional at run time: imported where an export needs it
+    import onnx
 
 STANDARD_DOMAINS = ("", "ai.onnx")
 
@@ -189,11 +192,11 @@ def _native_stdout_silenced() -> Iterator[None]:
         os.close(saved)
 
 
-def _check_domains(proto: object) -> None:
+def _check_domains(proto: onnx.ModelProto) -> None:
     """Every node, also inside subgraphs, must be in the standard ONNX domain."""
     bad: set[str] = set()
 
-    def walk(graph: object) -> None:
+    def walk(graph: onnx.GraphProto) -> None:
         for node in graph.node:
             if node.domain not in STANDARD_DOMAINS:
                 bad.add(f"{node.domain}::{node.op_type}")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from contextlib import contextmanager
+from typing import Protocol, TypeGuard
 
 import torch
 from torch import nn
@@ -11,7 +12,7 @@ from torch import nn
 from hybridize._util import record_outputs
 
 
-def spiking_types() -> tuple[type, ...]:
+def spiking_types() -> tuple[type[nn.Module], ...]:
     """The module classes whose outputs are spikes or bit planes (LIF, BitPlaneEncoder)."""
     from hybridize.spiking import LIF, BitPlaneEncoder
 
@@ -26,21 +27,31 @@ def spiking_layers(model: nn.Module) -> list[tuple[str, nn.Module]]:
     return [(name, m) for name, m in model.named_modules() if isinstance(m, types)]
 
 
+class _Exportable(Protocol):
+    """A module with an ``export_mode`` switch (standard ops only when True)."""
+
+    export_mode: bool
+
+
+def _has_export_mode(m: nn.Module) -> TypeGuard[_Exportable]:
+    return hasattr(m, "export_mode")
+
+
 @contextmanager
 def export_state(model: nn.Module) -> Iterator[nn.Module]:
     """Eval mode and ``export_mode = True`` on every module that has it; both restored after."""
     training = {m: m.training for m in model.modules()}
-    flagged = {m: m.export_mode for m in model.modules() if hasattr(m, "export_mode")}
+    flagged = {m: m.export_mode for m in model.modules() if _has_export_mode(m)}
     model.eval()
-    for m in flagged:
-        m.export_mode = True
+    for flag in flagged:
+        flag.export_mode = True
     try:
         yield model
     finally:
-        for m, was in training.items():
-            m.training = was
-        for m, was in flagged.items():
-            m.export_mode = was
+        for m, was_training in training.items():
+            m.training = was_training
+        for flag, was_on in flagged.items():
+            flag.export_mode = was_on
 
 
 class SpikeTap(nn.Module):

@@ -50,7 +50,8 @@ def _nnz(x: torch.Tensor) -> int:
     return int(torch.count_nonzero(x))
 
 
-def _conv(args: tuple, out: torch.Tensor, split: bool) -> tuple[int, int | None]:
+def _conv(args: tuple, out: object, split: bool) -> tuple[int, int | None]:
+    assert isinstance(out, torch.Tensor), "aten.convolution returns one tensor"
     x, w = args[0], args[1]
     stride, padding, dilation, transposed, output_padding, groups = args[3:9]
     kernel = math.prod(w.shape[2:])
@@ -81,7 +82,7 @@ def _matmul_pair(a: torch.Tensor, b: torch.Tensor, split: bool) -> tuple[int, in
     return dense, None
 
 
-def _linear(args: tuple, out: torch.Tensor, split: bool) -> tuple[int, int | None]:
+def _linear(args: tuple, out: object, split: bool) -> tuple[int, int | None]:
     x, w = args[0], args[1]
     dense = x.numel() * w.shape[0]
     return dense, (_nnz(x) * w.shape[0] if split and is_binary(x) else None)
@@ -94,6 +95,7 @@ def _attention(args: tuple, out: object, split: bool) -> tuple[int, int | None]:
     return dense, None
 
 
+# (the op's arguments, its output, whether to split) -> (dense MACs, ACs or None)
 _Handler = Callable[[tuple, object, bool], tuple[int, int | None]]
 
 HANDLERS: dict[object, _Handler] = {

@@ -100,7 +100,8 @@ def render_svg(model: nn.Module, title: str = "hybrid graph") -> str:
         f"<title>{html.escape(title)}</title>",
         '<rect width="100%" height="100%" fill="white"/>',
     ]
-    x, y = MARGIN, 12
+    x: float = MARGIN
+    y = 12
     for kind, text in LEGEND:
         fill, stroke = COLOURS[kind]
         item_w = 30 + 6.6 * len(text)

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
-from typing import cast
+from typing import TYPE_CHECKING, cast
 
 import torch
 from torch import nn
@@ -15,6 +15,9 @@ from hybridize.errors import HybridizeError
 from hybridize.metrics.counting import OpCounter, OpTally
 from hybridize.metrics.energy import EnergyModel, energy_model
 from hybridize.metrics.report import LayerStats, RegionStats, Report
+
+if TYPE_CHECKING:
+    from hybridize.spiking.neuron import LIF
 
 
 def _batches(inputs: torch.Tensor | Iterable, max_batches: int | None) -> Iterator[torch.Tensor]:
@@ -45,7 +48,7 @@ def _eval(model: nn.Module) -> Iterator[None]:
 class _Spikes:
     """Per-LIF accumulators, filled by a forward hook."""
 
-    def __init__(self, name: str, region: str, module: nn.Module) -> None:
+    def __init__(self, name: str, region: str, module: LIF) -> None:
         self.name, self.region, self.module = name, region, module
         self.spikes = 0
         self.slots = 0
@@ -54,7 +57,7 @@ class _Spikes:
 
     def as_steps(self, out: torch.Tensor, n: int) -> torch.Tensor:
         """The output as [T, N, neurons] (folded [T*N, ...] or time-first [T, N, ...])."""
-        if getattr(self.module, "time_steps", None):
+        if self.module.time_steps:
             return out.reshape(self.module.time_steps, n, -1)
         return out.reshape(out.shape[0], n, -1)
 
@@ -81,7 +84,8 @@ def inspect(
     A spike raster (first sample, up to ``raster_neurons`` neurons per LIF) is kept for
     ``raster_region`` (default: the first region).
     """
-    from hybridize.spiking import LIF
+    from hybridize.spiking.fusion import FusionBlock
+    from hybridize.spiking.neuron import LIF
 
     model_energy = energy_model(energy)
     if isinstance(inputs, str):
@@ -105,7 +109,7 @@ def inspect(
     stack: list[tuple[str, str]] = []
     handles = []
 
-    def push(entry: tuple[str, str]):
+    def push(entry: tuple[str, str]) -> Callable[[nn.Module, object], None]:
         def pre(_m: nn.Module, _args: object) -> None:
             stack.append(entry)
 
@@ -115,9 +119,13 @@ def inspect(
         stack.pop()
 
     for r in regions:
-        parts = [(r.module, "fusion")] if r.mode == "parallel" else []
-        parts += [(r.module.ann, "ann"), (r.branch, "twin")] if r.mode == "parallel" else []
-        parts += [(r.module, "twin")] if r.mode == "replace" else []
+        parts: list[tuple[nn.Module, str]] = []
+        if r.mode == "parallel":
+            block = r.module
+            assert isinstance(block, FusionBlock), "find_regions: a parallel region is a block"
+            parts = [(block, "fusion"), (block.ann, "ann"), (r.branch, "twin")]
+        elif r.mode == "replace":
+            parts = [(r.module, "twin")]
         for module, role in parts:
             handles.append(module.register_forward_pre_hook(push((r.name, role))))
             handles.append(module.register_forward_hook(pop))
