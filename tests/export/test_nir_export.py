@@ -229,6 +229,32 @@ def test_asymmetric_same_padding_uses_a_zero_kernel_row(tmp_path):
     assert v["spikes_fired"] > 0 and v["spikes_differing"] == 0
 
 
+def test_batchnorm_act_with_a_lif_act_becomes_a_nir_lif(tmp_path):
+    """timm's BatchNormAct2d (one fx leaf) whose act is our LIF: the BN is folded into the conv
+    and its act becomes a NIR LIF node of its own, which fires spike for spike in snnTorch."""
+    _peer_or_skip()
+    from timm.layers import BatchNormAct2d
+
+    torch.manual_seed(0)
+    bn_act = BatchNormAct2d(4, act_layer=nn.ReLU)
+    bn_act.act = _lif()
+    twin = nn.Sequential(nn.Conv2d(3, 4, 3, padding=1, bias=False), bn_act)
+    ann = nn.Sequential(nn.Conv2d(3, 4, 3, padding=1), nn.ReLU())
+    model = _calibrate(nn.Sequential(_fusion(ann, twin)), (3, 8, 8))
+    with torch.no_grad():  # a visible BN that makes neurons fire often
+        bn_act.weight.uniform_(1.0, 3.0)
+        bn_act.bias.uniform_(-0.5, 1.5)
+    result = _export(model, tmp_path, shape=(2, 3, 8, 8))
+    row = result.manifest["regions"][0]
+    assert row["status"] == "exported", row["reason"]
+    assert [n["module"] for n in row["neurons"].values()] == ["1.act"]
+    graph = nir.read(str(tmp_path / "out" / row["file"]))
+    assert [type(n).__name__ for n in graph.nodes.values()].count("LIF") == 1
+    assert sum(isinstance(n, nir.Conv2d) for n in graph.nodes.values()) == 1  # BN folded
+    v = _verification(row)
+    assert v["spikes_fired"] > 0 and v["spikes_differing"] == 0
+
+
 def test_unfoldable_bn_is_a_depthwise_conv_and_matches_snntorch(tmp_path):
     """A BN after a pool cannot be folded: it becomes a depthwise 1x1 conv, which NIR 1.0's
     type check rejects on reading (recorded in the manifest) but snnTorch still runs."""
