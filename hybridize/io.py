@@ -110,7 +110,7 @@ def save(model: nn.Module, path: str | os.PathLike[str]) -> Path:
 def _model_record(record: Any) -> dict[str, Any]:
     """The ``model`` entry to store: the base model's spec, else a "base model required"
     record (such a checkpoint loads with ``load(path, base_model=...)``)."""
-    from hybridize.models.recognize import BASE_REQUIRED, is_spec, required_record
+    from hybridize.nets.recognize import BASE_REQUIRED, is_spec, required_record
 
     if is_spec(record):
         return dict(record)
@@ -336,7 +336,7 @@ def load(
     found = getattr(model, "hybridize_meta", None)
     current: Mapping[str, Any] = found if isinstance(found, Mapping) else {}
     if base_model is not None:
-        from hybridize.models.recognize import is_spec
+        from hybridize.nets.recognize import is_spec
 
         # a given base that has a spec upgrades a spec-less checkpoint when saved again
         if is_spec(current.get("model")):
@@ -352,7 +352,7 @@ def _rebuild(
     with the stored recipe."""
     from hybridize._trust import exactly
     from hybridize.conversion import convert as convert_regions
-    from hybridize.models import create_from_spec
+    from hybridize.nets.factory import create_from_spec
 
     # traced where the given base lives (a CUDA model stays there until map_location)
     state = base_model.state_dict() if base_model is not None else {}
@@ -388,7 +388,7 @@ def _one_line(exc: BaseException, limit: int = 200) -> str:
 
 def _refuse_spec_less(p: Path, record: Any) -> None:
     """A checkpoint without a base model spec loads only on a given base model."""
-    from hybridize.models.recognize import BASE_REQUIRED
+    from hybridize.nets.recognize import BASE_REQUIRED
 
     if isinstance(record, Mapping) and record.get("base_model") == BASE_REQUIRED:
         cls = str(record.get("class", "model"))
@@ -415,7 +415,7 @@ def _check_base(p: Path, base_model: Any) -> None:
 
 def _refuse_untrusted(p: Path, meta: Mapping[str, Any], trusted: bool) -> None:
     """Stop before reading tensors when the file names code and the caller did not opt in."""
-    from hybridize.models.factory import check_spec
+    from hybridize.nets.factory import check_spec
 
     try:
         source, name, _ = check_spec(meta["model"])
@@ -438,7 +438,7 @@ def convert(
     the base (a timm or torchvision model is recognized from its own config; anything else
     is saved as "base model required" and loads with ``load(path, base_model=...)``)."""
     from hybridize.conversion import convert as convert_regions
-    from hybridize.models.recognize import base_spec
+    from hybridize.nets.recognize import base_spec
 
     spec = base_spec(model) if isinstance(model, nn.Module) else None
     return convert_regions(model, recipe, example_input, base_spec=spec)

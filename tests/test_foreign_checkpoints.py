@@ -12,7 +12,7 @@ from torch import nn
 
 import hybridize
 from hybridize.errors import CheckpointError, ModelError
-from hybridize.models.recognize import base_spec, first_difference, spec_of
+from hybridize.nets.recognize import base_spec, first_difference, spec_of
 
 EXAMPLE = torch.zeros(1, 3, 32, 32)
 

@@ -4,6 +4,8 @@ docs/architecture.md describes."""
 from __future__ import annotations
 
 import re
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -30,3 +32,16 @@ def test_architecture_doc_lists_the_contract_layers():
     assert block, "docs/architecture.md lost its layer listing"
     documented = [line.split("#")[0].strip() for line in block.group(1).splitlines()[1:]]
     assert [line for line in documented if line] == _layers()
+
+
+def test_building_a_network_loads_no_conversion_code():
+    """nets and conversion are independent at run time too (no import hidden from the linter)."""
+    code = (
+        "import sys\n"
+        "from hybridize.nets.factory import create\n"
+        "create('has8_resnet_b32', hybrid=False)\n"
+        "create('timm:test_resnet', num_classes=3)\n"
+        "assert not [m for m in sys.modules if m.startswith('hybridize.conversion')], 'loaded'\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]

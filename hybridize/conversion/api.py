@@ -48,6 +48,8 @@ class HybridModule(fx.GraphModule):
     def __deepcopy__(self, memo: dict[int, Any]) -> HybridModule:
         # GraphModule's deepcopy keeps modules and meta but drops plain attributes
         res = super().__deepcopy__(memo)
+        if not isinstance(res, HybridModule):  # torch copies into type(self); its stub says less
+            raise TypeError(f"GraphModule.__deepcopy__ returned {type(res).__name__}")
         for attr in CARRIED_ATTRIBUTES:
             if attr in self.__dict__:
                 setattr(res, attr, copy.deepcopy(self.__dict__[attr], memo))

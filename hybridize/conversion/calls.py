@@ -149,13 +149,18 @@ def call_spec(
     return "its output is not a tensor or a tuple of tensors"
 
 
-def _is_graph_value(value: object) -> bool:
+def _is_graph_value(value: fx.node.Argument) -> bool:
     return bool(_nodes_in(value))
 
 
-def _nodes_in(value: object) -> list[fx.Node]:
+def _nodes_in(value: fx.node.Argument) -> list[fx.Node]:
     found: list[fx.Node] = []
-    fx.node.map_arg(value, lambda n: found.append(n) or n)
+
+    def visit(node: fx.Node) -> fx.Node:
+        found.append(node)
+        return node
+
+    fx.node.map_arg(value, visit)
     return found
 
 
@@ -163,9 +168,14 @@ def _describe(value: object) -> str:
     return getattr(value, "name", str(value))
 
 
-def primary_output_meta(out_meta: object, spec: CallSpec) -> object:
-    """The metadata of the output item the spiking path adds to."""
-    return out_meta if spec.out_index is None else out_meta[spec.out_index]
+def primary_output_meta(out_meta: object, spec: CallSpec) -> TensorMetadata:
+    """The metadata of the output item the spiking path adds to (:func:`call_spec` found it)."""
+    item = out_meta
+    if spec.out_index is not None and isinstance(out_meta, (tuple, list)):
+        item = out_meta[spec.out_index]
+    if not isinstance(item, TensorMetadata):
+        raise TypeError(f"output item {spec.out_index} is {type(item).__name__}, not a tensor")
+    return item
 
 
 def unfix_placeholders(gm: fx.GraphModule, param_names: list[str]) -> None:

@@ -141,7 +141,7 @@ def find_head(model: nn.Module, opaque: tuple[type, ...] = ()) -> list[str]:
 
 
 def is_activation_node(node: fx.Node, modules: dict[str, nn.Module]) -> bool:
-    if node.op == "call_module":
+    if node.op == "call_module" and isinstance(node.target, str):  # fx: a qualified name
         return is_activation_module(modules[node.target])
     if node.op == "call_function":
         return is_activation_function(node.target)

@@ -102,7 +102,10 @@ def build_region(
         result.reason = f"mode skip (target {region.target_index})"
         return None, result
     spec = call_spec(ann, call_args, call_kwargs, out_meta, batch_nodes or set(), batch_size)
-    why = spec if isinstance(spec, str) else _side_problem(ann, spec)
+    if isinstance(spec, str):  # why the region cannot host a twin
+        result.reason = spec
+        return None, result
+    why = _side_problem(ann, spec)
     if not why and s.mode == "replace" and spec.out_index is not None:
         why = "mode replace needs a single-tensor output (this block returns a tuple)"
     if why:

@@ -89,8 +89,9 @@ def graph_candidates(
 ) -> list[SegmentNodes]:
     """Segments target ``index`` selects in the traced graph."""
     select = recipe.targets[index].select
-    if select.kind == "segment":
-        return [segment_from_endpoints(gm.graph, select.segment.start, select.segment.end)]
+    if select.segment is not None:  # the one key a selector sets
+        ends = select.segment
+        return [segment_from_endpoints(gm.graph, ends.start, ends.end)]
     if select.auto == "stem":
         stem = discover.find_stem(gm, blocks)
         return [stem] if stem is not None else []
@@ -239,23 +240,23 @@ def add_segment_regions(
             )
             # a later module target takes its part of this segment; the rest stays with this one
             later = [r for r in ordered if r.target_index > index and overlap(r, region)]
-            pieces = [region]
+            pieces = [(region, segment)]
             if later:
                 for r in later:
                     r.overrides = sorted({*r.overrides, index})
                 taken = {n for n in segment.nodes if any(covers(r, n) for r in later)}
                 pieces = [
-                    region.rest(_segment_name(p, None), p) for p in segment_rest(gm, segment, taken)
+                    (region.rest(_segment_name(p, None), p), p)
+                    for p in segment_rest(gm, segment, taken)
                 ]
-            for piece in pieces:
+            for piece, piece_segment in pieces:
+                inside = set(piece_segment.nodes)
                 # an earlier region inside this one is replaced; one around it keeps the rest
                 replaced = [r for r in ordered if r.target_index < index and overlap(r, piece)]
                 ordered = [r for r in ordered if r not in replaced]
                 for r in replaced:
-                    if r.segment is not None and not set(r.segment.nodes) <= set(
-                        piece.segment.nodes
-                    ):
-                        rest = segment_rest(gm, r.segment, set(piece.segment.nodes))
+                    if r.segment is not None and not set(r.segment.nodes) <= inside:
+                        rest = segment_rest(gm, r.segment, inside)
                         ordered += [r.rest(_segment_name(p, None), p) for p in rest]
                 piece.overrides = sorted({*piece.overrides, *(r.target_index for r in replaced)})
                 ordered.append(piece)

@@ -11,6 +11,7 @@ from __future__ import annotations
 import importlib
 import sys
 from collections.abc import Callable, Iterable
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -111,6 +112,16 @@ def resolve_dotted(path: str, what: str) -> object:
         ) from None
 
 
+def _function(path: str, what: str) -> Callable[..., Any]:
+    """:func:`resolve_dotted` for a path that must name a function."""
+    found = resolve_dotted(path, what)
+    if not callable(found):
+        raise ConversionError(
+            f"{what} {path!r} is a {type(found).__name__}, not a function; name a function"
+        )
+    return found
+
+
 def class_matches(module: nn.Module, spec: str) -> bool:
     """True if ``spec`` names the module's class or one of its bases (by name or dotted path)."""
     for cls in type(module).__mro__:
@@ -150,7 +161,7 @@ def make_tracer(
     """A tracer configured from a recipe's ``trace`` section (leaf_modules, autowrap_functions)."""
     leaf_classes = list(getattr(trace_settings, "leaf_modules", None) or [])
     autowrap = [
-        resolve_dotted(path, "trace.autowrap_functions entry")
+        _function(path, "trace.autowrap_functions entry")
         for path in (getattr(trace_settings, "autowrap_functions", None) or [])
     ]
     return HybridTracer(

@@ -194,7 +194,11 @@ def _is_add(node: fx.Node) -> bool:
 
 
 def _is_lif_node(node: fx.Node, modules: dict[str, nn.Module]) -> bool:
-    return node.op == "call_module" and isinstance(modules.get(node.target), LIF)
+    return (
+        node.op == "call_module"
+        and isinstance(node.target, str)
+        and isinstance(modules.get(node.target), LIF)
+    )
 
 
 def _apply_sew(gm: fx.GraphModule, rules: _Rules, static: Collection[str] = ()) -> None:

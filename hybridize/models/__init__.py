@@ -1,13 +1,14 @@
-"""Model names -> nn.Module, weight resolvers, and the HAS-8 reference ANNs."""
+"""Model names -> nn.Module (the public face of :mod:`hybridize.nets`), and the hybrids of the
+HAS-8 reference names (:func:`create`, one layer above ``nets`` and ``conversion``)."""
 
-from hybridize.models.factory import (
+from hybridize.models.build import create
+from hybridize.nets.factory import (
     ModelError,
     adapt_head_and_stem,
-    create,
     create_from_spec,
     register_model_source,
 )
-from hybridize.models.has8 import (
+from hybridize.nets.has8 import (
     HAS8_MODELS,
     BasicBlock,
     ConvBlock,
@@ -17,8 +18,8 @@ from hybridize.models.has8 import (
     build_has8_ann,
     has8_recipe,
 )
-from hybridize.models.recognize import spec_of
-from hybridize.models.weights import load_weights_file
+from hybridize.nets.recognize import spec_of
+from hybridize.nets.weights import load_weights_file
 
 __all__ = [
     "HAS8_MODELS",

@@ -438,3 +438,10 @@ def test_tracing_leaves_no_constants_on_the_model():
     fresh = hybridize.convert(WithConstant(), recipe, example_input=X)
     again = hybridize.convert(model, recipe, example_input=X)
     assert list(again.state_dict()) == list(fresh.state_dict())
+
+
+def test_autowrap_entry_that_is_not_a_function_is_refused(net):
+    recipe = {"targets": [{"select": {"auto": "blocks"}}], "trace": {"autowrap_functions": []}}
+    recipe["trace"]["autowrap_functions"] = ["torch.pi"]  # a float
+    with pytest.raises(ConversionError, match=r"'torch.pi' is a float, not a function"):
+        hybridize.convert(net, recipe, example_input=X)

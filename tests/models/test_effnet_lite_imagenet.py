@@ -15,7 +15,7 @@ import pytest
 import torch
 
 from hybridize.models import create
-from hybridize.models.weights import offline_weights_path
+from hybridize.nets.weights import offline_weights_path
 
 pytestmark = pytest.mark.slow
 

@@ -9,7 +9,7 @@ import pytest
 import torch
 from torch import nn
 
-import hybridize.models.weights as W
+import hybridize.nets.weights as W
 from hybridize.errors import HybridizeError, WeightsError
 from hybridize.models import ModelError, create, create_from_spec, load_weights_file
 

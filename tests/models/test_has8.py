@@ -9,7 +9,7 @@ import torch
 from torch import nn
 
 from hybridize.models import build_has8_ann, create, has8_recipe
-from hybridize.models.has8 import BasicBlock, ConvBlock
+from hybridize.nets.has8 import BasicBlock, ConvBlock
 
 
 def _convert_ready() -> bool:
@@ -220,3 +220,21 @@ def test_hybrid_meta_rebuilds_from_ann_spec() -> None:
     assert meta["model"]["kwargs"]["hybrid"] is False
     assert model.hybridize_spec["kwargs"]["hybrid"] is True
     assert model.hybridize_spec["kwargs"]["recipe"] == "has8-released"
+
+
+def test_nets_builds_the_ann_and_leaves_the_hybrid_to_models():
+    from hybridize.errors import ModelError
+    from hybridize.nets.factory import create as build
+
+    with pytest.raises(ModelError, match=r"hybrid=True is built by hybridize\.models\.create"):
+        build("has8_vgg_b16")
+    torch.manual_seed(0)
+    ann = build("has8_vgg_b16", hybrid=False, num_classes=3)
+    torch.manual_seed(0)
+    hybrid = create("has8_vgg_b16", num_classes=3)
+    # the hybrid converts that same ANN: its recorded base spec is the ANN's
+    assert hybrid.hybridize_meta["model"] == ann.hybridize_spec
+    assert hybrid.hybridize_spec == {
+        **ann.hybridize_spec,
+        "kwargs": {**ann.hybridize_spec["kwargs"], "hybrid": True, "recipe": "has8"},
+    }

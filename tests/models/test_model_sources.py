@@ -10,10 +10,10 @@ from hybridize.models import (
     adapt_head_and_stem,
     create,
     create_from_spec,
-    factory,
     register_model_source,
 )
-from hybridize.models.factory import check_spec
+from hybridize.nets import factory
+from hybridize.nets.factory import check_spec
 
 
 @pytest.fixture

@@ -18,7 +18,7 @@ import torch
 
 from hybridize.errors import WeightsError
 from hybridize.models import create
-from hybridize.models import weights as W
+from hybridize.nets import weights as W
 
 TIMEOUT = "0.3"  # seconds per network wait in these tests
 

@@ -151,7 +151,7 @@ def _quiet() -> Iterator[None]:
 def _rebuild(spec: dict[str, Any], cpu: bool) -> nn.Module:
     """The model a checkpoint with ``spec`` rebuilds: on the meta device when the constructor
     allows (no memory, no init), else on the CPU when ``cpu``."""
-    from hybridize.models.factory import create_from_spec
+    from hybridize.nets.factory import create_from_spec
 
     with _quiet():
         try:
@@ -268,7 +268,7 @@ def _as_tuple(value: Any) -> Any:
 def _torchvision_spec(model: nn.Module) -> dict[str, Any]:
     import torchvision
 
-    from hybridize.models.factory import _first_conv, _num_classes
+    from hybridize.nets.factory import _first_conv, _num_classes
 
     cls = type(model)
     names = [

@@ -2,7 +2,8 @@
 
 Names: a timm name (``resnet18``, optionally ``timm:resnet18``), ``torchvision:NAME``, a Python
 entry point ``package.module:callable``, or a HAS-8 reference name (``has8_vgg_b16``...). Each
-source is a builder function registered with :func:`register_model_source`.
+source is a builder function registered with :func:`register_model_source`. A HAS-8 name builds
+its ANN here; :func:`hybridize.models.create` converts it into the hybrid (``hybrid=True``).
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ import math
 import os
 import re
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -22,8 +24,8 @@ from torch import nn
 
 from hybridize._util import state_mismatch
 from hybridize.errors import ModelError, WeightsError
-from hybridize.models import weights as W
-from hybridize.models.has8 import HAS8_MODELS, build_has8_ann, has8_recipe, recipe_compat
+from hybridize.nets import weights as W
+from hybridize.nets.has8 import HAS8_MODELS, build_has8_ann
 
 logger = logging.getLogger("hybridize")
 
@@ -88,21 +90,17 @@ def create(
     in_chans: int | None = None,
     **kwargs: Any,
 ) -> nn.Module:
-    """Build a model by name; ``model.hybridize_spec`` records how to rebuild it.
+    """Build a plain model by name; ``model.hybridize_spec`` records how to rebuild it.
 
     ``weights=PATH`` loads a local state_dict (wins over ``pretrained``); ``pretrained=True``
     tries the offline resolvers, then the hub when reachable. ``num_classes`` different from
     the weights' head replaces the head; ``in_chans`` adapts the stem conv (timm's rule).
-    HAS-8 names take ``hybrid=True`` (default: convert with the reference recipe),
-    ``recipe="has8"`` (the base recipe whose defaults the reference recipe keeps) and
-    ``compat`` (``"has8-released"``: the released code's layout; implied by a recipe whose
-    encoder sets that compat).
+    HAS-8 names build the ANN here and need ``hybrid=False``; they also take ``compat``
+    (``"has8-released"``: the released code's layout). :func:`hybridize.models.create` is the
+    public entry: it builds the hybrid of a HAS-8 name.
     """
     source, model_name = _parse(name)
-    if num_classes is not None and (not isinstance(num_classes, int) or num_classes < 0):
-        raise ModelError(f"num_classes must be a non-negative integer, got {num_classes!r}")
-    if in_chans is not None and (not isinstance(in_chans, int) or in_chans < 1):
-        raise ModelError(f"in_chans must be a positive integer, got {in_chans!r}")
+    check_sizes(num_classes, in_chans)
     builder = _SOURCES[source]
     model, where = builder(model_name, pretrained, weights, num_classes, in_chans, dict(kwargs))
     logger.info("model %s (%s): weights from %s", model_name, source, where)
@@ -111,11 +109,28 @@ def create(
         kw = _spec_kwargs(model, kwargs, in_chans)
         spec = {"source": source, "name": model_name, "kwargs": kw}
     spec["weights_source"] = where
-    _record_spec(model, spec)
+    record_spec(model, spec)
     return model
 
 
-def _record_spec(model: nn.Module, spec: dict[str, Any]) -> None:
+def check_sizes(num_classes: Any, in_chans: Any) -> None:
+    """Refuse a ``num_classes`` or ``in_chans`` that is not a count (None: keep the model's)."""
+    if num_classes is not None and (not isinstance(num_classes, int) or num_classes < 0):
+        raise ModelError(f"num_classes must be a non-negative integer, got {num_classes!r}")
+    if in_chans is not None and (not isinstance(in_chans, int) or in_chans < 1):
+        raise ModelError(f"in_chans must be a positive integer, got {in_chans!r}")
+
+
+def recorded_spec(model: nn.Module) -> dict[str, Any]:
+    """The spec :func:`create` attached to ``model`` (its ``hybridize_spec``)."""
+    spec = vars(model).get("hybridize_spec")
+    if not isinstance(spec, dict):
+        raise ModelError(f"{type(model).__name__} carries no hybridize_spec; build it with create")
+    return spec
+
+
+def record_spec(model: nn.Module, spec: dict[str, Any]) -> None:
+    """Attach ``spec`` (source, name, kwargs, weights_source) as ``model.hybridize_spec``."""
     model.hybridize_spec = spec  # type: ignore[assignment]  # a plain attribute
 
 
@@ -612,7 +627,7 @@ def _build_entrypoint(
         raise WeightsError(
             f"entry point {name!r} has no known pretrained weights; pass --weights FILE"
         )
-    _record_spec(model, {"source": "entrypoint", "name": name, "kwargs": _spec_kwargs_raw(extra)})
+    record_spec(model, {"source": "entrypoint", "name": name, "kwargs": _spec_kwargs_raw(extra)})
     return model, where
 
 
@@ -621,6 +636,30 @@ def _spec_kwargs_raw(kwargs: dict[str, Any]) -> dict[str, Any]:
         bad = [k for k, v in kwargs.items() if not _json_ok(v)]
         raise ModelError(f"constructor arguments {bad} are not JSON values; pass plain values")
     return dict(kwargs)
+
+
+@dataclass(frozen=True)
+class Has8Options:
+    """The keyword arguments a HAS-8 name takes besides ``num_classes`` and ``in_chans``."""
+
+    hybrid: bool
+    recipe: Any  # the base recipe whose defaults the reference recipe keeps
+    compat: str | None
+
+
+def has8_options(name: str, kwargs: dict[str, Any]) -> Has8Options:
+    """Pop ``hybrid`` (default True), ``recipe`` (default "has8") and ``compat`` from the
+    keyword arguments of a HAS-8 name; anything else left over is an error."""
+    options = Has8Options(
+        hybrid=bool(kwargs.pop("hybrid", True)),
+        recipe=kwargs.pop("recipe", "has8"),
+        compat=kwargs.pop("compat", None),
+    )
+    if kwargs:
+        raise ModelError(
+            f"{name} takes num_classes, in_chans, hybrid, recipe, compat; got {sorted(kwargs)}"
+        )
+    return options
 
 
 @register_model_source("has8", prefix=False)
@@ -632,19 +671,16 @@ def _build_has8(
     in_chans: int | None,
     kwargs: dict[str, Any],
 ) -> tuple[nn.Module, str]:
-    hybrid = kwargs.pop("hybrid", True)
-    base_recipe = kwargs.pop("recipe", "has8")
-    compat = kwargs.pop("compat", None)
-    if kwargs:
+    """The reference ANN; its hybrid is :func:`hybridize.models.create`'s job."""
+    options = has8_options(name, kwargs)
+    if options.hybrid:
         raise ModelError(
-            f"{name} takes num_classes, in_chans, hybrid, recipe, compat; got {sorted(kwargs)}"
+            f"{name} with hybrid=True is built by hybridize.models.create (it converts the ANN); "
+            "this layer builds the ANN only: pass hybrid=False"
         )
     classes = 10 if num_classes is None else num_classes
     chans = 3 if in_chans is None else in_chans
-    recipe = has8_recipe(name, base_recipe) if hybrid else None
-    if compat is None and recipe is not None:
-        compat = recipe_compat(recipe)  # the released recipe implies the released layout
-    ann = build_has8_ann(name, num_classes=classes, in_chans=chans, compat=compat)
+    ann = build_has8_ann(name, num_classes=classes, in_chans=chans, compat=options.compat)
     where = "none (random init)"
     if weights is not None:
         where = f"file {os.fspath(weights)} (ANN)"
@@ -654,22 +690,9 @@ def _build_has8(
             f"{name} has no published weights; pass --weights FILE or pretrained=False"
         )
     ann_kwargs: dict[str, Any] = {"num_classes": classes, "in_chans": chans, "hybrid": False}
-    ann_spec = {"source": "has8", "name": name, "kwargs": ann_kwargs, "weights_source": where}
-    if compat is not None:
-        ann_kwargs["compat"] = compat
-    _record_spec(ann, ann_spec)
-    if not hybrid:
-        return ann, where
-    from hybridize.conversion import convert
-
-    # 32x32 is the smallest input the five VGG poolings accept; convert only traces with it
-    model = convert(ann, recipe, example_input=torch.zeros(1, chans, 32, 32))
-    meta = getattr(model, "hybridize_meta", None)
-    if isinstance(meta, dict) and not meta.get("model"):
-        meta["model"] = {k: v for k, v in ann_spec.items() if k != "weights_source"}
-    hybrid_kwargs = {**ann_kwargs, "hybrid": True}
-    spec = {**ann_spec, "kwargs": hybrid_kwargs}
-    if isinstance(base_recipe, str):
-        hybrid_kwargs["recipe"] = base_recipe
-    _record_spec(model, spec)
-    return model, where
+    if options.compat is not None:
+        ann_kwargs["compat"] = options.compat
+    record_spec(
+        ann, {"source": "has8", "name": name, "kwargs": ann_kwargs, "weights_source": where}
+    )
+    return ann, where
