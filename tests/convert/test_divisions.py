@@ -134,6 +134,7 @@ class _Lambda(nn.Module):
         (lambda m, x: x / x.shape[-1], False),
         (lambda m, x: x.softmax(-1), False),  # fused: bounded gradient
         (lambda m, x: F.layer_norm(x, (4,)), False),
+        (lambda m, x: F.normalize(x, dim=-1), False),
     ],
 )
 def test_divisions_by_the_input_are_found(fn, found):
