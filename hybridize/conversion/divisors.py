@@ -7,27 +7,28 @@ the time, so a divisor computed from them sits at its epsilon (linear attention'
 flows through the zeros: the quotient is 0 in the forward and ``1 / eps`` in the backward
 (docs/conversion.md, "Regions that divide by their input"). Such a region gets no twin.
 
-The check runs the ANN region once on "meta" tensors (shapes only, no arithmetic, no memory)
-under a torch function mode that follows which tensors are computed from the first input, and
-records every division whose divisor is one of them: ``/``, ``div``, ``true_divide``,
-``reciprocal``, ``rsqrt`` (a division by ``sqrt``). Fused kernels (``softmax``, ``layer_norm``,
-``batch_norm``, ``normalize``) are single ops whose gradients stay bounded, and are not divisions
-here. Divisions by constants, parameters or shapes are not either.
+The check runs a copy of the ANN region once on "meta" tensors (shapes only, no arithmetic,
+no memory) under a torch function mode that follows which tensors are computed from the first
+input, and records every division whose divisor is one of them: ``/``, ``div``,
+``true_divide``, ``reciprocal``, ``rsqrt`` (a division by ``sqrt``). Fused ops (``softmax``,
+``layer_norm``, ``batch_norm``, ``normalize``) are single calls here, not divisions; so are
+divisions by constants, parameters or shapes.
 """
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Callable
 from typing import Any
 
 import torch
 from torch import fx, nn
-from torch.func import functional_call
 from torch.fx.passes.shape_prop import TensorMetadata
 from torch.overrides import TorchFunctionMode
 from torch.utils import _pytree as pytree
 
 from hybridize._util import first_line
+from hybridize.conversion.trace import SCALAR_META
 
 # Torch function names whose divisor is the second operand (``a / b``, ``a.div(b)``) ...
 _DIVISOR_SECOND = frozenset({"div", "div_", "divide", "divide_", "true_divide", "true_divide_"})
@@ -75,15 +76,28 @@ class _FollowInput(TorchFunctionMode):
 
 
 def _meta_value(value: Any) -> Any:
-    """A graph argument as a meta tensor of its recorded shape (constants pass through)."""
+    """A graph argument as a meta tensor of its recorded shape, or its recorded number
+    (constants pass through)."""
 
     def to_meta(node: fx.Node) -> Any:
         meta = node.meta.get("tensor_meta")
         if not isinstance(meta, TensorMetadata):
-            raise TypeError(f"{node.name} has no recorded tensor shape")
+            if SCALAR_META in node.meta:  # a number or a size read off a shape
+                return node.meta[SCALAR_META]
+            raise TypeError(f"{node.name} has no recorded tensor shape or value")
         return torch.empty(meta.shape, dtype=meta.dtype, device="meta")
 
     return fx.node.map_arg(value, to_meta)
+
+
+def _meta_copy(module: nn.Module) -> nn.Module:
+    """A copy of ``module`` whose parameters and buffers are meta tensors (no data is copied);
+    what the probe caches or updates (BN statistics, bias caches) stays in the copy."""
+    memo: dict[int, Any] = {}
+    for t in [*module.parameters(), *module.buffers()]:
+        meta = torch.empty_like(t, device="meta")
+        memo[id(t)] = nn.Parameter(meta, t.requires_grad) if isinstance(t, nn.Parameter) else meta
+    return copy.deepcopy(module, memo)
 
 
 def input_divisions(ann: nn.Module, call_args: tuple, call_kwargs: dict) -> list[str] | str:
@@ -97,13 +111,7 @@ def input_divisions(ann: nn.Module, call_args: tuple, call_kwargs: dict) -> list
         return f"not checked for divisions ({exc})"
     if not args or not isinstance(args[0], torch.Tensor):
         return "not checked for divisions (the input is not a tensor)"
-    state = {
-        name: torch.empty_like(t, device="meta")
-        for name, t in [
-            *ann.named_parameters(remove_duplicate=False),
-            *ann.named_buffers(remove_duplicate=False),
-        ]
-    }
+    probe = _meta_copy(ann)
     stack: list[str] = []
 
     def enter(name: str) -> Callable[..., None]:
@@ -112,18 +120,14 @@ def input_divisions(ann: nn.Module, call_args: tuple, call_kwargs: dict) -> list
     def leave(*_: object) -> None:  # a hook that returned a value would replace the output
         stack.pop()
 
-    handles = []
-    for name, module in ann.named_modules():
+    for name, module in probe.named_modules():
         if name:
-            handles.append(module.register_forward_pre_hook(enter(name)))
-            handles.append(module.register_forward_hook(leave))
+            module.register_forward_pre_hook(enter(name))
+            module.register_forward_hook(leave)
     mode = _FollowInput(args[0], lambda: stack[-1] if stack else "")
     try:
         with torch.no_grad(), mode:
-            functional_call(ann, state, args, kwargs)
+            probe(*args, **kwargs)
     except Exception as exc:  # a region meta tensors cannot run (data-dependent control flow)
         return f"not checked for divisions ({first_line(exc, 100)})"
-    finally:
-        for h in handles:
-            h.remove()
     return mode.found

@@ -156,3 +156,39 @@ def test_a_region_meta_tensors_cannot_run_is_reported_not_checked():
 
     where = input_divisions(_Lambda(data_dependent), (_meta_node((2, 4)),), {})
     assert isinstance(where, str) and where.startswith("not checked for divisions")
+
+
+class _SizedNormBlock(nn.Module):
+    """Takes the feature size as an integer side input and divides by a sum of activations."""
+
+    def __init__(self, c: int) -> None:
+        super().__init__()
+        self.conv1 = nn.Conv2d(c, c, 1)
+        self.conv2 = nn.Conv2d(c, c, 1)
+        self.act = nn.ReLU()
+
+    def forward(self, x, size):
+        h, w = size
+        y = self.act(self.conv1(x))
+        return x + self.conv2(y / (y.sum((2, 3), keepdim=True) / (h * w) + 1e-5))
+
+
+class _SizedNet(nn.Module):
+    def __init__(self, c: int = 8) -> None:
+        super().__init__()
+        self.stem = nn.Conv2d(3, c, 3, padding=1)
+        self.blocks = nn.ModuleList([_SizedNormBlock(c), _SizedNormBlock(c)])
+
+    def forward(self, x):
+        x = self.stem(x)
+        for block in self.blocks:
+            x = block(x, x.shape[2:])
+        return x.mean((2, 3))
+
+
+def test_a_region_with_an_integer_side_input_is_checked():
+    plan = hybridize.plan(_SizedNet(), "has8", example_input=torch.randn(1, 3, 8, 8))
+    rows = {r.region.name: r for r in plan.rows}
+    for name in ("blocks.0", "blocks.1"):
+        assert rows[name].status == "skipped"
+        assert "divides by a value computed from its input (div)" in rows[name].reason
