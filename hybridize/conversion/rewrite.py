@@ -17,6 +17,7 @@ from hybridize.conversion.calls import (
     primary_output_meta,
     unfix_placeholders,
 )
+from hybridize.conversion.divisors import input_divisions
 from hybridize.conversion.segment import extract
 from hybridize.conversion.select import Region
 from hybridize.conversion.trace import HybridTracer, trace
@@ -111,6 +112,14 @@ def build_region(
     if why:
         result.reason = why
         return None, result
+    divisions = input_divisions(ann, call_args, call_kwargs)
+    if isinstance(divisions, list) and divisions:
+        more = f" and {len(divisions) - 1} more" if len(divisions) > 1 else ""
+        result.reason = (
+            f"divides by a value computed from its input ({divisions[0]}{more}); in a twin that "
+            "divisor is a sum of sparse spike trains, near 0, and its gradient near 1/eps"
+        )
+        return None, result
     fixed, param_names = _twin_trace_args(ann, spec, call_args, call_kwargs)
 
     def trace_twin(module: nn.Module) -> fx.GraphModule:
@@ -133,7 +142,8 @@ def build_region(
         static_inputs={side.label for side in spec.twin_inputs if not side.fold},
     )
     rest = f"rest of {region.split_from}" if region.split_from else ""
-    report.note = "; ".join(n for n in (rest, spec.note(), report.note) if n)
+    unchecked = divisions if isinstance(divisions, str) else ""
+    report.note = "; ".join(n for n in (rest, spec.note(), report.note, unchecked) if n)
     result.twin_report = report
     if not report.activations:
         result.reason = "no activation inside to turn into a spiking neuron"

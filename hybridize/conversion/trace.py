@@ -252,15 +252,33 @@ def trace(
     return gm
 
 
+SCALAR_META = "scalar_value"
+
+
+def _is_scalar(value: object) -> bool:
+    if isinstance(value, (tuple, list)):
+        return all(_is_scalar(v) for v in value)
+    return isinstance(value, (bool, int, float))
+
+
 def shape_propagate(gm: fx.GraphModule, example: torch.Tensor) -> None:
-    """Record each node's output shape in ``node.meta['tensor_meta']`` (eval mode, no grad)."""
+    """Record each node's output shape in ``node.meta['tensor_meta']``, and plain Python
+    numbers (a height read off a shape, a size tuple) in ``node.meta[SCALAR_META]`` (eval
+    mode, no grad)."""
     from torch.fx.passes.shape_prop import ShapeProp
+
+    class _Prop(ShapeProp):
+        def run_node(self, n: fx.Node) -> Any:
+            result = super().run_node(n)
+            if _is_scalar(result):
+                n.meta[SCALAR_META] = result
+            return result
 
     was_training = gm.training
     gm.eval()
     try:
         with torch.no_grad():
-            ShapeProp(gm).propagate(example)
+            _Prop(gm).propagate(example)
     except Exception as exc:
         raise ConversionError(
             f"the traced model does not run on an example input of shape {tuple(example.shape)}: "
