@@ -96,6 +96,7 @@ def convert(
         weights=weights,
         num_classes=num_classes,
         in_chans=in_chans,
+        hybrid=False,  # the recipe makes the hybrid, also for HAS-8 names
     )
     source = (getattr(base, "hybridize_spec", None) or {}).get("weights_source", "unknown")
     console.print(f"model {model}: weights from {source}")

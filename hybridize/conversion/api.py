@@ -141,6 +141,13 @@ def _convert(
     recipe_obj: Recipe = load_recipe(recipe)
     if not isinstance(model, nn.Module):
         raise ConversionError(f"convert expects an nn.Module, got {type(model).__name__}")
+    fused = sum(isinstance(m, (FusionBlock, SpikingBranch)) for m in model.modules())
+    if fused:
+        # a second conversion would give the twins twins of their own
+        raise ConversionError(
+            f"{type(model).__name__} is already a hybrid ({fused} spiking modules); convert the "
+            "plain network (for a HAS-8 name: create_model(name, hybrid=False))"
+        )
     # how a checkpoint rebuilds the base: given by the caller (hybridize.convert recognizes
     # models hybridize did not build), else the spec hybridize.models.create attached
     spec = base_spec if base_spec is not None else getattr(model, "hybridize_spec", None)

@@ -13,6 +13,7 @@ import torch
 from torch import nn
 
 from hybridize.conversion import convert
+from hybridize.errors import ModelError
 from hybridize.nets import factory
 from hybridize.nets.has8 import HAS8_MODELS, has8_recipe, recipe_compat
 
@@ -30,12 +31,21 @@ def create(
     ``weights=PATH`` loads a local state_dict (wins over ``pretrained``); ``pretrained=True``
     tries the offline resolvers, then the hub when reachable. ``num_classes`` different from
     the weights' head replaces the head; ``in_chans`` adapts the stem conv (timm's rule).
-    HAS-8 names take ``hybrid=True`` (default: convert with the reference recipe),
+    ``hybrid=False`` asks for the plain network under any name. HAS-8 names take
+    ``hybrid=True`` (their default: convert with the reference recipe),
     ``recipe="has8"`` (the base recipe whose defaults the reference recipe keeps) and
     ``compat`` (``"has8-released"``: the released code's layout; implied by a recipe whose
     encoder sets that compat).
     """
-    if name not in HAS8_MODELS or not kwargs.get("hybrid", True):
+    hybrid = kwargs.get("hybrid", name in HAS8_MODELS)
+    if name not in HAS8_MODELS:
+        if hybrid:
+            raise ModelError(
+                f"{name} has no reference hybrid (only HAS-8 names do); build it with "
+                "hybrid=False or without hybrid, then hybridize.convert(model, recipe)"
+            )
+        kwargs.pop("hybrid", None)
+    if not hybrid:
         return factory.create(name, pretrained, weights, num_classes, in_chans, **kwargs)
     factory.check_sizes(num_classes, in_chans)
     options = factory.has8_options(name, dict(kwargs))

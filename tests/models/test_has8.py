@@ -238,3 +238,44 @@ def test_nets_builds_the_ann_and_leaves_the_hybrid_to_models():
         **ann.hybridize_spec,
         "kwargs": {**ann.hybridize_spec["kwargs"], "hybrid": True, "recipe": "has8"},
     }
+
+
+def test_converting_a_hybrid_again_is_refused():
+    import hybridize
+    from hybridize.errors import ConversionError
+
+    hybrid = create("has8_vgg_b16", num_classes=3)
+    with pytest.raises(ConversionError, match=r"already a hybrid .*hybrid=False"):
+        hybridize.convert(hybrid, "has8", example_input=torch.zeros(1, 3, 32, 32))
+
+
+def test_hybrid_flag_for_names_without_a_reference_hybrid():
+    from hybridize.errors import ModelError
+
+    torch.manual_seed(0)
+    plain = create("test_resnet", num_classes=3, hybrid=False)
+    torch.manual_seed(0)
+    default = create("test_resnet", num_classes=3)
+    assert plain.hybridize_spec == default.hybridize_spec
+    assert all(
+        torch.equal(a, b)
+        for a, b in zip(plain.state_dict().values(), default.state_dict().values())
+    )
+    with pytest.raises(ModelError, match="no reference hybrid"):
+        create("test_resnet", num_classes=3, hybrid=True)
+
+
+def test_cli_convert_of_a_has8_name_converts_the_plain_network_once(tmp_path, capsys):
+    import hybridize
+    from hybridize_cli.main import main_entry
+
+    out = tmp_path / "vgg.safetensors"
+    argv = ["convert", "has8_vgg_b16", "--recipe", "has8", "--no-pretrained"]
+    code = main_entry([*argv, "--num-classes", "3", "--img-size", "32", "-o", str(out)])
+    assert code == 0, capsys.readouterr().err
+    loaded = hybridize.load(out)
+    plain = create("has8_vgg_b16", num_classes=3, hybrid=False)
+    direct = hybridize.convert(plain, "has8", example_input=torch.zeros(1, 3, 32, 32))
+    # a second conversion of the reference hybrid would nest twins and add parameters
+    assert n_params(loaded) == n_params(direct) < 2 * n_params(plain)
+    assert len(_twins(loaded)) == len(_twins(direct))
