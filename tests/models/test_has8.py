@@ -259,7 +259,7 @@ def test_hybrid_flag_for_names_without_a_reference_hybrid():
     assert plain.hybridize_spec == default.hybridize_spec
     assert all(
         torch.equal(a, b)
-        for a, b in zip(plain.state_dict().values(), default.state_dict().values())
+        for a, b in zip(plain.state_dict().values(), default.state_dict().values(), strict=True)
     )
     with pytest.raises(ModelError, match="no reference hybrid"):
         create("test_resnet", num_classes=3, hybrid=True)
