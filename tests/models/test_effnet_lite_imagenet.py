@@ -20,14 +20,6 @@ from hybridize.nets.weights import offline_weights_path
 pytestmark = pytest.mark.slow
 
 
-def _convert_ready() -> bool:
-    try:
-        from hybridize.conversion import convert  # noqa: F401
-    except ImportError:
-        return False
-    return True
-
-
 def _images() -> list[tuple[Path, int]]:
     spec = importlib.util.find_spec("foolbox")  # data files only: never import foolbox
     if spec is None or not spec.submodule_search_locations:
@@ -65,7 +57,6 @@ def test_original_gets_18_of_20(batch_and_model) -> None:
     assert correct == 18
 
 
-@pytest.mark.skipif(not _convert_ready(), reason="hybridize.convert not ready")
 def test_has8_finetune_gate0_keeps_predictions(batch_and_model) -> None:
     import hybridize
 

@@ -12,17 +12,6 @@ from hybridize.models import build_has8_ann, create, has8_recipe
 from hybridize.nets.has8 import BasicBlock, ConvBlock
 
 
-def _convert_ready() -> bool:
-    try:
-        from hybridize.conversion import convert  # noqa: F401
-    except ImportError:
-        return False
-    return True
-
-
-requires_convert = pytest.mark.skipif(not _convert_ready(), reason="hybridize.convert not ready")
-
-
 def n_params(module: nn.Module) -> int:
     return sum(p.numel() for p in module.parameters())
 
@@ -169,14 +158,12 @@ def _twins(model: nn.Module) -> list[nn.Module]:
     return [m.branch for m in model.modules() if isinstance(m, FusionBlock)]
 
 
-@requires_convert
 @pytest.mark.parametrize("name", list(PAPER_MILLIONS))
 def test_hybrid_parameter_counts(name: str) -> None:
     model = create(name)
     assert round(n_params(model) / 1e6, 2) == PAPER_MILLIONS[name]
 
 
-@requires_convert
 def test_vgg_hybrid_structure_and_forward() -> None:
     from hybridize.spiking import LIF
 
@@ -195,7 +182,6 @@ def test_vgg_hybrid_structure_and_forward() -> None:
     assert all(p.grad is not None for p in model.parameters() if p.requires_grad)
 
 
-@requires_convert
 @pytest.mark.parametrize("name,downsamples", [("has8_resnet_b32", 4), ("has8_resnet_b64", 3)])
 def test_resnet_hybrid_twins(name: str, downsamples: int) -> None:
     from hybridize.spiking import LIF
@@ -210,7 +196,6 @@ def test_resnet_hybrid_twins(name: str, downsamples: int) -> None:
     assert model(torch.rand(2, 3, 32, 32)).shape == (2, 10)
 
 
-@requires_convert
 def test_hybrid_meta_rebuilds_from_ann_spec() -> None:
     model = create("has8_resnet_b32", num_classes=4, recipe="has8-released")
     meta = model.hybridize_meta
