@@ -351,3 +351,22 @@ def test_planes_of_an_input_without_gradient_are_saved_as_bits():
             assert first_conv_input.shape == (12 * 2 * 25 // 8,)
         else:
             assert first_conv_input.shape == (12, 2, 5, 5)
+
+
+def test_kernel_build_does_not_log_the_cuda_home_probe():
+    """Importing torch.utils.cpp_extension logs 'No CUDA runtime is found' where CUDA files exist
+    without a GPU (as here); the kernels' first build imports it with that logger muted."""
+    import subprocess
+    import sys
+
+    code = (
+        "import logging; logging.basicConfig()\n"
+        "from hybridize.spiking.kernels._select import _import_cpp_extension_quietly as quiet\n"
+        "quiet()\n"
+        "import torch.utils.cpp_extension\n"
+        "print(logging.getLogger('torch.utils.cpp_extension').level)\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert "No CUDA runtime" not in done.stderr
+    assert done.stdout.strip() == "0"  # the logger's level is given back

@@ -12,7 +12,10 @@ Inside an outer torch.compile or an export the eager ops are used (the outer com
 
 from __future__ import annotations
 
+import importlib
+import logging
 import os
+import sys
 import types
 import warnings
 from collections.abc import Callable, Iterator
@@ -97,6 +100,21 @@ def _fresh(fn: Callable[..., Any], tag: str) -> Callable[..., Any]:
     return types.FunctionType(code, fn.__globals__, code.co_name, fn.__defaults__, fn.__closure__)
 
 
+def _import_cpp_extension_quietly() -> None:
+    """Inductor's CPU build imports ``torch.utils.cpp_extension``, whose import logs "No CUDA
+    runtime is found" on a machine with CUDA files but no GPU; the CPU kernels need no CUDA, so
+    the first import happens here with that one logger muted."""
+    if "torch.utils.cpp_extension" in sys.modules:
+        return
+    log = logging.getLogger("torch.utils.cpp_extension")
+    level = log.level
+    log.setLevel(logging.ERROR)
+    try:
+        importlib.import_module("torch.utils.cpp_extension")
+    finally:
+        log.setLevel(level)
+
+
 def run_kernel(key: tuple, fn: Callable[..., Any], *args: Any) -> Any:
     """Run the compiled form of the pure function ``fn`` (built once per ``key``; dynamic shapes,
     so one build per dtype). If compiling fails under ``auto`` the failure is remembered, warned
@@ -105,6 +123,7 @@ def run_kernel(key: tuple, fn: Callable[..., Any], *args: Any) -> Any:
         return fn(*args)
     kernel = _compiled.get(key)
     if kernel is None:
+        _import_cpp_extension_quietly()
         kernel = torch.compile(
             _fresh(fn, str(len(_compiled))),
             dynamic=True,
