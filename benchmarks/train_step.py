@@ -1,11 +1,14 @@
 """Train-step time of a model and its hybrid with eager ops and with the fused kernels,
 interleaved in one process (ANN, hybrid eager, hybrid fused, ANN, ...) so that a shared
 machine's load drift hits all three alike; prints the medians and the hybrid/ANN ratios.
-``--profile`` then profiles one more step of each (torch.profiler) and splits its CPU time into
-convolution, BatchNorm, the fused kernels (by name) and the rest.
+``--eval`` also times an eval pass (eval mode, no grad) of each, interleaved the same way, and
+prints images per second. ``--profile`` then profiles one more step of each (torch.profiler) and
+splits its CPU time into convolution, BatchNorm, the fused kernels (by name) and the rest (with
+``--eval``, one eval pass too).
 
     .venv/bin/python benchmarks/train_step.py --model tf_efficientnet_lite0 \
-        --recipe has8-finetune --img-size 64 --batch-size 32 --rounds 5 --threads 1 [--profile]
+        --recipe has8-finetune --img-size 64 --batch-size 32 --rounds 5 --threads 1 \
+        [--eval] [--profile]
 """
 
 from __future__ import annotations
@@ -31,6 +34,18 @@ def train_step(model, opt, x, y) -> float:
     return time.perf_counter() - start
 
 
+def eval_pass(model, x) -> float:
+    """Seconds of one forward in eval mode without grad (the model is left in train mode)."""
+    model.eval()
+    try:
+        start = time.perf_counter()
+        with torch.no_grad():
+            model(x)
+        return time.perf_counter() - start
+    finally:
+        model.train()
+
+
 # aten ops by part of a train step (self CPU time); the fused kernels are the profiler ranges
 # "hybridize::<kernel>" that run_kernel opens (their total time, compiled code included)
 PARTS = {
@@ -43,10 +58,13 @@ PARTS = {
 }
 
 
-def profile_step(model, opt, x, y) -> dict[str, float]:
-    """CPU seconds of one train step by part (see PARTS), the rest as "other"."""
+def profile_step(model, opt, x, y, *, evaluate: bool = False) -> dict[str, float]:
+    """CPU seconds of one train step (or eval pass) by part (see PARTS), the rest as "other"."""
     with torch.profiler.profile() as prof:
-        train_step(model, opt, x, y)
+        if evaluate:
+            eval_pass(model, x)
+        else:
+            train_step(model, opt, x, y)
     parts: dict[str, float] = {}
     total = 0.0
     for e in prof.key_averages():
@@ -68,6 +86,7 @@ def main() -> None:
     p.add_argument("--batch-size", type=int, default=32)
     p.add_argument("--rounds", type=int, default=5)
     p.add_argument("--threads", type=int, default=None)
+    p.add_argument("--eval", action="store_true", help="also time eval passes (no grad)")
     p.add_argument("--profile", action="store_true", help="split one more step's CPU time")
     p.add_argument("--json", default=None)
     args = p.parse_args()
@@ -93,15 +112,20 @@ def main() -> None:
     }
     opts = {name: torch.optim.AdamW(m.parameters(), lr=1e-5) for name, (m, _) in runs.items()}
     times: dict[str, list[float]] = {name: [] for name in runs}
+    eval_times: dict[str, list[float]] = {name: [] for name in runs}
     first: dict[str, float] = {}
     for r in range(args.rounds + 1):  # round 0 warms up (and builds the kernels)
         for name, (model, backend) in runs.items():
             with kernel_backend_override(backend):
                 t = train_step(model, opts[name], x, y)
+                if args.eval:
+                    t_eval = eval_pass(model, x)
             if r == 0:
                 first[name] = t
             else:
                 times[name].append(t)
+                if args.eval:
+                    eval_times[name].append(t_eval)
     med = {name: statistics.median(v) for name, v in times.items()}
     print(
         f"{args.model} + {args.recipe}, {args.img_size} px, batch {args.batch_size}, "
@@ -114,20 +138,34 @@ def main() -> None:
         )
     e, f = med["hybrid eager"] / med["ann"], med["hybrid fused"] / med["ann"]
     print(f"hybrid/ANN ratio: eager {e:.2f}, fused {f:.2f} (x{e / f:.2f} lower)")
+    eval_med = {name: statistics.median(v) for name, v in eval_times.items() if v}
+    for name, t in eval_med.items():
+        print(
+            f"{name:13s} eval median {t:8.3f} s  {args.batch_size / t:8.1f} img/s  "
+            f"x{eval_med['ann'] / t:6.3f} ANN's img/s"
+        )
     profiles: dict[str, dict[str, float]] = {}
     if args.profile:
         for name, (model, backend) in runs.items():
             with kernel_backend_override(backend):
                 profiles[name] = profile_step(model, opts[name], x, y)
+                if args.eval:
+                    profiles[f"{name} eval"] = profile_step(model, opts[name], x, y, evaluate=True)
         print("CPU seconds of one profiled step, by part:")
         for name, parts in profiles.items():
             line = ", ".join(
                 f"{k} {v:.2f}" for k, v in sorted(parts.items(), key=lambda kv: -kv[1])
             )
-            print(f"{name:13s} total {sum(parts.values()):.2f}: {line}")
+            print(f"{name:18s} total {sum(parts.values()):.2f}: {line}")
     if args.json:
         with open(args.json, "w", encoding="utf-8") as fh:
-            record = {"args": vars(args), "median_s": med, "first_s": first, "profile": profiles}
+            record = {
+                "args": vars(args),
+                "median_s": med,
+                "eval_median_s": eval_med,
+                "first_s": first,
+                "profile": profiles,
+            }
             json.dump(record, fh, indent=2)
 
 
