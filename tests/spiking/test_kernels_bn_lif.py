@@ -211,36 +211,6 @@ def test_in_a_branch_the_pair_keeps_one_float_tensor_and_shared_spike_bits():
     )
 
 
-def test_in_a_branch_the_lif_unpacks_its_spike_bits_in_its_own_kernel(monkeypatch):
-    from hybridize.spiking.kernels import bn_lif, compact
-
-    torch.manual_seed(0)
-    twin = nn.Sequential(
-        nn.Conv2d(2, 3, 3, padding=1), nn.BatchNorm2d(3), LIF(time_steps=T), nn.Conv2d(3, 2, 1)
-    )
-    branch = SpikingBranch(twin, BitPlaneEncoder(bits=T, normalize="minmax"), BitPlaneDecoder(T))
-    x = torch.randn(3, 2, 5, 5, generator=torch.Generator().manual_seed(9))
-    unpacked: list[int] = []  # sizes the saved-tensor hook widens back to float
-    real_unpack = compact._unpack_root
-
-    def counting(bits, dtype, shape, fused):
-        unpacked.append(shape.numel())
-        return real_unpack(bits, dtype, shape, fused)
-
-    monkeypatch.setattr(compact, "_unpack_root", counting)
-    ran: list[str] = []
-    real_run = bn_lif.run_kernel
-    monkeypatch.setattr(
-        bn_lif, "run_kernel", lambda key, *a: ran.append(key[0]) or real_run(key, *a)
-    )
-    _assert_same(branch, x, *TOL[torch.float32])
-    m = T * 3 * 25
-    # the planes for the first conv, the spikes for the second; the LIF's own save is not
-    # widened by the hook: its kernel takes the bits
-    assert sorted(unpacked) == [2 * m, 3 * m]
-    assert "bn_lif_backward_bits" in ran and "bn_lif_backward" not in ran
-
-
 @pytest.mark.slow
 @pytest.mark.skipif(
     not any(shutil.which(c) for c in ("g++", "c++", "clang++")), reason="no C++ compiler"
@@ -260,5 +230,5 @@ def test_compiled_pair_and_bit_packing_match_eager():
     for a, b in zip(p_f, p_e, strict=True):
         torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-5 * b.abs().max().item())
     built = {key[0] for key in _select._compiled}
-    assert {"bn_lif_backward_bits", "pack_bits", "unpack_bits"} <= built
+    assert {"bn_lif_backward", "pack_bits", "unpack_bits"} <= built
     assert any(t.dtype == torch.uint8 and t.numel() == -(-T * 3 * 3 * 25 // 8) for t in saved)

@@ -1,9 +1,8 @@
 """BatchNorm -> LIF without the membrane in memory: a LIF whose input is, whole, the output of a
 train-mode BatchNorm keeps no H [T, M] for backward. It reuses what the BatchNorm node already
 keeps (its input c and the batch statistics: the same storages, no new memory) and the spikes
-(0/1: one bit inside a spiking branch, the very bits the next layer's save keeps, unpacked
-inside the backward kernel; else one byte), and in backward rebuilds
-y = (c - mean) * invstd * weight + bias and H from them in the same fused pass as BPTT.
+(0/1: one bit inside a spiking branch, shared with the next layer's save; else one byte), and in backward
+rebuilds y = (c - mean) * invstd * weight + bias and H from them in the same fused pass as BPTT.
 
 Forward is untouched: the BatchNorm runs as before and the LIF kernel sees the very y, so spikes
 equal the eager path bit for bit. The rebuilt y (and H) may differ from the forward's by float
@@ -24,7 +23,7 @@ import torch
 from torch import Tensor
 
 from hybridize.spiking.kernels._select import run_kernel
-from hybridize.spiking.kernels.compact import mark_binary, packed_bits, unpack_bits
+from hybridize.spiking.kernels.compact import compacting, mark_binary
 from hybridize.spiking.kernels.lif import LIFConfig, _ops, lif_backward, lif_forward
 
 _BATCH_NORM_NODES = ("NativeBatchNormBackward0",)
@@ -107,13 +106,6 @@ def bn_lif_backward(
     return lif_backward(grad, hs, tau, cfg, tau_grad, spikes=spikes)  # hs: no [T, ...] buffer
 
 
-def bn_lif_backward_bits(grad: Tensor, c: Tensor, bits: Tensor, *rest: Any) -> Any:
-    """:func:`bn_lif_backward` with the spikes as :func:`compact.pack_bits`' bits, unpacked in
-    the same kernel (no float spike tensor is materialized)."""
-    spikes = unpack_bits(bits, grad.dtype)[: grad.numel()].reshape(grad.shape)
-    return bn_lif_backward(grad, c, spikes, *rest)
-
-
 class FusedBatchNormLIF(torch.autograd.Function):
     """The fused T-step LIF on y [T, M] (M = N C S); keeps the spikes (bits or bytes), not H."""
 
@@ -124,11 +116,9 @@ class FusedBatchNormLIF(torch.autograd.Function):
         tau_key = tau if isinstance(tau, float) else None
         spikes, _ = run_kernel(("lif_forward", cfg, tau_key), lif_forward, x, tau, cfg)
         mark_binary(spikes)
-        # inside a spiking branch the spikes are kept as bits, the very copy the next layer's
-        # save keeps, and unpacked inside the backward kernel; elsewhere as bytes (exact: 0/1)
-        bits = packed_bits(spikes)
-        kept = spikes.to(torch.uint8) if bits is None else bits
-        ctx.packed = bits is not None
+        # inside a spiking branch the spikes are stored as bits, shared with the next layer's
+        # save; elsewhere as bytes (exact: 0/1)
+        kept = spikes if compacting() else spikes.to(torch.uint8)
         tau_grad = isinstance(tau, Tensor) and ctx.needs_input_grad[1]
         per_channel = [
             None if p is None else p.detach().reshape(-1, 1)
@@ -146,16 +136,15 @@ class FusedBatchNormLIF(torch.autograd.Function):
         kept, c, mean, invstd, weight, bias, tau_t = ctx.saved_tensors
         tau = tau_t if tau_t is not None else ctx.tau_value
         tau_key = tau if isinstance(tau, float) else None
-        name = "bn_lif_backward_bits" if ctx.packed else "bn_lif_backward"
-        key = (name, ctx.cfg, ctx.tau_grad, tau_key, weight is not None)
+        key = ("bn_lif_backward", ctx.cfg, ctx.tau_grad, tau_key, weight is not None)
         # [T, N, C, S]: the BatchNorm's channel is dim 1 of its [T*N, C, ...] (or [T, C, ...])
         shape = (grad.shape[0], -1, ctx.channels, c[0, 0].numel())
         grad_y, grad_k = run_kernel(
             key,
-            bn_lif_backward_bits if ctx.packed else bn_lif_backward,
+            bn_lif_backward,
             grad.contiguous().reshape(shape),
             c.reshape(shape),
-            kept if ctx.packed else kept.reshape(shape).to(grad.dtype),
+            kept.reshape(shape).to(grad.dtype),
             mean,
             invstd,
             weight,

@@ -24,8 +24,6 @@ from hybridize.spiking.kernels._select import _compiling, kernel_backend, run_ke
 _MARK = "_hybridize_binary"
 Fn = TypeVar("Fn", bound=Callable[..., Any])
 _active = [0]  # depth of compacting contexts in force (saves inside them are packed)
-# the packed copies of the innermost context: id(root tensor) -> (weak reference to it, bits)
-_caches: list[dict[int, tuple[weakref.ref, Tensor]]] = []
 
 
 def mark_binary(t: Tensor) -> Tensor:
@@ -80,30 +78,11 @@ def _unpack_root(bits: Tensor, dtype: torch.dtype, shape: torch.Size, fused: boo
     return flat[: shape.numel()].reshape(shape)
 
 
-def _shared_bits(root: Tensor, packed: dict[int, tuple[weakref.ref, Tensor]]) -> Tensor:
-    """The packed bits of ``root``, made once per context however many saves use them."""
-    hit = packed.get(id(root))
-    if hit is None or hit[0]() is not root:
-        # weak: the float tensor is freed as soon as the layers that use it are done
-        hit = (weakref.ref(root), _pack_root(root, use_fused(root)))
-        packed[id(root)] = hit
-    return hit[1]
-
-
-def packed_bits(t: Tensor) -> Tensor | None:
-    """Inside :func:`compact_binary_saves`: the bits of the contiguous 0/1 tensor ``t``
-    (:func:`pack_bits` of its flat values, zero-padded to a whole byte), the very copy that
-    the layers saving ``t`` keep; for a kernel that saves them itself and unpacks them in its
-    backward. None outside the context."""
-    if not _caches or not t.is_contiguous():
-        return None
-    mark_binary(t)
-    return _shared_bits(t, _caches[-1])
-
-
 @contextmanager
 def _compacting() -> Iterator[None]:
-    packed: dict[int, tuple[weakref.ref, Tensor]] = {}  # see _shared_bits
+    # id(root tensor) -> (weak reference to it, its packed bits); weak: the float tensor is
+    # freed as soon as the layers that use it are done
+    packed: dict[int, tuple[weakref.ref, Tensor]] = {}
 
     # hooks already in force (a user's offloading, a memory count) still see what is stored
     top = getattr(torch._C._autograd, "_top_saved_tensors_default_hooks", None)
@@ -118,12 +97,15 @@ def _compacting() -> Iterator[None]:
         if not root.is_contiguous():  # no flat order to pack by: one byte per value
             return (outer_pack(t.to(torch.uint8)), t.dtype)
         # one packed copy per root however many layers save it, through whichever views
-        bits = _shared_bits(root, packed)
+        fused = use_fused(root)  # compiled packing where the kernels run compiled
+        hit = packed.get(id(root))
+        if hit is None or hit[0]() is not root:
+            hit = (weakref.ref(root), _pack_root(root, fused))
+            packed[id(root)] = hit
         view = None
         if t is not root:
             view = (t.shape, t.stride(), t.storage_offset() - root.storage_offset())
-        # compiled unpacking where the kernels run compiled
-        return (outer_pack(bits), (t.dtype, root.shape, view, use_fused(root)))
+        return (outer_pack(hit[1]), (t.dtype, root.shape, view, fused))
 
     def unpack(p: tuple[Any, Any]) -> Tensor:
         stored, how = outer_unpack(p[0]), p[1]
@@ -136,13 +118,11 @@ def _compacting() -> Iterator[None]:
         return full if view is None else full.as_strided(*view)
 
     _active[0] += 1
-    _caches.append(packed)
     try:
         with torch.autograd.graph.saved_tensors_hooks(pack, unpack):
             yield
     finally:
         _active[0] -= 1
-        _caches.pop()
         packed.clear()
 
 
