@@ -1,17 +1,25 @@
 """Train-step time of a model and its hybrid with eager ops and with the fused kernels,
 interleaved in one process (ANN, hybrid eager, hybrid fused, ANN, ...) so that a shared
 machine's load drift hits all three alike; prints the medians and the hybrid/ANN ratios.
-``--profile`` then profiles one more step of each (torch.profiler) and splits its CPU time into
-convolution, BatchNorm, the fused kernels (by name) and the rest.
+``--malloc both`` runs the rounds with glibc's malloc as it is, then again after
+``retain_freed_memory()`` (no mmap, no trim: docs/performance.md), in one process.
+``--clock cpu`` times each step by the process's CPU seconds instead of the wall clock (on a
+shared machine, contention then changes no figure; one thread, so they are the step's own).
+``--eval`` also times an eval pass (eval mode, no grad) of each, interleaved the same way, and
+prints images per second. ``--profile`` then profiles one more step of each (torch.profiler) and
+splits its CPU time into convolution, BatchNorm, the fused kernels (by name) and the rest (with
+``--eval``, one eval pass too).
 
     .venv/bin/python benchmarks/train_step.py --model tf_efficientnet_lite0 \
-        --recipe has8-finetune --img-size 64 --batch-size 32 --rounds 5 --threads 1 [--profile]
+        --recipe has8-finetune --img-size 64 --batch-size 32 --rounds 5 --threads 1 \
+        [--eval] [--malloc system|retain|both] [--clock wall|cpu] [--profile]
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import statistics
 import time
 
@@ -20,15 +28,31 @@ import torch.nn.functional as F
 
 import hybridize
 from hybridize.spiking.kernels import kernel_backend_override
+from hybridize.train.allocator import retain_freed_memory
+
+CLOCKS = {"wall": time.perf_counter, "cpu": time.process_time}
+clock = CLOCKS["wall"]  # --clock: what a step's time is
 
 
 def train_step(model, opt, x, y) -> float:
-    start = time.perf_counter()
+    start = clock()
     loss = F.cross_entropy(model(x).float(), y)
     opt.zero_grad(set_to_none=True)
     loss.backward()
     opt.step()
-    return time.perf_counter() - start
+    return clock() - start
+
+
+def eval_pass(model, x) -> float:
+    """Seconds of one forward in eval mode without grad (the model is left in train mode)."""
+    model.eval()
+    try:
+        start = clock()
+        with torch.no_grad():
+            model(x)
+        return clock() - start
+    finally:
+        model.train()
 
 
 # aten ops by part of a train step (self CPU time); the fused kernels are the profiler ranges
@@ -43,10 +67,13 @@ PARTS = {
 }
 
 
-def profile_step(model, opt, x, y) -> dict[str, float]:
-    """CPU seconds of one train step by part (see PARTS), the rest as "other"."""
+def profile_step(model, opt, x, y, *, evaluate: bool = False) -> dict[str, float]:
+    """CPU seconds of one train step (or eval pass) by part (see PARTS), the rest as "other"."""
     with torch.profiler.profile() as prof:
-        train_step(model, opt, x, y)
+        if evaluate:
+            eval_pass(model, x)
+        else:
+            train_step(model, opt, x, y)
     parts: dict[str, float] = {}
     total = 0.0
     for e in prof.key_averages():
@@ -60,6 +87,52 @@ def profile_step(model, opt, x, y) -> dict[str, float]:
     return {k: v / 1e6 for k, v in parts.items()}
 
 
+def measure(runs: dict, opts: dict, x, y, args) -> dict:
+    """Interleaved rounds of each run (train step, eval pass with ``--eval``); prints and
+    returns the medians, and the process's user / system CPU seconds over the rounds."""
+    times: dict[str, list[float]] = {name: [] for name in runs}
+    eval_times: dict[str, list[float]] = {name: [] for name in runs}
+    first: dict[str, float] = {}
+    for r in range(args.rounds + 1):  # round 0 warms up (and builds the kernels)
+        if r == 1:
+            cpu = os.times()
+        for name, (model, backend) in runs.items():
+            with kernel_backend_override(backend):
+                t = train_step(model, opts[name], x, y)
+                if args.eval:
+                    t_eval = eval_pass(model, x)
+            if r == 0:
+                first[name] = t
+            else:
+                times[name].append(t)
+                if args.eval:
+                    eval_times[name].append(t_eval)
+    end = os.times()
+    user, system = end.user - cpu.user, end.system - cpu.system
+    med = {name: statistics.median(v) for name, v in times.items()}
+    for name, t in med.items():
+        print(
+            f"{name:13s} step median {t:8.3f} s  x{t / med['ann']:6.2f} ANN  "
+            f"(first step {first[name]:.1f} s)"
+        )
+    e, f = med["hybrid eager"] / med["ann"], med["hybrid fused"] / med["ann"]
+    print(f"hybrid/ANN ratio: eager {e:.2f}, fused {f:.2f} (x{e / f:.2f} lower)")
+    eval_med = {name: statistics.median(v) for name, v in eval_times.items() if v}
+    for name, t in eval_med.items():
+        print(
+            f"{name:13s} eval median {t:8.3f} s  {args.batch_size / t:8.1f} img/s  "
+            f"x{eval_med['ann'] / t:6.3f} ANN's img/s"
+        )
+    print(f"process CPU over the timed rounds: user {user:.1f} s, system {system:.1f} s")
+    return {
+        "median_s": med,
+        "eval_median_s": eval_med,
+        "first_s": first,
+        "cpu_user_s": user,
+        "cpu_system_s": system,
+    }
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--model", default="tf_efficientnet_lite0")
@@ -68,9 +141,26 @@ def main() -> None:
     p.add_argument("--batch-size", type=int, default=32)
     p.add_argument("--rounds", type=int, default=5)
     p.add_argument("--threads", type=int, default=None)
+    p.add_argument("--eval", action="store_true", help="also time eval passes (no grad)")
+    p.add_argument(
+        "--malloc",
+        choices=("system", "retain", "both"),
+        default="system",
+        help="glibc malloc as it is, with retain_freed_memory (no mmap, no trim), or both: "
+        "the rounds with the system's, then again after retain_freed_memory, in one process",
+    )
     p.add_argument("--profile", action="store_true", help="split one more step's CPU time")
+    p.add_argument(
+        "--clock",
+        choices=tuple(CLOCKS),
+        default="wall",
+        help="time steps by the wall clock, or by the process's CPU time (user + system; with "
+        "--threads 1 the step's own CPU seconds, whatever else shares the machine)",
+    )
     p.add_argument("--json", default=None)
     args = p.parse_args()
+    global clock
+    clock = CLOCKS[args.clock]
     if args.threads:
         torch.set_num_threads(args.threads)
     torch.manual_seed(0)
@@ -92,42 +182,34 @@ def main() -> None:
         "hybrid fused": (hybrid, "auto"),
     }
     opts = {name: torch.optim.AdamW(m.parameters(), lr=1e-5) for name, (m, _) in runs.items()}
-    times: dict[str, list[float]] = {name: [] for name in runs}
-    first: dict[str, float] = {}
-    for r in range(args.rounds + 1):  # round 0 warms up (and builds the kernels)
-        for name, (model, backend) in runs.items():
-            with kernel_backend_override(backend):
-                t = train_step(model, opts[name], x, y)
-            if r == 0:
-                first[name] = t
-            else:
-                times[name].append(t)
-    med = {name: statistics.median(v) for name, v in times.items()}
-    print(
-        f"{args.model} + {args.recipe}, {args.img_size} px, batch {args.batch_size}, "
-        f"threads {torch.get_num_threads()}, {args.rounds} interleaved rounds"
-    )
-    for name, t in med.items():
+    phases = ["system", "retain"] if args.malloc == "both" else [args.malloc]
+    record: dict = {"args": vars(args), "phases": {}}
+    for phase in phases:
+        if phase == "retain" and not retain_freed_memory():
+            raise SystemExit("retain_freed_memory is not available here (glibc only)")
         print(
-            f"{name:13s} step median {t:8.3f} s  x{t / med['ann']:6.2f} ANN  "
-            f"(first step {first[name]:.1f} s)"
+            f"{args.model} + {args.recipe}, {args.img_size} px, batch {args.batch_size}, "
+            f"threads {torch.get_num_threads()}, {args.rounds} interleaved rounds, "
+            f"malloc {phase}, {args.clock} clock"
         )
-    e, f = med["hybrid eager"] / med["ann"], med["hybrid fused"] / med["ann"]
-    print(f"hybrid/ANN ratio: eager {e:.2f}, fused {f:.2f} (x{e / f:.2f} lower)")
+        record["phases"][phase] = measure(runs, opts, x, y, args)
+    profiles: dict[str, dict[str, float]] = {}
     profiles: dict[str, dict[str, float]] = {}
     if args.profile:
         for name, (model, backend) in runs.items():
             with kernel_backend_override(backend):
                 profiles[name] = profile_step(model, opts[name], x, y)
+                if args.eval:
+                    profiles[f"{name} eval"] = profile_step(model, opts[name], x, y, evaluate=True)
         print("CPU seconds of one profiled step, by part:")
         for name, parts in profiles.items():
             line = ", ".join(
                 f"{k} {v:.2f}" for k, v in sorted(parts.items(), key=lambda kv: -kv[1])
             )
-            print(f"{name:13s} total {sum(parts.values()):.2f}: {line}")
+            print(f"{name:18s} total {sum(parts.values()):.2f}: {line}")
     if args.json:
+        record["profile"] = profiles
         with open(args.json, "w", encoding="utf-8") as fh:
-            record = {"args": vars(args), "median_s": med, "first_s": first, "profile": profiles}
             json.dump(record, fh, indent=2)
 
 

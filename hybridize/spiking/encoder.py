@@ -12,11 +12,13 @@ import torch
 from torch import Tensor, nn
 
 from hybridize.errors import SpikingConfigError
-from hybridize.spiking._dispatch import compute_dtype, use_custom_backward
+from hybridize.spiking._dispatch import compute_dtype, exporting, use_custom_backward
 from hybridize.spiking.kernels import (
+    EncoderKernelConfig,
     FusedBitPlane,
     compacting,
     encoder_kernel_config,
+    fused_planes,
     mark_binary,
     use_fused,
 )
@@ -188,20 +190,28 @@ class _BitPlaneFunction(torch.autograd.Function):
         return d.sum(0), None
 
 
+def _config(opts: EncoderOptions) -> EncoderKernelConfig:
+    """The fused kernels' configuration of ``opts`` (one build per configuration)."""
+    return encoder_kernel_config(opts, tuple(significance(opts.bits, opts.order).tolist()))
+
+
 def encode_normalized(r: Tensor, opts: EncoderOptions, *, export_mode: bool = False) -> Tensor:
     """Planes [B, *r.shape] of r in [0, 1] (z = (2^B - 1) r), with the surrogate backward when a
-    gradient is wanted and not exporting; standard ops otherwise (same forward values)."""
+    gradient is wanted and not exporting; without a gradient the fused forward kernel where the
+    kernel backend selects it; standard ops in export mode (same forward values everywhere)."""
     z = r * float(2**opts.bits - 1)
     if use_custom_backward(z, export_mode):
         # compat keeps the released evaluation order of the surrogate (bit-exact gradients)
         if opts.compat is None and use_fused(z, opts.bits):
             # same values; the per-plane weights still come from plane_gradient_weights
-            cfg = encoder_kernel_config(opts, tuple(significance(opts.bits, opts.order).tolist()))
-            planes = FusedBitPlane.apply(z, partial(plane_gradient_weights, opts), cfg)
+            planes = FusedBitPlane.apply(z, partial(plane_gradient_weights, opts), _config(opts))
         else:
             planes = _BitPlaneFunction.apply(z, opts)
         return planes if opts.quantize == "none" else mark_binary(planes)  # 0/1: one bit
-    planes = bit_planes(quantize(z, opts.quantize), opts.bits, opts.order)
+    if not exporting(export_mode) and use_fused(z, opts.bits):
+        planes = fused_planes(z, _config(opts))  # eval, or an image: same planes, one pass
+    else:
+        planes = bit_planes(quantize(z, opts.quantize), opts.bits, opts.order)
     if opts.quantize != "none" and compacting():  # an input without gradient (an image)
         mark_binary(planes)
     return planes
@@ -234,7 +244,8 @@ class BitPlaneEncoder(nn.Module):
     explicit option that contradicts the preset is an error. ``options`` holds them resolved.
     ``gain="unit"`` scales the surrogate backward so that decode(encode(x)) back-propagates its
     true mean slope (1 in r; see :func:`gain_scale`).
-    Set ``export_mode = True`` to force standard ops (eval + no grad does so too).
+    Set ``export_mode = True`` to force standard ops (without a gradient the planes otherwise
+    come from the fused forward kernel where the kernel backend selects it).
     """
 
     running_min: Tensor  # buffers of normalize="running"

@@ -13,8 +13,15 @@ import torch
 from torch import Tensor, nn
 
 from hybridize.errors import SpikingConfigError
-from hybridize.spiking._dispatch import use_custom_backward
-from hybridize.spiking.kernels import LIFConfig, fused_lif, mark_binary, use_fused
+from hybridize.spiking._dispatch import exporting, use_custom_backward
+from hybridize.spiking.kernels import (
+    LIFConfig,
+    compacting,
+    fused_lif,
+    fused_lif_spikes,
+    mark_binary,
+    use_fused,
+)
 from hybridize.spiking.options import (
     DEFAULT_NEURON,
     SpikeSurrogateName,
@@ -180,7 +187,8 @@ class LIF(nn.Module):
     other arguments are :class:`~hybridize.spiking.options.NeuronOptions` (``options`` holds them
     resolved). ``learnable_tau`` is SpikingJelly's PLIF: the parameter ``decay_logit``
     = -log(tau - 1) is the logit of the decay 1/tau = sigmoid(decay_logit).
-    ``export_mode = True`` (or no gradient wanted) uses standard ops only.
+    ``export_mode = True`` uses standard ops only; without a gradient the spikes come from the
+    fused forward kernel where the kernel backend selects it (else standard ops).
     """
 
     def __init__(
@@ -273,10 +281,14 @@ class LIF(nn.Module):
             out = fused_lif(seq, tau, cfg)
         elif wants_grad:
             out = _LIFSequence.apply(seq, tau, cfg)
+        elif not exporting(self.export_mode) and use_fused(seq):
+            out = fused_lif_spikes(seq, tau, cfg)  # eval / no grad: same spikes, one pass
         else:
             out = lif_multistep(
                 seq, tau=tau, v_threshold=cfg.v_threshold, v_reset=cfg.v_reset,
                 decay_input=cfg.decay_input, detach_reset=cfg.detach_reset,
             )  # fmt: skip
         out = out.reshape(x.shape) if t is not None else out
-        return mark_binary(out) if wants_grad else out  # spikes: 0/1, savable in one byte
+        # spikes: 0/1, savable in one bit (also without their own gradient, e.g. a frozen
+        # twin's, when a later layer saves them inside a spiking branch)
+        return mark_binary(out) if wants_grad or compacting() else out

@@ -93,11 +93,14 @@ def evaluate(
     ``firing_rate`` (mean over all LIF outputs; None for a plain ANN) and ``gates``.
     """
     from hybridize.data import eval_loader
+    from hybridize.train.allocator import retain_freed_memory
     from hybridize.train.distributed import setup, teardown
     from hybridize.train.state import resolve_model
 
     model = resolve_model(model_or_path)
     env = setup(device)
+    if env.device.type == "cpu":  # a hybrid's large activations would page-fault each batch
+        retain_freed_memory()
     try:
         model.to(env.device)
         loader = eval_loader(

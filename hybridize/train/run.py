@@ -11,6 +11,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from hybridize.train.allocator import retain_freed_memory
 from hybridize.train.config import FinetuneConfig
 from hybridize.train.distributed import DistEnv
 from hybridize.train.errors import ResumeMismatchError, TrainError
@@ -142,6 +143,8 @@ def open_run(
         state = load_state(state_path(paths.last))
         cfg = resumed_config(state.get("config") or {}, cfg, explicit or set(), out, data)
     _check_fit(cfg, env)
+    if env.device.type == "cpu":  # a hybrid's large activations would page-fault each step
+        retain_freed_memory()
     model.to(env.device)
     if state is not None:  # before the data: another model's run fails fast
         _restore_model(model, state, paths)

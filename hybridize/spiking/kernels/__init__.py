@@ -29,8 +29,17 @@ from hybridize.spiking.kernels.encoder import (
     encoder_backward,
     encoder_forward,
     encoder_kernel_config,
+    fused_planes,
 )
-from hybridize.spiking.kernels.lif import FusedLIF, LIFConfig, fused_lif, lif_backward, lif_forward
+from hybridize.spiking.kernels.lif import (
+    FusedLIF,
+    LIFConfig,
+    fused_lif,
+    fused_lif_spikes,
+    lif_backward,
+    lif_forward,
+    lif_spikes,
+)
 
 __all__ = [
     "AUTO_MIN_NUMEL",
@@ -44,6 +53,8 @@ __all__ = [
     "encoder_forward",
     "encoder_kernel_config",
     "fused_lif",
+    "fused_lif_spikes",
+    "fused_planes",
     "compact_binary_saves",
     "compacting",
     "compacting_binary_saves",
@@ -51,6 +62,7 @@ __all__ = [
     "kernel_backend_override",
     "lif_backward",
     "lif_forward",
+    "lif_spikes",
     "mark_binary",
     "run_kernel",
     "set_kernel_backend",

@@ -77,9 +77,9 @@ def _compiling() -> bool:
 
 
 def use_fused(x: Tensor, steps: int = 1) -> bool:
-    """True when the fused kernels should run on x (called only where a gradient is wanted);
-    ``steps`` is the number of time steps the kernel expands x into (its work is x.numel() *
-    steps)."""
+    """True when the fused kernels should run on x (with a gradient, or forward only without
+    one; the callers rule out export mode); ``steps`` is the number of time steps the kernel
+    expands x into (its work is x.numel() * steps)."""
     mode = kernel_backend()
     if mode == "eager" or _compiling() or not x.is_floating_point():
         return False

@@ -92,16 +92,22 @@ def _fourier_planes(z: Tensor, cfg: EncoderKernelConfig) -> dict[int, Tensor]:
     return planes
 
 
+def fused_planes(z: Tensor, cfg: EncoderKernelConfig) -> Tensor:
+    """Planes [B, *z.shape] of quantize(z) through the compiled :func:`encoder_forward`."""
+    flat = z.reshape(-1)
+    with torch.no_grad():  # the kernels are always traced without grad (no second trace)
+        planes = run_kernel(("encoder_forward", cfg), encoder_forward, flat, cfg)
+    return planes.reshape(len(cfg.ks), *z.shape)
+
+
 class FusedBitPlane(torch.autograd.Function):
     """Planes of quantize(z) forward; surrogate backward at the unrounded z. Saves only z."""
 
     @staticmethod
     def forward(ctx: Any, z: Tensor, weights_fn: Any, cfg: EncoderKernelConfig) -> Tensor:
-        flat = z.reshape(-1)
-        planes = run_kernel(("encoder_forward", cfg), encoder_forward, flat, cfg)
         ctx.save_for_backward(z)
         ctx.weights_fn, ctx.cfg = weights_fn, cfg
-        return planes.reshape(len(cfg.ks), *z.shape)
+        return fused_planes(z, cfg)
 
     @staticmethod
     def backward(ctx: Any, grad: Tensor) -> tuple[Tensor, None, None]:

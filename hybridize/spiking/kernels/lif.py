@@ -130,6 +130,22 @@ class FusedLIF(torch.autograd.Function):
         return grad_x, grad_tau, None
 
 
+def lif_spikes(x: Tensor, tau: Tensor | float, cfg: LIFConfig) -> Tensor:
+    """x [T, M] -> spikes [T, M]: :func:`lif_forward` without H out (the compiled kernel then
+    never writes it)."""
+    return lif_forward(x, tau, cfg)[0]
+
+
+def fused_lif_spikes(x: Tensor, tau: Tensor | float, cfg: LIFConfig) -> Tensor:
+    """Spikes of the T-step LIF for x [T, ...] when no gradient is wanted: one fused pass that
+    keeps nothing (eval, inference)."""
+    tau_key = tau if isinstance(tau, float) else None
+    flat = x.contiguous().reshape(x.shape[0], -1)
+    with torch.no_grad():  # the kernels are always traced without grad (no second trace)
+        spikes = run_kernel(("lif_spikes", cfg, tau_key), lif_spikes, flat, tau, cfg)
+    return spikes.reshape(x.shape)
+
+
 def fused_lif(x: Tensor, tau: Tensor | float, cfg: LIFConfig) -> Tensor:
     """Spikes of the T-step LIF for x [T, ...] (any trailing shape), via :class:`FusedLIF`, or
     via :class:`bn_lif.FusedBatchNormLIF` (no H kept) when x is a train-mode BatchNorm's output."""
