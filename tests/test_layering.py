@@ -38,9 +38,10 @@ def test_building_a_network_loads_no_conversion_code():
     """nets and conversion are independent at run time too (no import hidden from the linter)."""
     code = (
         "import sys\n"
+        "from hybridize.nets import BuildRequest\n"
         "from hybridize.nets.factory import create\n"
-        "create('has8_resnet_b32', hybrid=False)\n"
-        "create('timm:test_resnet', num_classes=3)\n"
+        "create(BuildRequest('has8_resnet_b32', kwargs={'hybrid': False}))\n"
+        "create(BuildRequest('timm:test_resnet', num_classes=3))\n"
         "assert not [m for m in sys.modules if m.startswith('hybridize.conversion')], 'loaded'\n"
     )
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)

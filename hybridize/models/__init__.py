@@ -19,9 +19,11 @@ from hybridize.nets.has8 import (
     has8_recipe,
 )
 from hybridize.nets.recognize import spec_of
+from hybridize.nets.request import BuildRequest
 from hybridize.nets.weights import load_weights_file
 
 __all__ = [
+    "BuildRequest",
     "HAS8_MODELS",
     "BasicBlock",
     "ConvBlock",

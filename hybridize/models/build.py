@@ -16,6 +16,7 @@ from hybridize.conversion import convert
 from hybridize.errors import ModelError
 from hybridize.nets import factory
 from hybridize.nets.has8 import HAS8_MODELS, has8_recipe, recipe_compat
+from hybridize.nets.request import BuildRequest
 
 
 def create(
@@ -46,15 +47,16 @@ def create(
             )
         kwargs.pop("hybrid", None)
     if not hybrid:
-        return factory.create(name, pretrained, weights, num_classes, in_chans, **kwargs)
+        return factory.create(
+            BuildRequest(name, pretrained, weights, num_classes, in_chans, kwargs)
+        )
     factory.check_sizes(num_classes, in_chans)
     options = factory.has8_options(name, dict(kwargs))
     recipe = has8_recipe(name, options.recipe)
     # the released recipe implies the released layout
     compat = recipe_compat(recipe) if options.compat is None else options.compat
-    ann = factory.create(
-        name, pretrained, weights, num_classes, in_chans, hybrid=False, compat=compat
-    )
+    ann_kwargs = {"hybrid": False, "compat": compat}
+    ann = factory.create(BuildRequest(name, pretrained, weights, num_classes, in_chans, ann_kwargs))
     ann_spec = factory.recorded_spec(ann)
     chans = ann_spec["kwargs"]["in_chans"]
     # 32x32 is the smallest input the five VGG poolings accept; convert only traces with it.

@@ -5,3 +5,7 @@ Nothing here converts: the public :mod:`hybridize.models` turns a HAS-8 name wit
 ``hybrid=True`` into its hybrid, one layer up, so that this package and
 :mod:`hybridize.conversion` never import each other.
 """
+
+from hybridize.nets.request import BuildRequest
+
+__all__ = ["BuildRequest"]

@@ -15,8 +15,8 @@ import logging
 import math
 import os
 import re
-from collections.abc import Callable
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, replace
 from typing import Any
 
 import torch
@@ -26,15 +26,13 @@ from hybridize._util import state_mismatch
 from hybridize.errors import ModelError, WeightsError
 from hybridize.nets import weights as W
 from hybridize.nets.has8 import HAS8_MODELS, build_has8_ann
+from hybridize.nets.request import BuildRequest
 
 logger = logging.getLogger("hybridize")
 
-ModelBuilder = Callable[
-    [str, bool, "str | os.PathLike[str] | None", "int | None", "int | None", dict[str, Any]],
-    tuple[nn.Module, str],
-]
-"""A model source: (name, pretrained, weights, num_classes, in_chans, kwargs) -> (model, where
-its weights came from)."""
+ModelBuilder = Callable[[BuildRequest], tuple[nn.Module, str]]
+"""A model source: a request (its name inside the source) -> (model, where its weights came
+from)."""
 
 # source name -> its builder (functions, never model instances); the keys are also the sources
 # a checkpoint's spec may name (check_spec)
@@ -47,7 +45,9 @@ def register_model_source(
     source: str, *, prefix: bool = True
 ) -> Callable[[ModelBuilder], ModelBuilder]:
     """Decorator registering a builder as model source ``source``: ``create("SOURCE:NAME")``
-    calls it with NAME, and checkpoints record ``{"source": SOURCE, "name": NAME, ...}``.
+    calls it with a :class:`BuildRequest` whose name is NAME, and checkpoints record
+    ``{"source": SOURCE, "name": NAME, ...}``. The builder returns the model and where its
+    weights came from (``"none (random init)"``, ``"file PATH"``...).
 
     ``prefix=False`` is for the built-in sources whose names carry no prefix (HAS-8 names and
     ``module:callable`` entry points, told apart by :func:`_parse`). Registering a source is
@@ -82,31 +82,19 @@ def _full_name(source: str, name: str) -> str:
     return f"{source}:{name}" if source in _PREFIXED else name
 
 
-def create(
-    name: str,
-    pretrained: bool = False,
-    weights: str | os.PathLike[str] | None = None,
-    num_classes: int | None = None,
-    in_chans: int | None = None,
-    **kwargs: Any,
-) -> nn.Module:
-    """Build a plain model by name; ``model.hybridize_spec`` records how to rebuild it.
-
-    ``weights=PATH`` loads a local state_dict (wins over ``pretrained``); ``pretrained=True``
-    tries the offline resolvers, then the hub when reachable. ``num_classes`` different from
-    the weights' head replaces the head; ``in_chans`` adapts the stem conv (timm's rule).
-    HAS-8 names build the ANN here and need ``hybrid=False``; they also take ``compat``
-    (``"has8-released"``: the released code's layout). :func:`hybridize.models.create` is the
-    public entry: it builds the hybrid of a HAS-8 name.
+def create(request: BuildRequest) -> nn.Module:
+    """The plain network of ``request``, by its source's builder; the internal half of
+    :func:`hybridize.models.create` (which documents the arguments and builds the hybrid of a
+    HAS-8 name: here such a name needs ``hybrid=False``). ``model.hybridize_spec`` records how
+    to rebuild it.
     """
-    source, model_name = _parse(name)
-    check_sizes(num_classes, in_chans)
-    builder = _SOURCES[source]
-    model, where = builder(model_name, pretrained, weights, num_classes, in_chans, dict(kwargs))
+    source, model_name = _parse(request.name)
+    check_sizes(request.num_classes, request.in_chans)
+    model, where = _SOURCES[source](replace(request, name=model_name))
     logger.info("model %s (%s): weights from %s", model_name, source, where)
     spec = getattr(model, "hybridize_spec", None)
     if not isinstance(spec, dict):
-        kw = _spec_kwargs(model, kwargs, in_chans)
+        kw = _spec_kwargs(model, request.kwargs, request.in_chans)
         spec = {"source": source, "name": model_name, "kwargs": kw}
     spec["weights_source"] = where
     record_spec(model, spec)
@@ -152,8 +140,10 @@ def create_from_spec(spec: Any, trust_code: bool | None = None) -> nn.Module:
     if source == "has8":
         kwargs["hybrid"] = False  # checkpoints store the ANN spec; the recipe makes the hybrid
         kwargs.pop("recipe", None)
+    num_classes, in_chans = kwargs.pop("num_classes", None), kwargs.pop("in_chans", None)
+    request = BuildRequest(full, num_classes=num_classes, in_chans=in_chans, kwargs=kwargs)
     try:
-        return create(full, pretrained=False, **kwargs)
+        return create(request)
     except (ModelError, WeightsError):
         raise
     except Exception as exc:  # a constructor refusing recorded kwargs: TypeError, ValueError...
@@ -242,7 +232,9 @@ def _first_line(exc: BaseException, limit: int = 160) -> str:
     return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
-def _spec_kwargs(model: nn.Module, kwargs: dict[str, Any], in_chans: int | None) -> dict[str, Any]:
+def _spec_kwargs(
+    model: nn.Module, kwargs: Mapping[str, Any], in_chans: int | None
+) -> dict[str, Any]:
     out = dict(kwargs)
     out["num_classes"] = _num_classes(model)
     out["in_chans"] = in_chans if in_chans is not None else _in_chans(model)
@@ -424,16 +416,10 @@ def suggest_names(name: str, candidates: list[str] | None = None, limit: int = 3
 
 
 @register_model_source("timm")
-def _build_timm(
-    name: str,
-    pretrained: bool,
-    weights: str | os.PathLike[str] | None,
-    num_classes: int | None,
-    in_chans: int | None,
-    kwargs: dict[str, Any],
-) -> tuple[nn.Module, str]:
+def _build_timm(request: BuildRequest) -> tuple[nn.Module, str]:
     import timm
 
+    name, num_classes, weights = request.name, request.num_classes, request.weights
     if not timm.is_model(name):
         near = suggest_names(name)
         hint = f"did you mean {', '.join(near)}? " if near else ""
@@ -441,13 +427,13 @@ def _build_timm(
             f"unknown model {name!r}; {hint}use a timm name (e.g. resnet18), "
             "'torchvision:NAME' or 'module.path:callable'"
         )
-    chans = 3 if in_chans is None else in_chans
+    chans = 3 if request.in_chans is None else request.in_chans
     cfg = _timm_cfg(name)
     head_keys = [f"{c}.weight" for c in _as_list(cfg.get("classifier"))]
     stem_key = f"{_as_list(cfg.get('first_conv'))[0]}.weight" if cfg.get("first_conv") else None
 
     def make(classes: int | None, c: int = chans) -> nn.Module:
-        extra = dict(kwargs)
+        extra = dict(request.kwargs)
         if classes is not None:
             extra["num_classes"] = classes
         return timm.create_model(name, pretrained=False, in_chans=c, **extra)
@@ -455,12 +441,12 @@ def _build_timm(
     sd, where = None, "none (random init)"
     if weights is not None:
         sd, where = W.load_weights_file(weights), f"file {os.fspath(weights)}"
-    elif pretrained:
+    elif request.pretrained:
         found = W.offline_state_dict(name, lambda: make(cfg.get("num_classes", 1000), 3))
         if found is not None:
             sd, where = found
         else:
-            return _timm_hub(name, cfg, num_classes, chans, kwargs)
+            return _timm_hub(name, cfg, num_classes, chans, request.kwargs)
     if sd is None:
         return make(num_classes), where
     file_classes = next((sd[k].shape[0] for k in head_keys if k in sd), None)
@@ -524,18 +510,12 @@ def _timm_hub(name, cfg, num_classes, chans, kwargs):
 
 
 @register_model_source("torchvision")
-def _build_torchvision(
-    name: str,
-    pretrained: bool,
-    weights: str | os.PathLike[str] | None,
-    num_classes: int | None,
-    in_chans: int | None,
-    kwargs: dict[str, Any],
-) -> tuple[nn.Module, str]:
+def _build_torchvision(request: BuildRequest) -> tuple[nn.Module, str]:
     import torchvision
 
+    name, weights = request.name, request.weights
     try:
-        model = torchvision.models.get_model(name, weights=None, **kwargs)
+        model = torchvision.models.get_model(name, weights=None, **request.kwargs)
     except ValueError:
         near = suggest_names(name, [f"torchvision:{n}" for n in torchvision.models.list_models()])
         hint = f"did you mean {', '.join(near)}? " if near else ""
@@ -546,16 +526,18 @@ def _build_torchvision(
     sd = None
     if weights is not None:
         sd, where = W.load_weights_file(weights), f"file {os.fspath(weights)}"
-    elif pretrained:
+    elif request.pretrained:
         sd, where = _torchvision_hub(name)
     head = _last_linear(model)
     if sd is not None:
         if head is not None and f"{head[0]}.weight" in sd:  # maybe fine-tuned to another size
             adapt_head_and_stem(model, sd[f"{head[0]}.weight"].shape[0])
         _load_strict(model, sd, where)
-    replaced = adapt_head_and_stem(model, num_classes, in_chans, keep_weights=sd is not None)
+    replaced = adapt_head_and_stem(
+        model, request.num_classes, request.in_chans, keep_weights=sd is not None
+    )
     if replaced and sd is not None:
-        where += f"; new {num_classes}-class head (random init)"
+        where += f"; new {request.num_classes}-class head (random init)"
     return model, where
 
 
@@ -590,14 +572,8 @@ def _torchvision_hub(name: str) -> tuple[dict[str, torch.Tensor], str]:
 
 
 @register_model_source("entrypoint", prefix=False)
-def _build_entrypoint(
-    name: str,
-    pretrained: bool,
-    weights: str | os.PathLike[str] | None,
-    num_classes: int | None,
-    in_chans: int | None,
-    kwargs: dict[str, Any],
-) -> tuple[nn.Module, str]:
+def _build_entrypoint(request: BuildRequest) -> tuple[nn.Module, str]:
+    name = request.name
     module_name, _, attr = name.partition(":")
     try:
         fn: Callable[..., nn.Module] = getattr(importlib.import_module(module_name), attr)
@@ -606,11 +582,11 @@ def _build_entrypoint(
             f"cannot import entry point {name!r} ({type(exc).__name__}: {exc}); "
             "give 'package.module:callable' importable on PYTHONPATH"
         ) from None
-    extra = dict(kwargs)
-    if num_classes is not None:
-        extra["num_classes"] = num_classes
-    if in_chans is not None:
-        extra["in_chans"] = in_chans
+    extra = dict(request.kwargs)
+    if request.num_classes is not None:
+        extra["num_classes"] = request.num_classes
+    if request.in_chans is not None:
+        extra["in_chans"] = request.in_chans
     try:
         model = fn(**extra)
     except TypeError as exc:
@@ -619,16 +595,24 @@ def _build_entrypoint(
         ) from None
     if not isinstance(model, nn.Module):
         raise ModelError(f"entry point {name!r} returned {type(model).__name__}, not an nn.Module")
-    where = "none (random init)"
-    if weights is not None:
-        where = f"file {os.fspath(weights)}"
-        _load_strict(model, W.load_weights_file(weights), where)
-    elif pretrained:
-        raise WeightsError(
-            f"entry point {name!r} has no known pretrained weights; pass --weights FILE"
-        )
+    refusal = f"entry point {name!r} has no known pretrained weights; pass --weights FILE"
+    where = _file_weights_only(model, request, refusal)
     record_spec(model, {"source": "entrypoint", "name": name, "kwargs": _spec_kwargs_raw(extra)})
     return model, where
+
+
+def _file_weights_only(
+    model: nn.Module, request: BuildRequest, refusal: str, note: str = ""
+) -> str:
+    """Load the weights file of ``request`` into ``model``, for a source with no published
+    weights (``pretrained`` raises ``refusal``); where the weights came from."""
+    if request.weights is not None:
+        where = f"file {os.fspath(request.weights)}{note}"
+        _load_strict(model, W.load_weights_file(request.weights), where)
+        return where
+    if request.pretrained:
+        raise WeightsError(refusal)
+    return "none (random init)"
 
 
 def _spec_kwargs_raw(kwargs: dict[str, Any]) -> dict[str, Any]:
@@ -663,32 +647,20 @@ def has8_options(name: str, kwargs: dict[str, Any]) -> Has8Options:
 
 
 @register_model_source("has8", prefix=False)
-def _build_has8(
-    name: str,
-    pretrained: bool,
-    weights: str | os.PathLike[str] | None,
-    num_classes: int | None,
-    in_chans: int | None,
-    kwargs: dict[str, Any],
-) -> tuple[nn.Module, str]:
+def _build_has8(request: BuildRequest) -> tuple[nn.Module, str]:
     """The reference ANN; its hybrid is :func:`hybridize.models.create`'s job."""
-    options = has8_options(name, kwargs)
+    name = request.name
+    options = has8_options(name, dict(request.kwargs))
     if options.hybrid:
         raise ModelError(
             f"{name} with hybrid=True is built by hybridize.models.create (it converts the ANN); "
             "this layer builds the ANN only: pass hybrid=False"
         )
-    classes = 10 if num_classes is None else num_classes
-    chans = 3 if in_chans is None else in_chans
+    classes = 10 if request.num_classes is None else request.num_classes
+    chans = 3 if request.in_chans is None else request.in_chans
     ann = build_has8_ann(name, num_classes=classes, in_chans=chans, compat=options.compat)
-    where = "none (random init)"
-    if weights is not None:
-        where = f"file {os.fspath(weights)} (ANN)"
-        _load_strict(ann, W.load_weights_file(weights), where)
-    elif pretrained:
-        raise WeightsError(
-            f"{name} has no published weights; pass --weights FILE or pretrained=False"
-        )
+    refusal = f"{name} has no published weights; pass --weights FILE or pretrained=False"
+    where = _file_weights_only(ann, request, refusal, note=" (ANN)")
     ann_kwargs: dict[str, Any] = {"num_classes": classes, "in_chans": chans, "hybrid": False}
     if options.compat is not None:
         ann_kwargs["compat"] = options.compat

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import sys
 
 import pytest
@@ -176,6 +177,8 @@ def test_entrypoint(tmp_path, monkeypatch) -> None:
         "def build(num_classes=10, width=4):\n"
         "    return nn.Sequential(nn.Conv2d(3, width, 3), nn.ReLU(), nn.Flatten(),"
         " nn.LazyLinear(num_classes))\n"
+        "def fixed(num_classes=10):\n"
+        "    return nn.Sequential(nn.Conv2d(3, 2, 3), nn.Flatten(), nn.Linear(18, num_classes))\n"
         "def not_a_model(**kw):\n    return 3\n"
     )
     monkeypatch.syspath_prepend(str(tmp_path))
@@ -189,8 +192,15 @@ def test_entrypoint(tmp_path, monkeypatch) -> None:
         create("my_tiny_net:nope")
     with pytest.raises(ModelError):
         create("no_such_module_xyz:build")
-    with pytest.raises(WeightsError):
+    refusal = "entry point 'my_tiny_net:build' has no known pretrained weights; pass --weights FILE"
+    with pytest.raises(WeightsError, match=f"^{re.escape(refusal)}$"):
         create("my_tiny_net:build", pretrained=True)
+    path = tmp_path / "fixed.pth"
+    sd = create("my_tiny_net:fixed", num_classes=3).state_dict()
+    torch.save(sd, path)
+    loaded = create("my_tiny_net:fixed", num_classes=3, weights=path, pretrained=True)
+    assert loaded.hybridize_spec["weights_source"] == f"file {path}"  # the file wins
+    _same_state(loaded.state_dict(), sd)
     sys.modules.pop("my_tiny_net", None)
 
 
@@ -202,7 +212,8 @@ def test_unknown_names(name: str) -> None:
 
 
 def test_has8_pretrained_needs_a_file() -> None:
-    with pytest.raises(WeightsError, match="--weights"):
+    refusal = "has8_vgg_b16 has no published weights; pass --weights FILE or pretrained=False"
+    with pytest.raises(WeightsError, match=f"^{re.escape(refusal)}$"):
         create("has8_vgg_b16", pretrained=True, hybrid=False)
 
 
@@ -210,7 +221,9 @@ def test_has8_weights_load_into_the_ann(tmp_path) -> None:
     sd = create("has8_resnet_b32", hybrid=False).state_dict()
     path = tmp_path / "ann.pth"
     torch.save(sd, path)
-    _same_state(create("has8_resnet_b32", hybrid=False, weights=path).state_dict(), sd)
+    model = create("has8_resnet_b32", hybrid=False, weights=path)
+    _same_state(model.state_dict(), sd)
+    assert model.hybridize_spec["weights_source"] == f"file {path} (ANN)"
 
 
 # ---- hub -------------------------------------------------------------------------------------

@@ -209,12 +209,13 @@ def test_hybrid_meta_rebuilds_from_ann_spec() -> None:
 
 def test_nets_builds_the_ann_and_leaves_the_hybrid_to_models():
     from hybridize.errors import ModelError
+    from hybridize.nets import BuildRequest
     from hybridize.nets.factory import create as build
 
     with pytest.raises(ModelError, match=r"hybrid=True is built by hybridize\.models\.create"):
-        build("has8_vgg_b16")
+        build(BuildRequest("has8_vgg_b16"))
     torch.manual_seed(0)
-    ann = build("has8_vgg_b16", hybrid=False, num_classes=3)
+    ann = build(BuildRequest("has8_vgg_b16", num_classes=3, kwargs={"hybrid": False}))
     torch.manual_seed(0)
     hybrid = create("has8_vgg_b16", num_classes=3)
     # the hybrid converts that same ANN: its recorded base spec is the ANN's

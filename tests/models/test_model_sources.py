@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+from dataclasses import FrozenInstanceError
+
 import pytest
 import torch
 from torch import nn
 
 from hybridize.models import (
+    BuildRequest,
     adapt_head_and_stem,
     create,
     create_from_spec,
@@ -36,10 +39,10 @@ def test_registered_source_builds_and_rebuilds_from_its_spec(registry):
     calls = []
 
     @register_model_source("toy")
-    def build_toy(name, pretrained, weights, num_classes, in_chans, kwargs):
-        calls.append(name)
-        width = int(name.removeprefix("w"))
-        return _toy(width, num_classes or 10, in_chans or 3), "none (random init)"
+    def build_toy(request: BuildRequest) -> tuple[nn.Module, str]:
+        calls.append(request.name)
+        width = int(request.name.removeprefix("w"))
+        return _toy(width, request.num_classes or 10, request.in_chans or 3), "none (random init)"
 
     model = create("toy:w4", num_classes=3, in_chans=2)
     assert calls == ["w4"]
@@ -66,7 +69,31 @@ def test_unregistered_source_is_refused_and_names_stay_parsed_as_before(registry
 @pytest.mark.parametrize("source", ["timm", "toy-2", "has8"])
 def test_a_source_registers_once_under_an_identifier(registry, source):
     with pytest.raises(ValueError, match="not a new identifier"):
-        register_model_source(source)(lambda *args: (nn.Identity(), "none"))
+        register_model_source(source)(lambda request: (nn.Identity(), "none"))
+
+
+def test_a_builder_gets_one_read_only_request_named_inside_its_source(registry):
+    received = []
+
+    @register_model_source("toy")
+    def build_toy(request: BuildRequest) -> tuple[nn.Module, str]:
+        received.append(request)
+        return _toy(2, 3, 1), "none (random init)"
+
+    create("toy:w2", False, "unused.pt", 3, 1, depth=2)
+    (request,) = received
+    assert request == BuildRequest("w2", False, "unused.pt", 3, 1, {"depth": 2})
+    with pytest.raises(FrozenInstanceError):
+        request.name = "w3"  # type: ignore[misc]
+    with pytest.raises(TypeError):
+        request.kwargs["depth"] = 3  # type: ignore[index]
+
+
+def test_a_request_holds_its_own_copy_of_the_keyword_arguments():
+    given = {"depth": 2}
+    request = BuildRequest("w2", kwargs=given)
+    given["depth"] = 5
+    assert request.kwargs == {"depth": 2}
 
 
 class _TimmLike(nn.Module):
