@@ -25,21 +25,21 @@ T = 8
 
 
 class PreActBlock(nn.Module):
-    """A pre-activation residual block with group norms (ResNetV2-GN style)."""
+    """A pre-activation bottleneck with group norms (ResNetV2-GN style)."""
 
     def __init__(self, c: int) -> None:
         super().__init__()
         self.norm1 = nn.GroupNorm(4, c)
-        # a LIF (tau 2, threshold 1) fires at step 0 only on inputs >= 2: with norm1's output
-        # below that, step 0 of every sample is silent and norm2 sees a plane of zeros
-        nn.init.constant_(self.norm1.weight, 0.5)
-        self.conv1 = nn.Conv2d(c, c, 3, padding=1, bias=False)
+        self.conv1 = nn.Conv2d(c, c, 1, bias=False)
         self.norm2 = nn.GroupNorm(4, c)
         self.conv2 = nn.Conv2d(c, c, 3, padding=1, bias=False)
+        self.norm3 = nn.GroupNorm(4, c)
+        self.conv3 = nn.Conv2d(c, c, 1, bias=False)
 
     def forward(self, x):
         y = self.conv1(F.relu(self.norm1(x)))
-        return x + self.conv2(F.relu(F.group_norm(y, 4, self.norm2.weight, self.norm2.bias)))
+        y = self.conv2(F.relu(F.group_norm(y, 4, self.norm2.weight, self.norm2.bias)))
+        return x + self.conv3(F.relu(self.norm3(y)))
 
 
 class AdditiveAttention(nn.Module):
@@ -68,7 +68,11 @@ class AdditiveAttention(nn.Module):
 class TinyNet(nn.Module):
     def __init__(self, kind: str, c: int = 16, depth: int = 6) -> None:
         super().__init__()
+        # ResNetV2 normalizes the stem's output first; SwiftFormer's stem ends in a ReLU (exact
+        # zeros: a token whose bit plane is all zero gives q = 0 and a norm at its eps)
         self.stem = nn.Conv2d(3, c, 3, 2, 1)
+        if kind == "normalize":
+            self.stem = nn.Sequential(self.stem, nn.ReLU())
         block = PreActBlock if kind == "group_norm" else AdditiveAttention
         self.blocks = nn.Sequential(*(block(c) for _ in range(depth)))
         self.head = nn.Linear(c, 10)
@@ -89,7 +93,8 @@ def _max_grad(model: nn.Module) -> float:
 @pytest.mark.parametrize("kind", ["group_norm", "normalize"])
 def test_gate_one_backward_is_near_the_ann(kind):
     torch.manual_seed(0)
-    model = TinyNet(kind).eval()
+    depth = 12 if kind == "group_norm" else 6
+    model = TinyNet(kind, depth=depth).eval()
     x, target = torch.randn(2, 3, 16, 16), torch.tensor([0, 1])
     model.train()
     F.cross_entropy(model(x), target).backward()
@@ -99,10 +104,10 @@ def test_gate_one_backward_is_near_the_ann(kind):
 
     hybrid = hybridize.convert(model, "has8-finetune", example_input=x)
     rows = {r.region.name: r for r in hybrid.conversion_plan.rows}
-    for i in range(6):  # every block keeps its twin, with its norms over the T steps
+    for i in range(depth):  # every block keeps its twin, with its norms over the T steps
         row = rows[f"blocks.{i}"]
         assert row.status == "converted"
-        assert len(row.twin_report.norms) == (2 if kind == "group_norm" else 3)
+        assert len(row.twin_report.norms) == 3
         assert "statistics over the T steps" in row.twin_report.note
     for block in hybrid.modules():
         if isinstance(block, FusionBlock):
@@ -110,6 +115,8 @@ def test_gate_one_backward_is_near_the_ann(kind):
                 block.gate.fill_(1.0)
     hybrid.train()
     F.cross_entropy(hybrid(x), target).backward()
+    # per-step statistics: 262x (group_norm, zero planes after a silent LIF step), non-finite
+    # (normalize, all-zero tokens of q); docs/results.md
     assert _max_grad(hybrid) <= RATIO_BOUND * ann_max
 
 
