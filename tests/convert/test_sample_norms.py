@@ -165,3 +165,26 @@ def test_normalize_over_time_matches_the_formula(dim):
     want = planes / planes.pow(2).sum(dim=(0, d), keepdim=True).sqrt()
     torch.testing.assert_close(got, _fold(want))
     assert got.isfinite().all()
+
+
+class LayerNormBlock(nn.Module):
+    def __init__(self, c: int) -> None:
+        super().__init__()
+        self.norm = nn.LayerNorm(c)
+        self.fc = nn.Linear(c, c)
+
+    def forward(self, x):
+        t = x.flatten(2).transpose(1, 2)
+        t = t + self.fc(F.gelu(F.layer_norm(self.norm(t), (t.shape[-1],))))
+        return t.transpose(1, 2).reshape(x.shape)
+
+
+def test_layer_norm_stays_per_step():
+    """Layer norm (per token) and batch norm are not per-sample statistics over time here."""
+    model = TinyNet("group_norm", c=8, depth=2)
+    model.stem = nn.Sequential(nn.Conv2d(3, 8, 3, 2, 1), nn.BatchNorm2d(8), nn.ReLU())
+    model.blocks = nn.Sequential(LayerNormBlock(8), LayerNormBlock(8))
+    recipe = {"defaults": {}, "targets": [{"select": {"name": ["stem", "blocks.*"]}}]}
+    plan = hybridize.plan(model.eval(), recipe, example_input=torch.randn(1, 3, 8, 8))
+    rows = [r for r in plan.rows if r.status == "converted"]
+    assert len(rows) == 3 and all(r.twin_report.norms == [] for r in rows)
