@@ -97,6 +97,7 @@ class Plan:
                     "activations": r.twin_report.activations,
                     "pools": r.twin_report.pools,
                     "sew_adds": r.twin_report.sew_adds,
+                    "norms": r.twin_report.norms,
                     "note": r.twin_report.note,
                 }
                 for r in self.rows

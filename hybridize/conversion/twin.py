@@ -8,7 +8,10 @@ pooling, add) run all T steps at once, and each LIF unfolds time internally. Rul
 3. pooling ``max-to-avg``: max pooling becomes average pooling (modules and functions);
 4. residual ``sew``: an add whose only user is a LIF loses that LIF, and each operand that is not
    already a spike train (a LIF output or the encoded planes) gets its own LIF (METHOD.md s.1);
-5. ``twin_init: fresh`` re-initialises every layer; ``bn_momentum`` sets the twin's BN momentum.
+5. per-sample normalizations (``nn.GroupNorm``, ``F.group_norm``, ``F.normalize``) take their
+   statistics over the T time steps of a sample, not over one step
+   (:mod:`hybridize.spiking.sample_norms`; docs/conversion.md, "Per-sample normalizations");
+6. ``twin_init: fresh`` re-initialises every layer; ``bn_momentum`` sets the twin's BN momentum.
 
 A region that cannot be traced falls back to rule 1 alone (module surgery) and says so.
 """
@@ -19,6 +22,7 @@ import copy
 from collections.abc import Callable, Collection
 from dataclasses import dataclass, field
 
+import torch.nn.functional as F
 from torch import fx, nn
 
 from hybridize._util import first_line, fresh_attr, is_within
@@ -33,6 +37,14 @@ from hybridize.conversion.activations import (
     max_to_avg_pool,
 )
 from hybridize.spiking import LIF
+from hybridize.spiking.sample_norms import (
+    GroupNormOverTime,
+    group_norm_over_time,
+    normalize_over_time,
+)
+
+# per-sample normalizations called as functions -> their versions over the T steps of a sample
+_SAMPLE_NORM_FUNCTIONS = {F.group_norm: group_norm_over_time, F.normalize: normalize_over_time}
 
 
 @dataclass
@@ -42,6 +54,7 @@ class TwinReport:
     activations: list[str] = field(default_factory=list)  # converted, as "where: kind"
     pools: list[str] = field(default_factory=list)
     sew_adds: list[str] = field(default_factory=list)
+    norms: list[str] = field(default_factory=list)  # statistics over the T steps, as "where: op"
     traced: bool = True
     note: str = ""
 
@@ -53,6 +66,7 @@ class _Rules:
     make_lif: Callable[[], LIF]
     pooling: str
     report: TwinReport
+    time_steps: int
 
 
 def build_twin(
@@ -73,7 +87,7 @@ def build_twin(
     table, a shape): what is computed from them alone stays ANN, like a constant table.
     """
     report = TwinReport()
-    rules = _Rules(lambda: LIF(**neuron_kwargs, time_steps=time_steps), pooling, report)
+    rules = _Rules(lambda: LIF(**neuron_kwargs, time_steps=time_steps), pooling, report, time_steps)
 
     twin: nn.Module
     if isinstance(ann, fx.GraphModule):
@@ -100,6 +114,9 @@ def build_twin(
         twin.graph.lint()
         twin.delete_all_unused_submodules()
         twin.recompile()
+    if report.norms:
+        over = f"{len(report.norms)} per-sample norm(s) with statistics over the T steps"
+        report.note = "; ".join(n for n in (report.note, over) if n)
     if twin_init == "fresh":
         _reinitialise(twin)
     if bn_momentum is not None:
@@ -138,6 +155,9 @@ def _swap_modules(twin: nn.Module, rules: _Rules, static: Collection[str] = ()) 
         if is_activation_module(module):
             twin.set_submodule(name, rules.make_lif())
             report.activations.append(f"{name}: {activation_name(module)}")
+        elif type(module) is nn.GroupNorm:  # subclasses (norm-act layers) are traced through
+            twin.set_submodule(name, GroupNormOverTime.like(module, rules.time_steps))
+            report.norms.append(f"{name}: GroupNorm")
         elif rules.pooling == "max-to-avg":
             avg = max_to_avg_pool(module)
             if avg is not None:
@@ -165,6 +185,11 @@ def _rewrite_functional(gm: fx.GraphModule, rules: _Rules, static: Collection[st
             gm.graph.erase_node(node)
             kind = node.target if is_method else getattr(node.target, "__name__", str(node.target))
             report.activations.append(f"{node.name}: {kind}()")
+        elif node.op == "call_function" and node.target in _SAMPLE_NORM_FUNCTIONS:
+            name = getattr(node.target, "__name__", str(node.target))
+            node.target = _SAMPLE_NORM_FUNCTIONS[node.target]
+            node.kwargs = {**node.kwargs, "time_steps": rules.time_steps}
+            report.norms.append(f"{node.name}: {name}")
         elif (
             rules.pooling == "max-to-avg"
             and node.op == "call_function"

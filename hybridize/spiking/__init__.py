@@ -35,6 +35,11 @@ _EXPORTS: dict[str, tuple[str, ...]] = {
         "lif_step",
         "spike_function",
     ),
+    "hybridize.spiking.sample_norms": (
+        "GroupNormOverTime",
+        "group_norm_over_time",
+        "normalize_over_time",
+    ),
     "hybridize.spiking.options": (
         "COMPAT_PRESETS",
         "DECODER_KINDS",

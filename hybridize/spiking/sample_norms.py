@@ -1,0 +1,97 @@
+"""Per-sample normalizations for the twin: statistics over the T time steps of a sample.
+
+The twin runs on time-folded tensors ``[T*N, ...]`` (t-major). A per-sample normalization
+called there as in the ANN (``group_norm``, ``F.normalize``) would take its statistics over
+one time step of one sample: a single bit plane, or one step of a LIF output. Those are often
+exactly zero (a LIF is silent while its membrane charges), so the statistic sits at its eps and
+the backward multiplies by ``1 / sqrt(eps)`` (group norm) or ``1 / eps`` (``F.normalize``).
+The functions here take the statistics over the same values as the ANN's op *and* the T steps
+of that sample, so each step of a sample goes through the same affine map, which commutes with
+the decoder's weighted sum over steps (docs/conversion.md, "Per-sample normalizations").
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+
+def _split_time(x: Tensor, time_steps: int) -> Tensor:
+    """[T*N, ...] -> [T, N, ...] (t-major folding)."""
+    if x.dim() < 1 or x.shape[0] % time_steps:
+        raise ValueError(
+            f"expected a time-folded tensor whose dim 0 is a multiple of {time_steps}, "
+            f"got shape {tuple(x.shape)}"
+        )
+    return x.reshape(time_steps, x.shape[0] // time_steps, *x.shape[1:])
+
+
+def group_norm_over_time(
+    x: Tensor,
+    num_groups: int,
+    weight: Tensor | None = None,
+    bias: Tensor | None = None,
+    eps: float = 1e-5,
+    *,
+    time_steps: int,
+) -> Tensor:
+    """``F.group_norm`` of a folded ``[T*N, C, ...]`` tensor whose mean and variance per
+    (sample, group) are over the group's values at all T steps of the sample."""
+    planes = _split_time(x, time_steps).movedim(0, 2)  # [N, C, T, ...]
+    y = F.group_norm(planes, num_groups, None, None, eps).movedim(2, 0).reshape(x.shape)
+    shape = (1, -1) + (1,) * (x.dim() - 2)
+    if weight is not None:
+        y = y * weight.reshape(shape)
+    if bias is not None:
+        y = y + bias.reshape(shape)
+    return y
+
+
+def normalize_over_time(
+    x: Tensor,
+    p: float = 2.0,
+    dim: int = 1,
+    eps: float = 1e-12,
+    out: Tensor | None = None,
+    *,
+    time_steps: int,
+) -> Tensor:
+    """``F.normalize`` of a folded ``[T*N, ...]`` tensor: each vector along ``dim`` divided by
+    the p-norm of that vector over all T steps of its sample (at least ``eps``). ``out`` is
+    accepted for F.normalize's signature (traced calls pass ``out=None``) and must be None."""
+    if out is not None:
+        raise ValueError("normalize_over_time does not write into out=")
+    d = dim % x.dim()
+    if d == 0:  # a norm across the batch is not a per-sample statistic
+        return F.normalize(x, p, dim, eps)
+    planes = _split_time(x, time_steps)
+    norm = torch.linalg.vector_norm(planes, ord=p, dim=(0, d + 1), keepdim=True)
+    return (planes / norm.clamp_min(eps)).reshape(x.shape)
+
+
+class GroupNormOverTime(nn.GroupNorm):
+    """:class:`torch.nn.GroupNorm` for folded ``[T*N, C, ...]`` inputs, statistics over the T
+    steps of a sample (:func:`group_norm_over_time`); same parameters and state dict."""
+
+    def __init__(
+        self, num_groups: int, num_channels: int, *, time_steps: int, **kw: object
+    ) -> None:
+        super().__init__(num_groups, num_channels, **kw)  # type: ignore[arg-type]
+        self.time_steps = time_steps
+
+    @classmethod
+    def like(cls, norm: nn.GroupNorm, time_steps: int) -> GroupNormOverTime:
+        """A copy of ``norm`` (sharing nothing) that pools its statistics over time."""
+        new = cls(norm.num_groups, norm.num_channels, time_steps=time_steps, eps=norm.eps,
+                  affine=norm.affine)  # fmt: skip
+        new.load_state_dict(norm.state_dict())
+        return new.to(norm.weight) if norm.affine else new
+
+    def extra_repr(self) -> str:
+        return f"{super().extra_repr()}, time_steps={self.time_steps}"
+
+    def forward(self, x: Tensor) -> Tensor:
+        return group_norm_over_time(
+            x, self.num_groups, self.weight, self.bias, self.eps, time_steps=self.time_steps
+        )

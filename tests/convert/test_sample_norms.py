@@ -1,0 +1,190 @@
+"""Per-sample normalizations in a twin take their statistics over the T steps of a sample.
+
+Called per time step, a group norm or ``F.normalize`` sees one bit plane or one step of a LIF
+output; those are often all zero (a LIF is silent while it charges), the statistic sits at its
+eps and the backward multiplies by 1/sqrt(eps) or 1/eps, compounding over blocks
+(docs/conversion.md, "Per-sample normalizations"). A hybrid's gate-1 backward must stay within
+the issue's bound of its ANN's largest gradient.
+"""
+
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+import hybridize
+from hybridize.spiking import FusionBlock
+from hybridize.spiking.sample_norms import (
+    GroupNormOverTime,
+    group_norm_over_time,
+    normalize_over_time,
+)
+
+RATIO_BOUND = 100.0  # issue #9 asks for 1000x on the zoo; these small nets stay within 100x
+T = 8
+
+
+class PreActBlock(nn.Module):
+    """A pre-activation bottleneck with group norms (ResNetV2-GN style)."""
+
+    def __init__(self, c: int) -> None:
+        super().__init__()
+        self.norm1 = nn.GroupNorm(4, c)
+        self.conv1 = nn.Conv2d(c, c, 1, bias=False)
+        self.norm2 = nn.GroupNorm(4, c)
+        self.conv2 = nn.Conv2d(c, c, 3, padding=1, bias=False)
+        self.norm3 = nn.GroupNorm(4, c)
+        self.conv3 = nn.Conv2d(c, c, 1, bias=False)
+
+    def forward(self, x):
+        y = self.conv1(F.relu(self.norm1(x)))
+        y = self.conv2(F.relu(F.group_norm(y, 4, self.norm2.weight, self.norm2.bias)))
+        return x + self.conv3(F.relu(self.norm3(y)))
+
+
+class AdditiveAttention(nn.Module):
+    """SwiftFormer's encoder block: a convolutional local representation, then additive
+    attention whose q and k are ``F.normalize`` of linear maps of the block's input."""
+
+    def __init__(self, c: int) -> None:
+        super().__init__()
+        self.local = nn.Sequential(nn.Conv2d(c, c, 1), nn.ReLU(), nn.Conv2d(c, c, 1))
+        self.to_query = nn.Linear(c, c)
+        self.to_key = nn.Linear(c, c)
+        self.w_g = nn.Parameter(torch.randn(c, 1))
+        self.proj = nn.Linear(c, c)
+
+    def forward(self, x):
+        b, c, h, w = x.shape
+        x = x + self.local(x)
+        t = x.flatten(2).transpose(1, 2)
+        q = F.normalize(self.to_query(t), dim=-1)
+        k = F.normalize(self.to_key(t), dim=-1)
+        attn = F.normalize(q @ self.w_g, dim=1)
+        out = self.proj((attn * q).sum(1, keepdim=True) * k) + q
+        return x + out.transpose(1, 2).reshape(b, c, h, w)
+
+
+class TinyNet(nn.Module):
+    def __init__(self, kind: str, c: int = 16, depth: int = 6) -> None:
+        super().__init__()
+        # ResNetV2 normalizes the stem's output first; SwiftFormer's stem ends in a ReLU (exact
+        # zeros: a token whose bit plane is all zero gives q = 0 and a norm at its eps)
+        self.stem = nn.Conv2d(3, c, 3, 2, 1)
+        if kind == "normalize":
+            self.stem = nn.Sequential(self.stem, nn.ReLU())
+        block = PreActBlock if kind == "group_norm" else AdditiveAttention
+        self.blocks = nn.Sequential(*(block(c) for _ in range(depth)))
+        self.head = nn.Linear(c, 10)
+        for m in self.modules():  # biases at 0 as in timm: a silent input gives exact zeros
+            if isinstance(m, (nn.Conv2d, nn.Linear)) and m.bias is not None:
+                nn.init.zeros_(m.bias)
+
+    def forward(self, x):
+        return self.head(self.blocks(self.stem(x)).mean((2, 3)))
+
+
+def _max_grad(model: nn.Module) -> float:
+    grads = [p.grad for p in model.parameters() if p.grad is not None]
+    assert all(g.isfinite().all() for g in grads)
+    return max(g.abs().max().item() for g in grads)
+
+
+@pytest.mark.parametrize("kind", ["group_norm", "normalize"])
+def test_gate_one_backward_is_near_the_ann(kind):
+    torch.manual_seed(0)
+    depth = 12 if kind == "group_norm" else 6
+    model = TinyNet(kind, depth=depth).eval()
+    x, target = torch.randn(2, 3, 16, 16), torch.tensor([0, 1])
+    model.train()
+    F.cross_entropy(model(x), target).backward()
+    ann_max = _max_grad(model)
+    model.zero_grad(set_to_none=True)
+    model.eval()
+
+    hybrid = hybridize.convert(model, "has8-finetune", example_input=x)
+    rows = {r.region.name: r for r in hybrid.conversion_plan.rows}
+    for i in range(depth):  # every block keeps its twin, with its norms over the T steps
+        row = rows[f"blocks.{i}"]
+        assert row.status == "converted"
+        assert len(row.twin_report.norms) == 3
+        assert "statistics over the T steps" in row.twin_report.note
+    for block in hybrid.modules():
+        if isinstance(block, FusionBlock):
+            with torch.no_grad():
+                block.gate.fill_(1.0)
+    hybrid.train()
+    F.cross_entropy(hybrid(x), target).backward()
+    # per-step statistics: 262x (group_norm, zero planes after a silent LIF step), non-finite
+    # (normalize, all-zero tokens of q); docs/results.md
+    assert _max_grad(hybrid) <= RATIO_BOUND * ann_max
+
+
+def _fold(planes: torch.Tensor) -> torch.Tensor:
+    return planes.flatten(0, 1)  # [T, N, ...] -> [T*N, ...], t-major
+
+
+def test_group_norm_over_time_matches_the_formula():
+    torch.manual_seed(0)
+    planes = torch.randn(T, 3, 6, 4, 5, dtype=torch.float64)  # [T, N, C, H, W]
+    weight, bias = torch.randn(6, dtype=torch.float64), torch.randn(6, dtype=torch.float64)
+    got = group_norm_over_time(_fold(planes), 2, weight, bias, 1e-5, time_steps=T)
+    g = planes.reshape(T, 3, 2, 3, 4, 5)  # groups of 3 channels
+    mean = g.mean(dim=(0, 3, 4, 5), keepdim=True)
+    var = g.var(dim=(0, 3, 4, 5), unbiased=False, keepdim=True)
+    want = ((g - mean) / (var + 1e-5).sqrt()).reshape(planes.shape)
+    want = want * weight.reshape(6, 1, 1) + bias.reshape(6, 1, 1)
+    torch.testing.assert_close(got, _fold(want))
+
+
+def test_group_norm_over_one_step_is_group_norm():
+    x = torch.randn(4, 6, 3, dtype=torch.float64)
+    torch.testing.assert_close(group_norm_over_time(x, 3, time_steps=1), F.group_norm(x, 3))
+
+
+def test_group_norm_module_keeps_its_parameters():
+    norm = nn.GroupNorm(2, 6)
+    with torch.no_grad():
+        norm.weight.uniform_()
+        norm.bias.uniform_()
+    pooled = GroupNormOverTime.like(norm, T)
+    x = torch.randn(T * 2, 6, 3, 3)
+    torch.testing.assert_close(
+        pooled(x), group_norm_over_time(x, 2, norm.weight, norm.bias, norm.eps, time_steps=T)
+    )
+    assert pooled.weight is not norm.weight
+
+
+@pytest.mark.parametrize("dim", [1, -1])
+def test_normalize_over_time_matches_the_formula(dim):
+    torch.manual_seed(0)
+    planes = torch.randn(T, 2, 5, 7, dtype=torch.float64)
+    planes[:3] = 0  # silent steps: the norm over a sample's steps is not 0
+    got = normalize_over_time(_fold(planes), dim=dim, time_steps=T)
+    d = dim % 3 + 1
+    want = planes / planes.pow(2).sum(dim=(0, d), keepdim=True).sqrt()
+    torch.testing.assert_close(got, _fold(want))
+    assert got.isfinite().all()
+
+
+class LayerNormBlock(nn.Module):
+    def __init__(self, c: int) -> None:
+        super().__init__()
+        self.norm = nn.LayerNorm(c)
+        self.fc = nn.Linear(c, c)
+
+    def forward(self, x):
+        t = x.flatten(2).transpose(1, 2)
+        t = t + self.fc(F.gelu(F.layer_norm(self.norm(t), (t.shape[-1],))))
+        return t.transpose(1, 2).reshape(x.shape)
+
+
+def test_layer_norm_stays_per_step():
+    """Layer norm (per token) and batch norm are not per-sample statistics over time here."""
+    model = TinyNet("group_norm", c=8, depth=2)
+    model.stem = nn.Sequential(nn.Conv2d(3, 8, 3, 2, 1), nn.BatchNorm2d(8), nn.ReLU())
+    model.blocks = nn.Sequential(LayerNormBlock(8), LayerNormBlock(8))
+    recipe = {"defaults": {}, "targets": [{"select": {"name": ["stem", "blocks.*"]}}]}
+    plan = hybridize.plan(model.eval(), recipe, example_input=torch.randn(1, 3, 8, 8))
+    rows = [r for r in plan.rows if r.status == "converted"]
+    assert len(rows) == 3 and all(r.twin_report.norms == [] for r in rows)
