@@ -65,7 +65,8 @@ class _FollowInput(TorchFunctionMode):
         out = func(*args, **kwargs)
         if not any(self._is_marked(v) for v in pytree.tree_leaves((args, kwargs))):
             return out
-        if self._is_marked(_divisor(func, args, kwargs)):
+        divisor = _divisor(func, args, kwargs)
+        if self._is_marked(divisor) and not _one_per_sample(divisor):
             where = self._where()
             self.found.append(f"{where}: {func.__name__}" if where else func.__name__)
         for value in pytree.tree_leaves(out):
@@ -73,6 +74,14 @@ class _FollowInput(TorchFunctionMode):
                 self._marked.append(value)
                 self._ids.add(id(value))
         return out
+
+
+def _one_per_sample(divisor: torch.Tensor) -> bool:
+    """A divisor with one value per sample (or one for the batch), such as ConvNeXt-V2's global
+    response norm, ``x_g / mean(x_g)``: it is 0 only when the sample's whole activation is
+    silent at that step, and then so is the numerator it scales, so the backward stays bounded
+    (measured: convnextv2_atto, docs/conversion.md)."""
+    return all(size == 1 for size in divisor.shape[1:])
 
 
 def _meta_value(value: Any) -> Any:

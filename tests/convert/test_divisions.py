@@ -125,20 +125,29 @@ class _Lambda(nn.Module):
 @pytest.mark.parametrize(
     ("fn", "found"),
     [
-        (lambda m, x: x / (x.sum(-1, keepdim=True) + 1e-5), True),  # normaliser of the input
+        (lambda m, x: x / (x.sum(-1, keepdim=True) + 1e-5), True),  # a per-token normaliser
         (lambda m, x: 1 / (x.abs() + 1), True),
-        (lambda m, x: (x - x.mean()) * torch.rsqrt(x.var() + 1e-6), True),  # a written-out norm
-        (lambda m, x: x.div(F.relu(x).sum() + 1e-5), True),
+        (  # a norm written out, per token
+            lambda m, x: (
+                (x - x.mean(-1, keepdim=True)) * torch.rsqrt(x.var(-1, keepdim=True) + 1e-6)
+            ),
+            True,
+        ),
+        (lambda m, x: x.div(F.relu(x).sum(-1, keepdim=True) + 1e-5), True),
         (lambda m, x: x / 2.0, False),  # constants, parameters and shapes are not data
         (lambda m, x: x / m.weight, False),
         (lambda m, x: x / x.shape[-1], False),
         (lambda m, x: x.softmax(-1), False),  # fused: bounded gradient
         (lambda m, x: F.layer_norm(x, (4,)), False),
         (lambda m, x: F.normalize(x, dim=-1), False),
+        # one value per sample (ConvNeXt-V2's response norm) or for the batch: 0 only when the
+        # sample's whole activation is, and then so is the numerator
+        (lambda m, x: x / (x.abs().mean(dim=(1, 2), keepdim=True) + 1e-6), False),
+        (lambda m, x: x / (x.abs().max() + 1e-6), False),
     ],
 )
 def test_divisions_by_the_input_are_found(fn, found):
-    where = input_divisions(_Lambda(fn), (_meta_node((2, 4)),), {})
+    where = input_divisions(_Lambda(fn), (_meta_node((2, 3, 4)),), {})
     assert isinstance(where, list)
     assert bool(where) is found
 
@@ -192,3 +201,11 @@ def test_a_region_with_an_integer_side_input_is_checked():
     for name in ("blocks.0", "blocks.1"):
         assert rows[name].status == "skipped"
         assert "divides by a value computed from its input (div)" in rows[name].reason
+
+
+def test_global_response_norm_keeps_its_twin():
+    """timm's GlobalResponseNorm (ConvNeXt-V2) divides by one value per sample."""
+    from timm.layers.grn import GlobalResponseNorm
+
+    grn = nn.Sequential(nn.Linear(8, 8), nn.GELU(), GlobalResponseNorm(8, channels_last=True))
+    assert input_divisions(grn, (_meta_node((2, 4, 4, 8)),), {}) == []
