@@ -147,12 +147,6 @@ def timed_step(fn: Fn, x: torch.Tensor, cuda: bool) -> float:
     return _clock() - start
 
 
-def median_seconds(fn: Fn, x: torch.Tensor, repeats: int, cuda: bool) -> float:
-    for _ in range(3):
-        step(fn, x)
-    return statistics.median(timed_step(fn, x, cuda) for _ in range(repeats))
-
-
 def agreement(fn_a: Fn, fn_b: Fn, x: torch.Tensor) -> tuple[bool, float]:
     """(forward bit-identical, max |grad difference| / max |grad|) of two implementations."""
     outs = []
@@ -230,12 +224,19 @@ def make_input(args: argparse.Namespace) -> torch.Tensor:
 
 
 def measure(cases: dict[str, Fn], x: torch.Tensor, args: argparse.Namespace) -> dict:
+    """Median step time of each case, the repeats interleaved (the load moves all alike)."""
     cuda = args.device == "cuda"
+    for fn in cases.values():
+        for _ in range(3):
+            step(fn, x)
+    times: dict[str, list[float]] = {name: [] for name in cases}
+    for _ in range(args.repeats):
+        for name, fn in cases.items():
+            times[name].append(timed_step(fn, x, cuda))
     results = {}
     for name, fn in cases.items():
-        t = median_seconds(fn, x, args.repeats, cuda)
         mem = peak_cuda_bytes(fn, x) if cuda else saved_bytes(fn, x)
-        results[name] = {"seconds": t, "bytes": mem}
+        results[name] = {"seconds": statistics.median(times[name]), "bytes": mem}
     return results
 
 

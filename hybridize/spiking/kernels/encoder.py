@@ -52,7 +52,8 @@ def encoder_forward(z: Tensor, cfg: EncoderKernelConfig) -> Tensor:
 
 # How the fused backward gets its cosines: "doubling" (one float64 cosine per element, the rest
 # by the double-angle formula) or "direct" (one cosine per angle, in z's dtype). Internal: the
-# default is :func:`cosine_scheme`'s; benchmarks set "direct" to time the previous kernel.
+# default is :func:`cosine_scheme`'s; benchmarks set "direct" around a forward (the backward
+# takes the forward's choice) to time the previous kernel.
 COSINES: str | None = None
 
 
@@ -146,6 +147,7 @@ class FusedBitPlane(torch.autograd.Function):
     def forward(ctx: Any, z: Tensor, weights_fn: Any, cfg: EncoderKernelConfig) -> Tensor:
         ctx.save_for_backward(z)
         ctx.weights_fn, ctx.cfg = weights_fn, cfg
+        ctx.cosines = cosine_scheme(z)  # chosen with the forward (COSINES may change by then)
         return fused_planes(z, cfg)
 
     @staticmethod
@@ -154,7 +156,7 @@ class FusedBitPlane(torch.autograd.Function):
         cfg: EncoderKernelConfig = ctx.cfg
         weights = ctx.weights_fn(z).reshape(-1).to(z.dtype)
         g = grad.contiguous().reshape(len(cfg.ks), -1)
-        cosines = cosine_scheme(z)
+        cosines = ctx.cosines
         dz = run_kernel(
             ("encoder_backward", cfg, cosines),
             encoder_backward, z.reshape(-1), g, weights, cfg, cosines,
