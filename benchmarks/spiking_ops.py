@@ -2,12 +2,13 @@
 
 Runs, in one process on the same tensor, forward + backward (gradient w.r.t. the input) of
 - the chain BitPlaneEncoder(bits=8, normalize="minmax") -> LIF() -> BitPlaneDecoder(bits=8) with
-  the eager ops (HYBRIDIZE_KERNELS=eager) and with the fused kernels (=fused), beside ReLU and a
+  the eager ops (HYBRIDIZE_KERNELS=eager) and with the fused kernels (=fused; "fused direct":
+  the encoder backward with one float32 cosine per angle, the previous kernel), beside ReLU and a
   naive reference written here (a Python loop over planes that keeps every per-plane tensor);
 - the multi-step LIF alone on the T = 8 planes' shape: eager, fused, and SpikingJelly's
   ``neuron.LIFNode`` (tau 2, ATan, multi-step) when spikingjelly is installed (extra ``bench``).
-Prints the median time of each, the ratios, and the memory: on CUDA max_memory_allocated over the
-step; on CPU the bytes autograd saves for backward (once per storage, saved_tensors_hooks).
+Prints the median time of each (repeats interleaved across cases; ``--clock cpu``: CPU
+seconds), the ratios, and the memory: on CUDA max_memory_allocated over the step; on CPU the bytes autograd saves for backward (once per storage, saved_tensors_hooks).
 Fused vs eager outputs and gradients are compared first. ``--first-step`` also measures, in fresh
 processes, the first fused step (kernel compilation included) with an empty and a warm cache, of
 the chain and of a spiking branch whose twin is conv -> BatchNorm -> LIF -> conv (its kernels:
@@ -15,7 +16,7 @@ the encoder's, the LIF forward, the BatchNorm + LIF backward, the bit packing of
 ``--first-step-only`` measures only that.
 
     .venv/bin/python benchmarks/spiking_ops.py [--device cuda] [--dtype bfloat16] \
-        [--repeats 15] [--threads 1] [--first-step]
+        [--repeats 15] [--threads 1] [--clock cpu] [--first-step]
 """
 
 from __future__ import annotations
