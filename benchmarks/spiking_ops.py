@@ -2,12 +2,13 @@
 
 Runs, in one process on the same tensor, forward + backward (gradient w.r.t. the input) of
 - the chain BitPlaneEncoder(bits=8, normalize="minmax") -> LIF() -> BitPlaneDecoder(bits=8) with
-  the eager ops (HYBRIDIZE_KERNELS=eager) and with the fused kernels (=fused), beside ReLU and a
+  the eager ops (HYBRIDIZE_KERNELS=eager) and with the fused kernels (=fused; "fused direct":
+  the encoder backward with one float32 cosine per angle, the previous kernel), beside ReLU and a
   naive reference written here (a Python loop over planes that keeps every per-plane tensor);
 - the multi-step LIF alone on the T = 8 planes' shape: eager, fused, and SpikingJelly's
   ``neuron.LIFNode`` (tau 2, ATan, multi-step) when spikingjelly is installed (extra ``bench``).
-Prints the median time of each, the ratios, and the memory: on CUDA max_memory_allocated over the
-step; on CPU the bytes autograd saves for backward (once per storage, saved_tensors_hooks).
+Prints the median time of each (repeats interleaved across cases; ``--clock cpu``: CPU
+seconds), the ratios, and the memory: on CUDA max_memory_allocated over the step; on CPU the bytes autograd saves for backward (once per storage, saved_tensors_hooks).
 Fused vs eager outputs and gradients are compared first. ``--first-step`` also measures, in fresh
 processes, the first fused step (kernel compilation included) with an empty and a warm cache, of
 the chain and of a spiking branch whose twin is conv -> BatchNorm -> LIF -> conv (its kernels:
@@ -15,7 +16,7 @@ the encoder's, the LIF forward, the BatchNorm + LIF backward, the bit packing of
 ``--first-step-only`` measures only that.
 
     .venv/bin/python benchmarks/spiking_ops.py [--device cuda] [--dtype bfloat16] \
-        [--repeats 15] [--threads 1] [--first-step]
+        [--repeats 15] [--threads 1] [--clock cpu] [--first-step]
 """
 
 from __future__ import annotations
@@ -34,6 +35,7 @@ from collections.abc import Callable
 import torch
 
 from hybridize.spiking import LIF, BitPlaneDecoder, BitPlaneEncoder
+from hybridize.spiking.kernels import encoder as encoder_kernels
 from hybridize.spiking.kernels import kernel_backend_override
 
 BITS = 8
@@ -68,6 +70,19 @@ def with_backend(fn: Fn, name: str) -> Fn:
     def run(x: torch.Tensor) -> torch.Tensor:
         with kernel_backend_override(name):
             return fn(x)
+
+    return run
+
+
+def with_direct_cosines(fn: Fn) -> Fn:
+    """fn with the fused encoder backward taking B + 1 float32 cosines (the previous kernel)."""
+
+    def run(x: torch.Tensor) -> torch.Tensor:
+        encoder_kernels.COSINES = "direct"
+        try:
+            return fn(x)
+        finally:
+            encoder_kernels.COSINES = None
 
     return run
 
@@ -119,20 +134,18 @@ def peak_cuda_bytes(fn: Fn, x: torch.Tensor) -> int:
     return torch.cuda.max_memory_allocated() - base
 
 
+CLOCKS = {"wall": time.perf_counter, "cpu": time.process_time}
+_clock = time.perf_counter  # --clock's choice
+
+
 def timed_step(fn: Fn, x: torch.Tensor, cuda: bool) -> float:
     if cuda:
         torch.cuda.synchronize()
-    start = time.perf_counter()
+    start = _clock()
     step(fn, x)
     if cuda:
         torch.cuda.synchronize()
-    return time.perf_counter() - start
-
-
-def median_seconds(fn: Fn, x: torch.Tensor, repeats: int, cuda: bool) -> float:
-    for _ in range(3):
-        step(fn, x)
-    return statistics.median(timed_step(fn, x, cuda) for _ in range(repeats))
+    return _clock() - start
 
 
 def agreement(fn_a: Fn, fn_b: Fn, x: torch.Tensor) -> tuple[bool, float]:
@@ -212,12 +225,19 @@ def make_input(args: argparse.Namespace) -> torch.Tensor:
 
 
 def measure(cases: dict[str, Fn], x: torch.Tensor, args: argparse.Namespace) -> dict:
+    """Median step time of each case, the repeats interleaved (the load moves all alike)."""
     cuda = args.device == "cuda"
+    for fn in cases.values():
+        for _ in range(3):
+            step(fn, x)
+    times: dict[str, list[float]] = {name: [] for name in cases}
+    for _ in range(args.repeats):
+        for name, fn in cases.items():
+            times[name].append(timed_step(fn, x, cuda))
     results = {}
     for name, fn in cases.items():
-        t = median_seconds(fn, x, args.repeats, cuda)
         mem = peak_cuda_bytes(fn, x) if cuda else saved_bytes(fn, x)
-        results[name] = {"seconds": t, "bytes": mem}
+        results[name] = {"seconds": statistics.median(times[name]), "bytes": mem}
     return results
 
 
@@ -242,7 +262,10 @@ def main() -> None:
     parser.add_argument("--first-step-only", action="store_true", help="only the compile latency")
     parser.add_argument("--first-step-child", choices=["chain", "twin"], help=argparse.SUPPRESS)
     parser.add_argument("--json", default=None, help="write the figures to this file")
+    parser.add_argument("--clock", default="wall", choices=list(CLOCKS), help="cpu: this process")
     args = parser.parse_args()
+    global _clock
+    _clock = CLOCKS["wall" if args.device == "cuda" else args.clock]
     if args.threads:
         torch.set_num_threads(args.threads)
     if args.first_step_child:
@@ -263,6 +286,7 @@ def main() -> None:
         "relu": torch.relu,
         "eager": with_backend(the_chain, "eager"),
         "fused": with_backend(the_chain, "fused"),
+        "fused direct": with_direct_cosines(with_backend(the_chain, "fused")),
         "naive": naive_encode_lif_decode,
     }
     lif_cases: dict[str, Fn] = {
@@ -274,6 +298,7 @@ def main() -> None:
         lif_cases["spikingjelly"] = sj
     start = time.perf_counter()
     step(chain_cases["fused"], x)
+    step(chain_cases["fused direct"], x)
     step(lif_cases["lif fused"], planes)
     print(f"first fused steps in this process (compilation included): "
           f"{time.perf_counter() - start:.1f} s")  # fmt: skip
@@ -291,7 +316,10 @@ def main() -> None:
     figures["lif"] = measure(lif_cases, planes, args)
     report(f"LIF alone on {tuple(planes.shape)}", figures["lif"], "lif eager", mem_kind)
     c, sj_lif = figures["chain"], figures["lif"].get("spikingjelly")
-    print(f"chain: fused is x{c['eager']['seconds'] / c['fused']['seconds']:.2f} faster than eager")
+    for name in ("fused", "fused direct"):
+        print(
+            f"chain: {name} is x{c['eager']['seconds'] / c[name]['seconds']:.2f} faster than eager"
+        )
     if sj_lif is not None:
         fused = figures["lif"]["lif fused"]["seconds"]
         print(f"LIF: fused is x{sj_lif['seconds'] / fused:.2f} faster than SpikingJelly LIFNode")

@@ -50,9 +50,28 @@ def encoder_forward(z: Tensor, cfg: EncoderKernelConfig) -> Tensor:
     return torch.stack(planes)
 
 
-def encoder_backward(z: Tensor, grad: Tensor, weights: Tensor, cfg: EncoderKernelConfig) -> Tensor:
-    """dL/dz [M] = sum_t weights[t] d_{k_t}(z) grad[t] for grad [B, M], weights [B]."""
-    derivative = _fourier_planes(z, cfg) if cfg.surrogate == "fourier" else None
+# How the fused backward gets its cosines: "doubling" (one float64 cosine per element, the rest
+# by the double-angle formula) or "direct" (one cosine per angle, in z's dtype). Internal: the
+# default is :func:`cosine_scheme`'s; benchmarks set "direct" around a forward (the backward
+# takes the forward's choice) to time the previous kernel.
+COSINES: str | None = None
+
+
+def cosine_scheme(z: Tensor) -> str:
+    """The fused backward's cosine scheme for z: "doubling" for float32 / half on CPU, where one
+    float64 cosine is cheaper than B + 1 float32 ones; "direct" for float64 (no wider type to
+    double in) and on CUDA (float64 is slow on most GPUs). ``COSINES`` overrides it."""
+    if COSINES is not None:
+        return COSINES
+    return "doubling" if z.device.type == "cpu" and z.dtype != torch.float64 else "direct"
+
+
+def encoder_backward(
+    z: Tensor, grad: Tensor, weights: Tensor, cfg: EncoderKernelConfig, cosines: str = "direct"
+) -> Tensor:
+    """dL/dz [M] = sum_t weights[t] d_{k_t}(z) grad[t] for grad [B, M], weights [B]; ``cosines``
+    as :func:`cosine_scheme` returns (the fourier surrogate's; the values agree to rounding)."""
+    derivative = _fourier_planes(z, cfg, cosines) if cfg.surrogate == "fourier" else None
     total: Tensor | None = None
     for t, k in enumerate(cfg.ks):
         if derivative is not None:
@@ -66,25 +85,46 @@ def encoder_backward(z: Tensor, grad: Tensor, weights: Tensor, cfg: EncoderKerne
     return total
 
 
-def _fourier_planes(z: Tensor, cfg: EncoderKernelConfig) -> dict[int, Tensor]:
+def _direct_cosines(z: Tensor, ks: list[int]) -> dict[int, Tensor]:
+    """cos(u_k) for each k in ks, one cosine each, in z's dtype (u_k rounded as eager's)."""
+    return {k: torch.cos(z * (math.pi * 2.0**-k)) for k in ks}
+
+
+def _doubled_cosines(z: Tensor, ks: list[int]) -> dict[int, Tensor]:
+    """cos(u_k) for the consecutive ks from one float64 cosine: cos(u_{k-1}) = 2 cos(u_k)^2 - 1.
+
+    Eager's angles are u_k = U 2^-k with U = z pi rounded once to z's dtype (the power of two is
+    exact), so they are exact doublings of each other; from U in float64 the recurrence's error
+    (at most x4 per doubling, ~1e-11 after 9) stays far below float32 rounding, and each cosine
+    is rounded once to z's dtype."""
+    top = max(ks)
+    c = torch.cos((z * math.pi).to(torch.float64) * 2.0**-top)
+    cosines = {top: c.to(z.dtype)}
+    for k in range(top - 1, min(ks) - 1, -1):
+        c = 2.0 * c * c - 1.0
+        cosines[k] = c.to(z.dtype)
+    return cosines
+
+
+def _fourier_planes(z: Tensor, cfg: EncoderKernelConfig, scheme: str) -> dict[int, Tensor]:
     """The fourier surrogate d_k(z) of every plane k (surrogates.py's formula: offset -
     2^(1-k) sum_{n odd < 2 alpha} cos(n u_k), u_k = pi z 2^-k, by the same Chebyshev recurrence),
     sharing cosines across planes: 2 u_k is exactly u_{k-1} (a doubling is exact), so B planes
-    need B + 1 cosines instead of 2 B."""
-    cosines: dict[int, Tensor] = {}
-
-    def cos_u(k: int) -> Tensor:
-        if k not in cosines:
-            cosines[k] = torch.cos(z * (math.pi * 2.0**-k))
-        return cosines[k]
-
+    need the cosines of u_k for k in ks and k - 1: B + 1 of them ("direct"), or one
+    ("doubling", when the ks are consecutive as every encoder order gives)."""
     harmonics = int(cfg.alpha)
+    needed = sorted({j for k in cfg.ks for j in ((k, k - 1) if harmonics > 1 else (k,))})
+    consecutive = needed == list(range(needed[0], needed[-1] + 1))
+    if scheme == "doubling" and consecutive:
+        cosines = _doubled_cosines(z, needed)
+    else:
+        cosines = _direct_cosines(z, needed)
     planes = {}
     for k in cfg.ks:
-        c = cos_u(k)
+        c = cosines[k]
         total, prev, cur = c, c, c  # cos(-u) == cos(u)
         if harmonics > 1:
-            two_cos2u = cos_u(k - 1) * 2.0
+            two_cos2u = cosines[k - 1] * 2.0
             for _ in range(harmonics - 1):
                 prev, cur = cur, two_cos2u * cur - prev
                 total = total + cur
@@ -107,6 +147,7 @@ class FusedBitPlane(torch.autograd.Function):
     def forward(ctx: Any, z: Tensor, weights_fn: Any, cfg: EncoderKernelConfig) -> Tensor:
         ctx.save_for_backward(z)
         ctx.weights_fn, ctx.cfg = weights_fn, cfg
+        ctx.cosines = cosine_scheme(z)  # chosen with the forward (COSINES may change by then)
         return fused_planes(z, cfg)
 
     @staticmethod
@@ -115,7 +156,11 @@ class FusedBitPlane(torch.autograd.Function):
         cfg: EncoderKernelConfig = ctx.cfg
         weights = ctx.weights_fn(z).reshape(-1).to(z.dtype)
         g = grad.contiguous().reshape(len(cfg.ks), -1)
-        dz = run_kernel(("encoder_backward", cfg), encoder_backward, z.reshape(-1), g, weights, cfg)
+        cosines = ctx.cosines
+        dz = run_kernel(
+            ("encoder_backward", cfg, cosines),
+            encoder_backward, z.reshape(-1), g, weights, cfg, cosines,
+        )  # fmt: skip
         return dz.reshape(z.shape), None, None
 
 
