@@ -106,11 +106,10 @@ def batch_dependent(gm: fx.GraphModule) -> set[fx.Node]:
                 elif reads == "batch":
                     dependent.add(node)
             continue
-        if node.op == "call_function" and node.target is operator.getitem:
-            if node.args[0] in shapes:
-                if _covers_dim0(node.args[1], _rank(node.args[0].args[0])):
-                    dependent.add(node)
-                continue
+        if node.target is operator.getitem and node.args[0] in shapes:
+            if _covers_dim0(node.args[1], _rank(node.args[0].args[0])):
+                dependent.add(node)
+            continue
         if any(i in dependent or i in shapes for i in node.all_input_nodes):
             dependent.add(node)
     return dependent
