@@ -177,3 +177,26 @@ def test_backward_at_gate_one_reaches_the_twins(cls):
     for i in (0, 1):
         twin = [g for n, g in grads.items() if n.startswith(f"blocks.{i}.branch.twin.fc1")]
         assert twin and any(g.abs().sum() > 0 for g in twin)
+
+
+def test_a_tuple_item_passed_through_from_the_input_is_not_given_a_twin():
+    class PassFirst(nn.Module):  # like CoaT's parallel blocks: x1 back as is
+        def __init__(self) -> None:
+            super().__init__()
+            self.fc, self.act = nn.Linear(D, D), nn.GELU()
+
+        def forward(self, x1, x2):
+            return x1, x2 + self.act(self.fc(x2))
+
+    class Net(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.blk = PassFirst()
+
+        def forward(self, x):
+            a, b = self.blk(x, x * 2)
+            return a + b
+
+    plan = hybridize.plan(Net(), {"targets": [{"select": {"name": "blk"}}]}, example_input=X)
+    assert plan.rows[0].status == "skipped"
+    assert plan.rows[0].reason.startswith("no spiking neuron of its twin feeds output item 0")
