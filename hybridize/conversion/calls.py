@@ -7,8 +7,8 @@ just its shape) or from its batch size (``cls_token.expand(x.shape[0], -1, -1)``
 *batch-shaped*: the twin, which runs on ``[T*N, ...]``, sees it repeated T times along dim 0
 (t-major, like the folded planes). Everything else (tables computed from parameters or buffers,
 shapes other than the batch, constants) passes unchanged; constant containers (a list of
-``(H, W)`` tuples) reach the twin as plain lists, tuples and dicts. A region that returns a tuple or
-list gets its spiking path added to one item: the first tensor with the input's shape.
+``(H, W)`` tuples) reach the twin as plain lists, tuples and dicts. A region that returns a
+tuple or list gets its spiking path added to one item: the first tensor with the input's shape.
 """
 
 from __future__ import annotations
@@ -185,7 +185,7 @@ def call_spec(
         if not _is_graph_value(value):
             spec.side.append(SideInput(key, label, fold=False, graph_value=False))
             continue
-        nodes = _nodes_in(value)
+        nodes = nodes_in(value)
         fold = any(n in batch_nodes for n in nodes)
         meta = value.meta.get("tensor_meta") if isinstance(value, fx.Node) else None
         if fold and not (
@@ -214,10 +214,11 @@ def call_spec(
 
 
 def _is_graph_value(value: fx.node.Argument) -> bool:
-    return bool(_nodes_in(value))
+    return bool(nodes_in(value))
 
 
-def _nodes_in(value: fx.node.Argument) -> list[fx.Node]:
+def nodes_in(value: fx.node.Argument) -> list[fx.Node]:
+    """The graph nodes inside an argument (a node, or containers holding nodes)."""
     found: list[fx.Node] = []
 
     def visit(node: fx.Node) -> fx.Node:

@@ -151,8 +151,8 @@ def build_region(
     if not spikes_reach_output(twin, spec.out_index):
         item = "its output" if spec.out_index is None else f"output item {spec.out_index}"
         result.reason = (
-            f"no spiking neuron of its twin feeds {item} (the block passes it through from "
-            "its input); the spiking path would add only rounding and never learn"
+            f"no spiking neuron of its twin feeds {item} (e.g. the block passes it through "
+            "from its input); the spiking path would add only rounding and never learn"
         )
         return None, result
     fold = tuple(side.key for side in spec.side if side.fold)

@@ -32,6 +32,7 @@ from hybridize.conversion.activations import (
     is_activation_module,
     max_to_avg_pool,
 )
+from hybridize.conversion.calls import nodes_in
 from hybridize.spiking import LIF
 
 
@@ -124,7 +125,7 @@ def spikes_reach_output(twin: nn.Module, out_index: int | None) -> bool:
     value = output.args[0]
     if out_index is not None and isinstance(value, (tuple, list)):
         value = value[out_index]
-    stack = _nodes_of(value)
+    stack = nodes_in(value)
     seen: set[fx.Node] = set()
     while stack:
         node = stack.pop()
@@ -137,12 +138,6 @@ def spikes_reach_output(twin: nn.Module, out_index: int | None) -> bool:
             return True
         stack.extend(node.all_input_nodes)
     return False
-
-
-def _nodes_of(value: fx.node.Argument) -> list[fx.Node]:
-    found: list[fx.Node] = []
-    fx.node.map_arg(value, found.append)
-    return found
 
 
 def _input_free(
