@@ -3,10 +3,12 @@
 A region hosts a twin when its first argument is one tensor. Further arguments (rotary tables
 passed as ``rope=``, ``feat_size``, masks, flags) are *side inputs*: the fusion block hands them
 to the ANN block and to the twin alike. A side input computed from the model input's data (not
-just its shape) is *batch-shaped*: the twin, which runs on ``[T*N, ...]``, sees it repeated T
-times along dim 0 (t-major, like the folded planes). Everything else (tables computed from
-parameters or buffers, shapes, constants) passes unchanged. A region that returns a tuple or
-list gets its spiking path added to one item: the first tensor with the input's shape.
+just its shape) or from its batch size (``cls_token.expand(x.shape[0], -1, -1)``) is
+*batch-shaped*: the twin, which runs on ``[T*N, ...]``, sees it repeated T times along dim 0
+(t-major, like the folded planes). Everything else (tables computed from parameters or buffers,
+shapes other than the batch, constants) passes unchanged; constant containers (a list of
+``(H, W)`` tuples) reach the twin as plain lists, tuples and dicts. A region that returns a
+tuple or list gets its spiking path added to one item: the first tensor with the input's shape.
 """
 
 from __future__ import annotations
@@ -49,7 +51,7 @@ class CallSpec:
     def constants(self, call_args: tuple, call_kwargs: dict) -> dict[int | str, object]:
         """The constant side inputs by key (they are fixed in the twin's trace)."""
         values = {**dict(enumerate(call_args)), **call_kwargs}
-        return {s.key: values[s.key] for s in self.side if not s.graph_value}
+        return {s.key: plain(values[s.key]) for s in self.side if not s.graph_value}
 
     def note(self) -> str:
         parts = []
@@ -67,16 +69,48 @@ class CallSpec:
         return "; ".join(parts)
 
 
+def plain(value: object) -> object:
+    """``value`` with fx's immutable lists and dicts (how a graph node holds its arguments)
+    turned back into the plain ones the generated code passes at run time; a constant traced
+    into the twin as an fx container would fail the twin's input-spec check on every call."""
+    if isinstance(value, list):
+        return [plain(v) for v in value]
+    if isinstance(value, dict):
+        return {k: plain(v) for k, v in value.items()}
+    if type(value) is tuple:  # named tuples keep their type and fields
+        return tuple(plain(v) for v in value)
+    return value
+
+
 def batch_dependent(gm: fx.GraphModule) -> set[fx.Node]:
-    """Nodes computed from the data of the graph's first input (shape reads stop the chain)."""
+    """Nodes that carry the batch of the graph's first input.
+
+    Those computed from its data, and those computed from its batch size: ``x.shape[0]``,
+    ``x.size(0)``, ``len(x)``, or a whole ``x.shape`` used as is. Other shape reads (H and W,
+    the rank, the dtype) stop the chain.
+    """
     placeholders = [n for n in gm.graph.nodes if n.op == "placeholder"]
     if not placeholders:
         return set()
     dependent = {placeholders[0]}
+    shapes: set[fx.Node] = set()  # x.shape / x.size() of a dependent x
     for node in gm.graph.nodes:
-        if node in dependent or _reads_shape_only(node):
+        if node in dependent:
             continue
-        if any(i in dependent for i in node.all_input_nodes):
+        if _reads_shape_only(node):
+            source = node.args[0] if node.args else None
+            if source in dependent:
+                reads = _shape_read(node)
+                if reads == "shape":
+                    shapes.add(node)
+                elif reads == "batch":
+                    dependent.add(node)
+            continue
+        if node.target is operator.getitem and node.args[0] in shapes:
+            if _covers_dim0(node.args[1], _rank(node.args[0].args[0])):
+                dependent.add(node)
+            continue
+        if any(i in dependent or i in shapes for i in node.all_input_nodes):
             dependent.add(node)
     return dependent
 
@@ -87,6 +121,36 @@ def _reads_shape_only(node: fx.Node) -> bool:
     if node.op == "call_function" and node.target in (getattr, len):
         return node.target is len or (len(node.args) > 1 and node.args[1] in SHAPE_ATTRS)
     return False
+
+
+def _shape_read(node: fx.Node) -> str:
+    """'shape' for a whole shape, 'batch' for the batch size, '' for another shape fact."""
+    if node.op == "call_function":
+        if node.target is len:
+            return "batch"
+        return "shape" if node.args[1] == "shape" else ""
+    if node.target == "size":
+        dim = node.args[1] if len(node.args) > 1 else node.kwargs.get("dim")
+        if dim is None:
+            return "shape"
+        return "batch" if _covers_dim0(dim, _rank(node.args[0])) else ""
+    return ""
+
+
+def _rank(node: object) -> int | None:
+    meta = node.meta.get("tensor_meta") if isinstance(node, fx.Node) else None
+    return len(meta.shape) if isinstance(meta, TensorMetadata) else None
+
+
+def _covers_dim0(index: object, rank: int | None) -> bool:
+    """Whether indexing the shape of a tensor of rank ``rank`` with ``index`` reads dim 0."""
+    if isinstance(index, int):
+        return index == 0 or (rank is not None and index == -rank)
+    if isinstance(index, slice):
+        if rank is not None:
+            return 0 in range(rank)[index]
+        return index.start in (None, 0) and (index.step is None or index.step > 0)
+    return True  # an index computed in the graph: it may read the batch
 
 
 def _param_names(ann: nn.Module, n_positional: int) -> list[str]:
@@ -121,7 +185,7 @@ def call_spec(
         if not _is_graph_value(value):
             spec.side.append(SideInput(key, label, fold=False, graph_value=False))
             continue
-        nodes = _nodes_in(value)
+        nodes = nodes_in(value)
         fold = any(n in batch_nodes for n in nodes)
         meta = value.meta.get("tensor_meta") if isinstance(value, fx.Node) else None
         if fold and not (
@@ -150,10 +214,11 @@ def call_spec(
 
 
 def _is_graph_value(value: fx.node.Argument) -> bool:
-    return bool(_nodes_in(value))
+    return bool(nodes_in(value))
 
 
-def _nodes_in(value: fx.node.Argument) -> list[fx.Node]:
+def nodes_in(value: fx.node.Argument) -> list[fx.Node]:
+    """The graph nodes inside an argument (a node, or containers holding nodes)."""
     found: list[fx.Node] = []
 
     def visit(node: fx.Node) -> fx.Node:

@@ -21,7 +21,7 @@ from hybridize.conversion.divisors import input_divisions
 from hybridize.conversion.segment import extract
 from hybridize.conversion.select import Region
 from hybridize.conversion.trace import HybridTracer, trace
-from hybridize.conversion.twin import TwinReport, build_twin
+from hybridize.conversion.twin import TwinReport, build_twin, spikes_reach_output
 from hybridize.spiking import BitPlaneDecoder, BitPlaneEncoder, FusionBlock, SpikingBranch
 
 
@@ -147,6 +147,13 @@ def build_region(
     result.twin_report = report
     if not report.activations:
         result.reason = "no activation inside to turn into a spiking neuron"
+        return None, result
+    if not spikes_reach_output(twin, spec.out_index):
+        item = "its output" if spec.out_index is None else f"output item {spec.out_index}"
+        result.reason = (
+            f"no spiking neuron of its twin feeds {item} (e.g. the block passes it through "
+            "from its input); the spiking path would add only rounding and never learn"
+        )
         return None, result
     fold = tuple(side.key for side in spec.side if side.fold)
     branch = SpikingBranch(twin, encoder, decoder, fold=fold, out_index=spec.out_index)

@@ -36,6 +36,7 @@ from hybridize.conversion.activations import (
     is_activation_module,
     max_to_avg_pool,
 )
+from hybridize.conversion.calls import nodes_in
 from hybridize.spiking import LIF
 from hybridize.spiking.sample_norms import (
     GroupNormOverTime,
@@ -124,6 +125,36 @@ def build_twin(
             if isinstance(m, nn.modules.batchnorm._BatchNorm):
                 m.momentum = bn_momentum
     return twin, report
+
+
+def spikes_reach_output(twin: nn.Module, out_index: int | None) -> bool:
+    """Whether a spiking neuron of ``twin`` feeds the output item the branch decodes.
+
+    Not when the block passes that item through unchanged (CoaT's parallel blocks return their
+    first input as is and compute on the others): the spiking path would then add only the
+    encoding's rounding, and no twin parameter would ever get a gradient. An untraced twin
+    (module surgery only) is assumed to.
+    """
+    if not isinstance(twin, fx.GraphModule):
+        return True
+    modules = dict(twin.named_modules())
+    output = next(n for n in reversed(twin.graph.nodes) if n.op == "output")
+    value = output.args[0]
+    if out_index is not None and isinstance(value, (tuple, list)):
+        value = value[out_index]
+    stack = nodes_in(value)
+    seen: set[fx.Node] = set()
+    while stack:
+        node = stack.pop()
+        if node in seen:
+            continue
+        seen.add(node)
+        if node.op == "call_module" and any(
+            isinstance(m, LIF) for m in modules[str(node.target)].modules()
+        ):
+            return True
+        stack.extend(node.all_input_nodes)
+    return False
 
 
 def _input_free(
