@@ -157,6 +157,13 @@ def main() -> None:
         help="time steps by the wall clock, or by the process's CPU time (user + system; with "
         "--threads 1 the step's own CPU seconds, whatever else shares the machine)",
     )
+    p.add_argument(
+        "--memory-format",
+        choices=("contiguous", "channels_last", "channels_last_input"),
+        default="contiguous",
+        help="memory format of both models and the input (timm's --channels-last), or of the "
+        "input only (the convolutions then run channels-last on weights as they are)",
+    )
     p.add_argument("--json", default=None)
     args = p.parse_args()
     global clock
@@ -176,6 +183,10 @@ def main() -> None:
     g = torch.Generator().manual_seed(0)
     x = torch.randn(args.batch_size, 3, args.img_size, args.img_size, generator=g)
     y = torch.randint(0, 10, (args.batch_size,), generator=g)
+    if args.memory_format == "channels_last":
+        ann, hybrid = (m.to(memory_format=torch.channels_last) for m in (ann, hybrid))
+    if args.memory_format != "contiguous":
+        x = x.contiguous(memory_format=torch.channels_last)
     runs = {
         "ann": (ann, "eager"),
         "hybrid eager": (hybrid, "eager"),

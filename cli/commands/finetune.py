@@ -84,6 +84,11 @@ def register(app: typer.Typer) -> None:
         compile_: bool | None = typer.Option(
             None, "--compile/--no-compile", help="torch.compile the model."
         ),
+        channels_last: bool | None = typer.Option(
+            None,
+            "--channels-last/--no-channels-last",
+            help="Weights and images channels-last (NHWC): faster convolutions.",
+        ),
         limit_train_batches: int | None = typer.Option(None, "--limit-train-batches", min=1),
         limit_train: int | None = typer.Option(
             None, "--limit-train", min=1, help="Training samples kept."

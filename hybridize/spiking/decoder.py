@@ -8,6 +8,7 @@ from torch import Tensor, nn
 from hybridize.errors import SpikingConfigError
 from hybridize.spiking._dispatch import compute_dtype
 from hybridize.spiking.encoder import significance
+from hybridize.spiking.kernels.layout import memory_order
 from hybridize.spiking.options import (
     COMPAT_PRESETS,
     DECODER_KINDS,
@@ -69,7 +70,9 @@ def decode(
         check_choice("decode", "compat", compat, COMPAT_PRESETS)
         return _decode_released(s.to(ct), b).to(s.dtype)
     w = decoder_weights(b, order, compat=compat, dtype=ct).to(s.device)
-    return torch.tensordot(w, s.to(ct), dims=([0], [0])).to(s.dtype)
+    layout = memory_order(s)  # summed in memory order: channels-last spikes decode channels-last
+    decoded = torch.tensordot(w, layout.flat(s.to(ct), lead=1), dims=([0], [0]))
+    return layout.inner().restore(decoded, tuple(s.shape[1:])).to(s.dtype)
 
 
 class BitPlaneDecoder(nn.Module):

@@ -33,6 +33,8 @@ class FinetuneConfig:
     img_size: int | None = None
     amp: str = "off"
     compile: bool = False
+    # 4-D weights and images channels-last (NHWC): faster convolutions on CPU and tensor cores
+    channels_last: bool = False
     limit_train_batches: int | None = None
     limit_train: int | None = None  # samples kept per split (deterministic subset)
     limit_eval: int | None = None

@@ -82,3 +82,10 @@ def any_rank(flags: list[bool], env: DistEnv) -> list[bool]:
 def broadcast_flag(flag: bool, env: DistEnv) -> bool:
     """True on every rank if it is true on any rank (stop together)."""
     return any_rank([flag], env)[0]
+
+
+def to_device(x: torch.Tensor, device: torch.device, channels_last: bool = False) -> torch.Tensor:
+    """A batch on ``device`` (non-blocking); 4-D images channels-last when asked."""
+    if channels_last and x.dim() == 4:
+        return x.to(device, non_blocking=True, memory_format=torch.channels_last)
+    return x.to(device, non_blocking=True)

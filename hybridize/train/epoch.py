@@ -11,7 +11,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from hybridize.train import grad_guard
-from hybridize.train.distributed import all_sum, any_rank
+from hybridize.train.distributed import all_sum, any_rank, to_device
 from hybridize.train.evaluate import autocast
 from hybridize.train.optim import spiking_parameter_ids
 from hybridize.train.progress import ProgressCallback
@@ -36,7 +36,7 @@ def train_epoch(run: TrainingRun, epoch: int, progress: ProgressCallback) -> dic
     for i, (x, y) in enumerate(run.loaders.train):
         if i >= run.steps:
             break
-        x = x.to(device, non_blocking=True)
+        x = to_device(x, device, run.cfg.channels_last)
         y = y.to(device, non_blocking=True)
         taken = _step(run, x, y, f"{run.tag} epoch {epoch + 1} step {i + 1}")
         if taken is None:

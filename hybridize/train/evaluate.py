@@ -12,7 +12,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.utils.data import DataLoader
 
-from hybridize.train.distributed import DistEnv, all_sum
+from hybridize.train.distributed import DistEnv, all_sum, to_device
 from hybridize.train.probes import FiringRates, gate_values
 
 
@@ -31,8 +31,10 @@ def run_eval(
     env: DistEnv,
     amp: str = "off",
     probe_model: nn.Module | None = None,
+    channels_last: bool = False,
 ) -> dict[str, Any]:
-    """Evaluate ``model`` over ``loader`` (this rank's shard), summed over ranks."""
+    """Evaluate ``model`` over ``loader`` (this rank's shard), summed over ranks; images go
+    channels-last with ``channels_last`` (a model converted with it)."""
     was_training = model.training
     model.eval()
     probe = FiringRates(probe_model if probe_model is not None else model)
@@ -43,7 +45,7 @@ def run_eval(
     t0 = time.perf_counter()
     with probe:
         for x, y in loader:
-            x = x.to(env.device, non_blocking=True)
+            x = to_device(x, env.device, channels_last)
             y = y.to(env.device, non_blocking=True)
             with autocast(env.device, amp):
                 logits = model(x)

@@ -150,7 +150,11 @@ def _epoch(run: TrainingRun, epoch: int, report: ProgressCallback) -> dict[str, 
         raise run.nonfinite("training loss", epoch)
     if broadcast_flag(not _all_finite(run.model), run.env):
         raise run.nonfinite("weights", epoch)
-    record.update(run_eval(run.net, run.loaders.eval, run.env, run.cfg.amp, probe_model=run.model))
+    evaluation = run_eval(
+        run.net, run.loaders.eval, run.env, run.cfg.amp, probe_model=run.model,
+        channels_last=run.cfg.channels_last,
+    )  # fmt: skip
+    record.update(evaluation)
     if not math.isfinite(record["eval_loss"]):
         raise run.nonfinite("evaluation loss", epoch)
     _save_epoch(run, epoch, record)

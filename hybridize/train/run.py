@@ -146,6 +146,8 @@ def open_run(
     if env.device.type == "cpu":  # a hybrid's large activations would page-fault each step
         retain_freed_memory()
     model.to(env.device)
+    if cfg.channels_last:  # the images follow in the loops (memory_format_of)
+        model.to(memory_format=torch.channels_last)
     if state is not None:  # before the data: another model's run fails fast
         _restore_model(model, state, paths)
     _seed(cfg.seed + env.rank)

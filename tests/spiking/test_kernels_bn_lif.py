@@ -156,10 +156,27 @@ def test_only_a_train_mode_batch_norm_output_is_used():
     module[1].bias.requires_grad_(True)
     y = module[:2](x.clone().requires_grad_())
     assert batch_norm_source(y * 1.0) is None  # another op in between
-    assert batch_norm_source(y.transpose(2, 3)) is None  # another element order
+    assert batch_norm_source(y.transpose(0, 1)) is None  # time (batch) not outermost
     assert batch_norm_source(y[:2]) is None  # part of it
+    assert batch_norm_source(y[:, :, :3]) is None  # not dense
+    # dense views in another order share the BatchNorm's memory order: used (the kernel works
+    # in memory order; test_kernels_layout.py checks the values of channels-last chains)
+    assert batch_norm_source(y.transpose(2, 3)) is not None
     last = module[:2](x.clone().to(memory_format=torch.channels_last).requires_grad_())
-    assert batch_norm_source(last) is None  # channels-last layout
+    assert batch_norm_source(last) is not None  # channels-last layout
+
+
+class Transposed(nn.Module):
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x.transpose(2, 3)
+
+
+def test_a_transposed_batch_norm_output_gives_the_eager_values():
+    x = torch.randn(T * 2, 2, 5, 5, generator=torch.Generator().manual_seed(7)) * 2
+    stack = _stack(LIF(time_steps=T))
+    module = nn.Sequential(stack[0], stack[1], Transposed(), stack[2])
+    _, saved = _assert_same(module, x, *TOL[torch.float32])
+    assert _membranes(saved, x) == 0  # the BatchNorm -> LIF kernel ran: no H kept
 
 
 def test_fallbacks_stay_correct_and_keep_h():

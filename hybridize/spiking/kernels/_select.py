@@ -132,6 +132,9 @@ def run_kernel(key: tuple, fn: Callable[..., Any], *args: Any) -> Any:
             options={"emulate_precision_casts": True},
         )
         _compiled[key] = kernel
+    # detached: no view base (dynamo would guard on, and index through, the base's strides:
+    # scalar code for a channels-last base) and no requires_grad (one build for both)
+    args = tuple(a.detach() if isinstance(a, Tensor) else a for a in args)
     try:
         # ints and floats (significances, thresholds, tau) are constants of a configuration:
         # baked into the kernel, not passed as symbols (a symbolic 2^-k is a pow per element)

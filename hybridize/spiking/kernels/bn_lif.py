@@ -10,8 +10,9 @@ rounding; the recurrence uses the saved spikes, not a re-thresholded H, so a val
 of the threshold cannot flip a reset: the gradient differs from the eager one by rounding only.
 
 No module or graph changes: the BatchNorm is found through the LIF input's autograd node
-(``NativeBatchNormBackward0``: CPU, and CUDA without cuDNN); anything else (eval-mode statistics,
-a frozen bias, cuDNN's node, a permuted or channels-last layout) keeps the plain fused LIF.
+(``NativeBatchNormBackward0``: CPU, and CUDA without cuDNN), in the BatchNorm's own memory order
+(NCHW or channels-last); anything else (eval-mode statistics, a frozen bias, cuDNN's node, a
+layout that differs from the BatchNorm input's) keeps the plain fused LIF.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from torch import Tensor
 
 from hybridize.spiking.kernels._select import run_kernel
 from hybridize.spiking.kernels.compact import compacting, mark_binary
+from hybridize.spiking.kernels.layout import MemoryOrder, dense_order
 from hybridize.spiking.kernels.lif import LIFConfig, _ops, lif_backward, lif_forward
 
 _BATCH_NORM_NODES = ("NativeBatchNormBackward0",)
@@ -33,7 +35,8 @@ _BATCH_NORM_NODES = ("NativeBatchNormBackward0",)
 class BatchNormSource:
     """What autograd keeps of the train-mode BatchNorm that produced a LIF's input."""
 
-    input: Tensor  # c, contiguous, the shape of the BatchNorm's output
+    input: Tensor  # c, the shape and strides of the BatchNorm's output
+    order: MemoryOrder  # c's (and the output's) memory order
     mean: Tensor  # [C] batch mean
     invstd: Tensor  # [C] 1 / sqrt(batch var + eps)
     weight: Tensor | None  # [C] or None (affine=False)
@@ -43,10 +46,12 @@ class BatchNormSource:
 def batch_norm_source(x: Tensor) -> BatchNormSource | None:
     """The BatchNorm whose output ``x`` is (whole, same element order), or None."""
     root = x._base if x._base is not None else x
+    order = dense_order(root)
     if (
         root.numel() != x.numel()
         or root.dim() < 2
-        or not (x.is_contiguous() and root.is_contiguous())
+        or order is None
+        or dense_order(x) is None  # dense views of one storage: the same memory order
         or x.data_ptr() != root.data_ptr()
         or root.output_nr != 0
     ):
@@ -55,7 +60,7 @@ def batch_norm_source(x: Tensor) -> BatchNormSource | None:
     if node is None or node.name() not in _BATCH_NORM_NODES or not node._saved_training:
         return None
     c, weight = node._saved_input, node._saved_weight
-    if c.shape != root.shape or c.dtype != root.dtype or not c.is_contiguous():
+    if c.shape != root.shape or c.dtype != root.dtype or c.stride() != root.stride():
         return None
     bias = None
     if weight is not None:
@@ -64,13 +69,13 @@ def batch_norm_source(x: Tensor) -> BatchNormSource | None:
         bias = getattr(sink, "variable", None)
         if bias is None:  # a frozen or computed bias: not reachable, keep the plain LIF
             return None
-    return BatchNormSource(c, node._saved_result1, node._saved_result2, weight, bias)
+    return BatchNormSource(c, order, node._saved_result1, node._saved_result2, weight, bias)
 
 
 def _rebuild_input(
     c: Tensor, mean: Tensor, invstd: Tensor, weight: Tensor | None, bias: Tensor | None, dtype
 ) -> Tensor:
-    """y = (c - mean) * invstd * weight + bias for c [T, N, C, S] and per-channel [C, 1] stats,
+    """y = (c - mean) * invstd * weight + bias for c [T, P, C, (S)] and per-channel stats,
     in float32 (or float64) and rounded to the LIF's dtype, as the BatchNorm's output is."""
     acc = torch.float64 if c.dtype == torch.float64 else torch.float32
     y = (c.to(acc) - mean.to(acc)) * invstd.to(acc)
@@ -93,7 +98,9 @@ def bn_lif_backward(
 ) -> tuple[Tensor, Tensor | None]:
     """BPTT of the LIF with H rebuilt from the BatchNorm's input and the forward's spikes.
 
-    grad, c, spikes: [T, N, C, S]; mean, invstd, weight, bias: [C, 1]. Returns (dL/dy, as
+    grad, c, spikes: [T, P, C, S] (P: what lies outside the channel in memory, S: inside it) with
+    mean, invstd, weight, bias [C, 1]; or [T, P, C] with them [C] (channels innermost). Returns
+    (dL/dy, as
     :func:`lif.lif_backward`'s dL/d(1/tau))."""
     charge, reset = _ops()
     y = _rebuild_input(c, mean, invstd, weight, bias, grad.dtype)
@@ -120,15 +127,20 @@ class FusedBatchNormLIF(torch.autograd.Function):
         # save; elsewhere as bytes (exact: 0/1)
         kept = spikes if compacting() else spikes.to(torch.uint8)
         tau_grad = isinstance(tau, Tensor) and ctx.needs_input_grad[1]
+        # [T, P, C, S]: the BatchNorm's channel is dim 1 of its [T*N, C, ...] (or [T, C, ...]);
+        # channels-last: S = 1, dropped so that the kernel's inner loop runs along C
+        steps, outer, channels, inner = bn.order.channel_view(tuple(bn.input.shape), x.shape[0])
+        channel_shape = (-1, 1) if inner > 1 else (-1,)
         per_channel = [
-            None if p is None else p.detach().reshape(-1, 1)
+            None if p is None else p.detach().reshape(channel_shape)
             for p in (bn.mean, bn.invstd, bn.weight, bn.bias)
         ]
         ctx.save_for_backward(
             kept, bn.input.detach(), *per_channel, tau if isinstance(tau, Tensor) else None
         )
         ctx.cfg, ctx.tau_value, ctx.tau_grad = cfg, tau, tau_grad
-        ctx.channels = bn.input.shape[1]
+        ctx.order = bn.order
+        ctx.view = (steps, outer, channels, inner) if inner > 1 else (steps, outer, channels)
         return spikes
 
     @staticmethod
@@ -137,13 +149,12 @@ class FusedBatchNormLIF(torch.autograd.Function):
         tau = tau_t if tau_t is not None else ctx.tau_value
         tau_key = tau if isinstance(tau, float) else None
         key = ("bn_lif_backward", ctx.cfg, ctx.tau_grad, tau_key, weight is not None)
-        # [T, N, C, S]: the BatchNorm's channel is dim 1 of its [T*N, C, ...] (or [T, C, ...])
-        shape = (grad.shape[0], -1, ctx.channels, c[0, 0].numel())
+        shape = ctx.view
         grad_y, grad_k = run_kernel(
             key,
             bn_lif_backward,
             grad.contiguous().reshape(shape),
-            c.reshape(shape),
+            ctx.order.flat(c).reshape(shape),
             kept.reshape(shape).to(grad.dtype),
             mean,
             invstd,
@@ -162,6 +173,10 @@ class FusedBatchNormLIF(torch.autograd.Function):
 def fused_batch_norm_lif(
     x: Tensor, tau: Tensor | float, cfg: LIFConfig, bn: BatchNormSource
 ) -> Tensor:
-    """Spikes of the T-step LIF for x [T, ...], the output of the BatchNorm ``bn``."""
-    flat = x.reshape(x.shape[0], -1)
-    return FusedBatchNormLIF.apply(flat, tau, cfg, bn).reshape(x.shape)
+    """Spikes of the T-step LIF for x [T, ...], the output of the BatchNorm ``bn`` (x in the
+    BatchNorm's memory order: :func:`batch_norm_source`)."""
+    order = dense_order(x)
+    assert order is not None  # batch_norm_source checked it
+    return order.restore(
+        FusedBatchNormLIF.apply(order.flat(x, lead=1), tau, cfg, bn), tuple(x.shape)
+    )

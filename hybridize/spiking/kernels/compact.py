@@ -20,6 +20,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from hybridize.spiking.kernels._select import _compiling, kernel_backend, run_kernel, use_fused
+from hybridize.spiking.kernels.layout import MemoryOrder, dense_order
 
 _MARK = "_hybridize_binary"
 Fn = TypeVar("Fn", bound=Callable[..., Any])
@@ -63,19 +64,22 @@ def _is_binary(t: Tensor) -> bool:
     return getattr(t, _MARK, False) or (t._base is not None and getattr(t._base, _MARK, False))
 
 
-def _pack_root(root: Tensor, fused: bool) -> Tensor:
-    flat = root.reshape(-1)
+def _pack_root(root: Tensor, order: MemoryOrder, fused: bool) -> Tensor:
+    flat = order.flat(root)  # in memory order: a view, also for channels-last
     if flat.numel() % 8:
         flat = F.pad(flat, (0, 8 - flat.numel() % 8))
     return run_kernel(("pack_bits",), pack_bits, flat) if fused else pack_bits(flat)
 
 
-def _unpack_root(bits: Tensor, dtype: torch.dtype, shape: torch.Size, fused: bool) -> Tensor:
+def _unpack_root(
+    bits: Tensor, dtype: torch.dtype, shape: torch.Size, order: MemoryOrder, fused: bool
+) -> Tensor:
+    """The root back from its bits, with the root's strides (views are rebuilt on it)."""
     if fused:
         flat = run_kernel(("unpack_bits", dtype), unpack_bits, bits, dtype)
     else:
         flat = unpack_bits(bits, dtype)
-    return flat[: shape.numel()].reshape(shape)
+    return order.restore(flat[: shape.numel()], tuple(shape))
 
 
 @contextmanager
@@ -94,18 +98,19 @@ def _compacting() -> Iterator[None]:
             return (outer_pack(t), None)
         base = t._base
         root = base if base is not None and _is_binary(base) else t
-        if not root.is_contiguous():  # no flat order to pack by: one byte per value
+        order = dense_order(root, outer=0)
+        if order is None:  # no flat order to pack by: one byte per value
             return (outer_pack(t.to(torch.uint8)), t.dtype)
         # one packed copy per root however many layers save it, through whichever views
         fused = use_fused(root)  # compiled packing where the kernels run compiled
         hit = packed.get(id(root))
         if hit is None or hit[0]() is not root:
-            hit = (weakref.ref(root), _pack_root(root, fused))
+            hit = (weakref.ref(root), _pack_root(root, order, fused))
             packed[id(root)] = hit
         view = None
         if t is not root:
             view = (t.shape, t.stride(), t.storage_offset() - root.storage_offset())
-        return (outer_pack(hit[1]), (t.dtype, root.shape, view, fused))
+        return (outer_pack(hit[1]), (t.dtype, root.shape, order, view, fused))
 
     def unpack(p: tuple[Any, Any]) -> Tensor:
         stored, how = outer_unpack(p[0]), p[1]
@@ -113,8 +118,8 @@ def _compacting() -> Iterator[None]:
             return stored
         if isinstance(how, torch.dtype):
             return stored.to(how)
-        dtype, shape, view, fused = how
-        full = _unpack_root(stored, dtype, shape, fused)
+        dtype, shape, order, view, fused = how
+        full = _unpack_root(stored, dtype, shape, order, fused)
         return full if view is None else full.as_strided(*view)
 
     _active[0] += 1

@@ -18,6 +18,7 @@ import torch
 from torch import Tensor
 
 from hybridize.spiking.kernels._select import run_kernel
+from hybridize.spiking.kernels.layout import MemoryOrder, memory_order
 from hybridize.spiking.surrogates import ENCODER_SURROGATES
 
 
@@ -133,11 +134,12 @@ def _fourier_planes(z: Tensor, cfg: EncoderKernelConfig, scheme: str) -> dict[in
 
 
 def fused_planes(z: Tensor, cfg: EncoderKernelConfig) -> Tensor:
-    """Planes [B, *z.shape] of quantize(z) through the compiled :func:`encoder_forward`."""
-    flat = z.reshape(-1)
+    """Planes [B, *z.shape] of quantize(z) through the compiled :func:`encoder_forward`, each
+    plane in z's memory order (channels-last z: channels-last planes)."""
+    order = memory_order(z, outer=0)
     with torch.no_grad():  # the kernels are always traced without grad (no second trace)
-        planes = run_kernel(("encoder_forward", cfg), encoder_forward, flat, cfg)
-    return planes.reshape(len(cfg.ks), *z.shape)
+        planes = run_kernel(("encoder_forward", cfg), encoder_forward, order.flat(z), cfg)
+    return order.restore(planes, tuple(z.shape), extra=1)
 
 
 class FusedBitPlane(torch.autograd.Function):
@@ -155,13 +157,15 @@ class FusedBitPlane(torch.autograd.Function):
         (z,) = ctx.saved_tensors
         cfg: EncoderKernelConfig = ctx.cfg
         weights = ctx.weights_fn(z).reshape(-1).to(z.dtype)
-        g = grad.contiguous().reshape(len(cfg.ks), -1)
+        order = memory_order(z, outer=0)  # z's element order, for z, its planes' grad and dz
+        planes_order = MemoryOrder((0, *(d + 1 for d in order.perm)))
+        g = planes_order.flat(grad, lead=1)
         cosines = ctx.cosines
         dz = run_kernel(
             ("encoder_backward", cfg, cosines),
-            encoder_backward, z.reshape(-1), g, weights, cfg, cosines,
+            encoder_backward, order.flat(z), g.contiguous(), weights, cfg, cosines,
         )  # fmt: skip
-        return dz.reshape(z.shape), None, None
+        return order.restore(dz, tuple(z.shape)), None, None
 
 
 def encoder_kernel_config(opts: Any, ks: tuple[int, ...]) -> EncoderKernelConfig:

@@ -18,6 +18,7 @@ import torch
 from torch import Tensor
 
 from hybridize.spiking.kernels._select import run_kernel
+from hybridize.spiking.kernels.layout import memory_order
 from hybridize.spiking.surrogates import SPIKE_SURROGATES
 
 
@@ -140,10 +141,12 @@ def fused_lif_spikes(x: Tensor, tau: Tensor | float, cfg: LIFConfig) -> Tensor:
     """Spikes of the T-step LIF for x [T, ...] when no gradient is wanted: one fused pass that
     keeps nothing (eval, inference)."""
     tau_key = tau if isinstance(tau, float) else None
-    flat = x.contiguous().reshape(x.shape[0], -1)
+    order = memory_order(x)  # channels-last stays channels-last
     with torch.no_grad():  # the kernels are always traced without grad (no second trace)
-        spikes = run_kernel(("lif_spikes", cfg, tau_key), lif_spikes, flat, tau, cfg)
-    return spikes.reshape(x.shape)
+        spikes = run_kernel(
+            ("lif_spikes", cfg, tau_key), lif_spikes, order.flat(x, lead=1), tau, cfg
+        )
+    return order.restore(spikes, tuple(x.shape))
 
 
 def fused_lif(x: Tensor, tau: Tensor | float, cfg: LIFConfig) -> Tensor:
@@ -154,5 +157,5 @@ def fused_lif(x: Tensor, tau: Tensor | float, cfg: LIFConfig) -> Tensor:
     bn = bn_lif.batch_norm_source(x)
     if bn is not None and bn.input.shape[0] % x.shape[0] == 0:
         return bn_lif.fused_batch_norm_lif(x, tau, cfg, bn)
-    flat = x.contiguous().reshape(x.shape[0], -1)
-    return FusedLIF.apply(flat, tau, cfg).reshape(x.shape)
+    order = memory_order(x)  # the [T, M] view in memory order: no copy for channels-last
+    return order.restore(FusedLIF.apply(order.flat(x, lead=1), tau, cfg), tuple(x.shape))
