@@ -63,7 +63,8 @@ def dense_order(x: Tensor, outer: int = 1) -> MemoryOrder | None:
     if x.is_contiguous():
         return MemoryOrder(tuple(range(x.ndim)))
     # stable sort: among equal strides (size-1 dims) the logical order is kept
-    perm = tuple(sorted(range(x.ndim), key=lambda d: -x.stride(d)))
+    strides = x.stride()
+    perm = tuple(sorted(range(x.ndim), key=lambda d: -strides[d]))
     if perm[:outer] != tuple(range(outer)) or not x.permute(perm).is_contiguous():
         return None
     return MemoryOrder(perm)
