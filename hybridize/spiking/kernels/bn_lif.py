@@ -99,9 +99,8 @@ def bn_lif_backward(
     """BPTT of the LIF with H rebuilt from the BatchNorm's input and the forward's spikes.
 
     grad, c, spikes: [T, P, C, S] (P: what lies outside the channel in memory, S: inside it) with
-    mean, invstd, weight, bias [C, 1]; or [T, P, C] with them [C] (channels innermost). Returns
-    (dL/dy, as
-    :func:`lif.lif_backward`'s dL/d(1/tau))."""
+    mean, invstd, weight, bias [C, 1]; or [T, P, C] with them [C] (channels innermost).
+    Returns (dL/dy, as :func:`lif.lif_backward`'s dL/d(1/tau))."""
     charge, reset = _ops()
     y = _rebuild_input(c, mean, invstd, weight, bias, grad.dtype)
     v: Tensor | float = 0.0 if cfg.v_reset is None else cfg.v_reset
