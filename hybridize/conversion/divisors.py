@@ -28,6 +28,7 @@ from torch.overrides import TorchFunctionMode
 from torch.utils import _pytree as pytree
 
 from hybridize._util import first_line
+from hybridize.conversion.sample_norms import statistics_reported
 from hybridize.conversion.trace import SCALAR_META
 
 # Torch function names whose divisor is the second operand (``a / b``, ``a.div(b)``) ...
@@ -53,7 +54,14 @@ class _FollowInput(TorchFunctionMode):
         self._marked = [source]  # kept alive so that no id is reused while tracking
         self._ids = {id(source)}
         self._where = where
+        self._statistics: set[int] = set()  # per-sample statistics the twin takes over T
         self.found: list[str] = []
+
+    def exempt(self, statistic: torch.Tensor) -> None:
+        """``statistic`` is a per-sample normalization's statistic (twin rule 5): dividing by it
+        is not a division by the input's per-token value."""
+        self._marked.append(statistic)  # kept alive: its id is not reused
+        self._statistics.add(id(statistic))
 
     def _is_marked(self, value: object) -> bool:
         return isinstance(value, torch.Tensor) and id(value) in self._ids
@@ -66,7 +74,11 @@ class _FollowInput(TorchFunctionMode):
         if not any(self._is_marked(v) for v in pytree.tree_leaves((args, kwargs))):
             return out
         divisor = _divisor(func, args, kwargs)
-        if self._is_marked(divisor) and not _one_per_sample(divisor):
+        if (
+            self._is_marked(divisor)
+            and id(divisor) not in self._statistics
+            and not _one_per_sample(divisor)
+        ):
             where = self._where()
             self.found.append(f"{where}: {func.__name__}" if where else func.__name__)
         for value in pytree.tree_leaves(out):
@@ -135,7 +147,7 @@ def input_divisions(ann: nn.Module, call_args: tuple, call_kwargs: dict) -> list
             module.register_forward_hook(leave)
     mode = _FollowInput(args[0], lambda: stack[-1] if stack else "")
     try:
-        with torch.no_grad(), mode:
+        with torch.no_grad(), statistics_reported(mode.exempt), mode:
             probe(*args, **kwargs)
     except Exception as exc:  # a region meta tensors cannot run (data-dependent control flow)
         return f"not checked for divisions ({first_line(exc, 100)})"

@@ -18,6 +18,7 @@ import torch.nn.functional as F
 from torch import fx, nn
 
 from hybridize._util import first_line, fresh_attr
+from hybridize.conversion.sample_norms import is_gated_group_std_norm, traced_as_calls
 from hybridize.errors import ConversionError
 
 # Modules whose forward reads ``self.training``; traced through, that flag would be frozen into
@@ -140,7 +141,9 @@ class HybridTracer(fx.Tracer):
         autowrap_functions: Iterable[Callable] = (),
     ) -> None:
         timm_modules, timm_functions = _timm_notrace()
-        super().__init__(autowrap_functions=tuple(timm_functions) + tuple(autowrap_functions))
+        # per-sample statistics the twin rewrites (rule 5) stay calls
+        calls = tuple(timm_functions) + traced_as_calls() + tuple(autowrap_functions)
+        super().__init__(autowrap_functions=calls)
         self._leaf_names = set(leaf_names)
         self._leaf_classes = tuple(leaf_classes)
         self._timm_leaves = tuple(timm_modules) + _training_dependent_classes()
@@ -149,6 +152,8 @@ class HybridTracer(fx.Tracer):
         if module_qualified_name in self._leaf_names:
             return True
         if self._timm_leaves and isinstance(m, self._timm_leaves):
+            return True
+        if is_gated_group_std_norm(m):  # a twin swaps it whole (twin rule 1)
             return True
         if any(class_matches(m, spec) for spec in self._leaf_classes):
             return True

@@ -8,9 +8,10 @@ pooling, add) run all T steps at once, and each LIF unfolds time internally. Rul
 3. pooling ``max-to-avg``: max pooling becomes average pooling (modules and functions);
 4. residual ``sew``: an add whose only user is a LIF loses that LIF, and each operand that is not
    already a spike train (a LIF output or the encoded planes) gets its own LIF (METHOD.md s.1);
-5. per-sample normalizations (``nn.GroupNorm``, ``F.group_norm``, ``F.normalize``) take their
-   statistics over the T time steps of a sample, not over one step
-   (:mod:`hybridize.spiking.sample_norms`; docs/conversion.md, "Per-sample normalizations");
+5. per-sample normalizations (``nn.GroupNorm``, ``F.group_norm``, ``F.normalize``, timm's
+   EvoNorm statistics) take their statistics over the T time steps of a sample, not over one
+   step (:mod:`hybridize.conversion.sample_norms`; docs/conversion.md, "Per-sample
+   normalizations");
 6. ``twin_init: fresh`` re-initialises every layer; ``bn_momentum`` sets the twin's BN momentum.
 
 A region that cannot be traced falls back to rule 1 alone (module surgery) and says so.
@@ -22,7 +23,6 @@ import copy
 from collections.abc import Callable, Collection
 from dataclasses import dataclass, field
 
-import torch.nn.functional as F
 from torch import fx, nn
 
 from hybridize._util import first_line, fresh_attr, is_within
@@ -37,15 +37,9 @@ from hybridize.conversion.activations import (
     max_to_avg_pool,
 )
 from hybridize.conversion.calls import nodes_in
+from hybridize.conversion.sample_norms import is_gated_group_std_norm, sample_norm_functions
 from hybridize.spiking import LIF
-from hybridize.spiking.sample_norms import (
-    GroupNormOverTime,
-    group_norm_over_time,
-    normalize_over_time,
-)
-
-# per-sample normalizations called as functions -> their versions over the T steps of a sample
-_SAMPLE_NORM_FUNCTIONS = {F.group_norm: group_norm_over_time, F.normalize: normalize_over_time}
+from hybridize.spiking.sample_norms import GroupNormOverTime, SpikingGroupStdNorm
 
 
 @dataclass
@@ -186,6 +180,11 @@ def _swap_modules(twin: nn.Module, rules: _Rules, static: Collection[str] = ()) 
         if is_activation_module(module):
             twin.set_submodule(name, rules.make_lif())
             report.activations.append(f"{name}: {activation_name(module)}")
+        elif is_gated_group_std_norm(module):
+            lif = rules.make_lif()
+            twin.set_submodule(name, SpikingGroupStdNorm.like(module, lif, rules.time_steps))
+            report.activations.append(f"{name}: {type(module).__name__}")
+            report.norms.append(f"{name}: group_std")
         elif type(module) is nn.GroupNorm:  # subclasses (norm-act layers) are traced through
             twin.set_submodule(name, GroupNormOverTime.like(module, rules.time_steps))
             report.norms.append(f"{name}: GroupNorm")
@@ -205,6 +204,7 @@ def _insert_lif(gm: fx.GraphModule, rules: _Rules, before: fx.Node, value: fx.No
 
 def _rewrite_functional(gm: fx.GraphModule, rules: _Rules, static: Collection[str] = ()) -> None:
     report = rules.report
+    sample_norms = sample_norm_functions()
     for node in list(gm.graph.nodes):
         if node.name in static:
             continue
@@ -216,9 +216,9 @@ def _rewrite_functional(gm: fx.GraphModule, rules: _Rules, static: Collection[st
             gm.graph.erase_node(node)
             kind = node.target if is_method else getattr(node.target, "__name__", str(node.target))
             report.activations.append(f"{node.name}: {kind}()")
-        elif node.op == "call_function" and node.target in _SAMPLE_NORM_FUNCTIONS:
+        elif node.op == "call_function" and node.target in sample_norms:
             name = getattr(node.target, "__name__", str(node.target))
-            node.target = _SAMPLE_NORM_FUNCTIONS[node.target]
+            node.target = sample_norms[node.target]
             node.kwargs = {**node.kwargs, "time_steps": rules.time_steps}
             report.norms.append(f"{node.name}: {name}")
         elif (

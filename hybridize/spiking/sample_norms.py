@@ -1,7 +1,8 @@
 """Per-sample normalizations for the twin: statistics over the T time steps of a sample.
 
 The twin runs on time-folded tensors ``[T*N, ...]`` (t-major). A per-sample normalization
-called there as in the ANN (``group_norm``, ``F.normalize``) would take its statistics over
+called there as in the ANN (``group_norm``, ``F.normalize``, the group statistics of timm's
+EvoNorm layers) would take its statistics over
 one time step of one sample: a single bit plane, or one step of a LIF output. Those are often
 exactly zero (a LIF is silent while its membrane charges), so the statistic sits at its eps and
 the backward multiplies by ``1 / sqrt(eps)`` (group norm) or ``1 / eps`` (``F.normalize``).
@@ -70,6 +71,39 @@ def normalize_over_time(
     return (planes / norm.clamp_min(eps)).reshape(x.shape)
 
 
+def _group_statistic(x: Tensor, groups: int, time_steps: int, squares_only: bool, eps: float):
+    """Per (sample, group) sqrt(var + eps) (or sqrt(mean of squares + eps)) of a folded
+    [T*N, C, ...] tensor over the group's values at all T steps, broadcast back to x's shape."""
+    planes = _split_time(x, time_steps)  # [T, N, C, ...]
+    t, n, c = planes.shape[:3]
+    if c % groups:
+        raise ValueError(f"{c} channels do not split into {groups} groups")
+    grouped = planes.reshape(t, n, groups, -1).float()
+    if squares_only:
+        stat = grouped.square().mean(dim=(0, 3), keepdim=True)
+    else:
+        stat = grouped.var(dim=(0, 3), unbiased=False, keepdim=True)
+    stat = stat.add(eps).sqrt().to(x.dtype)  # [1, N, G, 1]
+    return stat.expand(t, n, groups, grouped.shape[3]).reshape(x.shape)
+
+
+def group_std_over_time(
+    x: Tensor, groups: int = 32, eps: float = 1e-5, flatten: bool = False, *, time_steps: int
+) -> Tensor:
+    """timm's EvoNorm ``group_std`` (sqrt of the variance per sample and channel group, eps
+    inside, broadcast to x's shape) of a folded ``[T*N, C, H, W]`` tensor, over the T steps of
+    each sample too. ``flatten`` changes only how timm reshapes, not the value."""
+    return _group_statistic(x, groups, time_steps, squares_only=False, eps=eps)
+
+
+def group_rms_over_time(
+    x: Tensor, groups: int = 32, eps: float = 1e-5, *, time_steps: int
+) -> Tensor:
+    """timm's EvoNorm ``group_rms`` (root mean square per sample and channel group) of a folded
+    ``[T*N, C, H, W]`` tensor, over the T steps of each sample too."""
+    return _group_statistic(x, groups, time_steps, squares_only=True, eps=eps)
+
+
 class GroupNormOverTime(nn.GroupNorm):
     """:class:`torch.nn.GroupNorm` for folded ``[T*N, C, ...]`` inputs, statistics over the T
     steps of a sample (:func:`group_norm_over_time`); same parameters and state dict."""
@@ -95,3 +129,50 @@ class GroupNormOverTime(nn.GroupNorm):
         return group_norm_over_time(
             x, self.num_groups, self.weight, self.bias, self.eps, time_steps=self.time_steps
         )
+
+
+class SpikingGroupStdNorm(nn.Module):
+    """The twin of timm's EvoNorm-S0 (``x * sigmoid(v x) / group_std(x) * weight + bias``): the
+    normalization with its group std over the T steps of a sample, then the spiking neuron
+    ``act`` in place of the gate, as after any norm layer with an activation:
+    ``act(x / group_std_over_time(x) * weight + bias)``. (A LIF before the division would see
+    the unnormalized conv output and stay silent.)"""
+
+    def __init__(
+        self,
+        act: nn.Module,
+        num_features: int,
+        groups: int,
+        eps: float,
+        *,
+        time_steps: int,
+    ) -> None:
+        super().__init__()
+        self.act = act
+        self.groups, self.eps, self.time_steps = groups, eps, time_steps
+        self.weight = nn.Parameter(torch.ones(num_features))
+        self.bias = nn.Parameter(torch.zeros(num_features))
+
+    @classmethod
+    def like(cls, norm: nn.Module, act: nn.Module, time_steps: int) -> SpikingGroupStdNorm:
+        """The twin of an EvoNorm-S0 layer ``norm`` (its weight and bias copied)."""
+        weight, bias = norm.get_parameter("weight"), norm.get_parameter("bias")
+        groups, eps = int(vars(norm)["groups"]), float(vars(norm)["eps"])  # plain attributes
+        new = cls(act, weight.numel(), groups, eps, time_steps=time_steps)
+        with torch.no_grad():
+            new.weight.copy_(weight)
+            new.bias.copy_(bias)
+        return new.to(weight)
+
+    def reset_parameters(self) -> None:
+        """Fresh values, as timm initializes EvoNorm (``twin_init: fresh``)."""
+        nn.init.ones_(self.weight)
+        nn.init.zeros_(self.bias)
+
+    def extra_repr(self) -> str:
+        return f"groups={self.groups}, eps={self.eps}, time_steps={self.time_steps}"
+
+    def forward(self, x: Tensor) -> Tensor:
+        std = group_std_over_time(x, self.groups, self.eps, time_steps=self.time_steps)
+        shape = (1, -1) + (1,) * (x.dim() - 2)
+        return self.act(x / std * self.weight.reshape(shape) + self.bias.reshape(shape))

@@ -14,6 +14,7 @@ from gate_one import max_grad, max_grad_at_gate_one
 from torch import nn
 
 import hybridize
+from hybridize.spiking import FusionBlock
 from hybridize.spiking.sample_norms import (
     GroupNormOverTime,
     group_norm_over_time,
@@ -172,3 +173,73 @@ def test_layer_norm_stays_per_step():
     plan = hybridize.plan(model.eval(), recipe, example_input=torch.randn(1, 3, 8, 8))
     rows = [r for r in plan.rows if r.status == "converted"]
     assert len(rows) == 3 and all(r.twin_report.norms == [] for r in rows)
+
+
+class EvoBlock(nn.Module):
+    """Convolutions each followed by timm's EvoNorm-S0 (its activation inside: x sigmoid(v x)
+    divided by the group std of x), as in ese_vovnet39b_evos (S0) and regnetz_*_evos (S0a)."""
+
+    def __init__(self, c: int, kind: str) -> None:
+        super().__init__()
+        from timm.layers.evo_norm import EvoNorm2dS0, EvoNorm2dS0a
+
+        norm = EvoNorm2dS0 if kind == "S0" else EvoNorm2dS0a
+        self.conv1, self.norm1 = nn.Conv2d(c, c, 3, padding=1, bias=False), norm(c, groups=4)
+        self.conv2, self.norm2 = nn.Conv2d(c, c, 1, bias=False), norm(c, groups=4)
+
+    def forward(self, x):
+        return x + self.norm2(self.conv2(self.norm1(self.conv1(x))))
+
+
+@pytest.mark.parametrize("kind", ["S0", "S0a"])
+def test_evo_norm_twins_normalize_over_time_then_spike(kind):
+    from timm.layers import evo_norm
+
+    from hybridize.spiking.sample_norms import SpikingGroupStdNorm
+
+    statistics = (evo_norm.group_std, evo_norm.group_rms)
+    torch.manual_seed(0)
+    model = TinyNet("group_norm", depth=6)
+    model.blocks = nn.Sequential(*(EvoBlock(16, kind) for _ in range(6)))
+    model.eval()
+    x, target = torch.randn(2, 3, 16, 16), torch.tensor([0, 1])
+    ann_max = max_grad(model, x, target)
+    for recipe in ("has8", "has8-finetune"):
+        hybrid = hybridize.convert(model, recipe, example_input=x)
+        rows = {r.region.name: r for r in hybrid.conversion_plan.rows}
+        for i in range(6):  # before: skipped as dividing by a value computed from the input
+            row = rows[f"blocks.{i}"]
+            assert row.status == "converted", row.reason
+            assert row.twin_report.norms == ["norm1: group_std", "norm2: group_std"]
+        twin = hybrid.get_submodule("blocks.0.branch.twin")
+        assert isinstance(twin.norm1, SpikingGroupStdNorm)
+        with torch.no_grad():  # gate 0: the ANN's output exactly
+            for block in hybrid.modules():
+                if isinstance(block, FusionBlock):
+                    block.gate.fill_(0.0)
+            assert torch.equal(hybrid.eval()(x), model(x))
+        # a LIF before the division saw the raw conv output and stayed silent: 1e4-1e6x
+        assert max_grad_at_gate_one(hybrid, x, target) <= RATIO_BOUND * ann_max
+    # the division probe's wrappers are gone again
+    assert (evo_norm.group_std, evo_norm.group_rms) == statistics
+
+
+def test_group_std_over_time_matches_the_formula_and_timm():
+    from timm.layers.evo_norm import group_rms, group_std
+
+    from hybridize.spiking.sample_norms import group_rms_over_time, group_std_over_time
+
+    torch.manual_seed(0)
+    planes = torch.randn(T, 3, 6, 4, 5, dtype=torch.float64)
+    planes[:2, 1] = 0  # silent steps of one sample
+    g = planes.reshape(T, 3, 2, 3 * 4 * 5)  # 2 groups of 3 channels
+    std = (g.var(dim=(0, 3), unbiased=False, keepdim=True) + 1e-5).sqrt()
+    rms = (g.square().mean(dim=(0, 3), keepdim=True) + 1e-5).sqrt()
+    for got, stat in (
+        (group_std_over_time(_fold(planes), 2, 1e-5, time_steps=T), std),
+        (group_rms_over_time(_fold(planes), 2, 1e-5, time_steps=T), rms),
+    ):
+        torch.testing.assert_close(got, _fold(stat.expand_as(g).reshape(planes.shape)))
+    x = planes[0]  # one step: timm's own statistics
+    torch.testing.assert_close(group_std_over_time(x, 2, 1e-5, time_steps=1), group_std(x, 2))
+    torch.testing.assert_close(group_rms_over_time(x, 2, 1e-5, time_steps=1), group_rms(x, 2))
