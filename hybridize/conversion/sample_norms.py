@@ -88,6 +88,7 @@ def statistics_reported(report: Callable[[Tensor], None]) -> Iterator[None]:
     if evo_norm is None:
         yield
         return
+    _timm_statistics()  # the table holds the originals, never the wrappers below
     originals = {name: getattr(evo_norm, name) for name in _TIMM_STATISTICS}
 
     def reporting(original: Callable[..., Tensor]) -> Callable[..., Tensor]:
