@@ -107,9 +107,13 @@ for dtype in (torch.float32, torch.bfloat16):
         "PLIF": (LIF(learnable_tau=True, tau=3.0), torch.randn(8, 16, 32, 8, 8, generator=g) * 2),
         "encode-LIF-decode": (torch.nn.Sequential(BitPlaneEncoder(bits=8, normalize="minmax"),
                               LIF(), BitPlaneDecoder(bits=8)), torch.randn(16, 32, 8, 8, generator=g)),
+        "encode-LIF-decode NHWC": (torch.nn.Sequential(BitPlaneEncoder(bits=8, normalize="minmax"),
+                                   LIF(), BitPlaneDecoder(bits=8)), torch.randn(16, 32, 8, 8, generator=g)),
     }
     for name, (module, x) in cases.items():
         module, x = module.cuda().to(dtype), x.cuda().to(dtype)
+        if name.endswith("NHWC"):  # the kernels keep a channels-last input's memory order
+            x = x.contiguous(memory_format=torch.channels_last)
         t0 = time.perf_counter()
         y_f, g_f = run(module, x, "fused")
         first = time.perf_counter() - t0
@@ -117,6 +121,8 @@ for dtype in (torch.float32, torch.bfloat16):
         same = torch.equal(y_f, y_e)
         rel = ((g_f.float() - g_e.float()).abs().max() / g_e.float().abs().max()).item()
         good = same and rel < (2e-2 if dtype == torch.bfloat16 else 1e-5)
+        if name.endswith("NHWC"):
+            good &= y_f.is_contiguous(memory_format=torch.channels_last)
         ok &= good
         print(f"{dtype} {name}: forward bit-identical {same}, grad max rel diff {rel:.1e}, "
               f"first fused call {first:.1f} s -> {'ok' if good else 'MISMATCH'}")
