@@ -1,5 +1,6 @@
-"""Largest parameter gradient of a model and of its hybrid with every gate at 1 (the setup of
-benchmarks/grad_profile.py: one train-mode cross-entropy backward), for the gradient-bound tests."""
+"""Gradient checks of hybrids: the largest parameter gradient of a model and of its hybrid with
+every gate at 1 (the setup of benchmarks/grad_profile.py: one train-mode cross-entropy
+backward), for the gradient-bound tests; and whether a backward reaches given twins."""
 
 from __future__ import annotations
 
@@ -30,3 +31,16 @@ def max_grad_at_gate_one(hybrid: nn.Module, x: torch.Tensor, target: torch.Tenso
             with torch.no_grad():
                 block.gate.fill_(1.0)
     return max_grad(hybrid, x, target)
+
+
+def assert_backward_reaches(hybrid: nn.Module, x: torch.Tensor, prefixes: list[str]) -> None:
+    """One train-mode backward of ``hybrid(x).square().mean()`` (gates as they are): the output
+    and every gradient finite, and a non-zero gradient in a parameter under each prefix."""
+    out = hybrid.train()(x)
+    assert out.isfinite().all()
+    out.square().mean().backward()
+    grads = {n: p.grad for n, p in hybrid.named_parameters() if p.grad is not None}
+    assert all(g.isfinite().all() for g in grads.values())
+    for prefix in prefixes:
+        reached = [g for n, g in grads.items() if n.startswith(prefix)]
+        assert reached and any(g.abs().sum() > 0 for g in reached), prefix

@@ -27,10 +27,6 @@ from hybridize.spiking.sample_norms import (
     normalize_over_time,
 )
 
-# timm's EvoNorm layers whose gated activation x * sigmoid(v x) sits inside the layer: a twin
-# gets a SpikingGroupStdNorm for each (traced as leaves, so the twin can swap them)
-GATED_GROUP_STD_NORMS = ("EvoNorm2dS0", "EvoNorm2dS0a")
-
 # timm.layers.evo_norm's statistics -> their versions over the T steps
 _TIMM_STATISTICS: dict[str, Callable[..., Tensor]] = {
     "group_std": group_std_over_time,
@@ -55,11 +51,12 @@ def _timm_statistics() -> dict[Callable[..., Any], Callable[..., Tensor]]:
 
 
 def is_gated_group_std_norm(module: nn.Module) -> bool:
-    """An EvoNorm-S0 layer with its activation (``v``), by exact class name and module."""
-    cls = type(module)
+    """timm's EvoNorm-S0 (also S0a, its subclass) with its gated activation x * sigmoid(v x)
+    inside (``v``): a twin gets a SpikingGroupStdNorm for it, so the tracer keeps it a leaf."""
+    evo_norm = _timm_evo_norm()
     return (
-        cls.__name__ in GATED_GROUP_STD_NORMS
-        and cls.__module__ == "timm.layers.evo_norm"
+        evo_norm is not None
+        and isinstance(module, evo_norm.EvoNorm2dS0)
         # read from the parameter table: a getattr while tracing would record a graph node
         and module._parameters.get("v") is not None
     )

@@ -5,9 +5,10 @@ glibc's malloc serves every block above its mmap threshold (at most 32 MiB) with
 4 KiB touched, the kernel zeroing every page, on every allocation. A hybrid's twins run on
 T times the batch, so at 64 px their activations (a [256, 32, 32, 32] float32 tensor is 32 MiB)
 cross that line where the ANN's do not, and a quarter to a third of a hybrid's CPU time went
-to the operating system's page handling (docs/performance.md, "Page faults"). With mmap off and trimming off, freed blocks stay in the heap and
-are reused: the process's resident memory stays at its peak instead of falling back between
-steps (what PyTorch's CUDA caching allocator does on GPUs).
+to the operating system's page handling (docs/performance.md, "Page faults"). With mmap off
+and trimming off, freed blocks stay in the heap and are reused: the process's resident memory
+stays at its peak instead of falling back between steps (what PyTorch's CUDA caching
+allocator does on GPUs).
 """
 
 from __future__ import annotations

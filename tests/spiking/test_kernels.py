@@ -17,6 +17,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from lif_options import LIF_OPTIONS
 
 from hybridize.errors import HybridizeError
 from hybridize.spiking import LIF, BitPlaneDecoder, BitPlaneEncoder, kernels
@@ -60,15 +61,6 @@ def _assert_same(module, x, name: str, rtol: float, atol: float) -> torch.Tensor
 TOL = {torch.float64: (1e-12, 1e-12), torch.float32: (1e-5, 1e-6)}
 
 # ------------------------------------------------------------------ every option, uncompiled
-
-LIF_OPTIONS = list(
-    itertools.product(
-        [0.0, None, -0.2],  # v_reset (None: soft reset)
-        [True, False],  # decay_input
-        [True, False],  # detach_reset
-        [False, True],  # learnable tau
-    )
-)
 
 
 @pytest.mark.parametrize(("v_reset", "decay_input", "detach_reset", "learnable"), LIF_OPTIONS)

@@ -7,11 +7,11 @@ test_spiking_neuron.py), in float64 (to 1e-12) and float32 (to rounding), on eve
 
 from __future__ import annotations
 
-import itertools
 import shutil
 
 import pytest
 import torch
+from lif_options import LIF_OPTIONS
 from torch import nn
 
 from hybridize.spiking import LIF, BitPlaneDecoder, BitPlaneEncoder, SpikingBranch
@@ -74,11 +74,8 @@ def _membranes(saved: list[torch.Tensor], x: torch.Tensor) -> int:
     return sum(1 for t in storages if t.is_floating_point() and t.numel() == size) - 1
 
 
-OPTIONS = list(itertools.product([0.0, None, -0.2], [True, False], [True, False], [False, True]))
-
-
 # every option in float64 (to 1e-12), and in float32 (to rounding) a hard- and a soft-reset one
-CASES = [(*o, torch.float64) for o in OPTIONS] + [
+CASES = [(*o, torch.float64) for o in LIF_OPTIONS] + [
     (0.0, True, False, True, torch.float32),
     (None, False, True, False, torch.float32),
 ]

@@ -13,6 +13,7 @@ import shutil
 
 import pytest
 import torch
+from lif_options import LIF_OPTIONS
 from torch import nn
 
 from hybridize.spiking import LIF, BitPlaneDecoder, BitPlaneEncoder, SpikingBranch
@@ -52,16 +53,6 @@ def _no_grad_outputs(module: nn.Module, x: torch.Tensor, name: str) -> list[torc
             p.requires_grad_(True)
     assert not first.requires_grad and not second.requires_grad
     return [first, second]
-
-
-LIF_OPTIONS = list(
-    itertools.product(
-        [0.0, None, -0.2],  # v_reset (None: soft reset)
-        [True, False],  # decay_input
-        [True, False],  # detach_reset
-        [False, True],  # learnable tau
-    )
-)
 
 
 @pytest.mark.parametrize(("v_reset", "decay_input", "detach_reset", "learnable"), LIF_OPTIONS)

@@ -163,7 +163,7 @@ class FusedBitPlane(torch.autograd.Function):
         cosines = ctx.cosines
         dz = run_kernel(
             ("encoder_backward", cfg, cosines),
-            encoder_backward, order.flat(z), g.contiguous(), weights, cfg, cosines,
+            encoder_backward, order.flat(z), g, weights, cfg, cosines,
         )  # fmt: skip
         return order.restore(dz, tuple(z.shape)), None, None
 
