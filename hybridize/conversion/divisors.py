@@ -11,14 +11,16 @@ The check runs a copy of the ANN region once on "meta" tensors (shapes only, no 
 no memory) under a torch function mode that follows which tensors are computed from the first
 input, and records every division whose divisor is one of them: ``/``, ``div``,
 ``true_divide``, ``reciprocal``, ``rsqrt`` (a division by ``sqrt``). Fused ops (``softmax``,
-``layer_norm``, ``batch_norm``, ``normalize``) are single calls here, not divisions; so are
+``layer_norm``, ``rms_norm``, ``batch_norm``, ``normalize``) are single calls here, not
+divisions, and so are timm's written-out forms of the channel norms (``rms_norm2d``); so are
 divisions by constants, parameters or shapes.
 """
 
 from __future__ import annotations
 
 import copy
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import torch
@@ -28,7 +30,7 @@ from torch.overrides import TorchFunctionMode
 from torch.utils import _pytree as pytree
 
 from hybridize._util import first_line
-from hybridize.conversion.sample_norms import statistics_reported
+from hybridize.conversion.sample_norms import channel_norms_as_calls, statistics_reported
 from hybridize.conversion.trace import SCALAR_META
 
 # Torch function names whose divisor is the second operand (``a / b``, ``a.div(b)``) ...
@@ -55,7 +57,17 @@ class _FollowInput(TorchFunctionMode):
         self._ids = {id(source)}
         self._where = where
         self._statistics: set[int] = set()  # per-sample statistics the twin takes over T
+        self._single_calls = 0  # depth inside calls whose divisions are not counted
         self.found: list[str] = []
+
+    @contextmanager
+    def single_call(self) -> Iterator[None]:
+        """Divisions inside the block are one fused norm's (a single call, as ``layer_norm``)."""
+        self._single_calls += 1
+        try:
+            yield
+        finally:
+            self._single_calls -= 1
 
     def exempt(self, statistic: torch.Tensor) -> None:
         """``statistic`` is a per-sample normalization's statistic (twin rule 5): dividing by it
@@ -75,7 +87,8 @@ class _FollowInput(TorchFunctionMode):
             return out
         divisor = _divisor(func, args, kwargs)
         if (
-            self._is_marked(divisor)
+            not self._single_calls
+            and self._is_marked(divisor)
             and id(divisor) not in self._statistics
             and not _one_per_sample(divisor)
         ):
@@ -147,7 +160,12 @@ def input_divisions(ann: nn.Module, call_args: tuple, call_kwargs: dict) -> list
             module.register_forward_hook(leave)
     mode = _FollowInput(args[0], lambda: stack[-1] if stack else "")
     try:
-        with torch.no_grad(), statistics_reported(mode.exempt), mode:
+        with (
+            torch.no_grad(),
+            statistics_reported(mode.exempt),
+            channel_norms_as_calls(mode.single_call),
+            mode,
+        ):
             probe(*args, **kwargs)
     except Exception as exc:  # a region meta tensors cannot run (data-dependent control flow)
         return f"not checked for divisions ({first_line(exc, 100)})"

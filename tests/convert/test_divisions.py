@@ -195,3 +195,76 @@ def test_global_response_norm_keeps_its_twin():
 
     grn = nn.Sequential(nn.Linear(8, 8), nn.GELU(), GlobalResponseNorm(8, channels_last=True))
     assert input_divisions(grn, (_meta_node((2, 4, 4, 8)),), {}) == []
+
+
+def _timm_channel_norms() -> list[nn.Module]:
+    from timm.layers import norm
+
+    return [
+        norm.RmsNorm2d(8),
+        norm.RmsNorm2dFp32(8),
+        norm.SimpleNorm2d(8),
+        norm.SimpleNorm2dFp32(8),
+        norm.LayerNormExp2d(8),
+        nn.Sequential(Permute(0, 2, 3, 1), norm.RmsNorm(8), Permute(0, 3, 1, 2)),
+        nn.Sequential(Permute(0, 2, 3, 1), norm.SimpleNorm(8), Permute(0, 3, 1, 2)),
+    ]
+
+
+class Permute(nn.Module):
+    def __init__(self, *dims: int) -> None:
+        super().__init__()
+        self.dims = dims
+
+    def forward(self, x):
+        return x.permute(*self.dims)
+
+
+@pytest.mark.parametrize("norm", _timm_channel_norms(), ids=lambda m: type(m).__name__)
+def test_timm_channel_norms_are_single_calls(norm):
+    """timm writes RMS / layer norms over channels out (``x * rsqrt(mean(x^2) + eps)``): the
+    maths of ``F.rms_norm`` / ``F.layer_norm``, single calls for the check, so these are too;
+    the same norm written out in a model's own code is still counted (above)."""
+    from timm.layers import norm as timm_norm
+
+    before = {name: getattr(timm_norm, name) for name in dir(timm_norm)}
+    block = nn.Sequential(nn.Conv2d(8, 8, 3, padding=1), norm, nn.Conv2d(8, 8, 1))
+    assert input_divisions(block, (_meta_node((2, 8, 4, 4)),), {}) == []
+    assert {name: getattr(timm_norm, name) for name in dir(timm_norm)} == before  # restored
+
+
+def test_a_written_out_rms_norm_is_still_a_division():
+    def rms_norm(m, x):
+        return x * torch.rsqrt(x.pow(2).mean(1, keepdim=True) + 1e-6)
+
+    assert input_divisions(_Lambda(rms_norm), (_meta_node((2, 8, 4, 4)),), {}) == ["rsqrt"]
+
+
+class RmsConvNeXtNet(nn.Module):
+    """A stem and two ConvNeXt blocks (timm's, with RmsNorm2d as their norm)."""
+
+    def __init__(self, c: int = 16) -> None:
+        super().__init__()
+        from timm.layers.norm import RmsNorm2d
+        from timm.models.convnext import ConvNeXtBlock
+
+        self.stem = nn.Sequential(nn.Conv2d(3, c, 4, 4), RmsNorm2d(c))
+        self.blocks = nn.Sequential(
+            *(ConvNeXtBlock(c, conv_mlp=True, norm_layer=RmsNorm2d) for _ in range(2))
+        )
+        self.head = nn.Linear(c, 10)
+
+    def forward(self, x):
+        return self.head(self.blocks(self.stem(x)).mean((2, 3)))
+
+
+@pytest.mark.parametrize("recipe", ["has8", "has8-finetune"])
+def test_rms_norm_convnext_converts_and_stays_near_the_ann(recipe):
+    torch.manual_seed(0)
+    model = RmsConvNeXtNet().eval()
+    x, target = torch.randn(2, 3, 32, 32), torch.tensor([1, 7])
+    hybrid = hybridize.convert(model, recipe, example_input=x)
+    converted = {r.region.name for r in hybrid.conversion_plan.converted}
+    assert converted >= {"blocks.0", "blocks.1"}
+    ratio = max_grad_at_gate_one(hybrid, x, target) / max_grad(model, x, target)
+    assert ratio < RATIO_BOUND
