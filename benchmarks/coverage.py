@@ -17,7 +17,9 @@ twin parameter gets a non-zero gradient. saveload: ``hybridize.save`` / ``hybrid
 bit-identical eval outputs. onnx / pt2: ``hybridize.export_onnx`` (parity check in onnxruntime)
 and ``hybridize.export_pt2`` (reload and parity check) on the hybrid as trained by the backward
 stage (every gate at 1, so the spiking path counts); each is recorded as pass/fail with the
-first line of its error and does not stop the other (``--no-export`` skips both).
+first line of its error and does not stop the other (``--no-export`` skips both); a failed
+export is tried on the unconverted model with torch's exporter alone (``base_ok``), which tells
+a hybridize failure from one torch has on the base model already.
 
 Results go to a JSON lines file, one record per model, appended as each model finishes; a
 second run skips the models already recorded (delete the file to start over). One crash or
@@ -165,9 +167,11 @@ def _check_backward(hybrid: Any, x: Any) -> dict[str, Any]:
     return {"blocks": len(blocks), "twins_with_grad": reached}
 
 
-def _check_exports(hybrid: Any, x: Any, rec: dict[str, Any], enter: Any) -> None:
+def _check_exports(hybrid: Any, base: Any, x: Any, rec: dict[str, Any], enter: Any) -> None:
     """Export to ONNX and torch.export with their parity checks; ``rec["export"][fmt]`` records
-    each (filled as it goes, so a timeout in pt2 keeps the onnx result)."""
+    each (filled as it goes, so a timeout in pt2 keeps the onnx result). When a hybrid's export
+    fails, ``base`` (the unconverted model) is exported by torch's own exporter the same way:
+    ``base_ok`` says whether the failure is the base model's (torch cannot export it either)."""
     import hybridize
 
     out: dict[str, Any] = rec.setdefault("export", {})
@@ -180,13 +184,38 @@ def _check_exports(hybrid: Any, x: Any, rec: dict[str, Any], enter: Any) -> None
                 exporters[fmt](hybrid, x, Path(tmp) / f"hybrid.{fmt}", real_inputs=False)
                 out[fmt] = {"ok": True}
             except Exception as exc:
-                out[fmt] = {
-                    "ok": False,
-                    "error_type": type(exc).__name__,
-                    "error": _first_line(exc),
-                    "where": _where(exc),
-                }
+                out[fmt] = {"ok": False, **_failure(exc)}
+                out[fmt]["seconds"] = round(time.monotonic() - start, 1)
+                out[fmt].update(_base_export(fmt, base, x, Path(tmp) / f"base.{fmt}"))
+                continue
             out[fmt]["seconds"] = round(time.monotonic() - start, 1)
+
+
+def _failure(exc: BaseException) -> dict[str, str]:
+    return {"error_type": type(exc).__name__, "error": _first_line(exc), "where": _where(exc)}
+
+
+def _base_export(fmt: str, base: Any, x: Any, path: Path) -> dict[str, Any]:
+    """torch's exporter (the one ``hybridize.export_<fmt>`` uses, dynamic batch) on the base
+    model: ``{"base_ok": True}`` or ``{"base_ok": False, "base_error": first line}``."""
+    import warnings
+
+    import torch
+
+    base.eval()
+    try:
+        with warnings.catch_warnings(), torch.no_grad():
+            warnings.simplefilter("ignore")
+            if fmt == "onnx":
+                torch.onnx.export(
+                    base, (x,), str(path), dynamo=False, opset_version=17,
+                    input_names=["input"], dynamic_axes={"input": {0: "batch"}},
+                )  # fmt: skip
+            else:
+                torch.export.export(base, (x,), dynamic_shapes=({0: torch.export.Dim.AUTO},))
+    except Exception as exc:
+        return {"base_ok": False, "base_error": f"{type(exc).__name__}: {_first_line(exc)}"}
+    return {"base_ok": True}
 
 
 def run_model(name: str, budget: int, report: Any, export: bool = True) -> None:
@@ -266,7 +295,7 @@ def run_model(name: str, budget: int, report: Any, export: bool = True) -> None:
                 raise StageFailure("loaded model's eval output differs from the saved model's")
 
         if export:
-            _check_exports(hybrid, x, rec, enter)
+            _check_exports(hybrid, model, x, rec, enter)
     except Exception as exc:
         rec.update(
             status="fail",
@@ -535,8 +564,10 @@ def export_summary(runs: list[dict[str, Any]]) -> list[str]:
         for r in done:
             res = r["export"][fmt]
             if not res.get("ok"):
+                base = {True: " (the base model exports)", False: " (the base model fails too)"}
                 groups[
                     f"{res.get('error_type', '')}: {normalize_error(res.get('error', ''))}"
+                    f"{base.get(res.get('base_ok'), '')}"
                 ].append(r["model"])
         for key, models in sorted(groups.items(), key=lambda kv: -len(kv[1])):
             lines.append(f"  - [{len(models)}] {key}: {', '.join(sorted(models))}")

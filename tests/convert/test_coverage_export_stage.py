@@ -6,6 +6,7 @@ import importlib.util
 from pathlib import Path
 
 import pytest
+import torch
 
 PATH = Path(__file__).resolve().parents[2] / "benchmarks" / "coverage.py"
 
@@ -47,3 +48,34 @@ def test_export_summary_counts_each_format_and_groups_failures(coverage):
     assert "- pt2: 2 of 3 pass (66.7%); 1 not run" in lines
     assert "  - [1] ExportError: torch.onnx.export failed: op N: b" in lines
     assert lines[-1] == "- both: 1 of 3"
+
+
+class _DataDependent(torch.nn.Module):
+    """Branches on a value: torch.export refuses it, the TorchScript ONNX exporter traces it."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.linear = torch.nn.Linear(4, 2)
+
+    def forward(self, x):
+        return self.linear(x) if x.sum() > 0 else -self.linear(x)
+
+
+def test_a_failed_export_is_tried_on_the_base_model(coverage, tmp_path):
+    x = torch.ones(2, 4)
+    assert coverage._base_export("onnx", _DataDependent(), x, tmp_path / "b.onnx") == {
+        "base_ok": True
+    }
+    pt2 = coverage._base_export("pt2", _DataDependent(), x, tmp_path / "b.pt2")
+    assert pt2["base_ok"] is False and pt2["base_error"]
+
+
+def test_export_summary_says_whether_the_base_model_fails_too(coverage):
+    bad = {"ok": False, "error_type": "ExportError", "error": "failed"}
+    runs = [
+        {"model": "a", "status": "ok", "export": {"onnx": {**bad, "base_ok": False}}},
+        {"model": "b", "status": "ok", "export": {"onnx": {**bad, "base_ok": True}}},
+    ]
+    lines = coverage.export_summary(runs)
+    assert "  - [1] ExportError: failed (the base model fails too): a" in lines
+    assert "  - [1] ExportError: failed (the base model exports): b" in lines
