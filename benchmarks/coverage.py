@@ -27,7 +27,7 @@ hang costs one model: the record says "crash" or "timeout" and the stage it was 
 
     .venv/bin/python benchmarks/coverage.py [--budget-m 30] [--limit N] [--shard I/N]
         [--filter GLOB] [--timeout 120] [--jobs 1] [--out coverage.jsonl]
-    .venv/bin/python benchmarks/coverage.py --summarise coverage.jsonl
+    .venv/bin/python benchmarks/coverage.py --summarise coverage.jsonl [--shard I/N] [--filter G]
 """
 
 from __future__ import annotations
@@ -597,7 +597,8 @@ def main(argv: list[str] | None = None) -> int:
         "--summarise",
         metavar="FILE",
         default=None,
-        help="only print the summary of an existing results file",
+        help="only print the summary of an existing results file (of the models --shard, "
+        "--filter and --limit select, when given)",
     )
     p.add_argument(
         "--grad-profile",
@@ -622,7 +623,9 @@ def main(argv: list[str] | None = None) -> int:
                 file=sys.stderr,
             )
             return 2
-        print(summarise(read_results(path)))
+        selected = args.filter is not None or args.shard != (0, 1) or args.limit is not None
+        only = select_models(args.filter, args.shard, args.limit) if selected else None
+        print(summarise(read_results(path), only))
         return 0
     names = select_models(args.filter, args.shard, args.limit)
     run_all(names, args)
