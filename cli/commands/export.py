@@ -44,6 +44,11 @@ def _export(
     real: bool = typer.Option(
         True, "--real/--no-real", help="Also check on real sample images (foolbox)."
     ),
+    max_flip_fraction: float | None = typer.Option(
+        None,
+        "--max-flip-fraction",
+        help="Flipped-spike fraction the onnx/pt2 check accepts (default 1e-3; docs/export.md).",
+    ),
     trust_code: bool = typer.Option(
         False,
         "--trust-code",
@@ -56,6 +61,10 @@ def _export(
         raise HybridizeError(f"--format {format!r} is not supported; use onnx, pt2 or nir")
     if batch_size is not None and batch_size < 1:
         raise HybridizeError(f"--batch-size {batch_size}: give a positive batch size")
+    if max_flip_fraction is not None and not 0.0 <= max_flip_fraction <= 1.0:
+        raise HybridizeError(
+            f"--max-flip-fraction {max_flip_fraction:g}: give a fraction from 0 to 1"
+        )
     if img_size is not None and img_size < 1:
         raise HybridizeError(f"--img-size {img_size}: give a positive size in pixels")
     output_file(output, "--output")
@@ -66,9 +75,11 @@ def _export(
     with hybridize.trusting_code(trust_code):
         model = hybridize.load(checkpoint)
     example = torch.rand(_example_shape(model, img_size, batch_size))
-    kwargs = dict(
+    kwargs: dict = dict(
         dynamic_batch=batch_size is None, check=check, real_inputs=None if real else False
     )
+    if max_flip_fraction is not None:
+        kwargs["max_flip_fraction"] = max_flip_fraction
     if fmt == "nir":
         dest = output or checkpoint.with_name(f"{checkpoint.stem}-nir")
         report = hybridize.export_nir(

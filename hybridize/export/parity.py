@@ -226,7 +226,10 @@ class ParityCheck:
             problems.append(f"top-1 agreement {r.top1_agreement:.4f} < {r.min_top1:g}")
         frac = r.spikes_flipped / r.spikes_compared if r.spikes_compared else 0.0
         if frac > r.max_flip_fraction:
-            problems.append(f"flipped-spike fraction {frac:.3g} > {r.max_flip_fraction:g}")
+            problems.append(
+                f"flipped-spike fraction {frac:.3g} > {r.max_flip_fraction:g}"
+                + _where_flips_are(r.flips_per_layer)
+            )
         r.ok = not problems
         r.message = "; ".join(problems)
         if math.isnan(r.max_abs_diff):
@@ -243,3 +246,18 @@ def _per_sample(flipped: torch.Tensor, n: int, layout: str) -> torch.Tensor | No
     else:
         return None
     return view.sum(dim=(0, 2))
+
+
+def _where_flips_are(flips_per_layer: dict[str, int]) -> str:
+    """Where the flips start and where most are, with what a cascade means (layers in the
+    order they ran)."""
+    flipped = [(name, n) for name, n in flips_per_layer.items() if n]
+    if not flipped:
+        return ""
+    (first, n_first), (most, n_most) = flipped[0], max(flipped, key=lambda kv: kv[1])
+    return (
+        f" (first flips in {first}: {n_first}; most in {most}: {n_most}; a few flips that "
+        "multiply through later layers are float rounding cascading through a deep hybrid: "
+        "if top-1 agreement holds, accept them with max_flip_fraction=F, "
+        "CLI --max-flip-fraction F)"
+    )

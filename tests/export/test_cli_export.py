@@ -54,6 +54,7 @@ def test_export_pt2_cli_static_batch(parallel_hybrid, tmp_path, monkeypatch):
     [
         (["--format", "tflite"], "not supported"),
         (["--format", "onnx", "--batch-size", "0"], "--batch-size 0"),
+        (["--format", "onnx", "--max-flip-fraction", "2"], "--max-flip-fraction 2"),
     ],
 )
 def test_export_cli_user_errors(tmp_path, args, message):
@@ -87,3 +88,15 @@ def test_export_pt2_cli_dynamic_batch_by_default(parallel_hybrid, tmp_path, monk
     x = torch.rand(5, 3, 12, 12)
     with torch.no_grad():
         torch.testing.assert_close(program.module()(x), parallel_hybrid(x), atol=1e-5, rtol=1e-4)
+
+
+def test_export_cli_passes_the_allowed_flip_fraction(parallel_hybrid, tmp_path, monkeypatch):
+    """--max-flip-fraction reaches the check and the report prints it."""
+    import hybridize
+
+    parallel_hybrid.hybridize_meta = {"example_shape": [1, 3, 16, 16]}
+    monkeypatch.setattr(hybridize, "load", lambda path: parallel_hybrid)
+    args = ["export", "m.safetensors", "-f", "onnx", "-o", str(tmp_path / "m.onnx"), "--no-real"]
+    result = CliRunner().invoke(_app(), [*args, "--img-size", "12", "--max-flip-fraction", "0.25"])
+    assert result.exit_code == 0, result.output
+    assert "allowed fraction 0.25" in result.output

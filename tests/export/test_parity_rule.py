@@ -120,3 +120,20 @@ def test_check_batches_pad_a_static_batch_and_name_each_kind():
     assert report.real_source == "given tensor"
     dynamic = list(check_batches(example, opts, dynamic_batch=True, report=report))
     assert [x.shape[0] for _, x in dynamic] == [4, 1, 4]
+
+
+def test_a_flip_cascade_is_located_in_the_message():
+    """Too many flips: the message names the first layer with flips and the one with most, in
+    the order the layers ran, and how to accept a rounding cascade."""
+    c = _check(("folded", "folded", "folded"))
+    c.report.min_top1 = 0.0
+    quiet = torch.zeros(T * N, K)
+    some, many = quiet.clone(), quiet.clone()
+    some[0, 0] = 1.0
+    many[:3, :] = 1.0
+    logits = _logits()
+    c.add("random", [logits, quiet, quiet, quiet], [logits + 1.0, quiet, some, many])
+    r = c.finish()
+    assert r.ok is False and r.flips_per_layer == {"l1": 1, "l2": 9}
+    assert "first flips in l1: 1; most in l2: 9" in r.message
+    assert "max_flip_fraction" in r.message
