@@ -12,7 +12,8 @@ pooling, add) run all T steps at once, and each LIF unfolds time internally. Rul
    EvoNorm statistics) take their statistics over the T time steps of a sample, not over one
    step (:mod:`hybridize.conversion.sample_norms`; docs/conversion.md, "Per-sample
    normalizations");
-6. ``twin_init: fresh`` re-initialises every layer; ``bn_momentum`` sets the twin's BN momentum.
+6. ``twin_init: fresh`` re-initialises every layer (a norm the architecture zero-initialised
+   stays zero); ``bn_momentum`` sets the twin's BN momentum.
 
 A region that cannot be traced falls back to rule 1 alone (module surgery) and says so.
 """
@@ -280,12 +281,24 @@ def _apply_sew(gm: fx.GraphModule, rules: _Rules, static: Collection[str] = ()) 
         rules.report.sew_adds.append(node.name)
 
 
+_NORMS = (nn.modules.batchnorm._NormBase, nn.GroupNorm, nn.LayerNorm)
+
+
 def _reinitialise(module: nn.Module) -> None:
+    """Every layer's own default initialisation, except a norm whose scale is exactly zero:
+    that is the architecture's zero-init of a residual branch's last norm (timm's LeViT
+    ``bn_weight_init=0``, ResNet ``zero_init_last``), which keeps the branch silent at the start;
+    reset to 1 after sparse spikes it multiplied the branch's gradient by 1 / std of its input
+    (LeViT: ~200x per block; docs/conversion.md, rule 6)."""
     for m in module.modules():
         if m is module or isinstance(m, LIF):
             continue
+        weight = getattr(m, "weight", None) if isinstance(m, _NORMS) else None
+        zero_init = isinstance(weight, nn.Parameter) and not weight.detach().any()
         reset = getattr(m, "reset_parameters", None)
         if callable(reset):
             reset()
+        if zero_init:
+            nn.init.zeros_(m.weight)
         if isinstance(m, nn.modules.batchnorm._BatchNorm):
             m.reset_running_stats()

@@ -155,6 +155,37 @@ def test_twin_init_copy_and_fresh(net):
     assert torch.equal(fresh.get_submodule("stages.0.ann.conv1").weight, w)
 
 
+def test_fresh_twins_keep_zero_initialised_norms_at_zero(net):
+    """A norm the architecture zero-initialised (the last BN of a residual branch) stays zero in
+    a fresh twin; every other norm gets its default init (weight 1, running stats reset)."""
+    model = copy.deepcopy(net)
+    with torch.no_grad():
+        model.stages[0].bn2.weight.zero_()
+        model.stages[0].bn1.weight.fill_(0.5)
+        model.stages[0].bn1.running_var.fill_(4.0)
+    recipe = {"defaults": {"twin_init": "fresh"}, "targets": [{"select": {"name": "stages.0"}}]}
+    twin = hybridize.convert(model, recipe, example_input=X).get_submodule("stages.0.branch.twin")
+    assert torch.equal(twin.bn2.weight, torch.zeros(4))
+    assert torch.equal(twin.bn1.weight, torch.ones(4))
+    assert torch.equal(twin.bn1.running_var, torch.ones(4))
+
+
+def test_fresh_levit_twins_stay_near_the_ann():
+    """LeViT zero-initialises the BN after each attention projection and MLP (bn_weight_init=0).
+    Reset to 1, those BNs divided the gradient by the std of a nearly silent LIF's output:
+    the has8 hybrid's largest gate-1 gradient was 46.6x its ANN's at 64 px (1.4e5x at 224 px);
+    with the zeros kept, 1.2x."""
+    from gate_one import max_grad, max_grad_at_gate_one
+
+    torch.manual_seed(0)
+    model = hybridize.create_model("levit_128s", num_classes=4, img_size=64).eval()
+    x, target = torch.randn(2, 3, 64, 64), torch.tensor([1, 2])
+    ann = max_grad(model, x, target)
+    torch.manual_seed(0)
+    hybrid = hybridize.convert(model, "has8", example_input=x)
+    assert max_grad_at_gate_one(hybrid, x, target) / ann < 10.0
+
+
 def test_bn_momentum_and_pooling_keep(net):
     recipe = {
         "defaults": {"bn_momentum": 0.316, "pooling": "keep"},
