@@ -21,8 +21,8 @@ first line of its error and does not stop the other (``--no-export`` skips both)
 export is tried on the unconverted model with torch's exporter alone (``base_ok``), which tells
 a hybridize failure from one torch has on the base model already.
 
-Results go to a JSON lines file, one record per model, appended as each model finishes; a
-second run skips the models already recorded (delete the file to start over). One crash or
+Results go to a JSON lines file, one record per model (with ``code``, the commit that made it),
+appended as each model finishes; a second run skips the models already recorded (delete the file to start over). One crash or
 hang costs one model: the record says "crash" or "timeout" and the stage it was in.
 
     .venv/bin/python benchmarks/coverage.py [--budget-m 30] [--limit N] [--shard I/N]
@@ -38,6 +38,7 @@ import json
 import multiprocessing as mp
 import os
 import re
+import subprocess
 import sys
 import tempfile
 import time
@@ -414,6 +415,23 @@ def _lost(partial: dict[str, Any], name: str, error_type: str, error: str) -> di
     return {**partial, "model": name, "status": "fail", **failure}
 
 
+def code_version() -> str:
+    """The checkout's commit (``+dirty`` with uncommitted changes), recorded with each model: a
+    results file filled over several sessions says which code made which record."""
+    root = Path(__file__).resolve().parents[1]
+
+    def git(*argv: str) -> str:
+        done = subprocess.run(
+            ["git", "-C", str(root), *argv], capture_output=True, text=True, timeout=30
+        )
+        return done.stdout.strip() if done.returncode == 0 else ""
+
+    commit = git("rev-parse", "--short", "HEAD")
+    if not commit:
+        return "unknown"
+    return commit + ("+dirty" if git("status", "--porcelain", "--untracked-files=no") else "")
+
+
 def run_all(names: list[str], args: argparse.Namespace) -> None:
     out = Path(args.out)
     done = {r["model"] for r in read_results(out)}
@@ -428,6 +446,7 @@ def run_all(names: list[str], args: argparse.Namespace) -> None:
     ctx = mp.get_context("forkserver")
     ctx.set_forkserver_preload(["torch", "timm", "hybridize.conversion", "hybridize.io"])
     budget = int(args.budget_m * 1e6)
+    code = code_version()
     running: dict[str, tuple[Any, Any, float, dict]] = {}  # name -> (proc, conn, start, partial)
     queue = list(todo)
     finished = 0
@@ -467,6 +486,7 @@ def run_all(names: list[str], args: argparse.Namespace) -> None:
                 proc.kill()
             conn.close()
             rec["seconds"] = round(elapsed, 1)
+            rec["code"] = code
             _append(out, rec)
             del running[name]
             finished += 1

@@ -79,3 +79,20 @@ def test_export_summary_says_whether_the_base_model_fails_too(coverage):
     lines = coverage.export_summary(runs)
     assert "  - [1] ExportError: failed (the base model fails too): a" in lines
     assert "  - [1] ExportError: failed (the base model exports): b" in lines
+
+
+def test_records_name_the_commit_that_made_them(coverage):
+    import shutil
+    import subprocess
+
+    git = shutil.which("git")
+    root = PATH.parents[1]
+    head = subprocess.run(
+        [git or "git", "-C", str(root), "rev-parse", "--short", "HEAD"],
+        capture_output=True,
+        text=True,
+    )
+    if not git or head.returncode != 0:
+        assert coverage.code_version() == "unknown"
+    else:
+        assert coverage.code_version().split("+")[0] == head.stdout.strip()
