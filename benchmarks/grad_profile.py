@@ -93,6 +93,8 @@ def profile(
 
     def watch(block_name: str) -> Any:
         def hook(_m: Any, args: Any, out: Any) -> None:
+            if not isinstance(out, torch.Tensor):  # a tuple-output block: no per-block gain
+                return
             order.append(block_name)
             inputs[block_name] = args[0].detach().clone()
             out.register_hook(lambda g: grads.__setitem__(block_name, g.detach().clone()))
@@ -103,7 +105,8 @@ def profile(
     for block_name, m in blocks:
         with torch.no_grad():
             m.gate.fill_(gate)
-        handles.append(m.register_forward_hook(watch(block_name)))
+        if gains:
+            handles.append(m.register_forward_hook(watch(block_name)))
     hybrid.train()
     loss = torch.nn.functional.cross_entropy(hybrid(x), target)
     loss.backward()
@@ -190,6 +193,16 @@ def blocks_table(record: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+def _recorded(out: str | None, recipe: str, gate: float) -> set[tuple[str, str]]:
+    """(model, variant) pairs ``out`` already holds for this recipe and gate."""
+    if not out or not Path(out).is_file():
+        return set()
+    records = [json.loads(line) for line in Path(out).read_text().splitlines() if line.strip()]
+    return {
+        (r["model"], r["variant"]) for r in records if r["recipe"] == recipe and r["gate"] == gate
+    }
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--models", default="resnet18")
@@ -200,7 +213,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument(
         "--no-gains", action="store_true", help="skip the per-block path gains (max grads only)"
     )
-    p.add_argument("--out", default=None, help="append one JSON line per (model, variant)")
+    p.add_argument(
+        "--out",
+        default=None,
+        help="append one JSON line per (model, variant); a rerun skips what is there",
+    )
     p.add_argument("--table", metavar="FILE", default=None, help="only print FILE's summary")
     args = p.parse_args(argv)
     if args.table:
@@ -212,8 +229,11 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: unknown variant(s) {unknown}; choose from {list(VARIANTS)}", file=sys.stderr)
         return 2
     records = []
+    done = _recorded(args.out, args.recipe, args.gate)
     for name in args.models.split(","):
         for variant in args.variants.split(","):
+            if (name, variant) in done:  # a rerun on the same --out resumes
+                continue
             rec = profile(name, variant, args.recipe, not args.no_gains, args.gate)
             records.append(rec)
             if args.out:
