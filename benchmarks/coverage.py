@@ -23,7 +23,8 @@ a hybridize failure from one torch has on the base model already.
 
 Results go to a JSON lines file, one record per model (with ``code``, the commit that made it),
 appended as each model finishes; a second run skips the models already recorded (delete the
-file to start over). One crash or hang costs one model: the record says "crash" or "timeout" and the stage it was in.
+file to start over). One crash or hang costs one model: the record says "crash" or "timeout"
+and the stage it was in.
 
     .venv/bin/python benchmarks/coverage.py [--budget-m 30] [--limit N] [--shard I/N]
         [--filter GLOB] [--timeout 120] [--jobs 1] [--out coverage.jsonl]
