@@ -298,7 +298,7 @@ def _reinitialise(module: nn.Module) -> None:
         reset = getattr(m, "reset_parameters", None)
         if callable(reset):
             reset()
-        if zero_init:
-            nn.init.zeros_(m.weight)
+        if zero_init and weight is not None:
+            nn.init.zeros_(weight)  # the same Parameter: reset_parameters fills it in place
         if isinstance(m, nn.modules.batchnorm._BatchNorm):
             m.reset_running_stats()
