@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Protocol, TypeGuard
 
@@ -76,3 +76,29 @@ class SpikeTap(nn.Module):
         if missing:  # a layer that did not run (unused branch): it cannot be compared
             raise RuntimeError(f"spiking layers not called during forward: {missing}")
         return (out, *(captured[name] for name in self.layer_names))
+
+    def teacher_forced(self, x: torch.Tensor, spikes: list[torch.Tensor]) -> list[torch.Tensor]:
+        """Each spiking layer's output as eager computes it when every spiking layer before it
+        gives ``spikes`` (an exported program's, in ``layer_names`` order) instead of its own:
+        a difference to ``spikes`` then comes from that layer's segment of the graph alone, not
+        from flips upstream that cascade."""
+        computed: dict[str, torch.Tensor] = {}
+
+        def force(name: str, given: torch.Tensor) -> Callable[..., torch.Tensor]:
+            def hook(_module: nn.Module, _inputs: object, output: torch.Tensor) -> torch.Tensor:
+                computed[name] = output.detach().cpu()
+                return given.to(device=output.device, dtype=output.dtype)
+
+            return hook
+
+        handles = [
+            m.register_forward_hook(force(name, given))
+            for name, m, given in zip(self.layer_names, self._layers, spikes, strict=True)
+        ]
+        try:
+            with torch.no_grad():
+                self.model(x)
+        finally:
+            for handle in handles:
+                handle.remove()
+        return [computed[name] for name in self.layer_names]

@@ -137,3 +137,25 @@ def test_a_flip_cascade_is_located_in_the_message():
     assert r.ok is False and r.flips_per_layer == {"l1": 1, "l2": 9}
     assert "first flips in l1: 1; most in l2: 9" in r.message
     assert "max_flip_fraction" in r.message
+
+
+def test_rule_four_counts_teacher_forced_flips_when_given():
+    """Flips that cascade from one upstream flip are not counted when each layer, given the
+    exported spikes upstream, reproduces the exported spikes; flips that remain are."""
+    quiet = torch.zeros(T * N, K)
+    cascade = quiet.clone()
+    cascade[:4, :] = 1.0  # 12 of 24 flipped in the free-running comparison
+    logits = _logits()
+
+    passes = _check(("folded",))
+    passes.add("random", [logits, quiet], [logits, cascade], forced=[cascade.clone()])
+    r = passes.finish()
+    assert r.spikes_flipped == 12 and r.spikes_flipped_forced == 0 and r.ok
+
+    fails = _check(("folded",))
+    fails.add("random", [logits, quiet], [logits, cascade], forced=[quiet.clone()])
+    r = fails.finish()
+    assert r.spikes_flipped_forced == 12 and r.forced_flips_per_layer == {"l0": 12}
+    assert r.ok is False and "teacher-forced flip fraction 0.5 > 0.001 (most in l0: 12" in (
+        r.message
+    )
