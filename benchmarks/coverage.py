@@ -187,10 +187,9 @@ def _check_exports(hybrid: Any, base: Any, x: Any, rec: dict[str, Any], enter: A
                 out[fmt] = {"ok": True}
             except Exception as exc:
                 out[fmt] = {"ok": False, **_failure(exc)}
-                out[fmt]["seconds"] = round(time.monotonic() - start, 1)
-                out[fmt].update(_base_export(fmt, base, x, Path(tmp) / f"base.{fmt}"))
-                continue
             out[fmt]["seconds"] = round(time.monotonic() - start, 1)
+            if not out[fmt]["ok"]:
+                out[fmt].update(_base_export(fmt, base, x, Path(tmp) / f"base.{fmt}"))
 
 
 def _failure(exc: BaseException) -> dict[str, str]:
@@ -299,13 +298,7 @@ def run_model(name: str, budget: int, report: Any, export: bool = True) -> None:
         if export:
             _check_exports(hybrid, model, x, rec, enter)
     except Exception as exc:
-        rec.update(
-            status="fail",
-            stage=stage,
-            error_type=type(exc).__name__,
-            error=_first_line(exc),
-            where=_where(exc),
-        )
+        rec.update(status="fail", stage=stage, **_failure(exc))
     report.send(("result", rec))
 
 

@@ -47,7 +47,7 @@ def _export(
     max_flip_fraction: float | None = typer.Option(
         None,
         "--max-flip-fraction",
-        help="Flipped-spike fraction the onnx/pt2 check accepts (default 1e-3; docs/export.md).",
+        help="Flipped-spike fraction the onnx check accepts (default 1e-3; docs/export.md).",
     ),
     trust_code: bool = typer.Option(
         False,

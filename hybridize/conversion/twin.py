@@ -294,11 +294,11 @@ def _reinitialise(module: nn.Module) -> None:
         if m is module or isinstance(m, LIF):
             continue
         weight = getattr(m, "weight", None) if isinstance(m, _NORMS) else None
-        zero_init = isinstance(weight, nn.Parameter) and not weight.detach().any()
+        zero_init = weight if isinstance(weight, nn.Parameter) and not weight.any() else None
         reset = getattr(m, "reset_parameters", None)
         if callable(reset):
             reset()
-        if zero_init and weight is not None:
-            nn.init.zeros_(weight)  # the same Parameter: reset_parameters fills it in place
+        if zero_init is not None:
+            nn.init.zeros_(zero_init)  # the same Parameter: reset_parameters fills it in place
         if isinstance(m, nn.modules.batchnorm._BatchNorm):
             m.reset_running_stats()

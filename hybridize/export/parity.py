@@ -191,7 +191,7 @@ class ParityCheck:
         for name, layout, a, b in zip(
             self.layer_names, self.layouts, ref[1:], test[1:], strict=True
         ):
-            flipped = (a.double() - b.double()).abs() > 0.5
+            flipped = _flipped(a, b)
             count = int(flipped.sum())
             r.spikes_compared += flipped.numel()
             r.spikes_flipped += count
@@ -205,7 +205,7 @@ class ParityCheck:
         if forced is not None:
             r.spikes_flipped_forced = r.spikes_flipped_forced or 0
             for name, a, b in zip(self.layer_names, forced, test[1:], strict=True):
-                count = int(((a.double() - b.double()).abs() > 0.5).sum())
+                count = int(_flipped(a, b).sum())
                 r.spikes_flipped_forced += count
                 if count:
                     r.forced_flips_per_layer[name] = r.forced_flips_per_layer.get(name, 0) + count
@@ -244,18 +244,8 @@ class ParityCheck:
             problems.append(f"top-1 agreement {r.top1_agreement:.4f} < {r.min_top1:g}")
         forced = r.spikes_flipped_forced
         frac = (r.spikes_flipped if forced is None else forced) / max(r.spikes_compared, 1)
-        if frac > r.max_flip_fraction and forced is None:
-            problems.append(
-                f"flipped-spike fraction {frac:.3g} > {r.max_flip_fraction:g}"
-                + _where_flips_are(r.flips_per_layer)
-            )
-        elif frac > r.max_flip_fraction:
-            layer, n = max(r.forced_flips_per_layer.items(), key=lambda kv: kv[1])
-            problems.append(
-                f"teacher-forced flip fraction {frac:.3g} > {r.max_flip_fraction:g} (most in "
-                f"{layer}: {n}; each spiking layer was given the exported program's spikes "
-                "upstream, so these flips come from that layer's part of the graph)"
-            )
+        if frac > r.max_flip_fraction:
+            problems.append(_too_many_flips(r, frac))
         r.ok = not problems
         r.message = "; ".join(problems)
         if math.isnan(r.max_abs_diff):
@@ -274,16 +264,30 @@ def _per_sample(flipped: torch.Tensor, n: int, layout: str) -> torch.Tensor | No
     return view.sum(dim=(0, 2))
 
 
-def _where_flips_are(flips_per_layer: dict[str, int]) -> str:
-    """Where the flips start and where most are, with what a cascade means (layers in the
+def _flipped(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """Where two spike (or bit-plane) tensors disagree: values 0/1, compared in float64."""
+    return (a.double() - b.double()).abs() > 0.5
+
+
+def _too_many_flips(r: ParityReport, frac: float) -> str:
+    """Rule 4's message: the teacher-forced flips' worst layer when they were counted, else where
+    the free-running flips start and where most are, with what a cascade means (layers in the
     order they ran)."""
-    flipped = [(name, n) for name, n in flips_per_layer.items() if n]
+    if r.spikes_flipped_forced is not None:
+        layer, n = max(r.forced_flips_per_layer.items(), key=lambda kv: kv[1])
+        return (
+            f"teacher-forced flip fraction {frac:.3g} > {r.max_flip_fraction:g} (most in "
+            f"{layer}: {n}; each spiking layer was given the exported program's spikes "
+            "upstream, so these flips come from that layer's part of the graph)"
+        )
+    message = f"flipped-spike fraction {frac:.3g} > {r.max_flip_fraction:g}"
+    flipped = [(name, n) for name, n in r.flips_per_layer.items() if n]
     if not flipped:
-        return ""
+        return message
     (first, n_first), (most, n_most) = flipped[0], max(flipped, key=lambda kv: kv[1])
     return (
-        f" (first flips in {first}: {n_first}; most in {most}: {n_most}; a few flips that "
-        "multiply through later layers are float rounding cascading through a deep hybrid: "
+        f"{message} (first flips in {first}: {n_first}; most in {most}: {n_most}; a few flips "
+        "that multiply through later layers are float rounding cascading through a deep hybrid: "
         "if top-1 agreement holds, accept them with max_flip_fraction=F, "
         "CLI --max-flip-fraction F)"
     )

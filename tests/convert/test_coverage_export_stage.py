@@ -96,3 +96,22 @@ def test_records_name_the_commit_that_made_them(coverage):
         assert coverage.code_version() == "unknown"
     else:
         assert coverage.code_version().split("+")[0] == head.stdout.strip()
+
+
+def test_a_failed_hybrid_export_records_the_error_its_time_and_the_base_result(
+    coverage, monkeypatch
+):
+    import hybridize
+
+    def refuse(*args, **kwargs):
+        raise RuntimeError("no exporter today\nsecond line")
+
+    monkeypatch.setattr(hybridize, "export_onnx", refuse)
+    monkeypatch.setattr(hybridize, "export_pt2", refuse)
+    rec: dict = {}
+    coverage._check_exports(None, _DataDependent(), torch.ones(2, 4), rec, lambda stage: None)
+    onnx, pt2 = rec["export"]["onnx"], rec["export"]["pt2"]
+    for res in (onnx, pt2):
+        assert res["ok"] is False and res["error"] == "no exporter today"
+        assert res["error_type"] == "RuntimeError" and res["seconds"] >= 0
+    assert onnx["base_ok"] is True and pt2["base_ok"] is False
