@@ -53,6 +53,10 @@ from typing import Any
 STAGES = ("build", "input", "trace", "convert", "forward", "gate0", "backward", "saveload")
 EXPORT_STAGES = ("onnx", "pt2")
 RECIPE = "has8-finetune"
+RECIPE_STAGE = "recipe:"  # the stage name of another recipe's check: recipe:<name>
+# the other default recipe: its hybrid's gate-1 backward is checked too (finite, and its largest
+# gradient against the ANN's), recorded apart from the stages (``--grad-recipes``)
+GRAD_RECIPES = ("has8",)
 NUM_CLASSES = 10
 BATCH = 2  # > 1 so train-mode BatchNorm accepts 1x1 feature maps
 DEFAULT_SIZE = 64
@@ -138,6 +142,26 @@ def _reinit_zero_heads(model: Any) -> None:
             torch.nn.init.normal_(m.weight, std=0.1)
 
 
+def _max_abs_grad(model: Any) -> float:
+    return max(
+        (p.grad.abs().max().item() for p in model.parameters() if p.grad is not None),
+        default=0.0,
+    )
+
+
+def _ann_max_grad(model: Any, x: Any) -> float:
+    """The largest |parameter gradient| of one train-mode backward of (a copy of) the ANN, with
+    the backward stage's loss: what a hybrid's largest gradient is measured against."""
+    import copy
+
+    import torch
+
+    ann = copy.deepcopy(model).train()
+    target = torch.arange(x.shape[0]) % NUM_CLASSES
+    torch.nn.functional.cross_entropy(ann(x), target).backward()
+    return _max_abs_grad(ann)
+
+
 def _check_backward(hybrid: Any, x: Any) -> dict[str, Any]:
     import torch
 
@@ -166,7 +190,29 @@ def _check_backward(hybrid: Any, x: Any) -> dict[str, Any]:
             reached += 1
     if not reached:
         raise StageFailure("no twin parameter received a non-zero gradient")
-    return {"blocks": len(blocks), "twins_with_grad": reached}
+    return {"blocks": len(blocks), "twins_with_grad": reached, "grad_max": _max_abs_grad(hybrid)}
+
+
+def _check_recipes(
+    model: Any, x: Any, recipes: tuple[str, ...], ann_max: float, rec: dict[str, Any], enter: Any
+) -> None:
+    """Convert ``model`` with each other recipe and run the backward stage's check on it;
+    ``rec["recipes"][name]`` records ok, blocks, twins reached and the gradient ratio to the
+    ANN's, or the failure (filled as it goes, like the exports)."""
+    import hybridize
+
+    out: dict[str, Any] = rec.setdefault("recipes", {})
+    for name in recipes:
+        enter(f"{RECIPE_STAGE}{name}")
+        try:
+            got = _check_backward(hybridize.convert(model, name, example_input=x), x)
+            out[name] = {"ok": True, **got, "grad_ratio": _ratio(got["grad_max"], ann_max)}
+        except Exception as exc:
+            out[name] = {"ok": False, **_failure(exc)}
+
+
+def _ratio(hybrid_max: float, ann_max: float) -> float | None:
+    return hybrid_max / ann_max if ann_max > 0 else None
 
 
 def _check_exports(hybrid: Any, base: Any, x: Any, rec: dict[str, Any], enter: Any) -> None:
@@ -219,7 +265,9 @@ def _base_export(fmt: str, base: Any, x: Any, path: Path) -> dict[str, Any]:
     return {"base_ok": True}
 
 
-def run_model(name: str, budget: int, report: Any, export: bool = True) -> None:
+def run_model(
+    name: str, budget: int, report: Any, export: bool = True, grad_recipes: tuple[str, ...] = ()
+) -> None:
     """Run every stage on one model; send ("stage", name) as each starts, then ("result", rec)."""
     import torch
 
@@ -284,6 +332,9 @@ def run_model(name: str, budget: int, report: Any, export: bool = True) -> None:
 
         enter("backward")
         rec.update(_check_backward(hybrid, x))
+        ann_max = _ann_max_grad(model, x)
+        rec["ann_grad_max"] = ann_max
+        rec["grad_ratio"] = _ratio(rec["grad_max"], ann_max)
 
         enter("saveload")
         hybrid.eval()
@@ -295,6 +346,7 @@ def run_model(name: str, budget: int, report: Any, export: bool = True) -> None:
             if not torch.equal(loaded(x), hybrid(x)):
                 raise StageFailure("loaded model's eval output differs from the saved model's")
 
+        _check_recipes(model, x, grad_recipes, ann_max, rec, enter)
         if export:
             _check_exports(hybrid, model, x, rec, enter)
     except Exception as exc:
@@ -354,8 +406,10 @@ def grad_profile(name: str, size: int = DEFAULT_SIZE) -> list[tuple[str, float]]
     return [(n, mags.get(n, float("nan"))) for n in order]
 
 
-def _child(name: str, budget: int, conn: Any, export: bool = True) -> None:
-    run_model(name, budget, conn, export)
+def _child(
+    name: str, budget: int, conn: Any, export: bool = True, grad_recipes: tuple[str, ...] = ()
+) -> None:
+    run_model(name, budget, conn, export, grad_recipes)
     conn.close()
 
 
@@ -398,13 +452,19 @@ def _append(path: Path, rec: dict[str, Any]) -> None:
 
 def _lost(partial: dict[str, Any], name: str, error_type: str, error: str) -> dict[str, Any]:
     """The record of a worker that crashed or ran out of time in the stage it last entered.
-    In an export stage the model passed the conversion stages: only that export failed."""
+    In an export stage or another recipe's check the model passed the conversion stages: only
+    that check failed."""
     failure = {"error_type": error_type, "error": error, "where": ""}
-    stage = partial.get("stage")
+    stage = str(partial.get("stage"))
+    key, item = "", ""
     if stage in EXPORT_STAGES:
+        key, item = "export", stage
+    elif stage.startswith(RECIPE_STAGE):
+        key, item = "recipes", stage.removeprefix(RECIPE_STAGE)
+    if key:
         rec = {k: v for k, v in partial.items() if k != "stage"}
         rec.update(model=name, status="ok")
-        rec["export"] = {**rec.get("export", {}), stage: {"ok": False, **failure}}
+        rec[key] = {**rec.get(key, {}), item: {"ok": False, **failure}}
         return rec
     return {**partial, "model": name, "status": "fail", **failure}
 
@@ -449,7 +509,9 @@ def run_all(names: list[str], args: argparse.Namespace) -> None:
             name = queue.pop(0)
             parent, child = ctx.Pipe(duplex=False)
             proc = ctx.Process(
-                target=_child, args=(name, budget, child, not args.no_export), daemon=True
+                target=_child,
+                args=(name, budget, child, not args.no_export, args.grad_recipes),
+                daemon=True,
             )
             proc.start()
             child.close()
@@ -530,6 +592,7 @@ def summarise(records: list[dict[str, Any]], only: list[str] | None = None) -> s
         whole = f"{100 * passed / len(runs):.1f}%" if runs else "-"
         lines.append(f"| {s} | {reached} | {passed} | {rate} | {whole} |")
         reached = passed
+    lines += grad_summary(runs)
     lines += export_summary(runs)
     inputs = Counter(r.get("input_from") for r in runs if r.get("input_from"))
     if inputs:
@@ -558,6 +621,38 @@ def summarise(records: list[dict[str, Any]], only: list[str] | None = None) -> s
                 lines.append(f"  - at {ex['where']}")
             lines.append(f"  - models: {', '.join(sorted(models))}")
     return "\n".join(lines)
+
+
+def grad_summary(runs: list[dict[str, Any]]) -> list[str]:
+    """Lines on the gate-1 backward: largest gradient against the ANN's, for the stage's
+    recipe and each other recipe checked; every failure of another recipe's check."""
+    rows: dict[str, list[tuple[float, str]]] = defaultdict(list)
+    failed: dict[str, list[str]] = defaultdict(list)
+    for r in runs:
+        if r.get("grad_ratio") is not None:
+            rows[RECIPE].append((r["grad_ratio"], r["model"]))
+        for name, res in (r.get("recipes") or {}).items():
+            if res.get("ok"):
+                if res.get("grad_ratio") is not None:
+                    rows[name].append((res["grad_ratio"], r["model"]))
+            else:
+                failed[name].append(f"{r['model']} ({res.get('error_type')}: {res.get('error')})")
+    if not rows and not failed:
+        return []
+    lines = ["", "gate-1 backward, largest |parameter gradient| / the ANN's:"]
+    for name in sorted(set(rows) | set(failed)):
+        ratios = sorted(rows[name])
+        if ratios:
+            (lo, lo_m), (hi, hi_m) = ratios[0], ratios[-1]
+            median = ratios[len(ratios) // 2][0]
+            over = [m for v, m in ratios if v > 1000]
+            lines.append(
+                f"- {name}: {len(ratios)} finite; median {median:.3g}x, from {lo:.3g}x ({lo_m}) "
+                f"to {hi:.3g}x ({hi_m}); above 1000x: {', '.join(over) or 'none'}"
+            )
+        if failed[name]:
+            lines.append(f"  - {name} failed on {len(failed[name])}: {'; '.join(failed[name])}")
+    return lines
 
 
 def export_summary(runs: list[dict[str, Any]]) -> list[str]:
@@ -607,6 +702,12 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--jobs", type=int, default=1, help="models run at once")
     p.add_argument("--out", default="coverage.jsonl", help="results file (JSON lines)")
     p.add_argument("--no-export", action="store_true", help="skip the onnx and pt2 stages")
+    p.add_argument(
+        "--grad-recipes",
+        type=lambda text: tuple(r for r in text.split(",") if r),
+        default=GRAD_RECIPES,
+        help="other recipes whose gate-1 backward is checked too (comma-separated; '' for none)",
+    )
     p.add_argument(
         "--summarise",
         metavar="FILE",

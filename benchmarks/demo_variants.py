@@ -28,6 +28,15 @@ VARIANTS: dict[str, dict[str, Any] | None] = {
     "unit": {"gain": "unit"},
     "unit-flat": {"gain": "unit", "rescale": "none"},
     "raw": {"gain": "raw"},
+    "even-lr": {},
+    "ste-even-lr": {"surrogate": "ste"},
+}
+# the demo's learning rates: lr on the spiking side (twins, gates), the ANN at lr x ann_lr_scale
+DEMO_LR: dict[str, float] = {"lr": 5e-3, "ann_lr_scale": 0.2}
+# variants that change the learning rates too: twins and gates at the ANN's lr
+LR_OVERRIDES: dict[str, dict[str, float]] = {
+    "even-lr": {"lr": 1e-3, "ann_lr_scale": 1.0},
+    "ste-even-lr": {"lr": 1e-3, "ann_lr_scale": 1.0},
 }
 
 
@@ -58,20 +67,25 @@ def run_one(variant: str, seed: int, epochs_scale: int, out_dir: Path) -> dict[s
         model = hybridize.convert(
             model, recipe_dict(encoder), example_input=torch.zeros(1, 3, size, size)
         )
+    rates = {**DEMO_LR, **LR_OVERRIDES.get(variant, {})}
     t0 = time.perf_counter()
     result = hybridize.finetune(
         model, "fashion-mnist", out=out_dir / f"{variant}-s{seed}-x{epochs_scale}",
-        tag=variant, lr=5e-3, ann_lr_scale=0.2, seed=seed, progress=False, **base,
+        tag=variant, seed=seed, progress=False, **rates, **base,
     )  # fmt: skip
     last = result.history[-1]
+    gates = last.get("gates") or {}
     return {
         "variant": variant,
         "seed": seed,
         "epochs_scale": epochs_scale,
         "encoder": encoder,
+        **rates,
         "top1": last["eval_top1"],
         "eval_loss": last["eval_loss"],
         "train_loss": last.get("train_loss"),
+        "gate_mean": sum(gates.values()) / len(gates) if gates else None,
+        "firing_rate": last.get("firing_rate"),
         "stopped": result.stopped,
         "time_s": time.perf_counter() - t0,
         "torch": torch.__version__,

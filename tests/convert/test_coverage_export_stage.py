@@ -115,3 +115,55 @@ def test_a_failed_hybrid_export_records_the_error_its_time_and_the_base_result(
         assert res["ok"] is False and res["error"] == "no exporter today"
         assert res["error_type"] == "RuntimeError" and res["seconds"] >= 0
     assert onnx["base_ok"] is True and pt2["base_ok"] is False
+
+
+def test_a_timeout_in_another_recipes_check_fails_only_that_check(coverage):
+    partial = {"model": "m", "status": "ok", "stage": "recipe:has8", "grad_ratio": 1.5}
+    rec = coverage._lost(partial, "m", "Timeout", "no result within 9 s")
+    assert rec["status"] == "ok" and rec["grad_ratio"] == 1.5 and "stage" not in rec
+    assert rec["recipes"] == {
+        "has8": {"ok": False, "error_type": "Timeout", "error": "no result within 9 s", "where": ""}
+    }
+
+
+def test_gradient_ratios_are_the_hybrids_largest_gradient_over_the_anns(coverage):
+    import timm
+    from gate_one import max_grad, max_grad_at_gate_one
+
+    import hybridize
+
+    torch.manual_seed(0)
+    model = timm.create_model("resnet10t", num_classes=10).eval()
+    x = torch.randn(2, 3, 32, 32)
+    target = torch.arange(2) % 10
+    ann_max = coverage._ann_max_grad(model, x)
+    assert ann_max == max_grad(model, x, target)  # the ANN's own gradient, the model untouched
+
+    rec: dict = {}
+    stages: list[str] = []
+    torch.manual_seed(1)  # has8's fresh twins: the same draw in both conversions
+    coverage._check_recipes(model, x, ("has8", "no-such-recipe"), ann_max, rec, stages.append)
+    assert stages == ["recipe:has8", "recipe:no-such-recipe"]
+    has8 = rec["recipes"]["has8"]
+    torch.manual_seed(1)
+    hybrid = hybridize.convert(model, "has8", example_input=x)
+    expected = max_grad_at_gate_one(hybrid, x, target)
+    assert has8["ok"] and has8["grad_max"] == pytest.approx(expected, rel=1e-5)
+    assert has8["grad_ratio"] == pytest.approx(expected / ann_max, rel=1e-5)
+    assert has8["twins_with_grad"] == has8["blocks"] > 0
+    unknown = rec["recipes"]["no-such-recipe"]
+    assert unknown["ok"] is False and "no-such-recipe" in unknown["error"]
+
+
+def test_gradient_summary_gives_the_range_and_names_failures(coverage):
+    runs = [
+        {"model": "a", "status": "ok", "grad_ratio": 0.5, "recipes": {"has8": {"ok": True, "grad_ratio": 2.0}}},
+        {"model": "b", "status": "ok", "grad_ratio": 4.0, "recipes": {"has8": {"ok": True, "grad_ratio": 2e3}}},
+        {"model": "c", "status": "ok", "grad_ratio": 1.0, "recipes": {"has8": {"ok": False, "error_type": "StageFailure", "error": "non-finite gradient in 3 parameters"}}},
+    ]  # fmt: skip
+    lines = coverage.grad_summary(runs)
+    assert (
+        "- has8-finetune: 3 finite; median 1x, from 0.5x (a) to 4x (b); above 1000x: none" in lines
+    )
+    assert "- has8: 2 finite; median 2e+03x, from 2x (a) to 2e+03x (b); above 1000x: b" in lines
+    assert "  - has8 failed on 1: c (StageFailure: non-finite gradient in 3 parameters)" in lines
