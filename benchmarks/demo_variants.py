@@ -1,9 +1,10 @@
-"""Benchmark: the demo's fine-tuning run with the encoder backward varied, over seeds.
+"""Benchmark: the demo's fine-tuning run with the encoder backward or the lr varied, over seeds.
 
 The exact setup of ``hybridize demo`` (pretrained EfficientNet-Lite0, ``has8-finetune``, the
 demo's image size, batch, subset, epoch, lr and ANN lr scale; hybridize.train.demo.DEMO)
-with one change: the seed (weights of the new head, subset, data order) and the encoder keys of
-the recipe. Every (variant, seed) appends one JSON line to ``--out``; a rerun skips what is there.
+with one change: the seed (weights of the new head, subset, data order), the encoder keys of
+the recipe and, for the ``*even-lr`` variants, the learning rates (twins and gates at the ANN's
+lr, not 5x it). Every (variant, seed) appends one JSON line to ``--out``; a rerun skips what is there.
 
     nice -n 10 .venv/bin/python benchmarks/demo_variants.py --variants ann,unit,ste,default \\
         --seeds 0,1,2 [--epochs-scale 3] [--out runs/demo_variants/results.jsonl]
