@@ -24,6 +24,7 @@ from typing import Any
 # encoder keys written into has8-finetune's defaults; None: the ANN alone (no conversion)
 VARIANTS: dict[str, dict[str, Any] | None] = {
     "ann": None,
+    "ann-jitter": None,
     "default": {},
     "ste": {"surrogate": "ste"},
     "unit": {"gain": "unit"},
@@ -32,6 +33,9 @@ VARIANTS: dict[str, dict[str, Any] | None] = {
     "even-lr": {},
     "ste-even-lr": {"surrogate": "ste"},
 }
+# variants whose weights get a tiny perturbation before training (relative size): the ANN run
+# again from a start 1e-6 away, to measure how far apart two runs end from nearly one start
+JITTER: dict[str, float] = {"ann-jitter": 1e-6}
 # the demo's learning rates: lr on the spiking side (twins, gates), the ANN at lr x ann_lr_scale
 DEMO_LR: dict[str, float] = {"lr": 5e-3, "ann_lr_scale": 0.2}
 # variants that change the learning rates too: twins and gates at the ANN's lr
@@ -52,6 +56,18 @@ def recipe_dict(encoder: dict[str, Any]) -> dict:
     return recipe
 
 
+def jitter(model: Any, size: float) -> None:
+    """Add ``size`` x (mean |p|) x N(0, 1) to every parameter, from a generator of its own (the
+    global random stream, hence dropout and data order, stays as it is)."""
+    import torch
+
+    g = torch.Generator().manual_seed(12345)
+    with torch.no_grad():
+        for p in model.parameters():
+            noise = torch.randn(p.shape, generator=g, dtype=p.dtype)
+            p.add_(noise * size * p.abs().mean())
+
+
 def run_one(variant: str, seed: int, epochs_scale: int, out_dir: Path) -> dict[str, Any]:
     import torch
 
@@ -62,6 +78,8 @@ def run_one(variant: str, seed: int, epochs_scale: int, out_dir: Path) -> dict[s
     base["limit_train"] = base["limit_train"] * epochs_scale
     torch.manual_seed(seed)
     model = hybridize.create_model(MODEL, pretrained=True, num_classes=10)
+    if variant in JITTER:
+        jitter(model, JITTER[variant])
     encoder = VARIANTS[variant]
     if encoder is not None:
         size = base["img_size"]
