@@ -68,6 +68,31 @@ def jitter(model: Any, size: float) -> None:
             p.add_(noise * size * p.abs().mean())
 
 
+def gate_zero_top1(hybrid: Any, base: dict[str, Any], seed: int) -> float:
+    """Top-1 of a trained hybrid with every fusion gate set to 0: its ANN branch alone, as it
+    was trained inside the hybrid (the gates are set back afterwards)."""
+    import torch
+
+    import hybridize
+    from hybridize.spiking import FusionBlock
+
+    blocks = [m for m in hybrid.modules() if isinstance(m, FusionBlock)]
+    saved = [b.gate.detach().clone() for b in blocks]
+    with torch.no_grad():
+        for b in blocks:
+            b.gate.zero_()
+    try:
+        got = hybridize.evaluate(
+            hybrid, "fashion-mnist", img_size=base["img_size"], limit=base["limit_eval"],
+            batch_size=base["batch_size"], seed=seed,  # the run's own eval subset
+        )  # fmt: skip
+    finally:
+        with torch.no_grad():
+            for b, g in zip(blocks, saved, strict=True):
+                b.gate.copy_(g)
+    return got["eval_top1"]
+
+
 def run_one(variant: str, seed: int, epochs_scale: int, out_dir: Path) -> dict[str, Any]:
     import torch
 
@@ -94,6 +119,7 @@ def run_one(variant: str, seed: int, epochs_scale: int, out_dir: Path) -> dict[s
     )  # fmt: skip
     last = result.history[-1]
     gates = last.get("gates") or {}
+    ann_branch = None if encoder is None else gate_zero_top1(result.model, base, seed)
     return {
         "variant": variant,
         "seed": seed,
@@ -104,6 +130,7 @@ def run_one(variant: str, seed: int, epochs_scale: int, out_dir: Path) -> dict[s
         "eval_loss": last["eval_loss"],
         "train_loss": last.get("train_loss"),
         "gate_mean": sum(gates.values()) / len(gates) if gates else None,
+        "top1_gates_0": ann_branch,
         "firing_rate": last.get("firing_rate"),
         "stopped": result.stopped,
         "time_s": time.perf_counter() - t0,
