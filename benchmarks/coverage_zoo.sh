@@ -4,12 +4,12 @@
 # the zoo, and a rerun resumes where it stopped (coverage.py skips recorded models). The
 # records are committed (benchmarks/records/coverage.jsonl) so that the run spans sessions.
 #
-#   JOBS=2 bash benchmarks/coverage_zoo.sh [OUT]
+#   JOBS=2 bash benchmarks/coverage_zoo.sh [OUT]   # PYTHON=... to use another interpreter
 #   .venv/bin/python benchmarks/coverage.py --summarise benchmarks/records/coverage.jsonl
 set -euo pipefail
 root="$(cd "$(dirname "$0")/.." && pwd)"
 out="${1:-$root/benchmarks/records/coverage.jsonl}"
 for k in 1 10 0 9 5 14 3 12 7 16 2 11 6 15 4 13 8 17; do
-  OMP_NUM_THREADS=1 "$root/.venv/bin/python" "$root/benchmarks/coverage.py" --shard "$k/18" \
+  OMP_NUM_THREADS=1 "${PYTHON:-$root/.venv/bin/python}" "$root/benchmarks/coverage.py" --shard "$k/18" \
     --jobs "${JOBS:-1}" --timeout "${TIMEOUT:-900}" --out "$out"
 done
