@@ -4,7 +4,9 @@ The exact setup of ``hybridize demo`` (pretrained EfficientNet-Lite0, ``has8-fin
 demo's image size, batch, subset, epoch, lr and ANN lr scale; hybridize.train.demo.DEMO)
 with one change: the seed (weights of the new head, subset, data order), the encoder keys of
 the recipe and, for the ``*even-lr`` variants, the learning rates (twins and gates at the ANN's
-lr, not 5x it). Every (variant, seed) appends one JSON line to ``--out``; a rerun skips what is there.
+lr, not 5x it); ``ann-jitter`` is the ANN from weights moved by 1e-6 (run-to-run spread). A
+hybrid's record also has its top-1 with every gate at 0 (its ANN branch alone). Every
+(variant, seed) appends one JSON line to ``--out``; a rerun skips what is there.
 
     nice -n 10 .venv/bin/python benchmarks/demo_variants.py --variants ann,unit,ste,default \\
         --seeds 0,1,2 [--epochs-scale 3] [--out runs/demo_variants/results.jsonl]
@@ -117,6 +119,7 @@ def run_one(variant: str, seed: int, epochs_scale: int, out_dir: Path) -> dict[s
         model, "fashion-mnist", out=out_dir / f"{variant}-s{seed}-x{epochs_scale}",
         tag=variant, seed=seed, progress=False, **rates, **base,
     )  # fmt: skip
+    elapsed = time.perf_counter() - t0
     last = result.history[-1]
     gates = last.get("gates") or {}
     ann_branch = None if encoder is None else gate_zero_top1(result.model, base, seed)
@@ -133,7 +136,7 @@ def run_one(variant: str, seed: int, epochs_scale: int, out_dir: Path) -> dict[s
         "top1_gates_0": ann_branch,
         "firing_rate": last.get("firing_rate"),
         "stopped": result.stopped,
-        "time_s": time.perf_counter() - t0,
+        "time_s": elapsed,
         "torch": torch.__version__,
     }
 
