@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Protocol, TypeGuard
@@ -81,11 +82,25 @@ class SpikeTap(nn.Module):
         """Each spiking layer's output as eager computes it when every spiking layer before it
         gives ``spikes`` (an exported program's, in ``layer_names`` order) instead of its own:
         a difference to ``spikes`` then comes from that layer's segment of the graph alone, not
-        from flips upstream that cascade."""
+        from flips upstream that cascade.
+
+        A layer called more than once per forward (one activation module shared by several
+        branches, as in Res2Net) is forced and compared at its last call, the one the tap
+        exports; its earlier calls run free."""
+        layers = list(zip(self.layer_names, self._layers, strict=True))
+        calls: Counter[str] = Counter()
+        with torch.no_grad(), record_outputs(layers, lambda name, _output: calls.update([name])):
+            self.model(x)
+        seen: Counter[str] = Counter()
         computed: dict[str, torch.Tensor] = {}
 
-        def force(name: str, given: torch.Tensor) -> Callable[..., torch.Tensor]:
-            def hook(_module: nn.Module, _inputs: object, output: torch.Tensor) -> torch.Tensor:
+        def force(name: str, given: torch.Tensor) -> Callable[..., torch.Tensor | None]:
+            def hook(
+                _module: nn.Module, _inputs: object, output: torch.Tensor
+            ) -> torch.Tensor | None:
+                seen[name] += 1
+                if seen[name] < calls[name]:
+                    return None  # an earlier call of a shared layer: its own output
                 computed[name] = output.detach().cpu()
                 return given.to(device=output.device, dtype=output.dtype)
 
@@ -93,7 +108,7 @@ class SpikeTap(nn.Module):
 
         handles = [
             m.register_forward_hook(force(name, given))
-            for name, m, given in zip(self.layer_names, self._layers, spikes, strict=True)
+            for (name, m), given in zip(layers, spikes, strict=True)
         ]
         try:
             with torch.no_grad():

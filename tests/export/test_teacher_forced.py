@@ -28,3 +28,28 @@ def test_each_layer_sees_the_given_spikes_upstream():
     assert not model[1]._forward_hooks and not model[3]._forward_hooks
     with torch.no_grad():
         assert torch.equal(tap(x)[0], model(x))
+
+
+class SharedActivation(nn.Module):
+    """One Step module called twice on tensors of different shapes (as Res2Net shares its ReLU)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.first, self.second = nn.Linear(4, 5), nn.Linear(5, 3)
+        self.step = Step()
+
+    def forward(self, x):
+        return self.step(self.second(self.step(self.first(x)))).sum(1)
+
+
+def test_a_shared_layer_is_forced_at_its_last_call_only():
+    torch.manual_seed(0)
+    model = SharedActivation()
+    tap = SpikeTap(model, [("step", model.step)])
+    x = torch.randn(6, 4)
+    _, exported = tap(x)  # the tap exports the last call: shape [6, 3]
+    assert exported.shape == (6, 3)
+    forced = tap.teacher_forced(x, [torch.zeros(6, 3)])
+    with torch.no_grad():  # the first call ran free, the second is eager's own from it
+        assert torch.equal(forced[0], Step()(model.second(Step()(model.first(x)))))
+    assert not model.step._forward_hooks
