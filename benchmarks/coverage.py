@@ -64,6 +64,7 @@ RECIPE_STAGE = "recipe:"  # the stage name of another recipe's check: recipe:<na
 # the other default recipe: its hybrid's gate-1 backward is checked too (finite, and its largest
 # gradient against the ANN's), recorded apart from the stages (``--grad-recipes``)
 GRAD_RECIPES = ("has8",)
+GRAD_BOUND = 1000  # issue 9: a hybrid's largest gradient within this many times its ANN's
 NUM_CLASSES = 10
 BATCH = 2  # > 1 so train-mode BatchNorm accepts 1x1 feature maps
 DEFAULT_SIZE = 64
@@ -652,10 +653,10 @@ def grad_summary(runs: list[dict[str, Any]]) -> list[str]:
         if ratios:
             (lo, lo_m), (hi, hi_m) = ratios[0], ratios[-1]
             median = ratios[len(ratios) // 2][0]
-            over = [m for v, m in ratios if v > 1000]
+            over = [m for v, m in ratios if v > GRAD_BOUND]
             lines.append(
                 f"- {name}: {len(ratios)} finite; median {median:.3g}x, from {lo:.3g}x ({lo_m}) "
-                f"to {hi:.3g}x ({hi_m}); above 1000x: {', '.join(over) or 'none'}"
+                f"to {hi:.3g}x ({hi_m}); above {GRAD_BOUND}x: {', '.join(over) or 'none'}"
             )
         if failed[name]:
             lines.append(f"  - {name} failed on {len(failed[name])}: {'; '.join(failed[name])}")
