@@ -230,6 +230,7 @@ def _run_parity(
     device = next((p.device for p in tap.model.parameters()), torch.device("cpu"))
     for kind, x in check_batches(example, options, dynamic_batch, check.report):
         with torch.no_grad():
-            ref = [t.detach().cpu() for t in tap(x.to(device))]
+            outputs, calls = tap.reference(x.to(device))
+        ref = [t.detach().cpu() for t in outputs]
         got = [torch.from_numpy(a) for a in session.run(None, {"input": x.cpu().numpy()})]
-        check.add(kind, ref, got, forced=tap.teacher_forced(x.to(device), got[1:]))
+        check.add(kind, ref, got, forced=tap.teacher_forced(x.to(device), got[1:], calls))

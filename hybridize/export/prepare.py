@@ -69,16 +69,28 @@ class SpikeTap(nn.Module):
         self._layers = [m for _, m in layers]  # plain list: not registered twice as submodules
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        return self.reference(x)[0]
+
+    def reference(self, x: torch.Tensor) -> tuple[tuple[torch.Tensor, ...], Counter[str]]:
+        """``forward``'s outputs, and how many times each spiking layer ran (a layer shared
+        within one forward runs more than once; its last output is the one returned)."""
         captured: dict[str, torch.Tensor] = {}
-        layers = zip(self.layer_names, self._layers, strict=True)
-        with record_outputs(layers, captured.__setitem__):
+        calls: Counter[str] = Counter()
+
+        def record(name: str, output: torch.Tensor) -> None:
+            captured[name] = output
+            calls[name] += 1
+
+        with record_outputs(zip(self.layer_names, self._layers, strict=True), record):
             out = self.model(x)
         missing = [name for name in self.layer_names if name not in captured]
         if missing:  # a layer that did not run (unused branch): it cannot be compared
             raise RuntimeError(f"spiking layers not called during forward: {missing}")
-        return (out, *(captured[name] for name in self.layer_names))
+        return (out, *(captured[name] for name in self.layer_names)), calls
 
-    def teacher_forced(self, x: torch.Tensor, spikes: list[torch.Tensor]) -> list[torch.Tensor]:
+    def teacher_forced(
+        self, x: torch.Tensor, spikes: list[torch.Tensor], calls: Counter[str]
+    ) -> list[torch.Tensor]:
         """Each spiking layer's output as eager computes it when every spiking layer before it
         gives ``spikes`` (an exported program's, in ``layer_names`` order) instead of its own:
         a difference to ``spikes`` then comes from that layer's segment of the graph alone, not
@@ -86,11 +98,9 @@ class SpikeTap(nn.Module):
 
         A layer called more than once per forward (one activation module shared by several
         branches, as in Res2Net) is forced and compared at its last call, the one the tap
-        exports; its earlier calls run free."""
+        exports; its earlier calls run free. ``calls``: the layers' call counts from
+        :meth:`reference` on the same input."""
         layers = list(zip(self.layer_names, self._layers, strict=True))
-        calls: Counter[str] = Counter()
-        with torch.no_grad(), record_outputs(layers, lambda name, _output: calls.update([name])):
-            self.model(x)
         seen: Counter[str] = Counter()
         computed: dict[str, torch.Tensor] = {}
 

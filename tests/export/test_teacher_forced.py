@@ -20,7 +20,9 @@ def test_each_layer_sees_the_given_spikes_upstream():
     x = torch.randn(6, 4)
     given_1 = torch.ones(6, 5)  # not what layer 1 computes from x
     given_3 = torch.zeros(6, 3)
-    forced = tap.teacher_forced(x, [given_1, given_3])
+    _, calls = tap.reference(x)
+    assert calls == {"1": 1, "3": 1}
+    forced = tap.teacher_forced(x, [given_1, given_3], calls)
     with torch.no_grad():
         assert torch.equal(forced[0], Step()(model[0](x)))  # its own input is x
         assert torch.equal(forced[1], Step()(model[2](given_1)))  # given layer 1's spikes
@@ -47,9 +49,9 @@ def test_a_shared_layer_is_forced_at_its_last_call_only():
     model = SharedActivation()
     tap = SpikeTap(model, [("step", model.step)])
     x = torch.randn(6, 4)
-    _, exported = tap(x)  # the tap exports the last call: shape [6, 3]
-    assert exported.shape == (6, 3)
-    forced = tap.teacher_forced(x, [torch.zeros(6, 3)])
+    (_, exported), calls = tap.reference(x)  # the tap exports the last call: shape [6, 3]
+    assert exported.shape == (6, 3) and calls == {"step": 2}
+    forced = tap.teacher_forced(x, [torch.zeros(6, 3)], calls)
     with torch.no_grad():  # the first call ran free, the second is eager's own from it
         assert torch.equal(forced[0], Step()(model.second(Step()(model.first(x)))))
     assert not model.step._forward_hooks
