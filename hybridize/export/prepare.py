@@ -91,10 +91,11 @@ class SpikeTap(nn.Module):
     def teacher_forced(
         self, x: torch.Tensor, spikes: list[torch.Tensor], calls: Counter[str]
     ) -> list[torch.Tensor]:
-        """Each spiking layer's output as eager computes it when every spiking layer before it
-        gives ``spikes`` (an exported program's, in ``layer_names`` order) instead of its own:
+        """``[logits, *spikes]`` as eager computes them when every spiking layer gives
+        ``spikes`` (an exported program's, in ``layer_names`` order) instead of its own output:
         a difference to ``spikes`` then comes from that layer's segment of the graph alone, not
-        from flips upstream that cascade.
+        from flips upstream that cascade, and the logits are eager's from the exported spikes
+        (a difference to the exported logits comes from the graph after or beside the spikes).
 
         A layer called more than once per forward (one activation module shared by several
         branches, as in Res2Net) is forced and compared at its last call, the one the tap
@@ -122,8 +123,8 @@ class SpikeTap(nn.Module):
         ]
         try:
             with torch.no_grad():
-                self.model(x)
+                logits = self.model(x)
         finally:
             for handle in handles:
                 handle.remove()
-        return [computed[name] for name in self.layer_names]
+        return [logits.detach().cpu(), *(computed[name] for name in self.layer_names)]

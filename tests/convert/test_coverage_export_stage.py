@@ -117,6 +117,28 @@ def test_a_failed_hybrid_export_records_the_error_its_time_and_the_base_result(
     assert onnx["base_ok"] is True and pt2["base_ok"] is False
 
 
+def test_an_export_that_passes_with_a_warning_records_it_and_the_summary_names_it(
+    coverage, monkeypatch
+):
+    import hybridize
+    from hybridize.export.parity import ParityReport
+
+    def chaotic(*args, **kwargs):
+        return ParityReport(format="onnx", path="x", ok=True, warning="free-running top-1 0.5")
+
+    monkeypatch.setattr(hybridize, "export_onnx", chaotic)
+    monkeypatch.setattr(hybridize, "export_pt2", lambda *a, **k: ParityReport("pt2", "y", ok=True))
+    rec: dict = {"model": "m", "status": "ok"}
+    coverage._check_exports(None, _DataDependent(), torch.ones(2, 4), rec, lambda stage: None)
+    assert rec["export"]["onnx"]["warning"] == "free-running top-1 0.5"
+    assert "warning" not in rec["export"]["pt2"]
+    lines = coverage.export_summary([rec])
+    assert "- onnx: 1 of 1 pass (100.0%); 0 not run" in lines
+    assert any(
+        line.startswith("  - passed with a warning") and line.endswith(": m") for line in lines
+    )
+
+
 def test_a_timeout_in_another_recipes_check_fails_only_that_check(coverage):
     partial = {"model": "m", "status": "ok", "stage": "recipe:has8", "grad_ratio": 1.5}
     rec = coverage._lost(partial, "m", "Timeout", "no result within 9 s")

@@ -148,14 +148,73 @@ def test_rule_four_counts_teacher_forced_flips_when_given():
     logits = _logits()
 
     passes = _check(("folded",))
-    passes.add("random", [logits, quiet], [logits, cascade], forced=[cascade.clone()])
+    passes.add("random", [logits, quiet], [logits, cascade], forced=[logits, cascade.clone()])
     r = passes.finish()
     assert r.spikes_flipped == 12 and r.spikes_flipped_forced == 0 and r.ok
 
     fails = _check(("folded",))
-    fails.add("random", [logits, quiet], [logits, cascade], forced=[quiet.clone()])
+    fails.add("random", [logits, quiet], [logits, cascade], forced=[logits, quiet.clone()])
     r = fails.finish()
     assert r.spikes_flipped_forced == 12 and r.forced_flips_per_layer == {"l0": 12}
     assert r.ok is False and "teacher-forced flip fraction 0.5 > 0.001 (most in l0: 12" in (
         r.message
     )
+
+
+def _cascade():
+    """A chunk whose free-running spikes and logits differ everywhere (a rounding cascade) while
+    the exported spikes are what eager computes from the exported spikes upstream."""
+    quiet = torch.zeros(T * N, K)
+    cascade = quiet.clone()
+    cascade[:4, :] = 1.0
+    exported = _logits().roll(1, dims=1)  # every sample's top-1 moved
+    return quiet, cascade, exported
+
+
+def test_a_cascade_that_moves_the_predictions_passes_teacher_forced_with_a_warning():
+    """Free-running top-1 agreement 0 (the hybrid amplifies rounding), but eager's logits from the
+    exported spikes equal the exported logits: a faithful program, accepted and flagged."""
+    quiet, cascade, exported = _cascade()
+    c = _check(("folded",))
+    c.add("random", [_logits(), quiet], [exported, cascade], forced=[exported.clone(), cascade])
+    r = c.finish()
+    assert r.ok, r.message
+    assert r.top1_agreement == 0.0 and r.top1_agreement_forced == 1.0
+    assert r.samples_outside_tol == 4 and r.samples_outside_tol_forced == 0
+    assert r.max_abs_diff_forced == 0.0 and r.spikes_flipped_forced == 0
+    assert "free-running top-1 agreement 0.0000 < 0.75" in r.warning
+    assert any(line.startswith("warning: ") for line in r.lines())
+
+    free_only = _check(("folded",))  # the same chunk without the teacher-forced pass fails
+    free_only.report.max_flip_fraction = 1.0
+    free_only.add("random", [_logits(), quiet], [exported, cascade])
+    r = free_only.finish()
+    assert r.ok is False and "top-1 agreement 0.0000 < 0.75" in r.message
+
+
+def test_teacher_forced_logits_off_without_a_flip_are_a_wrong_graph():
+    """The exported spikes are eager's, but eager's head from them disagrees with the exported
+    logits: the graph after the spikes is wrong, whatever the free-running flips."""
+    quiet, cascade, exported = _cascade()
+    head = exported.clone()
+    head[2, 0] += 0.5  # one sample's logits off by far more than the tolerance
+    c = _check(("folded",))
+    c.report.min_top1 = 0.0
+    c.add("random", [_logits(), quiet], [exported, cascade], forced=[head, cascade])
+    r = c.finish()
+    assert r.samples_outside_tol_forced == 1 and r.samples_unexplained_forced == 1
+    assert r.samples_unexplained == 0  # free-running, the cascade's flips would explain it
+    assert r.ok is False
+    assert "1 sample(s) differ by more than the tolerance teacher-forced" in r.message
+
+
+def test_teacher_forced_top1_below_the_bound_fails():
+    quiet, cascade, exported = _cascade()
+    head = exported.clone()
+    head[:3] = head[:3].roll(1, dims=1)  # three of four teacher-forced predictions disagree
+    c = _check(("folded",))
+    c.report.atol = 100.0  # every difference within tolerance: only top-1 decides
+    c.add("random", [_logits(), quiet], [exported, cascade], forced=[head, cascade])
+    r = c.finish()
+    assert r.top1_agreement_forced == 0.25 and r.ok is False
+    assert "teacher-forced top-1 agreement 0.2500 < 0.75" in r.message

@@ -22,10 +22,11 @@ def test_each_layer_sees_the_given_spikes_upstream():
     given_3 = torch.zeros(6, 3)
     _, calls = tap.reference(x)
     assert calls == {"1": 1, "3": 1}
-    forced = tap.teacher_forced(x, [given_1, given_3], calls)
+    logits, *forced = tap.teacher_forced(x, [given_1, given_3], calls)
     with torch.no_grad():
         assert torch.equal(forced[0], Step()(model[0](x)))  # its own input is x
         assert torch.equal(forced[1], Step()(model[2](given_1)))  # given layer 1's spikes
+        assert torch.equal(logits, model[4](given_3))  # the head from layer 3's given spikes
     # nothing stays behind: a plain call is the model's own output again
     assert not model[1]._forward_hooks and not model[3]._forward_hooks
     with torch.no_grad():
@@ -51,7 +52,8 @@ def test_a_shared_layer_is_forced_at_its_last_call_only():
     x = torch.randn(6, 4)
     (_, exported), calls = tap.reference(x)  # the tap exports the last call: shape [6, 3]
     assert exported.shape == (6, 3) and calls == {"step": 2}
-    forced = tap.teacher_forced(x, [torch.zeros(6, 3)], calls)
+    logits, forced = tap.teacher_forced(x, [torch.zeros(6, 3)], calls)
     with torch.no_grad():  # the first call ran free, the second is eager's own from it
-        assert torch.equal(forced[0], Step()(model.second(Step()(model.first(x)))))
+        assert torch.equal(forced, Step()(model.second(Step()(model.first(x)))))
+    assert torch.equal(logits, torch.zeros(6))  # the output is computed from the given zeros
     assert not model.step._forward_hooks
