@@ -30,6 +30,12 @@ def _export(
         help="Output file, or folder for nir (default: beside the checkpoint).",
     ),
     opset: int = typer.Option(17, "--opset", help="ONNX opset version."),
+    exporter: str = typer.Option(
+        "auto",
+        "--exporter",
+        help="ONNX exporter: torchscript, dynamo (opset >= 18), or auto (torchscript, then "
+        "dynamo where it fails).",
+    ),
     img_size: int | None = typer.Option(
         None, "--img-size", help="Input height and width (default: the checkpoint's)."
     ),
@@ -86,7 +92,9 @@ def _export(
             model, dest, example, check=check, real_inputs=kwargs["real_inputs"], verify=check
         )
     elif fmt == "onnx":
-        report = hybridize.export_onnx(model, example, dest, opset=opset, **kwargs)
+        report = hybridize.export_onnx(
+            model, example, dest, opset=opset, exporter=exporter, **kwargs
+        )
     else:
         report = hybridize.export_pt2(model, example, dest, **kwargs)
     console = Console()

@@ -1,13 +1,9 @@
-"""ONNX export through the TorchScript-based exporter, verified in onnxruntime."""
+"""ONNX export (torch's TorchScript-based or dynamo exporter), verified in onnxruntime."""
 
 from __future__ import annotations
 
-import contextlib
 import importlib.util
 import os
-import sys
-import warnings
-from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -15,9 +11,9 @@ import torch
 from torch import nn
 
 from hybridize._atomic import atomic_path, remove_quietly, temp_beside
-from hybridize._util import first_line
 from hybridize.errors import ExportError
 from hybridize.export.inputs import check_batches
+from hybridize.export.onnx_writers import check_exporter, write_onnx
 from hybridize.export.parity import CheckOptions, ParityCheck, ParityReport, check_options
 from hybridize.export.prepare import SpikeTap, export_state, spiking_layers
 
@@ -35,6 +31,7 @@ def export_onnx(
     opset: int = 17,
     dynamic_batch: bool = True,
     check: bool = True,
+    exporter: str = "auto",
     options: CheckOptions | None = None,
     **overrides: Any,
 ) -> ParityReport:
@@ -45,9 +42,12 @@ def export_onnx(
     :class:`CheckOptions`) and keyword ``overrides`` of its fields (``real_inputs=False``,
     ``n_random=2``, ...) set how. A failed check raises :class:`ExportError` and leaves no file
     behind. The written file has one input ``input`` and one output ``logits``; its batch axis
-    is dynamic unless ``dynamic_batch=False``.
+    is dynamic unless ``dynamic_batch=False``. ``exporter``: ``"torchscript"``, ``"dynamo"``
+    (needs onnxscript; opset 18 at least) or ``"auto"``, the first and the second where it
+    fails (:mod:`hybridize.export.onnx_writers`); the report says which wrote the file.
     """
     check_opset(opset)
+    check_exporter(exporter)
     options = check_options(options, overrides)
     require_packages(["onnx", "onnxruntime"] if check else ["onnx"])
     dest = Path(path)
@@ -64,14 +64,24 @@ def export_onnx(
             layouts = [_layout(m) for _, m in layers]
             tap = SpikeTap(model, layers).eval()  # the exporter restores the wrapper's mode
             spike_names = [f"spikes_{i}" for i in range(len(layers))]
-            _torch_export(tap, example, tapped, opset, dynamic_batch, spike_names, layouts)
+            report.exporter, report.opset = write_onnx(
+                tap,
+                example,
+                tapped,
+                opset=opset,
+                dynamic_batch=dynamic_batch,
+                output_names=["logits", *spike_names],
+                output_axes=_output_axes(spike_names, layouts),
+                exporter=exporter,
+            )
             import onnx
 
             proto = onnx.load(str(tapped))
             _check_domains(proto)
+            report.dynamic_batch = _batch_is_dynamic(proto)
             if check:
                 check_ = ParityCheck(report, [name for name, _ in layers], layouts)
-                _run_parity(tap, tapped, example, check_, dynamic_batch, options)
+                _run_parity(tap, tapped, example, check_, report.dynamic_batch, options)
                 check_.finish()
             if report.ok is False:
                 raise ExportError(
@@ -134,62 +144,19 @@ def _is_lif(module: nn.Module) -> bool:
     return isinstance(module, LIF)
 
 
-def _torch_export(
-    tap: nn.Module,
-    example: torch.Tensor,
-    dest: Path,
-    opset: int,
-    dynamic_batch: bool,
-    spike_names: list[str],
-    layouts: list[str],
-) -> None:
-    dynamic_axes = None
-    if dynamic_batch:
-        dynamic_axes = {"input": {0: "batch"}, "logits": {0: "batch"}}
-        for name, layout in zip(spike_names, layouts, strict=True):
-            dynamic_axes[name] = (
-                {0: f"{name}_steps_x_batch"} if layout == "folded" else {1: "batch"}
-            )
-    try:
-        with torch.no_grad(), warnings.catch_warnings(), _native_stdout_silenced():
-            warnings.simplefilter("ignore")
-            torch.onnx.export(
-                tap,
-                (example,),
-                str(dest),
-                dynamo=False,
-                opset_version=opset,
-                input_names=["input"],
-                output_names=["logits", *spike_names],
-                dynamic_axes=dynamic_axes,
-                do_constant_folding=True,
-            )
-    except ExportError:
-        raise
-    except Exception as exc:  # the exporter's errors name the op; keep them on one line
-        raise ExportError(
-            f"torch.onnx.export (opset {opset}) failed: {first_line(exc)}; try another --opset, "
-            "or check that the model runs in eval mode on the example input"
-        ) from exc
+def _output_axes(spike_names: list[str], layouts: list[str]) -> dict[str, dict[int, str]]:
+    """The dynamic axes of the tapped outputs: the batch, or time x batch where T is folded."""
+    axes = {"logits": {0: "batch"}}
+    for name, layout in zip(spike_names, layouts, strict=True):
+        axes[name] = {0: f"{name}_steps_x_batch"} if layout == "folded" else {1: "batch"}
+    return axes
 
 
-@contextlib.contextmanager
-def _native_stdout_silenced() -> Iterator[None]:
-    """Silence file descriptor 1 (not just ``sys.stdout``): on a failure the TorchScript
-    exporter's C++ logger writes the whole graph IR there (its log switch is left on)."""
-    sys.stdout.flush()
-    try:
-        saved = os.dup(1)
-    except OSError:  # no fd 1 (embedded interpreters): nothing to silence
-        yield
-        return
-    try:
-        with open(os.devnull, "w") as null:
-            os.dup2(null.fileno(), 1)
-        yield
-    finally:
-        os.dup2(saved, 1)
-        os.close(saved)
+def _batch_is_dynamic(proto: onnx.ModelProto) -> bool:
+    """Whether the written graph's input has a symbolic batch axis (an exporter may specialise
+    it, as torch.export does for an example batch of 1)."""
+    dims = proto.graph.input[0].type.tensor_type.shape.dim
+    return bool(dims) and not dims[0].HasField("dim_value")
 
 
 def _check_domains(proto: onnx.ModelProto) -> None:

@@ -66,6 +66,7 @@ class ParityReport:
     ok: bool | None = None  # None when the check was skipped
     message: str = ""
     opset: int | None = None
+    exporter: str | None = None  # the ONNX exporter that wrote the file (torchscript, dynamo)
     dynamic_batch: bool = True
     n_random: int = 0
     n_real: int = 0
@@ -114,7 +115,8 @@ class ParityReport:
     def lines(self) -> list[str]:
         """Human-readable summary lines."""
         status = {True: "PASS", False: "FAIL", None: "not checked"}[self.ok]
-        out = [f"{self.format} export: {self.path} [{status}]"]
+        via = f" (torch's {self.exporter} exporter, opset {self.opset})" if self.exporter else ""
+        out = [f"{self.format} export: {self.path}{via} [{status}]"]
         if self.ok is None:
             return out
         n = self.n_random + self.n_real

@@ -49,6 +49,23 @@ def test_export_pt2_cli_static_batch(parallel_hybrid, tmp_path, monkeypatch):
     assert tuple(program.example_inputs[0][0].shape) == (3, 3, 12, 12)
 
 
+def test_export_onnx_cli_exporter_option(parallel_hybrid, tmp_path, monkeypatch):
+    """--exporter reaches export_onnx and the report names the exporter that wrote the file."""
+    pytest.importorskip("onnxscript", reason="the dynamo exporter needs onnxscript")
+    import hybridize
+
+    parallel_hybrid.hybridize_meta = {"example_shape": [1, 3, 16, 16]}
+    monkeypatch.setattr(hybridize, "load", lambda path: parallel_hybrid)
+    out = tmp_path / "m.onnx"
+    args = ["export", "m.safetensors", "-f", "onnx", "-o", str(out), "--no-real"]
+    result = CliRunner().invoke(_app(), [*args, "--exporter", "dynamo"])
+    assert result.exit_code == 0, result.output
+    assert "(torch's dynamo exporter, opset 18) [PASS]" in result.output and out.is_file()
+    result = CliRunner().invoke(_app(), [*args, "--exporter", "jit"])
+    assert isinstance(result.exception, HybridizeError) and result.exit_code != 0
+    assert "--exporter 'jit' is not one of auto, torchscript, dynamo" in str(result.exception)
+
+
 @pytest.mark.parametrize(
     "args, message",
     [

@@ -119,3 +119,61 @@ def test_bad_example_is_a_user_error(tmp_path):
 
     with pytest.raises(ExportError, match="example input must be a tensor"):
         export_onnx(nn.Linear(2, 2), np.zeros((1, 2)), tmp_path / "m.onnx")
+
+
+def _needs_onnxscript():
+    pytest.importorskip("onnxscript", reason="the dynamo exporter needs onnxscript")
+
+
+def test_the_dynamo_exporter_writes_a_checked_file(parallel_hybrid, tmp_path):
+    """``exporter="dynamo"`` (torch.export + onnxscript) passes the same parity check, keeps the
+    batch axis dynamic and writes standard ops only."""
+    _needs_onnxscript()
+    report = _export(parallel_hybrid, tmp_path, exporter="dynamo")
+    assert report.ok is True and (report.exporter, report.opset) == ("dynamo", 18)
+    assert report.spikes_compared > 0 and report.top1_agreement == 1.0
+    assert report.dynamic_batch and "torch's dynamo exporter, opset 18" in report.lines()[0]
+    proto = onnx.load(str(tmp_path / "m.onnx"))
+    assert [o.name for o in proto.graph.output] == ["logits"]
+    assert {n.domain for n in _nodes(proto.graph)} <= {"", "ai.onnx"}
+    x = torch.rand(5, 3, 16, 16)
+    with torch.no_grad():
+        ref = parallel_hybrid(x)
+    torch.testing.assert_close(_run(tmp_path / "m.onnx", x), ref, atol=1e-4, rtol=1e-3)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["m.onnx"]
+
+
+class _PaddedUnfold(nn.Module):
+    """HaloNet's pattern: ``Tensor.unfold`` on a padded input, which torch's TorchScript-based
+    exporter refuses ("input size not accessible") and the dynamo exporter handles."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.head = nn.Linear(3 * 2 * 2 * 9 * 9, 4)
+
+    def forward(self, x):
+        windows = nn.functional.pad(x, [1, 1, 1, 1]).unfold(2, 9, 9).unfold(3, 9, 9)
+        return self.head(windows.flatten(1))
+
+
+def test_auto_falls_back_to_dynamo_where_torchscript_fails(tmp_path):
+    _needs_onnxscript()
+    from hybridize.export import export_onnx
+
+    torch.manual_seed(0)
+    model, x = _PaddedUnfold().eval(), torch.rand(2, 3, 16, 16)
+    with pytest.raises(ExportError, match="input size not accessible"):
+        export_onnx(model, x, tmp_path / "t.onnx", exporter="torchscript", real_inputs=False)
+    assert not list(tmp_path.iterdir())
+    report = export_onnx(model, x, tmp_path / "a.onnx", real_inputs=False)
+    assert report.ok and report.exporter == "dynamo"
+    y = torch.rand(3, 3, 16, 16)
+    with torch.no_grad():
+        ref = model(y)
+    torch.testing.assert_close(_run(tmp_path / "a.onnx", y), ref, atol=1e-5, rtol=1e-4)
+
+
+def test_an_unknown_exporter_is_refused_in_one_line(parallel_hybrid, tmp_path):
+    with pytest.raises(ExportError, match="--exporter 'jit' is not one of auto, torchscript, dyn"):
+        _export(parallel_hybrid, tmp_path, exporter="jit")
+    assert not list(tmp_path.iterdir())

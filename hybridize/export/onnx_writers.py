@@ -1,0 +1,168 @@
+"""The two ways torch writes an ONNX graph, and the choice between them.
+
+``torchscript`` is torch's TorchScript-based exporter (``dynamo=False``): fast, no extra package,
+the path every parity measurement in docs/export.md was taken on. ``dynamo`` goes through
+``torch.export`` and onnxscript's ATen library (``dynamo=True``): it exports ops the older one
+cannot (HaloNet's ``Tensor.unfold`` on a padded input: "input size not accessible") and is the
+one torch develops. ``auto`` tries ``torchscript`` and falls back to ``dynamo`` where it fails.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import importlib.util
+import logging
+import os
+import sys
+import warnings
+from collections.abc import Iterator
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from hybridize._util import first_line
+from hybridize.errors import ExportError
+
+EXPORTERS = ("auto", "torchscript", "dynamo")
+DYNAMO_MIN_OPSET = 18  # the dynamo exporter's own opset; lower ones need a version conversion
+
+
+def check_exporter(exporter: object) -> str:
+    """``exporter`` if it is one of :data:`EXPORTERS`, else a one-line :class:`ExportError`."""
+    if exporter not in EXPORTERS:
+        raise ExportError(f"--exporter {exporter!r} is not one of {', '.join(EXPORTERS)}")
+    return str(exporter)
+
+
+def write_onnx(
+    module: nn.Module,
+    example: torch.Tensor,
+    dest: Path,
+    *,
+    opset: int,
+    dynamic_batch: bool,
+    output_names: list[str],
+    output_axes: dict[str, dict[int, str]],
+    exporter: str,
+) -> tuple[str, int]:
+    """Write ``module`` traced on ``example`` to ``dest`` with one input ``input`` and the
+    outputs ``output_names``; ``output_axes`` are the outputs' dynamic axes (TorchScript needs
+    them spelled out; dynamo derives them from the input's). Returns the exporter that wrote
+    the file and its opset."""
+    if exporter == "torchscript":
+        return _torchscript(module, example, dest, opset, dynamic_batch, output_names, output_axes)
+    if exporter == "dynamo":
+        return _dynamo(module, example, dest, opset, dynamic_batch, output_names)
+    try:
+        return _torchscript(module, example, dest, opset, dynamic_batch, output_names, output_axes)
+    except ExportError as first:
+        if importlib.util.find_spec("onnxscript") is None:
+            raise ExportError(
+                f"{first}; the dynamo exporter may export it: pip install onnxscript "
+                "(or pip install 'hybridize[export]'), then --exporter dynamo"
+            ) from first
+        try:
+            return _dynamo(module, example, dest, opset, dynamic_batch, output_names)
+        except ExportError as second:
+            raise ExportError(f"both ONNX exporters failed: {first}; and {second}") from second
+
+
+def _torchscript(
+    module: nn.Module,
+    example: torch.Tensor,
+    dest: Path,
+    opset: int,
+    dynamic_batch: bool,
+    output_names: list[str],
+    output_axes: dict[str, dict[int, str]],
+) -> tuple[str, int]:
+    axes = {"input": {0: "batch"}, **output_axes} if dynamic_batch else None
+    try:
+        with torch.no_grad(), warnings.catch_warnings(), _native_stdout_silenced():
+            warnings.simplefilter("ignore")
+            torch.onnx.export(
+                module,
+                (example,),
+                str(dest),
+                dynamo=False,
+                opset_version=opset,
+                input_names=["input"],
+                output_names=output_names,
+                dynamic_axes=axes,
+                do_constant_folding=True,
+            )
+    except Exception as exc:  # the exporter's errors name the op; keep them on one line
+        raise ExportError(
+            f"torch.onnx.export (opset {opset}) failed: {first_line(exc)}; try another --opset, "
+            "or check that the model runs in eval mode on the example input"
+        ) from exc
+    return "torchscript", opset
+
+
+def _dynamo(
+    module: nn.Module,
+    example: torch.Tensor,
+    dest: Path,
+    opset: int,
+    dynamic_batch: bool,
+    output_names: list[str],
+) -> tuple[str, int]:
+    if importlib.util.find_spec("onnxscript") is None:
+        raise ExportError(
+            "the dynamo ONNX exporter needs onnxscript, not installed here: pip install "
+            "onnxscript (or pip install 'hybridize[export]')"
+        )
+    opset = max(opset, DYNAMO_MIN_OPSET)
+    shapes = ({0: torch.export.Dim.AUTO},) if dynamic_batch else None
+    try:
+        with torch.no_grad(), warnings.catch_warnings(), _quiet_dynamo_logs():
+            warnings.simplefilter("ignore")
+            program = torch.onnx.export(
+                module,
+                (example,),
+                dynamo=True,
+                opset_version=opset,
+                input_names=["input"],
+                output_names=output_names,
+                dynamic_shapes=shapes,
+                verbose=False,
+            )
+            if program is None:  # only when given a file name, which this call does not
+                raise RuntimeError("torch.onnx.export returned no program")
+            program.save(str(dest))
+    except Exception as exc:
+        raise ExportError(
+            f"torch.onnx.export(dynamo=True, opset {opset}) failed: {first_line(exc)}"
+        ) from exc
+    return "dynamo", opset
+
+
+@contextlib.contextmanager
+def _quiet_dynamo_logs() -> Iterator[None]:
+    """The dynamo exporter reports each step on the root logger at INFO/WARNING level."""
+    previous = logging.root.manager.disable
+    logging.disable(logging.WARNING)
+    try:
+        yield
+    finally:
+        logging.disable(previous)
+
+
+@contextlib.contextmanager
+def _native_stdout_silenced() -> Iterator[None]:
+    """Silence file descriptor 1 (not just ``sys.stdout``): on a failure the TorchScript
+    exporter's C++ logger writes the whole graph IR there (its log switch is left on)."""
+    sys.stdout.flush()
+    try:
+        saved = os.dup(1)
+    except OSError:  # no fd 1 (embedded interpreters): nothing to silence
+        yield
+        return
+    try:
+        with open(os.devnull, "w") as null:
+            os.dup2(null.fileno(), 1)
+        yield
+    finally:
+        os.dup2(saved, 1)
+        os.close(saved)
