@@ -13,7 +13,7 @@ from torch import nn
 from hybridize._atomic import atomic_path, remove_quietly, temp_beside
 from hybridize.errors import ExportError
 from hybridize.export.inputs import check_batches
-from hybridize.export.onnx_writers import check_exporter, write_onnx
+from hybridize.export.onnx_writers import OnnxJob, check_exporter, write_onnx
 from hybridize.export.parity import CheckOptions, ParityCheck, ParityReport, check_options
 from hybridize.export.prepare import SpikeTap, export_state, spiking_layers
 
@@ -64,16 +64,16 @@ def export_onnx(
             layouts = [_layout(m) for _, m in layers]
             tap = SpikeTap(model, layers).eval()  # the exporter restores the wrapper's mode
             spike_names = [f"spikes_{i}" for i in range(len(layers))]
-            report.exporter, report.opset = write_onnx(
+            job = OnnxJob(
                 tap,
                 example,
                 tapped,
-                opset=opset,
-                dynamic_batch=dynamic_batch,
+                opset,
+                dynamic_batch,
                 output_names=["logits", *spike_names],
                 output_axes=_output_axes(spike_names, layouts),
-                exporter=exporter,
             )
+            report.exporter, report.opset = write_onnx(job, exporter)
             import onnx
 
             proto = onnx.load(str(tapped))

@@ -16,6 +16,7 @@ import os
 import sys
 import warnings
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -35,27 +36,28 @@ def check_exporter(exporter: object) -> str:
     return str(exporter)
 
 
-def write_onnx(
-    module: nn.Module,
-    example: torch.Tensor,
-    dest: Path,
-    *,
-    opset: int,
-    dynamic_batch: bool,
-    output_names: list[str],
-    output_axes: dict[str, dict[int, str]],
-    exporter: str,
-) -> tuple[str, int]:
-    """Write ``module`` traced on ``example`` to ``dest`` with one input ``input`` and the
-    outputs ``output_names``; ``output_axes`` are the outputs' dynamic axes (TorchScript needs
-    them spelled out; dynamo derives them from the input's). Returns the exporter that wrote
-    the file and its opset."""
-    if exporter == "torchscript":
-        return _torchscript(module, example, dest, opset, dynamic_batch, output_names, output_axes)
-    if exporter == "dynamo":
-        return _dynamo(module, example, dest, opset, dynamic_batch, output_names)
+@dataclass(frozen=True)
+class OnnxJob:
+    """What to write: ``module`` traced on ``example`` into ``dest``, with one input ``input``
+    and the outputs ``output_names``; ``output_axes`` are the outputs' dynamic axes (the
+    TorchScript exporter needs them spelled out; dynamo derives them from the input's)."""
+
+    module: nn.Module
+    example: torch.Tensor
+    dest: Path
+    opset: int
+    dynamic_batch: bool
+    output_names: list[str]
+    output_axes: dict[str, dict[int, str]]
+
+
+def write_onnx(job: OnnxJob, exporter: str) -> tuple[str, int]:
+    """Write ``job`` with ``exporter`` (one of :data:`EXPORTERS`); returns the exporter that
+    wrote the file and its opset."""
+    if exporter != "auto":
+        return _WRITERS[exporter](job)
     try:
-        return _torchscript(module, example, dest, opset, dynamic_batch, output_names, output_axes)
+        return _torchscript(job)
     except ExportError as first:
         if importlib.util.find_spec("onnxscript") is None:
             raise ExportError(
@@ -63,79 +65,67 @@ def write_onnx(
                 "(or pip install 'hybridize[export]'), then --exporter dynamo"
             ) from first
         try:
-            return _dynamo(module, example, dest, opset, dynamic_batch, output_names)
+            return _dynamo(job)
         except ExportError as second:
             raise ExportError(f"both ONNX exporters failed: {first}; and {second}") from second
 
 
-def _torchscript(
-    module: nn.Module,
-    example: torch.Tensor,
-    dest: Path,
-    opset: int,
-    dynamic_batch: bool,
-    output_names: list[str],
-    output_axes: dict[str, dict[int, str]],
-) -> tuple[str, int]:
-    axes = {"input": {0: "batch"}, **output_axes} if dynamic_batch else None
+def _torchscript(job: OnnxJob) -> tuple[str, int]:
+    axes = {"input": {0: "batch"}, **job.output_axes} if job.dynamic_batch else None
     try:
         with torch.no_grad(), warnings.catch_warnings(), _native_stdout_silenced():
             warnings.simplefilter("ignore")
             torch.onnx.export(
-                module,
-                (example,),
-                str(dest),
+                job.module,
+                (job.example,),
+                str(job.dest),
                 dynamo=False,
-                opset_version=opset,
+                opset_version=job.opset,
                 input_names=["input"],
-                output_names=output_names,
+                output_names=job.output_names,
                 dynamic_axes=axes,
                 do_constant_folding=True,
             )
     except Exception as exc:  # the exporter's errors name the op; keep them on one line
         raise ExportError(
-            f"torch.onnx.export (opset {opset}) failed: {first_line(exc)}; try another --opset, "
-            "or check that the model runs in eval mode on the example input"
+            f"torch.onnx.export (opset {job.opset}) failed: {first_line(exc)}; try another "
+            "--opset, or check that the model runs in eval mode on the example input"
         ) from exc
-    return "torchscript", opset
+    return "torchscript", job.opset
 
 
-def _dynamo(
-    module: nn.Module,
-    example: torch.Tensor,
-    dest: Path,
-    opset: int,
-    dynamic_batch: bool,
-    output_names: list[str],
-) -> tuple[str, int]:
+def _dynamo(job: OnnxJob) -> tuple[str, int]:
     if importlib.util.find_spec("onnxscript") is None:
         raise ExportError(
             "the dynamo ONNX exporter needs onnxscript, not installed here: pip install "
             "onnxscript (or pip install 'hybridize[export]')"
         )
-    opset = max(opset, DYNAMO_MIN_OPSET)
-    shapes = ({0: torch.export.Dim.AUTO},) if dynamic_batch else None
+    opset = max(job.opset, DYNAMO_MIN_OPSET)
+    shapes = ({0: torch.export.Dim.AUTO},) if job.dynamic_batch else None
     try:
         with torch.no_grad(), warnings.catch_warnings(), _quiet_dynamo_logs():
             warnings.simplefilter("ignore")
             program = torch.onnx.export(
-                module,
-                (example,),
+                job.module,
+                (job.example,),
                 dynamo=True,
                 opset_version=opset,
                 input_names=["input"],
-                output_names=output_names,
+                output_names=job.output_names,
                 dynamic_shapes=shapes,
                 verbose=False,
             )
             if program is None:  # only when given a file name, which this call does not
                 raise RuntimeError("torch.onnx.export returned no program")
-            program.save(str(dest))
+            program.save(str(job.dest))
     except Exception as exc:
         raise ExportError(
             f"torch.onnx.export(dynamo=True, opset {opset}) failed: {first_line(exc)}"
         ) from exc
     return "dynamo", opset
+
+
+_WRITERS = {"torchscript": _torchscript, "dynamo": _dynamo}
 
 
 @contextlib.contextmanager
