@@ -34,7 +34,8 @@ def _nodes(graph):
 
 def test_parallel_hybrid_parity_and_standard_ops(parallel_hybrid, tmp_path):
     report = _export(parallel_hybrid, tmp_path)
-    assert report.ok is True and report.message == ""
+    assert report.ok is True and report.message == "" and report.dynamic_batch is True
+    assert (report.exporter, report.opset) == ("torchscript", 17)  # auto's first choice
     assert report.n_random == 4 and report.n_real == 6
     assert report.top1_agreement == 1.0
     # spikes of both LIFs and both encoders were compared, and none flipped on these inputs
@@ -64,7 +65,7 @@ def test_replace_mode_parity(replace_hybrid, tmp_path):
 
 def test_static_batch(parallel_hybrid, tmp_path):
     report = _export(parallel_hybrid, tmp_path, dynamic_batch=False, real_inputs=False)
-    assert report.ok and report.n_real == 0
+    assert report.ok and report.n_real == 0 and report.dynamic_batch is False
     proto = onnx.load(str(tmp_path / "m.onnx"))
     dims = proto.graph.input[0].type.tensor_type.shape.dim
     assert [d.dim_value for d in dims] == [2, 3, 16, 16]
