@@ -27,6 +27,7 @@ from hybridize.errors import ExportError
 
 EXPORTERS = ("auto", "torchscript", "dynamo")
 DYNAMO_MIN_OPSET = 18  # the dynamo exporter's own opset; lower ones need a version conversion
+DEFAULT_OPSET = 17  # auto falls back to dynamo (opset 18) only from this opset up
 
 
 def check_exporter(exporter: object) -> str:
@@ -59,6 +60,8 @@ def write_onnx(job: OnnxJob, exporter: str) -> tuple[str, int]:
     try:
         return _torchscript(job)
     except ExportError as first:
+        if job.opset < DEFAULT_OPSET:  # an older opset asked for: the fallback would raise it
+            raise
         if importlib.util.find_spec("onnxscript") is None:
             raise ExportError(
                 f"{first}; the dynamo exporter may export it: pip install onnxscript "
