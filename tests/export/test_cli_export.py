@@ -22,6 +22,16 @@ def _app():
     return app
 
 
+@pytest.fixture
+def loaded_hybrid(parallel_hybrid, monkeypatch):
+    """The small hand-built hybrid as what ``hybridize.load`` returns for any checkpoint path."""
+    import hybridize
+
+    parallel_hybrid.hybridize_meta = {"example_shape": [1, 3, 16, 16]}
+    monkeypatch.setattr(hybridize, "load", lambda path: parallel_hybrid)
+    return parallel_hybrid
+
+
 @pytest.mark.slow
 def test_export_onnx_cli(checkpoint, tmp_path):
     out = tmp_path / "r10.onnx"
@@ -33,13 +43,9 @@ def test_export_onnx_cli(checkpoint, tmp_path):
     assert out.is_file()
 
 
-def test_export_pt2_cli_static_batch(parallel_hybrid, tmp_path, monkeypatch):
+def test_export_pt2_cli_static_batch(loaded_hybrid, tmp_path):
     """The CLI path for pt2, on the small hand-built hybrid standing in for a loaded checkpoint
     (a real checkpoint's pt2 round trip costs ~30 s of torch.export time on this CPU)."""
-    import hybridize
-
-    parallel_hybrid.hybridize_meta = {"example_shape": [1, 3, 16, 16]}
-    monkeypatch.setattr(hybridize, "load", lambda path: parallel_hybrid)
     out = tmp_path / "m.pt2"
     args = ["export", "m.safetensors", "-f", "pt2", "-o", str(out), "--batch-size", "3"]
     result = CliRunner().invoke(_app(), [*args, "--no-real", "--img-size", "12"])
@@ -49,13 +55,9 @@ def test_export_pt2_cli_static_batch(parallel_hybrid, tmp_path, monkeypatch):
     assert tuple(program.example_inputs[0][0].shape) == (3, 3, 12, 12)
 
 
-def test_export_onnx_cli_exporter_option(parallel_hybrid, tmp_path, monkeypatch):
+def test_export_onnx_cli_exporter_option(loaded_hybrid, tmp_path):
     """--exporter reaches export_onnx and the report names the exporter that wrote the file."""
     pytest.importorskip("onnxscript", reason="the dynamo exporter needs onnxscript")
-    import hybridize
-
-    parallel_hybrid.hybridize_meta = {"example_shape": [1, 3, 16, 16]}
-    monkeypatch.setattr(hybridize, "load", lambda path: parallel_hybrid)
     out = tmp_path / "m.onnx"
     args = ["export", "m.safetensors", "-f", "onnx", "-o", str(out), "--no-real"]
     result = CliRunner().invoke(_app(), [*args, "--exporter", "dynamo"])
@@ -88,13 +90,9 @@ def test_export_cli_has_no_dynamic_batch_flag(tmp_path):
     assert main_entry(args) == 2
 
 
-def test_export_pt2_cli_dynamic_batch_by_default(parallel_hybrid, tmp_path, monkeypatch):
+def test_export_pt2_cli_dynamic_batch_by_default(loaded_hybrid, tmp_path):
     """Without --batch-size the CLI exports a batch of 2 with a dynamic batch axis: the reloaded
     program runs a batch of 5 and matches eager."""
-    import hybridize
-
-    parallel_hybrid.hybridize_meta = {"example_shape": [1, 3, 16, 16]}
-    monkeypatch.setattr(hybridize, "load", lambda path: parallel_hybrid)
     out = tmp_path / "m.pt2"
     args = ["export", "m.safetensors", "-f", "pt2", "-o", str(out), "--no-real"]
     result = CliRunner().invoke(_app(), [*args, "--img-size", "12"])
@@ -104,15 +102,11 @@ def test_export_pt2_cli_dynamic_batch_by_default(parallel_hybrid, tmp_path, monk
     assert tuple(program.example_inputs[0][0].shape) == (2, 3, 12, 12)
     x = torch.rand(5, 3, 12, 12)
     with torch.no_grad():
-        torch.testing.assert_close(program.module()(x), parallel_hybrid(x), atol=1e-5, rtol=1e-4)
+        torch.testing.assert_close(program.module()(x), loaded_hybrid(x), atol=1e-5, rtol=1e-4)
 
 
-def test_export_cli_passes_the_allowed_flip_fraction(parallel_hybrid, tmp_path, monkeypatch):
+def test_export_cli_passes_the_allowed_flip_fraction(loaded_hybrid, tmp_path):
     """--max-flip-fraction reaches the check and the report prints it."""
-    import hybridize
-
-    parallel_hybrid.hybridize_meta = {"example_shape": [1, 3, 16, 16]}
-    monkeypatch.setattr(hybridize, "load", lambda path: parallel_hybrid)
     args = ["export", "m.safetensors", "-f", "onnx", "-o", str(tmp_path / "m.onnx"), "--no-real"]
     result = CliRunner().invoke(_app(), [*args, "--img-size", "12", "--max-flip-fraction", "0.25"])
     assert result.exit_code == 0, result.output

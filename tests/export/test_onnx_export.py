@@ -178,3 +178,18 @@ def test_an_unknown_exporter_is_refused_in_one_line(parallel_hybrid, tmp_path):
     with pytest.raises(ExportError, match="--exporter 'jit' is not one of auto, torchscript, dyn"):
         _export(parallel_hybrid, tmp_path, exporter="jit")
     assert not list(tmp_path.iterdir())
+
+
+def test_auto_names_the_missing_package_when_torchscript_fails(tmp_path, monkeypatch):
+    """Without onnxscript, auto keeps the TorchScript error and says how to get the fallback."""
+    import importlib.util
+
+    from hybridize.export import export_onnx
+
+    find_spec = importlib.util.find_spec
+    monkeypatch.setattr(
+        importlib.util, "find_spec", lambda n, *a: None if n == "onnxscript" else find_spec(n, *a)
+    )
+    with pytest.raises(ExportError, match="input size not accessible.*pip install onnxscript"):
+        export_onnx(_PaddedUnfold().eval(), torch.rand(2, 3, 16, 16), tmp_path / "m.onnx")
+    assert not list(tmp_path.iterdir())
