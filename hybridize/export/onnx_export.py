@@ -13,7 +13,7 @@ from torch import nn
 from hybridize._atomic import atomic_path, remove_quietly, temp_beside
 from hybridize.errors import ExportError
 from hybridize.export.inputs import check_batches
-from hybridize.export.onnx_writers import OnnxJob, check_exporter, write_onnx
+from hybridize.export.onnx_writers import OnnxJob, check_exporter, check_opset, write_onnx
 from hybridize.export.parity import CheckOptions, ParityCheck, ParityReport, check_options
 from hybridize.export.prepare import SpikeTap, export_state, spiking_layers
 
@@ -46,8 +46,8 @@ def export_onnx(
     (needs onnxscript; opset 18 at least) or ``"auto"``, the first and the second where it
     fails (:mod:`hybridize.export.onnx_writers`); the report says which wrote the file.
     """
-    check_opset(opset)
     check_exporter(exporter)
+    check_opset(opset, exporter)
     options = check_options(options, overrides)
     require_packages(["onnx", "onnxruntime"] if check else ["onnx"])
     dest = Path(path)
@@ -78,6 +78,7 @@ def export_onnx(
 
             proto = onnx.load(str(tapped))
             _check_domains(proto)
+            _check_written_opset(proto, report.opset)
             report.dynamic_batch = _batch_is_dynamic(proto)
             if check:
                 check_ = ParityCheck(report, [name for name, _ in layers], layouts)
@@ -94,24 +95,6 @@ def export_onnx(
         return report
     finally:
         remove_quietly(tapped)
-
-
-def opset_range() -> tuple[int, int]:
-    """The opsets torch's TorchScript-based exporter supports (inclusive)."""
-    try:
-        from torch.onnx import _constants as c
-
-        return int(c.ONNX_MIN_OPSET), int(c.ONNX_TORCHSCRIPT_EXPORTER_MAX_OPSET)
-    except (ImportError, AttributeError):  # private constants moved: the range of torch 2.4+
-        return 7, 20
-
-
-def check_opset(opset: object) -> None:
-    """Raise a one-line :class:`ExportError` for an opset the exporter does not support."""
-    low, high = opset_range()
-    ok = isinstance(opset, int) and not isinstance(opset, bool) and low <= opset <= high
-    if not ok:
-        raise ExportError(f"--opset {opset!r} is not supported; give {low} to {high} (default 17)")
 
 
 def require_packages(names: list[str]) -> None:
@@ -157,6 +140,17 @@ def _batch_is_dynamic(proto: onnx.ModelProto) -> bool:
     it, as torch.export does for an example batch of 1)."""
     dims = proto.graph.input[0].type.tensor_type.shape.dim
     return bool(dims) and not dims[0].HasField("dim_value")
+
+
+def _check_written_opset(proto: onnx.ModelProto, opset: int) -> None:
+    """An exporter that cannot convert to the opset asked for may keep its own silently
+    (onnxscript's version converter does, beyond what onnx defines); refuse that file."""
+    written = next((o.version for o in proto.opset_import if o.domain in ("", "ai.onnx")), None)
+    if written != opset:
+        raise ExportError(
+            f"the exporter wrote opset {written} where {opset} was asked for; give an --opset "
+            "the installed onnx package supports"
+        )
 
 
 def _check_domains(proto: onnx.ModelProto) -> None:

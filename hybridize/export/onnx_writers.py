@@ -30,6 +30,46 @@ DYNAMO_MIN_OPSET = 18  # the dynamo exporter's own opset; lower ones need a vers
 DEFAULT_OPSET = 17  # auto falls back to dynamo (opset 18) only from this opset up
 
 
+def opset_range(exporter: str = "auto") -> tuple[int, int]:
+    """The opsets ``exporter`` can write (inclusive). The TorchScript exporter stops at its own
+    maximum (20 with torch 2.4+); dynamo writes opset 18 and converts it up to the newest opset
+    the installed onnx package defines (a lower one is raised to 18). ``auto`` spans both: above
+    the TorchScript maximum it goes to dynamo directly."""
+    low, high = _torchscript_opsets()
+    if exporter == "torchscript":
+        return low, high
+    return low, max(high, _onnx_max_opset())
+
+
+def _torchscript_opsets() -> tuple[int, int]:
+    try:
+        from torch.onnx import _constants as c
+
+        return int(c.ONNX_MIN_OPSET), int(c.ONNX_TORCHSCRIPT_EXPORTER_MAX_OPSET)
+    except (ImportError, AttributeError):  # private constants moved: the range of torch 2.4+
+        return 7, 20
+
+
+def _onnx_max_opset() -> int:
+    try:
+        import onnx.defs
+
+        return int(onnx.defs.onnx_opset_version())
+    except ImportError:  # no onnx: export refuses later with the install hint
+        return DYNAMO_MIN_OPSET
+
+
+def check_opset(opset: object, exporter: str = "auto") -> None:
+    """Raise a one-line :class:`ExportError` for an opset ``exporter`` cannot write."""
+    low, high = opset_range(exporter)
+    ok = isinstance(opset, int) and not isinstance(opset, bool) and low <= opset <= high
+    if not ok:
+        with_ = "" if exporter == "auto" else f" with --exporter {exporter}"
+        raise ExportError(
+            f"--opset {opset!r} is not supported{with_}; give {low} to {high} (default 17)"
+        )
+
+
 def check_exporter(exporter: object) -> str:
     """``exporter`` if it is one of :data:`EXPORTERS`, else a one-line :class:`ExportError`."""
     if exporter not in EXPORTERS:
@@ -57,6 +97,8 @@ def write_onnx(job: OnnxJob, exporter: str) -> tuple[str, int]:
     wrote the file and its opset."""
     if exporter != "auto":
         return _WRITERS[exporter](job)
+    if job.opset > _torchscript_opsets()[1]:  # only dynamo writes it
+        return _dynamo(job)
     try:
         return _torchscript(job)
     except ExportError as first:

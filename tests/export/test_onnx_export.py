@@ -193,3 +193,35 @@ def test_auto_names_the_missing_package_when_torchscript_fails(tmp_path, monkeyp
     with pytest.raises(ExportError, match="input size not accessible.*pip install onnxscript"):
         export_onnx(_PaddedUnfold().eval(), torch.rand(2, 3, 16, 16), tmp_path / "m.onnx")
     assert not list(tmp_path.iterdir())
+
+
+def test_opsets_above_the_torchscript_range_go_to_dynamo(parallel_hybrid, tmp_path):
+    """Opset 21 is past the TorchScript exporter's last (20): ``auto`` writes it with dynamo,
+    the file says opset 21 and passes the parity check; forcing torchscript is refused first."""
+    _needs_onnxscript()
+    from hybridize.export.onnx_writers import opset_range
+
+    assert opset_range("torchscript")[1] == 20 < 21 <= opset_range("auto")[1]
+    with pytest.raises(
+        ExportError, match="--opset 21 .* with --exporter torchscript; give 7 to 20"
+    ):
+        _export(parallel_hybrid, tmp_path, opset=21, exporter="torchscript")
+    assert not list(tmp_path.iterdir())
+    report = _export(parallel_hybrid, tmp_path, opset=21)
+    assert report.ok and (report.exporter, report.opset) == ("dynamo", 21)
+    proto = onnx.load(str(tmp_path / "m.onnx"))
+    assert [o.version for o in proto.opset_import if o.domain in ("", "ai.onnx")] == [21]
+
+
+def test_a_file_at_another_opset_than_asked_is_refused():
+    """onnxscript's converter keeps opset 18 where it cannot reach the one asked for."""
+    from onnx import helper
+
+    from hybridize.export.onnx_export import _check_written_opset
+
+    model = helper.make_model(
+        helper.make_graph([], "g", [], []), opset_imports=[helper.make_opsetid("", 18)]
+    )
+    _check_written_opset(model, 18)
+    with pytest.raises(ExportError, match="wrote opset 18 where 29 was asked for"):
+        _check_written_opset(model, 29)
