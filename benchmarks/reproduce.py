@@ -396,6 +396,8 @@ def main(argv: list[str] | None = None) -> None:
                     help="measure train-step time of the rows round-robin, write step_costs.json")  # fmt: skip
     ap.add_argument("--limit-train", type=int, default=None, help="override the budget")
     ap.add_argument("--limit-eval", type=int, default=None, help="override the budget")
+    ap.add_argument("--epochs", type=int, default=None,
+                    help="override the budget (3 on the CPU budget: issue 9's 3x budget)")  # fmt: skip
     args = ap.parse_args(argv)
 
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -407,7 +409,7 @@ def main(argv: list[str] | None = None) -> None:
         budget = Budget(
             **{**budget.__dict__, "seeds": tuple(int(s) for s in args.seeds.split(","))}
         )
-    for key in ("limit_train", "limit_eval"):
+    for key in ("limit_train", "limit_eval", "epochs"):
         if getattr(args, key) is not None:
             budget = Budget(**{**budget.__dict__, key: getattr(args, key)})
     out = Path(args.out)

@@ -18,6 +18,7 @@ from pathlib import Path
 import pytest
 import torch
 from lif_options import LIF_OPTIONS
+from torch.utils._python_dispatch import TorchDispatchMode
 
 from hybridize.errors import HybridizeError
 from hybridize.spiking import LIF, BitPlaneDecoder, BitPlaneEncoder, kernels
@@ -243,6 +244,34 @@ def test_auto_uses_kernels_only_where_they_pay(monkeypatch):
         assert "FusedBitPlaneBackward" in _graph_names(BitPlaneEncoder(bits=4)(small))
         lif.export_mode = True  # export: standard ops whatever the backend
         assert not _graph_names(lif(small)) & {"FusedLIFBackward", "_LIFSequenceBackward"}
+
+
+class _SeenOps(TorchDispatchMode):
+    """A user dispatch mode like the metrics' op counter: it records every aten op."""
+
+    def __init__(self):
+        super().__init__()
+        self.ops = set()
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        self.ops.add(func.overloadpacket.__name__)
+        return func(*args, **(kwargs or {}))
+
+
+def test_a_dispatch_mode_gets_the_eager_ops_whatever_the_backend():
+    """dynamo compiles nothing under a user TorchDispatchMode ("non-infra torch dispatch mode
+    present"): forced kernels failed there and auto warned and stayed uncompiled afterwards.
+    The mode (op counting) now sees the eager ops, with the same spikes."""
+    x = torch.randn(8, 2, 6, 5)
+    lif, enc = LIF().eval(), BitPlaneEncoder(bits=4).eval()
+    with backend("eager"), torch.no_grad():
+        ref = lif(x), enc(x)
+    for name in ("auto", "fused", "uncompiled"):
+        with backend(name), torch.no_grad(), _SeenOps() as seen:
+            assert not kernels.use_fused(torch.randn(8, kernels.AUTO_MIN_NUMEL))
+            got = lif(x), enc(x)
+        assert torch.equal(got[0], ref[0]) and torch.equal(got[1], ref[1])
+        assert {"mul", "ge"} <= seen.ops  # the eager LIF's ops reach the mode
 
 
 def test_backend_setting_env_and_errors(monkeypatch):

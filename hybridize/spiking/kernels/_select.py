@@ -7,7 +7,9 @@ tensors of at least ``AUTO_MIN_NUMEL`` elements on CPU or CUDA when torch.compil
 ``fused`` forces them (any floating dtype and size, errors surface); ``eager`` forces today's ops;
 ``uncompiled`` runs the fused kernels' pure functions op by op (no compiler: for debugging, and
 for tests of the kernels' source on every option without a compilation each).
-Inside an outer torch.compile or an export the eager ops are used (the outer compiler fuses them).
+Inside an outer torch.compile or an export the eager ops are used (the outer compiler fuses them),
+and so they are under a ``TorchDispatchMode`` (the op counter of :mod:`hybridize.metrics`):
+dynamo does not compile inside one, and the mode is there to see the ops themselves.
 """
 
 from __future__ import annotations
@@ -76,12 +78,22 @@ def _compiling() -> bool:
     return bool(is_compiling is not None and is_compiling())
 
 
+def _in_dispatch_mode() -> bool:
+    """A user ``TorchDispatchMode`` is active (infra modes such as FakeTensor's do not count)."""
+    from torch.utils import _python_dispatch
+
+    probe = getattr(_python_dispatch, "is_in_torch_dispatch_mode", None)
+    if probe is None:  # older torch: any mode on the stack
+        return bool(torch._C._len_torch_dispatch_stack())
+    return bool(probe(include_infra_modes=False))
+
+
 def use_fused(x: Tensor, steps: int = 1) -> bool:
     """True when the fused kernels should run on x (with a gradient, or forward only without
     one; the callers rule out export mode); ``steps`` is the number of time steps the kernel
     expands x into (its work is x.numel() * steps)."""
     mode = kernel_backend()
-    if mode == "eager" or _compiling() or not x.is_floating_point():
+    if mode == "eager" or _compiling() or _in_dispatch_mode() or not x.is_floating_point():
         return False
     if mode in ("fused", "uncompiled"):
         return True
