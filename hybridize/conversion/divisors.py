@@ -12,7 +12,8 @@ no memory) under a torch function mode that follows which tensors are computed f
 input, and records every division whose divisor is one of them: ``/``, ``div``,
 ``true_divide``, ``reciprocal``, ``rsqrt`` (a division by ``sqrt``). Fused ops (``softmax``,
 ``layer_norm``, ``rms_norm``, ``batch_norm``, ``normalize``) are single calls here, not
-divisions, and so are timm's written-out forms of the channel norms (``rms_norm2d``); so are
+divisions, and so are timm's written-out forms of the channel norms (``rms_norm2d``) and of
+FilterResponseNorm's statistic (``inv_instance_rms``); so are
 divisions by constants, parameters or shapes.
 """
 
@@ -30,7 +31,7 @@ from torch.overrides import TorchFunctionMode
 from torch.utils import _pytree as pytree
 
 from hybridize._util import first_line
-from hybridize.conversion.sample_norms import channel_norms_as_calls, statistics_reported
+from hybridize.conversion.sample_norms import norms_as_calls, statistics_reported
 from hybridize.conversion.trace import SCALAR_META
 
 # Torch function names whose divisor is the second operand (``a / b``, ``a.div(b)``) ...
@@ -163,7 +164,7 @@ def input_divisions(ann: nn.Module, call_args: tuple, call_kwargs: dict) -> list
         with (
             torch.no_grad(),
             statistics_reported(mode.exempt),
-            channel_norms_as_calls(mode.single_call),
+            norms_as_calls(mode.single_call),
             mode,
         ):
             probe(*args, **kwargs)

@@ -6,16 +6,20 @@ Per-sample normalizations a twin takes over the T steps of a sample (twin rule 5
 are seen by any tracer; timm's EvoNorm layers compute their group statistics with plain Python
 functions (``group_std``, ``group_rms``) and divide by them, so the tracer records those as
 calls (the twin can rewrite them) and the division probe learns their results through
-:func:`statistics_reported` (a torch function mode sees only the ops inside them).
+:func:`statistics_reported` (a torch function mode sees only the ops inside them). timm's
+FilterResponseNorm layers multiply by ``inv_instance_rms``, whose ``rsqrt`` the probe counts as
+that norm's own (:func:`norms_as_calls`). Layers with their activation inside (EvoNorm-S0,
+FilterResponseNormTlu2d) a twin swaps whole (:func:`norm_act_twin`).
 
 Per-position norms over channels that timm writes out (``rms_norm2d``, ``simple_norm``) are
 the maths of ``F.rms_norm`` / ``F.layer_norm``, which the division probe sees as single calls;
-:func:`channel_norms_as_calls` lets it see timm's the same way (a twin runs them per step, as it
+:func:`norms_as_calls` lets it see timm's the same way (a twin runs them per step, as it
 runs ``layer_norm``).
 """
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import importlib
 from collections.abc import Callable, Iterable, Iterator
@@ -27,31 +31,38 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from hybridize.spiking.sample_norms import (
+    SpikingFilterResponseNorm,
+    SpikingGroupStdNorm,
     group_norm_over_time,
     group_rms_over_time,
     group_std_over_time,
+    inv_instance_rms_over_time,
     normalize_over_time,
 )
 
-# timm.layers.evo_norm's statistics -> their versions over the T steps
-_TIMM_STATISTICS: dict[str, Callable[..., Tensor]] = {
-    "group_std": group_std_over_time,
-    "group_rms": group_rms_over_time,
+# timm.layers.<module>'s per-sample statistics -> their versions over the T steps
+_TIMM_STATISTICS: dict[str, dict[str, Callable[..., Tensor]]] = {
+    "evo_norm": {"group_std": group_std_over_time, "group_rms": group_rms_over_time},
+    "filter_response_norm": {"inv_instance_rms": inv_instance_rms_over_time},
 }
 
 
-# timm.layers.norm's written-out per-position norms over channels (RmsNorm, RmsNorm2d,
-# SimpleNorm, SimpleNorm2d, LayerNormExp2d, their Fp32 forms and fast paths)
-_TIMM_CHANNEL_NORMS = (
-    "rms_norm",
-    "rms_norm2d",
-    "simple_norm",
-    "fast_rms_norm",
-    "fast_rms_norm2d",
-    "fast_simple_norm",
-    "_layer_norm_cf",
-    "_layer_norm_cf_sqm",
-)
+# timm.layers.<module>'s written-out norms whose divisions are the norm's own: the per-position
+# norms over channels of timm.layers.norm (RmsNorm, RmsNorm2d, SimpleNorm, SimpleNorm2d,
+# LayerNormExp2d, their Fp32 forms and fast paths), FilterResponseNorm's inverse instance RMS
+_TIMM_NORMS_AS_CALLS: dict[str, tuple[str, ...]] = {
+    "norm": (
+        "rms_norm",
+        "rms_norm2d",
+        "simple_norm",
+        "fast_rms_norm",
+        "fast_rms_norm2d",
+        "fast_simple_norm",
+        "_layer_norm_cf",
+        "_layer_norm_cf_sqm",
+    ),
+    "filter_response_norm": ("inv_instance_rms",),
+}
 
 
 def _timm_layers(name: str) -> ModuleType | None:
@@ -67,10 +78,13 @@ def _timm_evo_norm() -> ModuleType | None:
 
 @functools.cache
 def _timm_statistics() -> dict[Callable[..., Any], Callable[..., Tensor]]:
-    evo_norm = _timm_evo_norm()
-    if evo_norm is None:
-        return {}
-    return {getattr(evo_norm, name): over_time for name, over_time in _TIMM_STATISTICS.items()}
+    table: dict[Callable[..., Any], Callable[..., Tensor]] = {}
+    for module_name, statistics in _TIMM_STATISTICS.items():
+        module = _timm_layers(module_name)
+        for name, over_time in statistics.items():
+            if module is not None and hasattr(module, name):
+                table[getattr(module, name)] = over_time
+    return table
 
 
 def is_gated_group_std_norm(module: nn.Module) -> bool:
@@ -83,6 +97,36 @@ def is_gated_group_std_norm(module: nn.Module) -> bool:
         # read from the parameter table: a getattr while tracing would record a graph node
         and module._parameters.get("v") is not None
     )
+
+
+def _is_tlu_filter_response_norm(module: nn.Module) -> bool:
+    """timm's FilterResponseNormTlu2d with its thresholded linear unit max(x, tau) (``tau``)."""
+    frn = _timm_layers("filter_response_norm")
+    return (
+        frn is not None
+        and isinstance(module, frn.FilterResponseNormTlu2d)
+        and module._parameters.get("tau") is not None
+    )
+
+
+NormActTwin = Callable[[nn.Module, nn.Module, int], nn.Module]  # (norm, neuron, T) -> twin layer
+
+# norm layers with their activation inside that a twin swaps whole (twin rule 1): the test,
+# the twin layer's factory and the statistic it takes over the T steps
+_NORM_ACT_TWINS: tuple[tuple[Callable[[nn.Module], bool], NormActTwin, str], ...] = (
+    (is_gated_group_std_norm, SpikingGroupStdNorm.like, "group_std"),
+    (_is_tlu_filter_response_norm, SpikingFilterResponseNorm.like, "inv_instance_rms"),
+)
+
+
+def norm_act_twin(module: nn.Module) -> tuple[NormActTwin, str] | None:
+    """For a norm layer with its activation inside (EvoNorm-S0, FilterResponseNormTlu2d): the
+    factory of its twin layer ``(norm, neuron, T) -> module`` and the statistic's name; None
+    for any other module. The tracer keeps these layers leaves."""
+    for matches, make, statistic in _NORM_ACT_TWINS:
+        if matches(module):
+            return make, statistic
+    return None
 
 
 def sample_norm_functions() -> dict[Callable[..., Any], Callable[..., Tensor]]:
@@ -115,14 +159,15 @@ def statistics_reported(report: Callable[[Tensor], None]) -> Iterator[None]:
 
         return call
 
-    with _wrapped_in(_timm_evo_norm(), _TIMM_STATISTICS, reporting):
+    with _wrapped_in(_timm_evo_norm(), _TIMM_STATISTICS["evo_norm"], reporting):
         yield
 
 
 @contextmanager
-def channel_norms_as_calls(inside: Callable[[], AbstractContextManager[object]]) -> Iterator[None]:
-    """Inside the block each of timm's written-out channel norms runs within ``inside()`` (the
-    division probe's "not a division here"), as ``F.layer_norm`` would run as one call."""
+def norms_as_calls(inside: Callable[[], AbstractContextManager[object]]) -> Iterator[None]:
+    """Inside the block each of timm's written-out norms (:data:`_TIMM_NORMS_AS_CALLS`) runs
+    within ``inside()`` (the division probe's "not a division here"), as ``F.layer_norm``
+    would run as one call."""
 
     def as_one_call(original: Callable[..., Tensor]) -> Callable[..., Tensor]:
         @functools.wraps(original)
@@ -132,7 +177,9 @@ def channel_norms_as_calls(inside: Callable[[], AbstractContextManager[object]])
 
         return call
 
-    with _wrapped_in(_timm_layers("norm"), _TIMM_CHANNEL_NORMS, as_one_call):
+    with contextlib.ExitStack() as stack:
+        for module_name, names in _TIMM_NORMS_AS_CALLS.items():
+            stack.enter_context(_wrapped_in(_timm_layers(module_name), names, as_one_call))
         yield
 
 

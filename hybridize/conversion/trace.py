@@ -18,7 +18,7 @@ import torch.nn.functional as F
 from torch import fx, nn
 
 from hybridize._util import first_line, fresh_attr
-from hybridize.conversion.sample_norms import is_gated_group_std_norm, traced_as_calls
+from hybridize.conversion.sample_norms import norm_act_twin, traced_as_calls
 from hybridize.errors import ConversionError
 
 # Modules whose forward reads ``self.training``; traced through, that flag would be frozen into
@@ -153,7 +153,7 @@ class HybridTracer(fx.Tracer):
             return True
         if self._timm_leaves and isinstance(m, self._timm_leaves):
             return True
-        if is_gated_group_std_norm(m):  # a twin swaps it whole (twin rule 1)
+        if norm_act_twin(m) is not None:  # a twin swaps it whole (twin rule 1)
             return True
         if any(class_matches(m, spec) for spec in self._leaf_classes):
             return True

@@ -38,9 +38,9 @@ from hybridize.conversion.activations import (
     max_to_avg_pool,
 )
 from hybridize.conversion.calls import nodes_in
-from hybridize.conversion.sample_norms import is_gated_group_std_norm, sample_norm_functions
+from hybridize.conversion.sample_norms import norm_act_twin, sample_norm_functions
 from hybridize.spiking import LIF
-from hybridize.spiking.sample_norms import GroupNormOverTime, SpikingGroupStdNorm
+from hybridize.spiking.sample_norms import GroupNormOverTime
 
 
 @dataclass
@@ -165,12 +165,27 @@ def _input_free(
     dependent: set[fx.Node] = set()
     for node in gm.graph.nodes:
         seed = node.op == "placeholder" and node.target not in static_inputs
+        if _reads_type_only(node):  # ``bias.to(x.dtype)`` is still a parameter
+            continue
         if seed or any(i in dependent for i in node.all_input_nodes):
             dependent.add(node)
     free = [n for n in gm.graph.nodes if n not in dependent]
     called_on_input = {str(n.target) for n in dependent if n.op == "call_module"}
     free_modules = {str(n.target) for n in free if n.op == "call_module"} - called_on_input
     return {n.name for n in free}, free_modules
+
+
+# attributes that say what kind of tensor it is, never which values or how many samples
+_TYPE_ATTRIBUTES = frozenset({"dtype", "device", "layout", "is_cuda", "requires_grad"})
+
+
+def _reads_type_only(node: fx.Node) -> bool:
+    return (
+        node.op == "call_function"
+        and node.target is getattr
+        and len(node.args) == 2
+        and node.args[1] in _TYPE_ATTRIBUTES
+    )
 
 
 def _swap_modules(twin: nn.Module, rules: _Rules, static: Collection[str] = ()) -> None:
@@ -181,11 +196,11 @@ def _swap_modules(twin: nn.Module, rules: _Rules, static: Collection[str] = ()) 
         if is_activation_module(module):
             twin.set_submodule(name, rules.make_lif())
             report.activations.append(f"{name}: {activation_name(module)}")
-        elif is_gated_group_std_norm(module):
-            lif = rules.make_lif()
-            twin.set_submodule(name, SpikingGroupStdNorm.like(module, lif, rules.time_steps))
+        elif (swap := norm_act_twin(module)) is not None:
+            make, statistic = swap
+            twin.set_submodule(name, make(module, rules.make_lif(), rules.time_steps))
             report.activations.append(f"{name}: {type(module).__name__}")
-            report.norms.append(f"{name}: group_std")
+            report.norms.append(f"{name}: {statistic}")
         elif type(module) is nn.GroupNorm:  # subclasses (norm-act layers) are traced through
             twin.set_submodule(name, GroupNormOverTime.like(module, rules.time_steps))
             report.norms.append(f"{name}: GroupNorm")

@@ -2,7 +2,7 @@
 
 The twin runs on time-folded tensors ``[T*N, ...]`` (t-major). A per-sample normalization
 called there as in the ANN (``group_norm``, ``F.normalize``, the group statistics of timm's
-EvoNorm layers) would take its statistics over
+EvoNorm layers, the instance RMS of its FilterResponseNorm layers) would take its statistics over
 one time step of one sample: a single bit plane, or one step of a LIF output. Those are often
 exactly zero (a LIF is silent while its membrane charges), so the statistic sits at its eps and
 the backward multiplies by ``1 / sqrt(eps)`` (group norm) or ``1 / eps`` (``F.normalize``).
@@ -104,6 +104,17 @@ def group_rms_over_time(
     return _group_statistic(x, groups, time_steps, squares_only=True, eps=eps)
 
 
+def inv_instance_rms_over_time(x: Tensor, eps: float = 1e-5, *, time_steps: int) -> Tensor:
+    """timm's FilterResponseNorm statistic ``inv_instance_rms`` (1 / sqrt(mean of x^2 over H, W
+    + eps) per sample and channel, broadcast to x's shape) of a folded ``[T*N, C, H, W]``
+    tensor, the mean over the T steps of each sample too."""
+    planes = _split_time(x, time_steps)  # [T, N, C, H, W]
+    if planes.dim() != 5:
+        raise ValueError(f"expected a folded [T*N, C, H, W] tensor, got shape {tuple(x.shape)}")
+    mean_square = planes.square().float().mean(dim=(0, 3, 4), keepdim=True)
+    return mean_square.add(eps).rsqrt().to(x.dtype).expand(planes.shape).reshape(x.shape)
+
+
 class GroupNormOverTime(nn.GroupNorm):
     """:class:`torch.nn.GroupNorm` for folded ``[T*N, C, ...]`` inputs, statistics over the T
     steps of a sample (:func:`group_norm_over_time`); same parameters and state dict."""
@@ -131,7 +142,38 @@ class GroupNormOverTime(nn.GroupNorm):
         )
 
 
-class SpikingGroupStdNorm(nn.Module):
+class _SpikingNormAct(nn.Module):
+    """A norm layer with its activation inside, as a twin runs it: the layer's statistic over
+    the T steps of a sample, its per-channel affine map, then the spiking neuron ``act``."""
+
+    def __init__(self, act: nn.Module, num_features: int, eps: float, *, time_steps: int) -> None:
+        super().__init__()
+        self.act = act
+        self.eps, self.time_steps = eps, time_steps
+        self.weight = nn.Parameter(torch.ones(num_features))
+        self.bias = nn.Parameter(torch.zeros(num_features))
+
+    def _copy_affine(self, norm: nn.Module) -> _SpikingNormAct:
+        weight, bias = norm.get_parameter("weight"), norm.get_parameter("bias")
+        with torch.no_grad():
+            self.weight.copy_(weight)
+            self.bias.copy_(bias)
+        return self.to(weight)
+
+    def reset_parameters(self) -> None:
+        """Fresh values, as timm initializes these layers (``twin_init: fresh``)."""
+        nn.init.ones_(self.weight)
+        nn.init.zeros_(self.bias)
+
+    def extra_repr(self) -> str:
+        return f"eps={self.eps}, time_steps={self.time_steps}"
+
+    def _affine_then_spike(self, normalized: Tensor) -> Tensor:
+        shape = (1, -1) + (1,) * (normalized.dim() - 2)
+        return self.act(normalized * self.weight.reshape(shape) + self.bias.reshape(shape))
+
+
+class SpikingGroupStdNorm(_SpikingNormAct):
     """The twin of timm's EvoNorm-S0 (``x * sigmoid(v x) / group_std(x) * weight + bias``): the
     normalization with its group std over the T steps of a sample, then the spiking neuron
     ``act`` in place of the gate, as after any norm layer with an activation:
@@ -139,40 +181,40 @@ class SpikingGroupStdNorm(nn.Module):
     the unnormalized conv output and stay silent.)"""
 
     def __init__(
-        self,
-        act: nn.Module,
-        num_features: int,
-        groups: int,
-        eps: float,
-        *,
-        time_steps: int,
+        self, act: nn.Module, num_features: int, groups: int, eps: float, *, time_steps: int
     ) -> None:
-        super().__init__()
-        self.act = act
-        self.groups, self.eps, self.time_steps = groups, eps, time_steps
-        self.weight = nn.Parameter(torch.ones(num_features))
-        self.bias = nn.Parameter(torch.zeros(num_features))
+        super().__init__(act, num_features, eps, time_steps=time_steps)
+        self.groups = groups
 
     @classmethod
-    def like(cls, norm: nn.Module, act: nn.Module, time_steps: int) -> SpikingGroupStdNorm:
+    def like(cls, norm: nn.Module, act: nn.Module, time_steps: int) -> _SpikingNormAct:
         """The twin of an EvoNorm-S0 layer ``norm`` (its weight and bias copied)."""
-        weight, bias = norm.get_parameter("weight"), norm.get_parameter("bias")
         groups, eps = int(vars(norm)["groups"]), float(vars(norm)["eps"])  # plain attributes
-        new = cls(act, weight.numel(), groups, eps, time_steps=time_steps)
-        with torch.no_grad():
-            new.weight.copy_(weight)
-            new.bias.copy_(bias)
-        return new.to(weight)
-
-    def reset_parameters(self) -> None:
-        """Fresh values, as timm initializes EvoNorm (``twin_init: fresh``)."""
-        nn.init.ones_(self.weight)
-        nn.init.zeros_(self.bias)
+        new = cls(act, norm.get_parameter("weight").numel(), groups, eps, time_steps=time_steps)
+        return new._copy_affine(norm)
 
     def extra_repr(self) -> str:
-        return f"groups={self.groups}, eps={self.eps}, time_steps={self.time_steps}"
+        return f"groups={self.groups}, {super().extra_repr()}"
 
     def forward(self, x: Tensor) -> Tensor:
         std = group_std_over_time(x, self.groups, self.eps, time_steps=self.time_steps)
-        shape = (1, -1) + (1,) * (x.dim() - 2)
-        return self.act(x / std * self.weight.reshape(shape) + self.bias.reshape(shape))
+        return self._affine_then_spike(x / std)
+
+
+class SpikingFilterResponseNorm(_SpikingNormAct):
+    """The twin of timm's FilterResponseNormTlu2d (``max(x * inv_instance_rms(x) * weight +
+    bias, tau)``): the statistic over the T steps of a sample, then the spiking neuron ``act``
+    in place of the thresholded linear unit: ``act(x * inv_instance_rms_over_time(x) * weight
+    + bias)``. The TLU's learned threshold ``tau`` has no counterpart: the neuron's threshold
+    plays its part."""
+
+    @classmethod
+    def like(cls, norm: nn.Module, act: nn.Module, time_steps: int) -> _SpikingNormAct:
+        """The twin of a FilterResponseNormTlu2d layer ``norm`` (its weight and bias copied)."""
+        eps = float(vars(norm)["eps"])  # a plain attribute
+        new = cls(act, norm.get_parameter("weight").numel(), eps, time_steps=time_steps)
+        return new._copy_affine(norm)
+
+    def forward(self, x: Tensor) -> Tensor:
+        rms = inv_instance_rms_over_time(x, self.eps, time_steps=self.time_steps)
+        return self._affine_then_spike(x * rms)

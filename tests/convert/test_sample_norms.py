@@ -191,6 +191,26 @@ class EvoBlock(nn.Module):
         return x + self.norm2(self.conv2(self.norm1(self.conv1(x))))
 
 
+def _norm_block_hybrids(blocks, x, target):
+    """TinyNet with ``blocks`` converted by both default recipes: each ``(recipe, hybrid, rows
+    of blocks.i)`` after checking that gate 0 gives the ANN's output exactly and that gate 1's
+    largest gradient is within the bound of the ANN's."""
+    model = TinyNet("group_norm", depth=len(blocks))
+    model.blocks = nn.Sequential(*blocks)
+    model.eval()
+    ann_max = max_grad(model, x, target)
+    for recipe in ("has8", "has8-finetune"):
+        hybrid = hybridize.convert(model, recipe, example_input=x)
+        rows = {r.region.name: r for r in hybrid.conversion_plan.rows}
+        yield recipe, hybrid, [rows[f"blocks.{i}"] for i in range(len(blocks))]
+        with torch.no_grad():  # gate 0: the ANN's output exactly
+            for block in hybrid.modules():
+                if isinstance(block, FusionBlock):
+                    block.gate.fill_(0.0)
+            assert torch.equal(hybrid.eval()(x), model(x))
+        assert max_grad_at_gate_one(hybrid, x, target) <= RATIO_BOUND * ann_max
+
+
 @pytest.mark.parametrize("kind", ["S0", "S0a"])
 def test_evo_norm_twins_normalize_over_time_then_spike(kind):
     from timm.layers import evo_norm
@@ -199,27 +219,15 @@ def test_evo_norm_twins_normalize_over_time_then_spike(kind):
 
     statistics = (evo_norm.group_std, evo_norm.group_rms)
     torch.manual_seed(0)
-    model = TinyNet("group_norm", depth=6)
-    model.blocks = nn.Sequential(*(EvoBlock(16, kind) for _ in range(6)))
-    model.eval()
+    blocks = [EvoBlock(16, kind) for _ in range(6)]
     x, target = torch.randn(2, 3, 16, 16), torch.tensor([0, 1])
-    ann_max = max_grad(model, x, target)
-    for recipe in ("has8", "has8-finetune"):
-        hybrid = hybridize.convert(model, recipe, example_input=x)
-        rows = {r.region.name: r for r in hybrid.conversion_plan.rows}
-        for i in range(6):  # before: skipped as dividing by a value computed from the input
-            row = rows[f"blocks.{i}"]
+    # gate 1 before: a LIF before the division saw the raw conv output and stayed silent, 1e4-1e6x
+    for _, hybrid, rows in _norm_block_hybrids(blocks, x, target):
+        for row in rows:  # before: skipped as dividing by a value computed from the input
             assert row.status == "converted", row.reason
             assert row.twin_report.norms == ["norm1: group_std", "norm2: group_std"]
         twin = hybrid.get_submodule("blocks.0.branch.twin")
         assert isinstance(twin.norm1, SpikingGroupStdNorm)
-        with torch.no_grad():  # gate 0: the ANN's output exactly
-            for block in hybrid.modules():
-                if isinstance(block, FusionBlock):
-                    block.gate.fill_(0.0)
-            assert torch.equal(hybrid.eval()(x), model(x))
-        # a LIF before the division saw the raw conv output and stayed silent: 1e4-1e6x
-        assert max_grad_at_gate_one(hybrid, x, target) <= RATIO_BOUND * ann_max
     # the division probe's wrappers are gone again
     assert (evo_norm.group_std, evo_norm.group_rms) == statistics
 
@@ -243,3 +251,65 @@ def test_group_std_over_time_matches_the_formula_and_timm():
     x = planes[0]  # one step: timm's own statistics
     torch.testing.assert_close(group_std_over_time(x, 2, 1e-5, time_steps=1), group_std(x, 2))
     torch.testing.assert_close(group_rms_over_time(x, 2, 1e-5, time_steps=1), group_rms(x, 2))
+
+
+class FrnBlock(nn.Module):
+    """A pre-activation block normalized by timm's FilterResponseNorm, as in resnetv2_50d_frn:
+    ``FilterResponseNormTlu2d`` (its thresholded linear unit inside) before the first conv,
+    ``FilterResponseNormAct2d`` (a ReLU module inside, which the tracer enters) before the second."""
+
+    def __init__(self, c: int) -> None:
+        super().__init__()
+        from timm.layers import FilterResponseNormAct2d, FilterResponseNormTlu2d
+
+        self.norm1, self.conv1 = FilterResponseNormTlu2d(c), nn.Conv2d(c, c, 3, padding=1)
+        self.norm2, self.conv2 = FilterResponseNormAct2d(c), nn.Conv2d(c, c, 1)
+
+    def forward(self, x):
+        return x + self.conv2(self.norm2(self.conv1(self.norm1(x))))
+
+
+def test_filter_response_norm_twins_take_the_rms_over_time():
+    """Both FRN layers normalize over the T steps; the traced one's ``x * w + b.to(x.dtype)``
+    before its ReLU is a bias, not a residual join (the sew rule spiked the bias before)."""
+    from timm.layers import filter_response_norm as frn
+
+    from hybridize.spiking.sample_norms import SpikingFilterResponseNorm
+
+    statistic = frn.inv_instance_rms
+    torch.manual_seed(0)
+    blocks = [FrnBlock(16) for _ in range(6)]
+    for block in blocks:  # trained-looking affine maps and thresholds, not timm's 1 / 0
+        for p in block.parameters():
+            if p.dim() == 1:
+                nn.init.uniform_(p, 0.5, 1.5) if p is block.norm1.weight else nn.init.zeros_(p)
+    x, target = torch.randn(2, 3, 16, 16), torch.tensor([0, 1])
+    for recipe, hybrid, rows in _norm_block_hybrids(blocks, x, target):
+        for row in rows:  # before: refused as dividing by a value computed from the input
+            assert row.status == "converted", row.reason
+            norm1, norm2 = row.twin_report.norms  # the swapped layer; norm2's traced call
+            assert norm1 == "norm1: inv_instance_rms" and norm2.endswith(": inv_instance_rms")
+            assert row.twin_report.activations[0] == "norm1: FilterResponseNormTlu2d"
+        twin = hybrid.get_submodule("blocks.0.branch.twin")
+        assert isinstance(twin.norm1, SpikingFilterResponseNorm)
+        ann_weight = blocks[0].norm1.weight  # copied (has8-finetune) or fresh (has8)
+        want = ann_weight if recipe == "has8-finetune" else torch.ones_like(ann_weight)
+        torch.testing.assert_close(twin.norm1.weight, want)
+    assert frn.inv_instance_rms is statistic  # the division probe's wrapper is gone again
+
+
+def test_inv_instance_rms_over_time_matches_the_formula_and_timm():
+    from timm.layers.filter_response_norm import inv_instance_rms
+
+    from hybridize.spiking.sample_norms import inv_instance_rms_over_time
+
+    torch.manual_seed(0)
+    planes = torch.randn(T, 3, 2, 4, 5, dtype=torch.float64)
+    planes[:3, 1] = 0  # silent steps of one sample
+    rms = 1 / (planes.square().mean(dim=(0, 3, 4), keepdim=True) + 1e-5).sqrt()
+    got = inv_instance_rms_over_time(_fold(planes), 1e-5, time_steps=T)
+    torch.testing.assert_close(got, _fold(rms.expand_as(planes)))
+    x = planes[0].float()  # one step: timm's own statistic
+    torch.testing.assert_close(inv_instance_rms_over_time(x, time_steps=1), inv_instance_rms(x))
+    with pytest.raises(ValueError, match=r"\[T\*N, C, H, W\]"):
+        inv_instance_rms_over_time(torch.ones(T * 2, 3), time_steps=T)
