@@ -8,7 +8,7 @@ import torch
 
 from hybridize.data.samples import sample_images
 from hybridize.errors import ExportError
-from hybridize.export.parity import CheckOptions, ParityReport
+from hybridize.export.parity import DEFAULT_CHECK_BATCH, CheckOptions, ParityReport
 
 
 def random_inputs(example: torch.Tensor, n: int, seed: int = 0) -> torch.Tensor:
@@ -72,7 +72,8 @@ def check_batches(
     sets = [("random", random_inputs(example, options.n_random))]
     if images is not None:
         sets.append(("real", images))
-    batch = options.check_batch if dynamic_batch else example.shape[0]
+    batch = (options.check_batch or DEFAULT_CHECK_BATCH) if dynamic_batch else example.shape[0]
+    report.check_batch = batch
     for kind, data in sets:
         for x in chunks(data, batch, pad=not dynamic_batch):
             yield kind, x

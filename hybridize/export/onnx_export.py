@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import importlib.util
 import os
 from pathlib import Path
@@ -14,7 +15,14 @@ from hybridize._atomic import atomic_path, remove_quietly, temp_beside
 from hybridize.errors import ExportError
 from hybridize.export.inputs import check_batches
 from hybridize.export.onnx_writers import OnnxJob, check_exporter, check_opset, write_onnx
-from hybridize.export.parity import CheckOptions, ParityCheck, ParityReport, check_options
+from hybridize.export.parity import (
+    DEFAULT_CHECK_BATCH,
+    SPIKE_CHUNK_BYTES,
+    CheckOptions,
+    ParityCheck,
+    ParityReport,
+    check_options,
+)
 from hybridize.export.prepare import SpikeTap, export_state, spiking_layers
 
 if TYPE_CHECKING:  # optional at run time: imported where an export needs it
@@ -175,6 +183,16 @@ def _check_domains(proto: onnx.ModelProto) -> None:
         )
 
 
+def _spike_chunk(tap: SpikeTap, example: torch.Tensor, device: torch.device) -> int:
+    """The check's batch size when none is given: :data:`DEFAULT_CHECK_BATCH`, lowered (to 1 at
+    least) until a batch's spikes of every tapped layer fit :data:`SPIKE_CHUNK_BYTES`; the
+    check holds three copies of them (eager, onnxruntime, teacher-forced)."""
+    with torch.no_grad():
+        outputs, _ = tap.reference(example[:1].to(device))
+    per_sample = sum(t.numel() * t.element_size() for t in outputs[1:])
+    return max(1, min(DEFAULT_CHECK_BATCH, SPIKE_CHUNK_BYTES // max(per_sample, 1)))
+
+
 def _run_parity(
     tap: SpikeTap,
     onnx_path: Path,
@@ -189,6 +207,8 @@ def _run_parity(
     opts.log_severity_level = 3
     session = ort.InferenceSession(str(onnx_path), opts, providers=["CPUExecutionProvider"])
     device = next((p.device for p in tap.model.parameters()), torch.device("cpu"))
+    if dynamic_batch and options.check_batch is None:
+        options = dataclasses.replace(options, check_batch=_spike_chunk(tap, example, device))
     for kind, x in check_batches(example, options, dynamic_batch, check.report):
         with torch.no_grad():
             outputs, calls = tap.reference(x.to(device))

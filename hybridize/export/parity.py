@@ -27,6 +27,11 @@ ATOL = 1e-4
 RTOL = 1e-3
 MIN_TOP1 = 0.95
 MAX_FLIP_FRACTION = 1e-3
+DEFAULT_CHECK_BATCH = 4
+# The ONNX check holds a chunk's spikes of every tapped layer three times (eager, onnxruntime,
+# the teacher-forced pass); without a check_batch it shrinks the chunk to keep each copy within
+# this (a 256 px ResNet-50-size hybrid has ~1 GB of spikes per sample)
+SPIKE_CHUNK_BYTES = 256 * 2**20
 
 
 @dataclass(frozen=True)
@@ -35,13 +40,15 @@ class CheckOptions:
 
     ``real_inputs``: a tensor of images, None/True for the foolbox sample images (None skips
     silently when they are not installed), False for random inputs only. ``check_batch`` is the
-    batch size of a dynamic-batch program's check; a static one runs its own batch size.
+    batch size of a dynamic-batch program's check (None: :data:`DEFAULT_CHECK_BATCH`, which the
+    ONNX check lowers, down to 1, until a batch's spikes fit :data:`SPIKE_CHUNK_BYTES`); a
+    static one runs its own batch size.
     """
 
     real_inputs: torch.Tensor | bool | None = None
     n_random: int = 4
     max_real: int = 20
-    check_batch: int = 4
+    check_batch: int | None = None
     atol: float = ATOL
     rtol: float = RTOL
     min_top1: float = MIN_TOP1
@@ -71,6 +78,7 @@ class ParityReport:
     n_random: int = 0
     n_real: int = 0
     real_source: str | None = None
+    check_batch: int | None = None  # the batch size the check ran
     max_abs_diff: float = 0.0
     max_abs_diff_random: float | None = None
     max_abs_diff_real: float | None = None
@@ -124,6 +132,7 @@ class ParityReport:
             f"samples: {n} ({self.n_random} random, {self.n_real} real"
             + (f": {self.real_source}" if self.real_source else "")
             + ")"
+            + (f" in batches of {self.check_batch}" if self.check_batch else "")
         )
         parts = [f"max |d logits| {self.max_abs_diff:.3g}"]
         if self.max_abs_diff_random is not None:

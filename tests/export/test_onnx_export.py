@@ -225,3 +225,16 @@ def test_a_file_at_another_opset_than_asked_is_refused():
     _check_written_opset(model, 18)
     with pytest.raises(ExportError, match="wrote opset 18 where 29 was asked for"):
         _check_written_opset(model, 29)
+
+
+def test_the_check_batch_shrinks_to_fit_the_spikes(parallel_hybrid, tmp_path, monkeypatch):
+    """Without a ``check_batch`` the check runs batches of 4 unless their spikes (held three
+    times: eager, onnxruntime, teacher-forced) would pass the memory budget; a given one stands."""
+    from hybridize.export import onnx_export
+
+    assert _export(parallel_hybrid, tmp_path, real_inputs=False).check_batch == 4
+    monkeypatch.setattr(onnx_export, "SPIKE_CHUNK_BYTES", 1)  # below one sample's spikes
+    report = _export(parallel_hybrid, tmp_path, real_inputs=False)
+    assert report.ok and report.check_batch == 1 and report.n_random == 4
+    assert "4 random, 0 real) in batches of 1" in report.lines()[1]
+    assert _export(parallel_hybrid, tmp_path, real_inputs=False, check_batch=3).check_batch == 3
