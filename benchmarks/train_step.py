@@ -12,7 +12,7 @@ splits its CPU time into convolution, BatchNorm, the fused kernels (by name) and
 
     .venv/bin/python benchmarks/train_step.py --model tf_efficientnet_lite0 \
         --recipe has8-finetune --img-size 64 --batch-size 32 --rounds 5 --threads 1 \
-        [--eval] [--malloc system|retain|both] [--clock wall|cpu] [--profile]
+        [--eval] [--malloc system|retain|both] [--clock wall|cpu] [--amp off|bf16] [--profile]
 """
 
 from __future__ import annotations
@@ -32,11 +32,14 @@ from hybridize.train.allocator import retain_freed_memory
 
 CLOCKS = {"wall": time.perf_counter, "cpu": time.process_time}
 clock = CLOCKS["wall"]  # --clock: what a step's time is
+AMP = {"off": None, "bf16": torch.bfloat16}
+amp_dtype: torch.dtype | None = None  # --amp: autocast dtype of the forward passes
 
 
 def train_step(model, opt, x, y) -> float:
     start = clock()
-    loss = F.cross_entropy(model(x).float(), y)
+    with torch.autocast("cpu", dtype=amp_dtype or torch.bfloat16, enabled=amp_dtype is not None):
+        loss = F.cross_entropy(model(x).float(), y)
     opt.zero_grad(set_to_none=True)
     loss.backward()
     opt.step()
@@ -48,7 +51,9 @@ def eval_pass(model, x) -> float:
     model.eval()
     try:
         start = clock()
-        with torch.no_grad():
+        with torch.no_grad(), torch.autocast(
+            "cpu", dtype=amp_dtype or torch.bfloat16, enabled=amp_dtype is not None
+        ):
             model(x)
         return clock() - start
     finally:
@@ -164,10 +169,16 @@ def main() -> None:
         help="memory format of both models and the input (timm's --channels-last), or of the "
         "input only (the convolutions then run channels-last on weights as they are)",
     )
+    p.add_argument(
+        "--amp",
+        choices=tuple(AMP),
+        default="off",
+        help="autocast the forward passes of every model (bf16: the CPU's mixed precision)",
+    )
     p.add_argument("--json", default=None)
     args = p.parse_args()
-    global clock
-    clock = CLOCKS[args.clock]
+    global clock, amp_dtype
+    clock, amp_dtype = CLOCKS[args.clock], AMP[args.amp]
     if args.threads:
         torch.set_num_threads(args.threads)
     torch.manual_seed(0)
@@ -201,10 +212,9 @@ def main() -> None:
         print(
             f"{args.model} + {args.recipe}, {args.img_size} px, batch {args.batch_size}, "
             f"threads {torch.get_num_threads()}, {args.rounds} interleaved rounds, "
-            f"malloc {phase}, {args.clock} clock"
+            f"malloc {phase}, {args.clock} clock, amp {args.amp}"
         )
         record["phases"][phase] = measure(runs, opts, x, y, args)
-    profiles: dict[str, dict[str, float]] = {}
     profiles: dict[str, dict[str, float]] = {}
     if args.profile:
         for name, (model, backend) in runs.items():
