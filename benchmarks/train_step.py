@@ -36,9 +36,13 @@ AMP = {"off": None, "bf16": torch.bfloat16}
 amp_dtype: torch.dtype | None = None  # --amp: autocast dtype of the forward passes
 
 
+def _autocast() -> torch.autocast:
+    return torch.autocast("cpu", dtype=amp_dtype or torch.bfloat16, enabled=amp_dtype is not None)
+
+
 def train_step(model, opt, x, y) -> float:
     start = clock()
-    with torch.autocast("cpu", dtype=amp_dtype or torch.bfloat16, enabled=amp_dtype is not None):
+    with _autocast():
         loss = F.cross_entropy(model(x).float(), y)
     opt.zero_grad(set_to_none=True)
     loss.backward()
@@ -51,9 +55,7 @@ def eval_pass(model, x) -> float:
     model.eval()
     try:
         start = clock()
-        with torch.no_grad(), torch.autocast(
-            "cpu", dtype=amp_dtype or torch.bfloat16, enabled=amp_dtype is not None
-        ):
+        with torch.no_grad(), _autocast():
             model(x)
         return clock() - start
     finally:
