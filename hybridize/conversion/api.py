@@ -11,6 +11,7 @@ from torch import fx, nn
 
 from hybridize._util import example_shape, param_count
 from hybridize.conversion import discover
+from hybridize.conversion.module_state import copy_model
 from hybridize.conversion.rewrite import RegionResult, splice
 from hybridize.conversion.select import add_segment_regions, select_module_regions
 from hybridize.conversion.trace import make_tracer, opaque_classes, shape_propagate, trace
@@ -152,7 +153,7 @@ def _convert(
     # how a checkpoint rebuilds the base: given by the caller (hybridize.convert recognizes
     # models hybridize did not build), else the spec hybridize.models.create attached
     spec = base_spec if base_spec is not None else getattr(model, "hybridize_spec", None)
-    model = copy.deepcopy(model)
+    model = copy_model(model)  # the caller's model is left as it is
     example = default_example(model) if example_input is None else example_input
     params_before = param_count(model)
 

@@ -18,6 +18,7 @@ import torch.nn.functional as F
 from torch import fx, nn
 
 from hybridize._util import first_line, fresh_attr
+from hybridize.conversion.module_state import traced_state_restored
 from hybridize.conversion.sample_norms import norm_act_twin, traced_as_calls
 from hybridize.errors import ConversionError
 
@@ -234,25 +235,28 @@ def trace(
     # module copies them, so they are taken off the traced model again: tracing the same model
     # twice must give the same names (a checkpoint's keys depend on them)
     attrs_before = set(model.__dict__)
-    try:
-        fixed = _optional_args(model) if concrete_args is None else concrete_args
-        graph = tracer.trace(model, concrete_args=fixed or None)
-    except ConversionError:
-        raise
-    except Exception as exc:  # fx raises many types (TraceError, TypeError, RuntimeError, ...)
-        culprit = model.get_submodule(failed_in[0]) if failed_in else model
-        where = f"{failed_in[0] if failed_in else what} ({type(culprit).__name__})"
-        raise ConversionError(
-            f"cannot trace {what}: in module {where}: {type(exc).__name__}: {first_line(exc)}; "
-            f"make it a leaf: 'trace: {{leaf_modules: [{type(culprit).__name__}]}}' in the recipe"
-        ) from exc
-    finally:
-        del tracer.call_module
-    try:
-        gm = fx.GraphModule(tracer.root, graph, type(model).__name__)
-    finally:
-        for attr in set(model.__dict__) - attrs_before:
-            delattr(model, attr)
+    # caches that tracing filled with Proxies are emptied again (module_state)
+    with traced_state_restored(model):
+        try:
+            fixed = _optional_args(model) if concrete_args is None else concrete_args
+            graph = tracer.trace(model, concrete_args=fixed or None)
+        except ConversionError:
+            raise
+        except Exception as exc:  # fx raises many types (TraceError, TypeError, ...)
+            culprit = model.get_submodule(failed_in[0]) if failed_in else model
+            where = f"{failed_in[0] if failed_in else what} ({type(culprit).__name__})"
+            raise ConversionError(
+                f"cannot trace {what}: in module {where}: {type(exc).__name__}: "
+                f"{first_line(exc)}; make it a leaf: "
+                f"'trace: {{leaf_modules: [{type(culprit).__name__}]}}' in the recipe"
+            ) from exc
+        finally:
+            del tracer.call_module
+        try:
+            gm = fx.GraphModule(tracer.root, graph, type(model).__name__)
+        finally:
+            for attr in set(model.__dict__) - attrs_before:
+                delattr(model, attr)
     unfreeze_dropout(gm)
     return gm
 
