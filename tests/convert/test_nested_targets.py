@@ -7,41 +7,11 @@ from __future__ import annotations
 
 import pytest
 import torch
-import torch.nn.functional as F
-from torch import nn
+from tiny_resnet import Net
 
 import hybridize
 from hybridize.errors import ConversionError
 from hybridize.spiking import FusionBlock
-
-
-class Block(nn.Module):
-    def __init__(self, c: int) -> None:
-        super().__init__()
-        self.conv1 = nn.Conv2d(c, c, 3, padding=1, bias=False)
-        self.bn1 = nn.BatchNorm2d(c)
-        self.act1 = nn.ReLU()
-        self.conv2 = nn.Conv2d(c, c, 3, padding=1, bias=False)
-        self.bn2 = nn.BatchNorm2d(c)
-
-    def forward(self, x):
-        return F.relu(self.bn2(self.conv2(self.act1(self.bn1(self.conv1(x))))) + x)
-
-
-class Net(nn.Module):
-    def __init__(self, c: int = 4) -> None:
-        super().__init__()
-        self.conv1 = nn.Conv2d(3, c, 3, padding=1)
-        self.bn1 = nn.BatchNorm2d(c)
-        self.relu = nn.ReLU()
-        self.pool = nn.MaxPool2d(2)
-        self.stages = nn.Sequential(Block(c), Block(c))
-        self.head = nn.Linear(c, 3)
-
-    def forward(self, x):
-        x = self.pool(self.relu(self.bn1(self.conv1(x))))
-        return self.head(self.stages(x).mean((2, 3)))
-
 
 X = torch.randn(2, 3, 8, 8, generator=torch.Generator().manual_seed(4))
 FINETUNE = {"twin_init": "copy", "gate": "learnable"}

@@ -8,6 +8,7 @@ import math
 
 import pytest
 import torch
+from autograd_graph import autograd_node_names
 
 from hybridize.errors import HybridizeError
 from hybridize.spiking import LIF, SPIKE_SURROGATES, lif_multistep, lif_step, spike_function
@@ -157,28 +158,16 @@ def test_stateless_and_two_backward_passes() -> None:
     assert not any(isinstance(v, torch.Tensor) for k, v in vars(lif).items() if k != "_parameters")
 
 
-def _graph_nodes(t: torch.Tensor) -> set[str]:
-    seen, stack, names = set(), [t.grad_fn], set()
-    while stack:
-        fn = stack.pop()
-        if fn is None or fn in seen:
-            continue
-        seen.add(fn)
-        names.add(type(fn).__name__)
-        stack.extend(f for f, _ in fn.next_functions)
-    return names
-
-
 def test_export_mode_and_eval_match_training_forward() -> None:
     x = (torch.randn(6, 2, 7) * 2).requires_grad_()
     lif = LIF(v_reset=None)
     train = lif(x)
     assert train.grad_fn is not None
-    assert "_LIFSequenceBackward" in _graph_nodes(train)
+    assert "_LIFSequenceBackward" in autograd_node_names(train)
     lif.export_mode = True
     exported = lif(x)
     assert torch.equal(exported, train)
-    assert not any("Function" in n or "Sequence" in n for n in _graph_nodes(exported))
+    assert not any("Function" in n or "Sequence" in n for n in autograd_node_names(exported))
     lif.export_mode = False
     lif.eval()
     with torch.no_grad():
