@@ -3,17 +3,17 @@
 from __future__ import annotations
 
 import copy
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import torch
 from torch import fx, nn
 
-from hybridize._util import example_shape, param_count
+from hybridize._util import example_shape, is_within, param_count
 from hybridize.conversion import discover
 from hybridize.conversion.module_state import copy_model
 from hybridize.conversion.rewrite import RegionResult, splice
-from hybridize.conversion.select import add_segment_regions, select_module_regions
+from hybridize.conversion.select import Region, add_segment_regions, select_module_regions
 from hybridize.conversion.trace import make_tracer, opaque_classes, shape_propagate, trace
 from hybridize.errors import ConversionError
 from hybridize.recipe import Recipe, load_recipe
@@ -161,13 +161,25 @@ def _convert(
     regions, graph_targets = select_module_regions(model, recipe_obj, opaque)
     blocks = discover.find_blocks(model, opaque)
     wants_stem = any(recipe_obj.targets[i].select.auto == "stem" for i in graph_targets)
-    leaves = [r.name for r in regions] + (blocks if wants_stem else [])
+
+    def traced(regions: list[Region]) -> fx.GraphModule:
+        # blocks are leaves only to delimit the stem, and never hide a region inside them
+        hosts = {b for b in blocks if any(is_within(r.name, b, strict=True) for r in regions)}
+        stem_leaves = [b for b in blocks if b not in hosts] if wants_stem else []
+        gm = trace(
+            model, make_tracer(recipe_obj.trace, leaf_names=[r.name for r in regions] + stem_leaves)
+        )
+        shape_propagate(gm, example)
+        return gm
 
     def tracer_factory():
         return make_tracer(recipe_obj.trace)
 
-    gm = trace(model, make_tracer(recipe_obj.trace, leaf_names=leaves))
-    shape_propagate(gm, example)
+    gm = traced(regions)
+    inner = _inner_regions_of_list_blocks(model, gm, recipe_obj, regions)
+    if inner is not None:
+        regions = inner
+        gm = traced(regions)
     regions = add_segment_regions(gm, recipe_obj, regions, graph_targets, blocks)
     order = {n.target if n.op == "call_module" else n.name: i for i, n in enumerate(gm.graph.nodes)}
     regions.sort(key=lambda r: order.get(r.name if r.segment is None else r.segment.nodes[0], 0))
@@ -191,6 +203,34 @@ def _convert(
         unconverted=_unconverted(hybrid, results),
     )
     return hybrid, conversion_plan
+
+
+def _inner_regions_of_list_blocks(
+    model: nn.Module, gm: fx.GraphModule, recipe: Recipe, regions: list[Region]
+) -> list[Region] | None:
+    """``auto: blocks`` regions called with a list of tensors (DenseNet-style blocks that
+    concatenate their inputs) cannot host a twin; their children that can take their place
+    (discover.inner_hosts). None when there is no such block."""
+    calls = {n.target: n for n in gm.graph.nodes if n.op == "call_module"}
+    out: list[Region] = []
+    changed = False
+    for r in regions:
+        node = calls.get(r.name)
+        if (
+            r.segment is None
+            and recipe.targets[r.target_index].select.auto == "blocks"
+            and node is not None
+            and node.args
+            and isinstance(node.args[0], (list, tuple))
+        ):
+            inner = discover.inner_hosts(model, r.name)
+            if inner:
+                selector = f"{r.selector}: inside {r.name}, which takes a list"
+                out += [replace(r, name=c, selector=selector) for c in inner]
+                changed = True
+                continue
+        out.append(r)
+    return out if changed else None
 
 
 def convert(

@@ -49,6 +49,16 @@ def _block_like(module: nn.Module) -> bool:
     )
 
 
+def inner_hosts(model: nn.Module, block: str) -> list[str]:
+    """The children of ``block`` that could host a twin in its place (a container or a custom
+    module holding a weighted layer), for a block that cannot (its input is a list)."""
+    return [
+        f"{block}.{name}"
+        for name, child in model.get_submodule(block).named_children()
+        if not is_primitive(child) and _weighted_layer_count(child) >= 1
+    ]
+
+
 def _container_stage_children(module: nn.Module) -> list[nn.Module]:
     """Rule (a): children of a container whose children are all blocks (no layers, no containers)."""
     children = list(module.children())
@@ -155,14 +165,15 @@ def find_stem(gm: fx.GraphModule, block_names: list[str]) -> SegmentNodes | None
     placeholders = [n for n in gm.graph.nodes if n.op == "placeholder"]
     if not placeholders:
         return None
-    first_block = next(
-        (
-            n
-            for n in gm.graph.nodes
-            if n.op == "call_module" and any(is_within(b, n.target) for b in block_names)
-        ),
-        None,
-    )
+
+    def in_a_block(n: fx.Node) -> bool:
+        # a call of a block (or of a leaf holding one), or a node of a block traced through
+        if n.op == "call_module" and any(is_within(b, str(n.target)) for b in block_names):
+            return True
+        stack = [path for path, _ in (n.meta.get("nn_module_stack") or {}).values()]
+        return any(is_within(str(p), b) for b in block_names for p in stack)
+
+    first_block = next((n for n in gm.graph.nodes if in_a_block(n)), None)
     if first_block is None:
         return None
     feeds = [n for n in first_block.all_input_nodes if n.op != "get_attr"]
