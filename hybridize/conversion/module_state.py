@@ -74,9 +74,7 @@ def traced_state_restored(model: nn.Module) -> Iterator[None]:
             for key, before in contents.items():
                 container = attrs[key]
                 container.clear()
-                if isinstance(container, dict):
-                    container.update(before)
-                elif isinstance(container, list):
+                if isinstance(container, list):
                     container.extend(before)
-                else:
+                else:  # dict or set
                     container.update(before)
