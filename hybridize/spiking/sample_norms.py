@@ -17,6 +17,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from hybridize.spiking._dispatch import use_custom_backward
+
 
 def _split_time(x: Tensor, time_steps: int) -> Tensor:
     """[T*N, ...] -> [T, N, ...] (t-major folding)."""
@@ -40,13 +42,29 @@ def group_norm_over_time(
     """``F.group_norm`` of a folded ``[T*N, C, ...]`` tensor whose mean and variance per
     (sample, group) are over the group's values at all T steps of the sample."""
     planes = _split_time(x, time_steps).movedim(0, 2)  # [N, C, T, ...]
-    y = F.group_norm(planes, num_groups, None, None, eps).movedim(2, 0).reshape(x.shape)
+    y = F.group_norm(planes, num_groups, None, None, eps)
+    if use_custom_backward(planes, export_mode=False):
+        y = _silent_groups_pass_through(planes, y, num_groups)
+    y = y.movedim(2, 0).reshape(x.shape)
     shape = (1, -1) + (1,) * (x.dim() - 2)
     if weight is not None:
         y = y * weight.reshape(shape)
     if bias is not None:
         y = y + bias.reshape(shape)
     return y
+
+
+def _silent_groups_pass_through(planes: Tensor, y: Tensor, num_groups: int) -> Tensor:
+    """Where a (sample, group) is constant over all its values and T steps (a twin whose LIF
+    never fired), the normalized value is 0 whatever the denominator, but the backward would
+    multiply by ``1 / sqrt(eps)`` (316 at 1e-5, per norm, compounding through a silent twin).
+    There the gradient passes unchanged instead; the forward is the same exact 0."""
+    n, c = planes.shape[:2]
+    grouped = planes.detach().reshape(n, num_groups, -1)
+    silent = grouped.amax(-1) == grouped.amin(-1)  # [N, G]
+    mask = silent.repeat_interleave(c // num_groups, dim=1)
+    mask = mask.reshape(n, c, *([1] * (planes.dim() - 2)))
+    return torch.where(mask, planes - planes.detach(), y)
 
 
 def normalize_over_time(

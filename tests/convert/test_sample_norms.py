@@ -122,6 +122,37 @@ def test_group_norm_over_time_matches_the_formula():
     torch.testing.assert_close(got, _fold(want))
 
 
+def test_a_silent_group_passes_its_gradient_unchanged():
+    # sample 0, group 0 is silent at every step (a twin whose LIF never fired): its normalized
+    # value is 0 and the gradient passes through at unit scale, not times 1/sqrt(eps) = 316;
+    # every other group keeps group norm's own backward (finite differences, float64)
+    torch.manual_seed(0)
+    planes = torch.randn(T, 2, 6, 3, 3, dtype=torch.float64)
+    planes[:, 0, :3] = 0.0
+    weight, bias = torch.randn(6, dtype=torch.float64), torch.randn(6, dtype=torch.float64)
+    x = _fold(planes).requires_grad_()
+    y = group_norm_over_time(x, 2, weight, bias, 1e-5, time_steps=T)
+    y_plain = y.reshape(T, 2, 6, 3, 3)
+    assert torch.equal(y_plain[:, 0, :3], bias[:3].reshape(1, 3, 1, 1).expand(T, 3, 3, 3))
+    g = torch.randn_like(y)
+    y.backward(g)
+    grad = x.grad.reshape(T, 2, 6, 3, 3)
+    want_silent = g.reshape(T, 2, 6, 3, 3)[:, 0, :3] * weight[:3].reshape(1, 3, 1, 1)
+    torch.testing.assert_close(grad[:, 0, :3], want_silent)
+
+    def loud(z: torch.Tensor) -> torch.Tensor:  # the function on the other groups only
+        full = _fold(planes).clone()
+        full.reshape(T, 2, 6, 3, 3)[:, 1] = z
+        return (group_norm_over_time(full, 2, weight, bias, 1e-5, time_steps=T) * g).sum()
+
+    z = planes[:, 1].clone().requires_grad_()
+    torch.autograd.gradcheck(loud, (z,))
+    (numeric,) = torch.autograd.grad(loud(z), z)
+    torch.testing.assert_close(grad[:, 1], numeric)
+    with torch.no_grad():  # eval and export: the plain group norm, the same values
+        torch.testing.assert_close(group_norm_over_time(x, 2, weight, bias, 1e-5, time_steps=T), y)
+
+
 def test_group_norm_over_one_step_is_group_norm():
     x = torch.randn(4, 6, 3, dtype=torch.float64)
     torch.testing.assert_close(group_norm_over_time(x, 3, time_steps=1), F.group_norm(x, 3))
