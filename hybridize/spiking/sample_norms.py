@@ -58,7 +58,8 @@ def _silent_groups_pass_through(planes: Tensor, y: Tensor, num_groups: int) -> T
     """Where a (sample, group) is constant over all its values and T steps (a twin whose LIF
     never fired), the normalized value is 0 whatever the denominator, but the backward would
     multiply by ``1 / sqrt(eps)`` (316 at 1e-5, per norm, compounding through a silent twin).
-    There the gradient passes unchanged instead; the forward is the same exact 0."""
+    There the gradient passes unchanged instead, and the forward is that 0 exactly (group
+    norm's own value, which a constant other than 0 can miss by its rounding of the mean)."""
     n, c = planes.shape[:2]
     grouped = planes.detach().reshape(n, num_groups, -1)
     silent = grouped.amax(-1) == grouped.amin(-1)  # [N, G]
