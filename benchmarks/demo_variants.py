@@ -152,12 +152,16 @@ def run_dir(out_dir: Path, variant: str, seed: int, epochs_scale: int) -> Path:
     return out_dir / f"{variant}-s{seed}-x{epochs_scale}"
 
 
-def full_test_one(variant: str, seed: int, epochs_scale: int, out_dir: Path) -> dict[str, Any]:
-    """Top-1 of a finished run's last checkpoint on the whole test split."""
+def full_test_one(
+    variant: str, seed: int, epochs_scale: int, out_dir: Path
+) -> dict[str, Any] | None:
+    """Top-1 of a finished run's last checkpoint on the whole test split (None: no such run)."""
     import hybridize
     from hybridize.train.demo import DEMO
 
     checkpoint = run_dir(out_dir, variant, seed, epochs_scale) / "last.safetensors"
+    if not checkpoint.is_file():
+        return None
     got = hybridize.evaluate(
         checkpoint, "fashion-mnist", img_size=DEMO["img_size"], batch_size=DEMO["batch_size"]
     )
@@ -225,13 +229,9 @@ def main(argv: list[str] | None = None) -> int:
         for variant in args.variants.split(","):
             if (variant, seed, args.epochs_scale) in done:
                 continue
-            if args.full_test is None:
-                rec = run_one(variant, seed, args.epochs_scale, out.parent)
-            elif (
-                run_dir(out.parent, variant, seed, args.epochs_scale) / "last.safetensors"
-            ).is_file():
-                rec = full_test_one(variant, seed, args.epochs_scale, out.parent)
-            else:
+            job = run_one if args.full_test is None else full_test_one
+            rec: dict[str, Any] | None = job(variant, seed, args.epochs_scale, out.parent)
+            if rec is None:
                 print(f"no finished run of {variant} at seed {seed}; skipped", file=sys.stderr)
                 continue
             with results.open("a", encoding="utf-8") as f:
