@@ -31,13 +31,18 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from hybridize.spiking.sample_norms import (
+    GroupNormOverTime,
+    LayerNormPerStep,
+    RMSNormPerStep,
     SpikingFilterResponseNorm,
     SpikingGroupStdNorm,
     group_norm_over_time,
     group_rms_over_time,
     group_std_over_time,
     inv_instance_rms_over_time,
+    layer_norm_per_step,
     normalize_over_time,
+    rms_norm_per_step,
 )
 
 # timm.layers.<module>'s per-sample statistics -> their versions over the T steps
@@ -136,6 +141,28 @@ def sample_norm_functions() -> dict[Callable[..., Any], Callable[..., Tensor]]:
         F.normalize: normalize_over_time,
     }
     return {**torch_norms, **_timm_statistics()}
+
+
+# per-token norms a twin runs per step with the silent-row rule (twin rule 5): the ANN function
+# -> the twin's, called with the same arguments
+PER_STEP_NORM_FUNCTIONS: dict[Callable[..., Any], Callable[..., Tensor]] = {
+    F.layer_norm: layer_norm_per_step,
+    F.rms_norm: rms_norm_per_step,
+}
+
+
+def norm_module_twin(module: nn.Module, time_steps: int) -> nn.Module | None:
+    """The twin's copy of a torch norm layer the tracer keeps a leaf (twin rule 5): a group
+    norm over the T steps, a layer or RMS norm per step with the silent-row rule; None for
+    any other module. Exact types: subclasses (timm's norm layers) are traced through, and
+    their functional calls are rewritten instead."""
+    if type(module) is nn.GroupNorm:
+        return GroupNormOverTime.like(module, time_steps)
+    if type(module) is nn.LayerNorm:
+        return LayerNormPerStep.like(module)
+    if type(module) is nn.RMSNorm:
+        return RMSNormPerStep.like(module)
+    return None
 
 
 def traced_as_calls() -> tuple[Callable[..., Any], ...]:

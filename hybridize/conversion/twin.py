@@ -10,7 +10,9 @@ pooling, add) run all T steps at once, and each LIF unfolds time internally. Rul
    already a spike train (a LIF output or the encoded planes) gets its own LIF (METHOD.md s.1);
 5. per-sample normalizations (``nn.GroupNorm``, ``F.group_norm``, ``F.normalize``, timm's
    EvoNorm statistics) take their statistics over the T time steps of a sample, not over one
-   step (:mod:`hybridize.conversion.sample_norms`; docs/conversion.md, "Per-sample
+   step; per-token norms (``layer_norm``, ``rms_norm``) stay per step, and in training a
+   token silent at a step passes its gradient through them unchanged
+   (:mod:`hybridize.conversion.sample_norms`; docs/conversion.md, "Per-sample
    normalizations");
 6. ``twin_init: fresh`` re-initialises every layer (a norm the architecture zero-initialised
    stays zero); ``bn_momentum`` sets the twin's BN momentum.
@@ -38,9 +40,13 @@ from hybridize.conversion.activations import (
     max_to_avg_pool,
 )
 from hybridize.conversion.calls import nodes_in
-from hybridize.conversion.sample_norms import norm_act_twin, sample_norm_functions
+from hybridize.conversion.sample_norms import (
+    PER_STEP_NORM_FUNCTIONS,
+    norm_act_twin,
+    norm_module_twin,
+    sample_norm_functions,
+)
 from hybridize.spiking import LIF
-from hybridize.spiking.sample_norms import GroupNormOverTime
 
 
 @dataclass
@@ -51,6 +57,7 @@ class TwinReport:
     pools: list[str] = field(default_factory=list)
     sew_adds: list[str] = field(default_factory=list)
     norms: list[str] = field(default_factory=list)  # statistics over the T steps, as "where: op"
+    step_norms: list[str] = field(default_factory=list)  # per step, silent-row rule
     traced: bool = True
     note: str = ""
 
@@ -201,9 +208,10 @@ def _swap_modules(twin: nn.Module, rules: _Rules, static: Collection[str] = ()) 
             twin.set_submodule(name, make(module, rules.make_lif(), rules.time_steps))
             report.activations.append(f"{name}: {type(module).__name__}")
             report.norms.append(f"{name}: {statistic}")
-        elif type(module) is nn.GroupNorm:  # subclasses (norm-act layers) are traced through
-            twin.set_submodule(name, GroupNormOverTime.like(module, rules.time_steps))
-            report.norms.append(f"{name}: GroupNorm")
+        elif (norm := norm_module_twin(module, rules.time_steps)) is not None:
+            twin.set_submodule(name, norm)
+            kind = report.norms if isinstance(module, nn.GroupNorm) else report.step_norms
+            kind.append(f"{name}: {type(module).__name__}")
         elif rules.pooling == "max-to-avg":
             avg = max_to_avg_pool(module)
             if avg is not None:
@@ -237,6 +245,9 @@ def _rewrite_functional(gm: fx.GraphModule, rules: _Rules, static: Collection[st
             node.target = sample_norms[node.target]
             node.kwargs = {**node.kwargs, "time_steps": rules.time_steps}
             report.norms.append(f"{node.name}: {name}")
+        elif node.op == "call_function" and node.target in PER_STEP_NORM_FUNCTIONS:
+            report.step_norms.append(f"{node.name}: {node.target.__name__}")
+            node.target = PER_STEP_NORM_FUNCTIONS[node.target]
         elif (
             rules.pooling == "max-to-avg"
             and node.op == "call_function"

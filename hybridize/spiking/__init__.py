@@ -37,8 +37,12 @@ _EXPORTS: dict[str, tuple[str, ...]] = {
     ),
     "hybridize.spiking.sample_norms": (
         "GroupNormOverTime",
+        "LayerNormPerStep",
+        "RMSNormPerStep",
         "group_norm_over_time",
+        "layer_norm_per_step",
         "normalize_over_time",
+        "rms_norm_per_step",
     ),
     "hybridize.spiking.options": (
         "COMPAT_PRESETS",

@@ -9,9 +9,16 @@ the backward multiplies by ``1 / sqrt(eps)`` (group norm) or ``1 / eps`` (``F.no
 The functions here take the statistics over the same values as the ANN's op *and* the T steps
 of that sample, so each step of a sample goes through the same affine map, which commutes with
 the decoder's weighted sum over steps (docs/conversion.md, "Per-sample normalizations").
+
+Per-token norms (``layer_norm``, ``rms_norm``) stay per step, as in the ANN; a token that is
+silent at a step (all 0, or constant) would still divide by eps, so in training such a row
+passes its gradient through unchanged (:func:`layer_norm_per_step`), as a group that is silent
+at every step does in :func:`group_norm_over_time`.
 """
 
 from __future__ import annotations
+
+from typing import TypeVar
 
 import torch
 import torch.nn.functional as F
@@ -65,7 +72,63 @@ def _silent_groups_pass_through(planes: Tensor, y: Tensor, num_groups: int) -> T
     silent = grouped.amax(-1) == grouped.amin(-1)  # [N, G]
     mask = silent.repeat_interleave(c // num_groups, dim=1)
     mask = mask.reshape(n, c, *([1] * (planes.dim() - 2)))
-    return torch.where(mask, planes - planes.detach(), y)
+    return _passed_through(planes, y, mask)
+
+
+def _passed_through(x: Tensor, normalized: Tensor, silent: Tensor) -> Tensor:
+    """``normalized`` where ``silent`` is False; where it is True, 0 with the gradient of the
+    identity (``x - x.detach()``)."""
+    return torch.where(silent, x - x.detach(), normalized)
+
+
+def _silent_rows(x: Tensor, dims: int, *, constant: bool) -> Tensor:
+    """Per row of the last ``dims`` dims of ``x``: True where all its values are equal
+    (``constant``) or all 0; shaped to broadcast against ``x``."""
+    rows = x.detach().flatten(x.dim() - dims) if dims else x.detach().unsqueeze(-1)
+    silent = rows.amax(-1) == rows.amin(-1) if constant else rows.abs().amax(-1) == 0
+    return silent.reshape(*silent.shape, *([1] * dims))
+
+
+def _affine(y: Tensor, weight: Tensor | None, bias: Tensor | None) -> Tensor:
+    if weight is not None:
+        y = y * weight
+    if bias is not None:
+        y = y + bias
+    return y
+
+
+def layer_norm_per_step(
+    x: Tensor,
+    normalized_shape: list[int] | tuple[int, ...],
+    weight: Tensor | None = None,
+    bias: Tensor | None = None,
+    eps: float = 1e-5,
+) -> Tensor:
+    """``F.layer_norm`` as a twin runs it, per token and time step as in the ANN, except in
+    training where a row is constant (a token whose bit planes or spikes are all 0 at that
+    step): its normalized value is 0 whatever the denominator, and its gradient passes
+    through unchanged instead of times ``1 / sqrt(eps)`` (1000 at 1e-6). Eval and export run
+    ``F.layer_norm`` itself."""
+    if not use_custom_backward(x, export_mode=False):
+        return F.layer_norm(x, normalized_shape, weight, bias, eps)
+    y = F.layer_norm(x, normalized_shape, None, None, eps)
+    silent = _silent_rows(x, len(normalized_shape), constant=True)
+    return _affine(_passed_through(x, y, silent), weight, bias)
+
+
+def rms_norm_per_step(
+    x: Tensor,
+    normalized_shape: list[int] | tuple[int, ...],
+    weight: Tensor | None = None,
+    eps: float | None = None,
+) -> Tensor:
+    """``F.rms_norm`` as a twin runs it: :func:`layer_norm_per_step`'s rule for the rows that
+    are all 0 (whose backward would multiply by ``1 / sqrt(eps)``)."""
+    if not use_custom_backward(x, export_mode=False):
+        return F.rms_norm(x, normalized_shape, weight, eps)
+    y = F.rms_norm(x, normalized_shape, None, eps)
+    silent = _silent_rows(x, len(normalized_shape), constant=False)
+    return _affine(_passed_through(x, y, silent), weight, None)
 
 
 def normalize_over_time(
@@ -134,6 +197,16 @@ def inv_instance_rms_over_time(x: Tensor, eps: float = 1e-5, *, time_steps: int)
     return mean_square.add(eps).rsqrt().to(x.dtype).expand(planes.shape).reshape(x.shape)
 
 
+_Norm = TypeVar("_Norm", bound=nn.Module)
+
+
+def _loaded_like(new: _Norm, norm: nn.Module) -> _Norm:
+    """``new`` with ``norm``'s parameters copied in, on their device and dtype."""
+    new.load_state_dict(norm.state_dict())
+    weight = next(norm.parameters(), None)
+    return new.to(weight) if weight is not None else new
+
+
 class GroupNormOverTime(nn.GroupNorm):
     """:class:`torch.nn.GroupNorm` for folded ``[T*N, C, ...]`` inputs, statistics over the T
     steps of a sample (:func:`group_norm_over_time`); same parameters and state dict."""
@@ -149,8 +222,7 @@ class GroupNormOverTime(nn.GroupNorm):
         """A copy of ``norm`` (sharing nothing) that pools its statistics over time."""
         new = cls(norm.num_groups, norm.num_channels, time_steps=time_steps, eps=norm.eps,
                   affine=norm.affine)  # fmt: skip
-        new.load_state_dict(norm.state_dict())
-        return new.to(norm.weight) if norm.affine else new
+        return _loaded_like(new, norm)
 
     def extra_repr(self) -> str:
         return f"{super().extra_repr()}, time_steps={self.time_steps}"
@@ -159,6 +231,35 @@ class GroupNormOverTime(nn.GroupNorm):
         return group_norm_over_time(
             x, self.num_groups, self.weight, self.bias, self.eps, time_steps=self.time_steps
         )
+
+
+class LayerNormPerStep(nn.LayerNorm):
+    """:class:`torch.nn.LayerNorm` in a twin (:func:`layer_norm_per_step`); same parameters and
+    state dict."""
+
+    @classmethod
+    def like(cls, norm: nn.LayerNorm) -> LayerNormPerStep:
+        """A copy of ``norm`` (sharing nothing) with the silent-row rule."""
+        new = cls(norm.normalized_shape, norm.eps, norm.elementwise_affine,
+                  bias=norm.bias is not None)  # fmt: skip
+        return _loaded_like(new, norm)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return layer_norm_per_step(x, self.normalized_shape, self.weight, self.bias, self.eps)
+
+
+class RMSNormPerStep(nn.RMSNorm):
+    """:class:`torch.nn.RMSNorm` in a twin (:func:`rms_norm_per_step`); same parameters and
+    state dict."""
+
+    @classmethod
+    def like(cls, norm: nn.RMSNorm) -> RMSNormPerStep:
+        """A copy of ``norm`` (sharing nothing) with the silent-row rule."""
+        new = cls(norm.normalized_shape, norm.eps, norm.elementwise_affine)
+        return _loaded_like(new, norm)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return rms_norm_per_step(x, list(self.normalized_shape), self.weight, self.eps)
 
 
 class _SpikingNormAct(nn.Module):

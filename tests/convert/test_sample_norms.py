@@ -204,6 +204,7 @@ def test_layer_norm_stays_per_step():
     plan = hybridize.plan(model.eval(), recipe, example_input=torch.randn(1, 3, 8, 8))
     rows = [r for r in plan.rows if r.status == "converted"]
     assert len(rows) == 3 and all(r.twin_report.norms == [] for r in rows)
+    assert [len(r.twin_report.step_norms) for r in rows] == [0, 2, 2]  # per step (silent rule)
 
 
 class EvoBlock(nn.Module):
