@@ -141,8 +141,10 @@ def normalize_over_time(
     time_steps: int,
 ) -> Tensor:
     """``F.normalize`` of a folded ``[T*N, ...]`` tensor: each vector along ``dim`` divided by
-    the p-norm of that vector over all T steps of its sample (at least ``eps``). ``out`` is
-    accepted for F.normalize's signature (traced calls pass ``out=None``) and must be None."""
+    the p-norm of that vector over all T steps of its sample (at least ``eps``). In training, a
+    vector that is 0 at every step (its quotient is 0 whatever the denominator, the backward
+    would multiply by ``1 / eps``) passes its gradient through unchanged. ``out`` is accepted
+    for F.normalize's signature (traced calls pass ``out=None``) and must be None."""
     if out is not None:
         raise ValueError("normalize_over_time does not write into out=")
     d = dim % x.dim()
@@ -150,7 +152,10 @@ def normalize_over_time(
         return F.normalize(x, p, dim, eps)
     planes = _split_time(x, time_steps)
     norm = torch.linalg.vector_norm(planes, ord=p, dim=(0, d + 1), keepdim=True)
-    return (planes / norm.clamp_min(eps)).reshape(x.shape)
+    y = planes / norm.clamp_min(eps)
+    if use_custom_backward(planes, export_mode=False):
+        y = _passed_through(planes, y, norm.detach() == 0)
+    return y.reshape(x.shape)
 
 
 def _group_statistic(x: Tensor, groups: int, time_steps: int, squares_only: bool, eps: float):

@@ -183,6 +183,36 @@ def test_normalize_over_time_matches_the_formula(dim):
     assert got.isfinite().all()
 
 
+def test_a_vector_silent_at_every_step_passes_its_gradient_unchanged():
+    # sample 0's vectors at positions 0-1 are 0 at all T steps: quotient 0, gradient times 1,
+    # not 1/eps = 1e12; every other vector keeps the quotient's own backward (finite differences)
+    torch.manual_seed(0)
+    planes = torch.randn(T, 2, 5, 4, dtype=torch.float64)
+    planes[:, 0, :, :2] = 0.0
+    planes[:3, 1] = 0.0  # silent at some steps only: the ordinary backward
+    x = _fold(planes).requires_grad_()
+    y = normalize_over_time(x, dim=1, time_steps=T)
+    assert torch.equal(
+        y.reshape(planes.shape)[:, 0, :, :2], torch.zeros(T, 5, 2, dtype=torch.float64)
+    )
+    g = torch.randn_like(y)
+    y.backward(g)
+    grad, g = x.grad.reshape(planes.shape), g.reshape(planes.shape)
+    torch.testing.assert_close(grad[:, 0, :, :2], g[:, 0, :, :2])
+
+    def loud(first: torch.Tensor, second: torch.Tensor) -> torch.Tensor:
+        full = planes.clone()  # the other vectors of sample 0, and all of sample 1
+        full[:, 0, :, 2:] = first
+        full[:, 1] = second
+        return (normalize_over_time(_fold(full), dim=1, time_steps=T) * _fold(g)).sum()
+
+    z = (planes[:, 0, :, 2:].clone().requires_grad_(), planes[:, 1].clone().requires_grad_())
+    torch.autograd.gradcheck(loud, z)
+    numeric = torch.autograd.grad(loud(*z), z)
+    torch.testing.assert_close(grad[:, 0, :, 2:], numeric[0])
+    torch.testing.assert_close(grad[:, 1], numeric[1])
+
+
 class LayerNormBlock(nn.Module):
     def __init__(self, c: int) -> None:
         super().__init__()
