@@ -10,7 +10,8 @@ fixed batch (2 images, 64 px, seed 0, no pretrained weights), the setup of
 - per fusion block y = A(x) + g * B(x): ||dL/dy|| and the gain of each path, the input-side
   gradient norm over the output-side one: ||J_A^T G|| / ||G|| for the ANN path and
   ||g J_B^T G|| / ||G|| for the spiking path (G = dL/dy from the full backward; each path
-  recomputed alone from the block's recorded input).
+  recomputed alone from the block's recorded input and side inputs; for a block that returns a
+  tuple, y is the item the spiking path adds to).
 
     nice -n 10 .venv/bin/python benchmarks/grad_profile.py --models resnet18,mixnet_s \\
         --variants raw,unit,ste [--recipe has8] [--blocks] [--out grad_profile.jsonl]
@@ -87,17 +88,25 @@ def profile(
 
     hybrid = hybridize.convert(model, recipe_dict(recipe, VARIANTS[variant]), example_input=x)
     blocks = [(n, m) for n, m in hybrid.named_modules() if isinstance(m, FusionBlock)]
-    inputs: dict[str, Any] = {}
+    calls: dict[str, tuple[Any, tuple, dict]] = {}  # the input, side inputs, keyword side inputs
     grads: dict[str, Any] = {}
     order: list[str] = []
 
+    def detached(v: Any) -> Any:
+        return v.detach().clone() if isinstance(v, torch.Tensor) else v
+
     def watch(block_name: str) -> Any:
-        def hook(_m: Any, args: Any, out: Any) -> None:
-            if not isinstance(out, torch.Tensor):  # a tuple-output block: no per-block gain
-                return
+        def hook(m: Any, args: Any, kwargs: Any, out: Any) -> None:
+            index = m.branch.out_index
+            y = out if index is None else out[index]  # the item the spiking path adds to
             order.append(block_name)
-            inputs[block_name] = args[0].detach().clone()
-            out.register_hook(lambda g: grads.__setitem__(block_name, g.detach().clone()))
+            side = tuple(detached(a) for a in args[1:])
+            calls[block_name] = (
+                detached(args[0]),
+                side,
+                {k: detached(v) for k, v in kwargs.items()},
+            )
+            y.register_hook(lambda g: grads.__setitem__(block_name, g.detach().clone()))
 
         return hook
 
@@ -106,7 +115,7 @@ def profile(
         with torch.no_grad():
             m.gate.fill_(gate)
         if gains:
-            handles.append(m.register_forward_hook(watch(block_name)))
+            handles.append(m.register_forward_hook(watch(block_name), with_kwargs=True))
     hybrid.train()
     loss = torch.nn.functional.cross_entropy(hybrid(x), target)
     loss.backward()
@@ -124,9 +133,12 @@ def profile(
         block = by_name[block_name]
         g_norm = g_out.double().norm().item()
         row = {"block": block_name, "grad_out": g_norm}
+        x_in, side, side_kw = calls[block_name]
         for path, fn in (("ann", block.ann), ("spike", block.branch)):
-            xi = inputs[block_name].clone().requires_grad_(True)
-            y = fn(xi)
+            xi = x_in.clone().requires_grad_(True)
+            y = fn(xi, *side, **side_kw)
+            if path == "ann" and block.branch.out_index is not None:
+                y = y[block.branch.out_index]
             if path == "spike":
                 y = block._broadcast_gate(y) * y
             (gx,) = torch.autograd.grad(y, xi, g_out.to(y.dtype), allow_unused=True)
