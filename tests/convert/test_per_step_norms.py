@@ -44,10 +44,14 @@ def _rms_norm(x, weight, bias):
     [(_layer_norm, [(0, 1), (2, 3)]), (_rms_norm, [(0, 1)])],  # RMS norm: only all-0 rows
     ids=["layer_norm", "rms_norm"],
 )
-def test_a_silent_token_passes_its_gradient_unchanged(norm, silent):
+@pytest.mark.parametrize("autocast", [False, True], ids=["fused", "under-autocast"])
+def test_a_silent_token_passes_its_gradient_unchanged(norm, silent, autocast):
+    # layer norm: torch's fused op with the rule in its backward, or (under autocast, which
+    # float64 passes untouched) the rule composed around F.layer_norm; the same function
     x = _tokens().requires_grad_()
     weight, bias = torch.randn(C, dtype=torch.float64), torch.randn(C, dtype=torch.float64)
-    y = norm(x, weight, bias)
+    with torch.autocast("cpu", dtype=torch.bfloat16, enabled=autocast):
+        y = norm(x, weight, bias)
     with torch.no_grad():  # eval and export: the ANN's op; training: the same values
         plain = norm(x, weight, bias)
     torch.testing.assert_close(y, plain)
@@ -64,12 +68,19 @@ def test_a_silent_token_passes_its_gradient_unchanged(norm, silent):
     def on_loud(z: torch.Tensor) -> torch.Tensor:
         full = x.detach().clone()
         full[loud] = z
-        return (norm(full, weight, bias) * g).sum()
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=autocast):
+            return (norm(full, weight, bias) * g).sum()
 
     z = x.detach()[loud].clone().requires_grad_()
     torch.autograd.gradcheck(on_loud, (z,))
     (numeric,) = torch.autograd.grad(on_loud(z), z)
     torch.testing.assert_close(x.grad[loud], numeric)
+
+    def of_affine(w: torch.Tensor, b: torch.Tensor) -> torch.Tensor:  # the norm's own
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=autocast):
+            return norm(x.detach(), w, b)
+
+    torch.autograd.gradcheck(of_affine, (weight.requires_grad_(), bias.requires_grad_()))
 
 
 def test_outside_training_the_ops_are_torchs():
