@@ -4,7 +4,8 @@ The exact setup of ``hybridize demo`` (pretrained EfficientNet-Lite0, ``has8-fin
 demo's image size, batch, subset, epoch, lr and ANN lr scale; hybridize.train.demo.DEMO)
 with one change: the seed (weights of the new head, subset, data order), the encoder keys of
 the recipe and, for the ``*even-lr`` variants, the learning rates (twins and gates at the ANN's
-lr, not 5x it); ``ann-jitter`` is the ANN from weights moved by 1e-6 (run-to-run spread). A
+lr, not 5x it); ``ann-jitter`` is the ANN from weights moved by 1e-6 (run-to-run spread);
+``stop-grad`` is the default hybrid whose spiking paths send no gradient below their blocks. A
 hybrid's record also has its top-1 with every gate at 0 (its ANN branch alone). Every
 (variant, seed) appends one JSON line to ``--out``; a rerun skips what is there.
 
@@ -41,7 +42,11 @@ VARIANTS: dict[str, dict[str, Any] | None] = {
     "raw": {"gain": "raw"},
     "even-lr": {},
     "ste-even-lr": {"surrogate": "ste"},
+    "stop-grad": {},
 }
+# variants whose spiking paths send no gradient to the layers below their block (each branch
+# reads its input detached): what the encoder's surrogate adds to the ANN's training, by absence
+STOP_GRAD = frozenset({"stop-grad"})
 # variants whose weights get a tiny perturbation before training (relative size): the ANN run
 # again from a start 1e-6 away, to measure how far apart two runs end from nearly one start
 JITTER: dict[str, float] = {"ann-jitter": 1e-6}
@@ -75,6 +80,19 @@ def jitter(model: Any, size: float) -> None:
         for p in model.parameters():
             noise = torch.randn(p.shape, generator=g, dtype=p.dtype)
             p.add_(noise * size * p.abs().mean())
+
+
+def detach_branch_inputs(hybrid: Any) -> None:
+    """Every fusion block's spiking branch reads its input detached (a forward pre-hook): the
+    twins and gates still learn, but no gradient goes through the encoder to the layers below."""
+    from hybridize.spiking import FusionBlock
+
+    def detached(_module: Any, args: tuple) -> tuple:
+        return (args[0].detach(), *args[1:])
+
+    for block in hybrid.modules():
+        if isinstance(block, FusionBlock):
+            block.branch.register_forward_pre_hook(detached)
 
 
 def gate_zero_top1(hybrid: Any, base: dict[str, Any], seed: int) -> float:
@@ -120,6 +138,8 @@ def run_one(variant: str, seed: int, epochs_scale: int, out_dir: Path) -> dict[s
         model = hybridize.convert(
             model, recipe_dict(encoder), example_input=torch.zeros(1, 3, size, size)
         )
+        if variant in STOP_GRAD:
+            detach_branch_inputs(model)
     rates = {**DEMO_LR, **LR_OVERRIDES.get(variant, {})}
     t0 = time.perf_counter()
     result = hybridize.finetune(
