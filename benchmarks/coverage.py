@@ -353,10 +353,14 @@ def run_model(
         with torch.no_grad():
             if not torch.equal(loaded(x), hybrid(x)):
                 raise StageFailure("loaded model's eval output differs from the saved model's")
+        del loaded
 
-        _check_recipes(model, x, grad_recipes, ann_max, rec, enter)
+        # exports before the other recipes' checks: a check killed for memory (a worker that
+        # dies takes the record's later stages with it) then costs only its own result
         if export:
             _check_exports(hybrid, model, x, rec, enter)
+        hybrid.zero_grad(set_to_none=True)
+        _check_recipes(model, x, grad_recipes, ann_max, rec, enter)
     except Exception as exc:
         rec.update(status="fail", stage=stage, **_failure(exc))
     report.send(("result", rec))
