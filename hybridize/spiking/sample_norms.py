@@ -85,7 +85,7 @@ def _passed_through(x: Tensor, normalized: Tensor, silent: Tensor) -> Tensor:
 def _silent_rows(x: Tensor, dims: int, *, constant: bool) -> Tensor:
     """Per row of the last ``dims`` dims of ``x``: True where all its values are equal
     (``constant``) or all 0; shaped to broadcast against ``x``."""
-    rows = x.detach().flatten(x.dim() - dims) if dims else x.detach().unsqueeze(-1)
+    rows = x.detach().flatten(x.dim() - dims)  # dims >= 1: torch's norms need a shape
     silent = rows.amax(-1) == rows.amin(-1) if constant else rows.abs().amax(-1) == 0
     return silent.reshape(*silent.shape, *([1] * dims))
 
