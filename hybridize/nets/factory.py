@@ -17,6 +17,7 @@ import os
 import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, replace
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -473,6 +474,7 @@ def _timm_hub(name, cfg, num_classes, chans, kwargs):
         W.torch_hub_cached_file(url) if url else None
     )
     if cached is not None:
+        _refuse_code(cached)
         model = timm.create_model(
             name,
             pretrained=True,
@@ -489,6 +491,7 @@ def _timm_hub(name, cfg, num_classes, chans, kwargs):
         fetched = W.download_hf(hub_id, what, names)
     else:
         fetched = W.download_torch_hub(url, what)
+    _refuse_code(fetched)
     try:
         model = timm.create_model(
             name,
@@ -503,6 +506,14 @@ def _timm_hub(name, cfg, num_classes, chans, kwargs):
             f"({type(exc).__name__}); delete that file and retry, or pass --weights FILE"
         ) from None
     return model, f"hub {hub_id or url}"
+
+
+def _refuse_code(path: Path) -> None:
+    """Read a pickled weights file with ``weights_only=True`` before timm loads it: whether
+    timm's own loader unpickles with weights_only depends on its version, and a checkpoint in
+    a cache folder is data, never code. (A safetensors file holds no code.)"""
+    if path.suffix.lower() != ".safetensors":
+        W.load_weights_file(path)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -556,15 +567,10 @@ def _torchvision_hub(name: str) -> tuple[dict[str, torch.Tensor], str]:
         ) from None
     w = enum.DEFAULT
     cached = W.torch_hub_cached_file(w.url)
-    if cached is None:  # our bounded download into torch.hub's cache; get_state_dict reads it
-        W.download_torch_hub(w.url, f"torchvision model {name!r}")
-    try:
-        sd = w.get_state_dict(progress=False, check_hash=False)
-    except Exception as exc:
-        raise WeightsError(
-            f"loading torchvision weights {w} failed ({type(exc).__name__}); pass --weights FILE"
-        ) from None
-    return sd, f"{'hub cache' if cached else 'hub'} {w.url}"
+    # our bounded download into torch.hub's cache, read with weights_only=True (torchvision's
+    # get_state_dict would unpickle whatever file lies there, code included)
+    path = cached or W.download_torch_hub(w.url, f"torchvision model {name!r}")
+    return W.load_weights_file(path), f"{'hub cache' if cached else 'hub'} {w.url}"
 
 
 # ---------------------------------------------------------------------------------------------

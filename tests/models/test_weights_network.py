@@ -162,3 +162,51 @@ def test_timeout_setting(monkeypatch) -> None:
     for bad in ("", "abc", "-1", "0"):
         monkeypatch.setenv("HYBRIDIZE_DOWNLOAD_TIMEOUT", bad)
         assert W.download_timeout() == W.DOWNLOAD_TIMEOUT_S
+
+
+class _Payload:
+    """Unpickling this runs code: it calls ``_ran``."""
+
+    def __reduce__(self):
+        return (_ran, ())
+
+
+_RAN: list[bool] = []
+
+
+def _ran() -> dict:
+    _RAN.append(True)
+    return {}
+
+
+def _cached(hub: Path, name: str, obj: object) -> Path:
+    path = hub / "checkpoints" / name
+    path.parent.mkdir(parents=True, exist_ok=True)
+    torch.save(obj, path)
+    return path
+
+
+def test_torchvision_cache_is_read_as_data(hub_dir, monkeypatch) -> None:
+    import torchvision
+
+    url = "http://127.0.0.1:9/resnet18-cached.pth"
+    fake = types.SimpleNamespace(DEFAULT=types.SimpleNamespace(url=url))
+    monkeypatch.setattr(torchvision.models, "get_model_weights", lambda name: fake)
+    sd = torchvision.models.resnet18().state_dict()
+    _cached(hub_dir, "resnet18-cached.pth", sd)
+    model = create("torchvision:resnet18", pretrained=True)
+    assert torch.equal(model.state_dict()["fc.weight"], sd["fc.weight"])
+    _cached(hub_dir, "resnet18-cached.pth", _Payload())  # the same name, now with code in it
+    _RAN.clear()
+    with pytest.raises(WeightsError, match="weights_only=True"):
+        create("torchvision:resnet18", pretrained=True)
+    assert _RAN == []
+
+
+def test_timm_cache_with_code_is_refused(hub_dir, monkeypatch) -> None:
+    evil = _cached(hub_dir, "pytorch_model.bin", _Payload())
+    monkeypatch.setattr(W, "hf_cached_file", lambda repo: evil)
+    _RAN.clear()
+    with pytest.raises(WeightsError, match="weights_only=True"):
+        create("test_resnet", pretrained=True)
+    assert _RAN == []
