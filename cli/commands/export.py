@@ -10,7 +10,14 @@ from rich.console import Console
 import hybridize
 from hybridize.errors import HybridizeError
 from hybridize.io import refuse_same_file
-from hybridize_cli.checks import output_file
+from hybridize_cli.checks import output_file, run_folder
+
+# the options each format uses besides the common ones; giving another is an error, not a no-op
+FORMAT_OPTIONS: dict[str, tuple[str, ...]] = {
+    "onnx": ("--opset", "--exporter", "--batch-size", "--max-flip-fraction"),
+    "pt2": ("--batch-size",),
+    "nir": (),
+}
 
 
 def _example_shape(model: object, img_size: int | None, batch_size: int | None) -> list[int]:
@@ -29,9 +36,9 @@ def _export(
         "-o",
         help="Output file, or folder for nir (default: beside the checkpoint).",
     ),
-    opset: int = typer.Option(17, "--opset", help="ONNX opset version."),
-    exporter: str = typer.Option(
-        "auto",
+    opset: int | None = typer.Option(None, "--opset", help="ONNX opset version (default 17)."),
+    exporter: str | None = typer.Option(
+        None,
         "--exporter",
         help="ONNX exporter: torchscript, dynamo (opset >= 18), or auto (torchscript, then "
         "dynamo where it fails).",
@@ -63,8 +70,19 @@ def _export(
 ) -> None:
     """Export a hybrid to ONNX, torch.export (.pt2) or NIR (a folder) and print the report."""
     fmt = format.lower()
-    if fmt not in ("onnx", "pt2", "nir"):
+    if fmt not in FORMAT_OPTIONS:
         raise HybridizeError(f"--format {format!r} is not supported; use onnx, pt2 or nir")
+    given = {
+        "--opset": opset,
+        "--exporter": exporter,
+        "--batch-size": batch_size,
+        "--max-flip-fraction": max_flip_fraction,
+    }
+    unused = [name for name, value in given.items() if value is not None]
+    unused = [name for name in unused if name not in FORMAT_OPTIONS[fmt]]
+    if unused:
+        them = "them" if len(unused) > 1 else "it"
+        raise HybridizeError(f"{', '.join(unused)}: not used by --format {fmt}; leave {them} out")
     if batch_size is not None and batch_size < 1:
         raise HybridizeError(f"--batch-size {batch_size}: give a positive batch size")
     if max_flip_fraction is not None and not 0.0 <= max_flip_fraction <= 1.0:
@@ -73,30 +91,32 @@ def _export(
         )
     if img_size is not None and img_size < 1:
         raise HybridizeError(f"--img-size {img_size}: give a positive size in pixels")
-    output_file(output, "--output")
+    if fmt == "nir":  # a folder, new or an earlier NIR export's
+        dest = output or checkpoint.with_name(f"{checkpoint.stem}-nir")
+        run_folder(dest, "--output")
+    else:
+        output_file(output, "--output")
+        dest = output or checkpoint.with_suffix(f".{fmt}")
+    refuse_same_file(dest, checkpoint)
     import torch
 
-    dest = output or checkpoint.with_suffix(f".{fmt}")
-    refuse_same_file(dest, checkpoint)
     with hybridize.trusting_code(trust_code):
         model = hybridize.load(checkpoint)
     example = torch.rand(_example_shape(model, img_size, batch_size))
-    kwargs: dict = dict(
-        dynamic_batch=batch_size is None, check=check, real_inputs=None if real else False
-    )
-    if max_flip_fraction is not None:
-        kwargs["max_flip_fraction"] = max_flip_fraction
+    real_inputs = None if real else False
     if fmt == "nir":
-        dest = output or checkpoint.with_name(f"{checkpoint.stem}-nir")
         report = hybridize.export_nir(
-            model, dest, example, check=check, real_inputs=kwargs["real_inputs"], verify=check
-        )
-    elif fmt == "onnx":
-        report = hybridize.export_onnx(
-            model, example, dest, opset=opset, exporter=exporter, **kwargs
+            model, dest, example, check=check, real_inputs=real_inputs, verify=check
         )
     else:
-        report = hybridize.export_pt2(model, example, dest, **kwargs)
+        kwargs: dict = dict(dynamic_batch=batch_size is None, check=check, real_inputs=real_inputs)
+        if max_flip_fraction is not None:
+            kwargs["max_flip_fraction"] = max_flip_fraction
+        if fmt == "onnx":
+            kwargs.update(opset=opset or 17, exporter=exporter or "auto")
+            report = hybridize.export_onnx(model, example, dest, **kwargs)
+        else:
+            report = hybridize.export_pt2(model, example, dest, **kwargs)
     console = Console()
     for line in report.lines():
         console.print(line, highlight=False, soft_wrap=True)

@@ -77,3 +77,12 @@ def test_cli_checkpoint_without_twins_is_one_line_exit_2(monkeypatch, capsys, tm
     lines = [line for line in err.splitlines() if line.strip()]
     assert code == 2 and len(lines) == 1 and "no spiking twin" in lines[0]
     assert list(tmp_path.iterdir()) == []
+
+
+def test_cli_exports_again_into_its_folder(monkeypatch, capsys, tmp_path):
+    out = tmp_path / "nir"
+    for _ in range(2):  # the second run rewrites the first run's export
+        code, err = _run_cli(monkeypatch, capsys, _small_hybrid(), "-f", "nir", "-o", str(out))
+        assert code == 0, err
+    assert (out / "manifest.json").is_file()
+    assert [p.name for p in tmp_path.iterdir()] == ["nir"]
