@@ -113,7 +113,10 @@ def _export(
         if max_flip_fraction is not None:
             kwargs["max_flip_fraction"] = max_flip_fraction
         if fmt == "onnx":
-            kwargs.update(opset=17 if opset is None else opset, exporter=exporter or "auto")
+            kwargs.update(
+                opset=17 if opset is None else opset,
+                exporter="auto" if exporter is None else exporter,
+            )
             report = hybridize.export_onnx(model, example, dest, **kwargs)
         else:
             report = hybridize.export_pt2(model, example, dest, **kwargs)

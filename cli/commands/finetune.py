@@ -43,11 +43,18 @@ def _strip_devices(argv: list[str]) -> list[str]:
     return out
 
 
-def relaunch_with_torchrun(devices: int) -> int:
-    """Run this same command line under ``torch.distributed.run`` with ``devices`` processes."""
+def command_line(ctx: typer.Context) -> list[str]:
+    """The arguments this command was parsed from: those given to ``main_entry`` (its context
+    object), else the process's own."""
+    obj = ctx.find_root().obj
+    return list(obj["argv"]) if isinstance(obj, dict) and "argv" in obj else sys.argv[1:]
+
+
+def relaunch_with_torchrun(devices: int, argv: list[str]) -> int:
+    """Run the command line ``argv`` under ``torch.distributed.run`` with ``devices`` processes."""
     cmd = [
         sys.executable, "-m", "torch.distributed.run", "--standalone",
-        f"--nproc_per_node={devices}", "-m", "hybridize_cli", *_strip_devices(sys.argv[1:]),
+        f"--nproc_per_node={devices}", "-m", "hybridize_cli", *_strip_devices(argv),
     ]  # fmt: skip
     return subprocess.call(cmd)
 
@@ -127,7 +134,7 @@ def register(app: typer.Typer) -> None:
     ) -> None:
         """Fine-tune a hybrid end to end; checkpoints, metrics.jsonl and resume under --out."""
         if devices > 1 and "WORLD_SIZE" not in os.environ:
-            code = relaunch_with_torchrun(devices)
+            code = relaunch_with_torchrun(devices, command_line(ctx))
             raise typer.Exit(128 - code if code < 0 else code)  # killed by signal N: 128 + N
         if out is None:
             tag = data.split(":")[-1].strip("/").replace("/", "_")
