@@ -14,6 +14,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from hybridize._util import state_mismatch
 from hybridize.train.config import PRESETS, FinetuneConfig
 from hybridize.train.errors import ResumeMismatchError
 from hybridize.train.report import read_metrics
@@ -55,18 +56,11 @@ def resumed_config(
 
 def restore_weights(model: nn.Module, tensors: dict[str, torch.Tensor], out: Path) -> None:
     """Load a run's stored weights into ``model``; one line when the architectures differ."""
-    own = {k: tuple(v.shape) for k, v in model.state_dict().items()}
-    theirs = {k: tuple(v.shape) for k, v in tensors.items()}
-    if own != theirs:
-        missing = sorted(own.keys() - theirs.keys())
-        extra = sorted(theirs.keys() - own.keys())
-        reshaped = sorted(k for k in own.keys() & theirs.keys() if own[k] != theirs[k])
-        example = (missing or extra or reshaped)[0]
+    why = state_mismatch(model.state_dict(), tensors)
+    if why is not None:
         raise ResumeMismatchError(
-            f"--resume: the run in {out} trained another model ({len(missing)} tensors "
-            f"missing, {len(extra)} unexpected, {len(reshaped)} of another shape, e.g. "
-            f"{example!r}); resume with the checkpoint the run started from, or choose "
-            "another --out"
+            f"--resume: the run in {out} trained another model ({why}); resume with the "
+            "checkpoint the run started from, or choose another --out"
         )
     model.load_state_dict(tensors, strict=True)
 

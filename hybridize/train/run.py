@@ -14,7 +14,7 @@ from torch import nn
 from hybridize.train.allocator import retain_freed_memory
 from hybridize.train.config import FinetuneConfig
 from hybridize.train.distributed import DistEnv
-from hybridize.train.errors import ResumeMismatchError, TrainError
+from hybridize.train.errors import TrainError
 from hybridize.train.optim import build_optimizer, build_scheduler
 from hybridize.train.report import MetricsWriter, write_json
 from hybridize.train.resume import (
@@ -25,7 +25,7 @@ from hybridize.train.resume import (
 )
 from hybridize.train.state import (
     load_state,
-    load_weights,
+    read_weights,
     rng_state,
     save_model,
     save_state,
@@ -225,13 +225,8 @@ def _restore_model(model: nn.Module, state: dict[str, Any], paths: RunPaths) -> 
     if "model" in state:
         restore_weights(model, state["model"], paths.out)
         return
-    try:  # a state written before the weights were kept in it
-        load_weights(model, paths.last)
-    except RuntimeError:
-        raise ResumeMismatchError(
-            f"--resume: {paths.last} holds another model; resume with the "
-            "checkpoint the run started from, or choose another --out"
-        ) from None
+    # a state written before the weights were kept in it: the weights of the last checkpoint
+    restore_weights(model, read_weights(paths.last), paths.out)
 
 
 def _wrap(model: nn.Module, cfg: FinetuneConfig, env: DistEnv) -> nn.Module:

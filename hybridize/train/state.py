@@ -12,6 +12,7 @@ import torch
 from torch import nn
 
 from hybridize._atomic import atomic_path
+from hybridize._util import first_line, state_mismatch
 from hybridize.errors import CheckpointError
 
 STATE_SUFFIX = ".state.pt"
@@ -77,21 +78,31 @@ def save_model(model: nn.Module, path: str | Path) -> Path:
     return path
 
 
-def load_weights(model: nn.Module, path: str | Path) -> None:
-    """Load the tensors of a checkpoint written by :func:`save_model` into ``model``."""
+def read_weights(path: str | Path) -> dict[str, torch.Tensor]:
+    """The tensors of a checkpoint written by :func:`save_model` (one line when unreadable)."""
     from safetensors.torch import load_file
 
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"checkpoint {path} not found; check --out or drop --resume")
-    tensors = load_file(str(path))
     try:
-        model.load_state_dict(tensors, strict=True)
-    except RuntimeError:
-        # a format that stores tensors differently: go through the public loader
-        from hybridize.io import load
+        return load_file(str(path))
+    except Exception as exc:  # safetensors' header and I/O errors
+        raise CheckpointError(
+            f"cannot read checkpoint {path} ({first_line(exc)}); the file is damaged, save it again"
+        ) from None
 
-        model.load_state_dict(load(path).state_dict(), strict=True)
+
+def load_weights(model: nn.Module, path: str | Path) -> None:
+    """Load the tensors of a checkpoint written by :func:`save_model` into ``model``."""
+    tensors = read_weights(path)
+    why = state_mismatch(model.state_dict(), tensors)
+    if why is not None:
+        raise CheckpointError(
+            f"{path} does not fit the model its metadata names ({why}); the file is damaged or "
+            "was edited, save it again"
+        )
+    model.load_state_dict(tensors, strict=True)
 
 
 def save_state(path: str | Path, state: dict[str, Any]) -> None:
@@ -109,11 +120,9 @@ def load_state(path: str | Path) -> dict[str, Any]:
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:
-        # torch's own messages run over many lines: keep the first one
-        lines = str(exc).strip().splitlines()
-        why = lines[0][:200] if lines else type(exc).__name__
-        raise CheckpointError(
-            f"cannot read training state {path} ({why}); start afresh without --resume"
+        raise CheckpointError(  # torch's own messages run over many lines: the first one
+            f"cannot read training state {path} ({first_line(exc, 200)}); start afresh without "
+            "--resume"
         ) from None
 
 

@@ -1,0 +1,42 @@
+"""Plain checkpoints (train/state.py): written, read back, and refused in one line when damaged
+or made for another model."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from torch import nn
+
+from hybridize.errors import CheckpointError
+from hybridize.train.state import load_weights, save_model
+
+
+def _net(width: int = 4) -> nn.Module:
+    torch.manual_seed(0)
+    return nn.Sequential(nn.Linear(3, width), nn.ReLU(), nn.Linear(width, 2))
+
+
+def test_round_trip(tmp_path) -> None:
+    path = save_model(_net(), tmp_path / "m.safetensors")
+    other = _net()
+    for p in other.parameters():
+        nn.init.zeros_(p)
+    load_weights(other, path)
+    for a, b in zip(_net().state_dict().values(), other.state_dict().values(), strict=True):
+        assert torch.equal(a, b)
+
+
+def test_another_models_weights_are_one_line(tmp_path) -> None:
+    path = save_model(_net(4), tmp_path / "m.safetensors")
+    with pytest.raises(CheckpointError) as info:
+        load_weights(_net(5), path)
+    msg = str(info.value)
+    assert "\n" not in msg and "does not fit" in msg and "0.weight is (4, 3) in the file" in msg
+
+
+def test_a_damaged_file_is_one_line(tmp_path) -> None:
+    path = save_model(_net(), tmp_path / "m.safetensors")
+    path.write_bytes(path.read_bytes()[:40])  # cut inside the header
+    with pytest.raises(CheckpointError) as info:
+        load_weights(_net(), path)
+    assert "\n" not in str(info.value) and "cannot read checkpoint" in str(info.value)
