@@ -20,6 +20,7 @@ from torch import nn
 
 from hybridize._atomic import atomic_path
 from hybridize._atomic import refuse_same_file as refuse_same_file  # public for the CLI
+from hybridize._util import first_line
 from hybridize._util import state_mismatch as state_mismatch  # public: hybridize.io.state_mismatch
 from hybridize.errors import CheckpointError, HybridizeError, UntrustedCodeError
 
@@ -368,22 +369,7 @@ def _rebuild(
         raise UntrustedCodeError(f"{p}: {exc}") from None
     except HybridizeError as exc:
         what = "convert the given base_model" if base_model is not None else "rebuild the model"
-        raise CheckpointError(f"{p}: cannot {what} ({_one_line(exc)})") from None
-    except Exception as exc:
-        if base_model is None:
-            raise
-        # the stored recipe traced on a base of another kind: its forward fails on the example
-        raise CheckpointError(
-            f"{p}: the given base_model does not run on the stored example input "
-            f"{meta['example_shape']} ({type(exc).__name__}: {_one_line(exc)}); pass the model "
-            "it was converted from"
-        ) from None
-
-
-def _one_line(exc: BaseException, limit: int = 200) -> str:
-    lines = str(exc).strip().splitlines()
-    text = lines[0].strip() if lines else type(exc).__name__
-    return text if len(text) <= limit else text[: limit - 3] + "..."
+        raise CheckpointError(f"{p}: cannot {what} ({first_line(exc, 200)})") from None
 
 
 def _refuse_spec_less(p: Path, record: Any) -> None:
