@@ -11,21 +11,15 @@ import torch
 from torch import nn
 
 from hybridize._util import record_outputs
+from hybridize.spiking import LIF, BitPlaneEncoder
 
-
-def spiking_types() -> tuple[type[nn.Module], ...]:
-    """The module classes whose outputs are spikes or bit planes (LIF, BitPlaneEncoder)."""
-    from hybridize.spiking import LIF, BitPlaneEncoder
-
-    return (LIF, BitPlaneEncoder)
+# the module classes whose outputs are spikes or bit planes
+SPIKING_TYPES: tuple[type[nn.Module], ...] = (LIF, BitPlaneEncoder)
 
 
 def spiking_layers(model: nn.Module) -> list[tuple[str, nn.Module]]:
     """Every LIF neuron and bit-plane encoder in ``model``, by qualified name, in module order."""
-    types = spiking_types()
-    if not types:
-        return []
-    return [(name, m) for name, m in model.named_modules() if isinstance(m, types)]
+    return [(name, m) for name, m in model.named_modules() if isinstance(m, SPIKING_TYPES)]
 
 
 class _Exportable(Protocol):

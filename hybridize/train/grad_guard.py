@@ -12,7 +12,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from hybridize.train.optim import fusion_block_types
+from hybridize.spiking import FusionBlock
 
 
 @dataclass(frozen=True)
@@ -35,11 +35,6 @@ def grads_finite_tensor(model: nn.Module) -> torch.Tensor:
     return torch.stack([g.detach().isfinite().all() for g in grads]).all()
 
 
-def grads_finite(model: nn.Module) -> bool:
-    """True when every parameter gradient of ``model`` is finite (one host sync)."""
-    return bool(grads_finite_tensor(model))
-
-
 def _param_grad_state(params: list[nn.Parameter]) -> tuple[int, float]:
     bad, top = 0, 0.0
     for p in params:
@@ -59,14 +54,13 @@ def block_grads(model: nn.Module) -> list[BlockGrad]:
     """Every fusion block of ``model`` in module order (forward order for converted models),
     with the count of its parameters whose gradient holds inf/NaN and its largest finite one.
     Parameters of nested fusion blocks count for the innermost block only."""
-    types = fusion_block_types()
-    blocks = [(n, m) for n, m in model.named_modules() if isinstance(m, types)]
+    blocks = [(n, m) for n, m in model.named_modules() if isinstance(m, FusionBlock)]
     out = []
     for name, block in blocks:
         nested = {
             id(p)
             for c in block.modules()
-            if c is not block and isinstance(c, types)
+            if c is not block and isinstance(c, FusionBlock)
             for p in c.parameters()
         }
         own = [p for p in block.parameters() if id(p) not in nested]
@@ -82,11 +76,6 @@ def block_grads(model: nn.Module) -> list[BlockGrad]:
             )
         )
     return out
-
-
-def overflowed_blocks(model: nn.Module) -> list[BlockGrad]:
-    """The fusion blocks whose own parameters have a non-finite gradient, in module order."""
-    return [b for b in block_grads(model) if b.nonfinite]
 
 
 def overflow_message(model: nn.Module, where: str) -> str:

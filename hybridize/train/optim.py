@@ -9,20 +9,15 @@ from torch import nn
 
 from hybridize.spiking import FusionBlock
 from hybridize.train.config import FinetuneConfig
-
-
-def fusion_block_types() -> tuple[type[FusionBlock]]:
-    """The classes whose instances are fusion blocks (``isinstance``, never exact type)."""
-    return (FusionBlock,)
+from hybridize.train.errors import TrainError
 
 
 def spiking_parameter_ids(model: nn.Module) -> set[int]:
     """Ids of the parameters that belong to the spiking side: everything inside a FusionBlock
     that is not inside its ``ann`` branch (the twin's branch and the gate)."""
-    types = fusion_block_types()
     ids: set[int] = set()
     for m in model.modules():
-        if isinstance(m, types):
+        if isinstance(m, FusionBlock):
             ann = getattr(m, "ann", None)
             ann_ids = {id(p) for p in ann.parameters()} if isinstance(ann, nn.Module) else set()
             ids |= {id(p) for p in m.parameters() if id(p) not in ann_ids}
@@ -65,8 +60,6 @@ def build_optimizer(model: nn.Module, cfg: FinetuneConfig) -> torch.optim.Optimi
     """The optimizer named by ``cfg.optimizer`` over :func:`param_groups`."""
     groups = param_groups(model, cfg)
     if not groups:
-        from hybridize.train.errors import TrainError
-
         raise TrainError("nothing to train: every parameter is frozen; raise --ann-lr-scale")
     if cfg.optimizer == "sgd":
         return torch.optim.SGD(groups, lr=cfg.lr, momentum=cfg.momentum, nesterov=cfg.nesterov)

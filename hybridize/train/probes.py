@@ -8,7 +8,7 @@ import torch
 from torch import nn
 
 from hybridize._util import record_outputs
-from hybridize.train.optim import fusion_block_types
+from hybridize.spiking import FusionBlock
 
 
 def _lif_types() -> tuple[type[nn.Module], ...]:
@@ -56,10 +56,9 @@ class FiringRates:
 
 def gate_values(model: nn.Module) -> dict[str, float]:
     """Mean gate value of every FusionBlock (per-channel gates are averaged)."""
-    types = fusion_block_types()
     out: dict[str, float] = {}
     for name, m in model.named_modules():
-        if types and isinstance(m, types):
+        if isinstance(m, FusionBlock):
             gate = getattr(m, "gate", None)
             if isinstance(gate, torch.Tensor):
                 out[name or "."] = float(gate.detach().float().mean())

@@ -12,9 +12,8 @@ from torch import nn
 from hybridize.train import TrainError, finetune
 from hybridize.train.grad_guard import (
     block_grads,
-    grads_finite,
+    grads_finite_tensor,
     overflow_message,
-    overflowed_blocks,
 )
 
 from .conftest import COMMON
@@ -41,8 +40,8 @@ def _fill_grads(model: nn.Module, value: float = 0.5) -> None:
 def test_finite_model_reports_nothing():
     model = _stack()
     _fill_grads(model)
-    assert grads_finite(model)
-    assert overflowed_blocks(model) == []
+    assert bool(grads_finite_tensor(model))
+    assert [b for b in block_grads(model) if b.nonfinite] == []
     grads = block_grads(model)
     assert [b.name for b in grads] == ["0", "1", "2"]
     assert all(b.max_abs == 0.5 and b.encoder_gain == "raw" for b in grads)
@@ -54,8 +53,8 @@ def test_overflow_is_located_at_the_last_bad_block_in_forward_order():
     model[0].branch.twin[0].weight.grad[0, 0] = float("nan")
     model[1].ann.weight.grad[1, 1] = float("inf")
     model[2].ann.weight.grad.fill_(3e4)
-    assert not grads_finite(model)
-    bad = overflowed_blocks(model)
+    assert not bool(grads_finite_tensor(model))
+    bad = [b for b in block_grads(model) if b.nonfinite]
     assert [(b.name, b.nonfinite) for b in bad] == [("0", 1), ("1", 1)]
     assert [b.max_abs for b in bad] == [0.5, 0.5]  # largest *finite* entry
     msg = overflow_message(model, "demo epoch 1 step 3")
@@ -76,13 +75,13 @@ def test_overflow_outside_fusion_blocks():
     model = _stack()
     _fill_grads(model)
     model[3].bias.grad[0] = float("-inf")
-    assert overflowed_blocks(model) == []
+    assert [b for b in block_grads(model) if b.nonfinite] == []
     assert "outside the fusion blocks" in overflow_message(model, "x")
 
 
 def test_plain_model_and_no_grads():
     plain = nn.Linear(2, 2)
-    assert grads_finite(plain) and block_grads(plain) == []
+    assert bool(grads_finite_tensor(plain)) and block_grads(plain) == []
 
 
 class _InfGrad(nn.Module):
