@@ -4,6 +4,7 @@ and the first line of an error. Imports torch and nothing of ours, so any module
 from __future__ import annotations
 
 import contextlib
+import importlib.util
 import itertools
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from typing import Any
@@ -11,6 +12,11 @@ from typing import Any
 from torch import Tensor, nn
 
 _DEFAULT_IMAGE = (224, 224)
+
+
+def missing_packages(names: Iterable[str]) -> list[str]:
+    """The packages among ``names`` that are not installed (found without importing them)."""
+    return [name for name in names if importlib.util.find_spec(name) is None]
 
 
 def first_line(exc: BaseException, limit: int | None = None) -> str:

@@ -19,7 +19,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from hybridize._util import record_outputs
+from hybridize._util import missing_packages, record_outputs
 from hybridize.errors import ExportError
 
 
@@ -42,13 +42,12 @@ class Agreement:
         return 1.0 - self.spikes_differing / self.spikes_compared
 
 
-def peer_available() -> str | None:
-    """None when the peer can run, else the one-line reason it cannot."""
-    import importlib.util
-
-    for name in ("nir", "nirtorch", "snntorch"):
-        if importlib.util.find_spec(name) is None:
-            return f"{name} is not installed (pip install nir nirtorch snntorch, or the test extra)"
+def peer_missing() -> str | None:
+    """Why the peer cannot run, in one line (None: it can)."""
+    missing = missing_packages(("nir", "nirtorch", "snntorch"))
+    if missing:
+        names = " and ".join(missing)
+        return f"{names} not installed (pip install nir nirtorch snntorch, or the test extra)"
     return None
 
 

@@ -6,7 +6,6 @@ destination, which is renamed into place only when complete.
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import os
 import re
@@ -18,7 +17,7 @@ import torch
 from torch import nn
 
 from hybridize._atomic import atomic_folder
-from hybridize._util import example_shape, first_line, record_outputs
+from hybridize._util import example_shape, first_line, missing_packages, record_outputs
 from hybridize.conversion.regions import find_regions
 from hybridize.errors import ExportError
 from hybridize.export.nir_manifest import decoder_info, encoder_info, gate_info, manifest
@@ -114,7 +113,7 @@ def _capture_planes(
 def _onnx(
     model: nn.Module, example: torch.Tensor, folder: Path, check: bool, real: Any
 ) -> dict[str, Any]:
-    missing = _missing(("onnx", "onnxruntime") if check else ("onnx",))
+    missing = missing_packages(("onnx", "onnxruntime") if check else ("onnx",))
     if missing:
         return {
             "file": None,
@@ -133,11 +132,6 @@ def _onnx(
         info["parity"] = "PASS" if report.ok else "FAIL"
         info["parity_report"] = report.to_dict()
     return info
-
-
-def _missing(names: tuple[str, ...]) -> list[str]:
-    """The packages among ``names`` that are not installed."""
-    return [name for name in names if importlib.util.find_spec(name) is None]
 
 
 def _prepare_destination(dest: Path) -> None:
@@ -181,7 +175,7 @@ def export_nir(
             f"{type(model).__name__} has no spiking twin (FusionBlock or SpikingBranch); "
             "convert the model first (hybridize convert)"
         )
-    if _missing(("nir",)):
+    if missing_packages(("nir",)):
         raise ExportError("NIR export needs the nir package; pip install 'hybridize[nir]'")
     _prepare_destination(dest)
     example = _example(model, example)
@@ -227,9 +221,9 @@ def _write_graphs(
     rows = []
     peer_missing = None
     if verify:
-        from hybridize.export.nir_check import peer_available
+        from hybridize.export.nir_check import peer_missing as missing_peer
 
-        peer_missing = peer_available()
+        peer_missing = missing_peer()
     for name, branch, fusion in regions:
         row: dict[str, Any] = {
             "region": name,

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import dataclasses
-import importlib.util
 import os
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -12,6 +11,7 @@ import torch
 from torch import nn
 
 from hybridize._atomic import atomic_path, remove_quietly, temp_beside
+from hybridize._util import missing_packages
 from hybridize.errors import ExportError
 from hybridize.export.inputs import check_batches
 from hybridize.export.onnx_writers import OnnxJob, check_exporter, check_opset, write_onnx
@@ -107,7 +107,7 @@ def export_onnx(
 
 def require_packages(names: list[str]) -> None:
     """Raise a one-line :class:`ExportError` naming the extra that installs missing ``names``."""
-    missing = [n for n in names if importlib.util.find_spec(n) is None]
+    missing = missing_packages(names)
     if missing:
         raise ExportError(
             f"ONNX export needs {' and '.join(missing)}, not installed here: "

@@ -69,9 +69,9 @@ def _export(model, tmp_path, shape=(2, 3, 12, 12), **kw):
 
 
 def _peer_or_skip() -> None:
-    from hybridize.export.nir_check import peer_available
+    from hybridize.export.nir_check import peer_missing
 
-    reason = peer_available()
+    reason = peer_missing()
     if reason:
         pytest.skip(reason)
 
@@ -282,7 +282,7 @@ def test_unfoldable_bn_is_a_depthwise_conv_and_matches_snntorch(tmp_path):
 def test_verify_without_the_peer_records_why(tmp_path, monkeypatch):
     from hybridize.export import nir_check
 
-    monkeypatch.setattr(nir_check, "peer_available", lambda: "snntorch is not installed")
+    monkeypatch.setattr(nir_check, "peer_missing", lambda: "snntorch is not installed")
     row = _export(_conv_bn_lif_model(), tmp_path).manifest["regions"][0]
     assert row["verification"]["status"] == "not verified: snntorch is not installed"
 
@@ -332,7 +332,9 @@ def test_manifest_records_onnx_or_why_not(tmp_path, monkeypatch):
     from hybridize.export import nir_export
 
     model = _conv_bn_lif_model()
-    monkeypatch.setattr(nir_export, "_missing", lambda names: [n for n in names if n != "nir"])
+    monkeypatch.setattr(
+        nir_export, "missing_packages", lambda names: [n for n in names if n != "nir"]
+    )
     row = _export(model, tmp_path, onnx=True, check=False, verify=False).manifest["onnx"]
     assert row["file"] is None and "onnx" in row["reason"] and "hybridize[export]" in row["reason"]
 
