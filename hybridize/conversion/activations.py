@@ -118,9 +118,11 @@ MAX_TO_AVG_FUNCTIONS: dict[Callable, Callable] = {
     F.adaptive_max_pool2d: F.adaptive_avg_pool2d,
 }
 
-WEIGHTED_LAYERS: tuple[type[nn.Module], ...] = (
-    nn.Conv1d,
-    nn.Conv2d,
-    nn.Conv3d,
-    nn.Linear,
+CONV_LAYERS: tuple[type[nn.Module], ...] = (nn.Conv1d, nn.Conv2d, nn.Conv3d)
+WEIGHTED_LAYERS: tuple[type[nn.Module], ...] = (*CONV_LAYERS, nn.Linear)
+# layers with a per-feature scale: a conv group's norm, a twin's zero-initialised residual norm
+NORM_LAYERS: tuple[type[nn.Module], ...] = (
+    nn.modules.batchnorm._NormBase,
+    nn.GroupNorm,
+    nn.LayerNorm,
 )

@@ -22,6 +22,8 @@ from torch import fx, nn
 from hybridize._util import is_within
 from hybridize.conversion.activations import (
     ACTIVATION_METHODS,
+    CONV_LAYERS,
+    NORM_LAYERS,
     WEIGHTED_LAYERS,
     is_activation_function,
     is_activation_module,
@@ -185,21 +187,18 @@ def find_stem(gm: fx.GraphModule, block_names: list[str]) -> SegmentNodes | None
         return None
 
 
-_NORM_TYPES = (nn.modules.batchnorm._NormBase, nn.GroupNorm, nn.LayerNorm)
-
-
 def find_conv_groups(gm: fx.GraphModule) -> list[SegmentNodes]:
     """conv -> [norm] -> activation [-> pool] chains, each a segment."""
     modules = dict(gm.named_modules())
     groups: list[SegmentNodes] = []
     for node in gm.graph.nodes:
-        if node.op != "call_module" or not isinstance(modules[node.target], WEIGHTED_LAYERS[:3]):
+        if node.op != "call_module" or not isinstance(modules[node.target], CONV_LAYERS):
             continue
         chain = [node]
         cur = node
         while len(cur.users) == 1:
             nxt = next(iter(cur.users))
-            if nxt.op == "call_module" and isinstance(modules[nxt.target], _NORM_TYPES):
+            if nxt.op == "call_module" and isinstance(modules[nxt.target], NORM_LAYERS):
                 chain.append(nxt)
                 cur = nxt
                 continue

@@ -34,6 +34,7 @@ from hybridize.conversion.activations import (
     ADD_FUNCTIONS,
     ADD_METHODS,
     MAX_TO_AVG_FUNCTIONS,
+    NORM_LAYERS,
     activation_name,
     is_activation_function,
     is_activation_module,
@@ -307,9 +308,6 @@ def _apply_sew(gm: fx.GraphModule, rules: _Rules, static: Collection[str] = ()) 
         rules.report.sew_adds.append(node.name)
 
 
-_NORMS = (nn.modules.batchnorm._NormBase, nn.GroupNorm, nn.LayerNorm)
-
-
 def _reinitialise(module: nn.Module) -> None:
     """Every layer's own default initialisation, except a norm whose scale is exactly zero:
     that is the architecture's zero-init of a residual branch's last norm (timm's LeViT
@@ -319,7 +317,7 @@ def _reinitialise(module: nn.Module) -> None:
     for m in module.modules():
         if m is module or isinstance(m, LIF):
             continue
-        weight = getattr(m, "weight", None) if isinstance(m, _NORMS) else None
+        weight = getattr(m, "weight", None) if isinstance(m, NORM_LAYERS) else None
         zero_init = weight if isinstance(weight, nn.Parameter) and not weight.any() else None
         reset = getattr(m, "reset_parameters", None)
         if callable(reset):

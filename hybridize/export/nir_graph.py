@@ -23,7 +23,6 @@ Mapping (docs/export.md, "NIR"):
 from __future__ import annotations
 
 import math
-import operator
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, TypeGuard
@@ -35,10 +34,9 @@ from torch import fx, nn
 from torch.nn.modules.batchnorm import _BatchNorm
 
 from hybridize._util import first_line
+from hybridize.conversion.activations import ADD_FUNCTIONS, ADD_METHODS
 from hybridize.spiking.neuron import LIF
 
-ADD_FUNCTIONS = (operator.add, operator.iadd, torch.add)
-ADD_METHODS = ("add", "add_")
 # modules that are the identity in eval mode
 PASS_THROUGH = (nn.Identity, nn.Dropout, nn.Dropout1d, nn.Dropout2d, nn.Dropout3d)
 PASS_THROUGH_NAMES = ("DropPath", "DropBlock2d", "StochasticDepth")

@@ -23,7 +23,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from hybridize._util import state_mismatch
+from hybridize._util import first_line, state_mismatch
 from hybridize.errors import ModelError, WeightsError
 from hybridize.nets import weights as W
 from hybridize.nets.has8 import HAS8_MODELS, build_has8_ann
@@ -150,7 +150,7 @@ def create_from_spec(spec: Any, trust_code: bool | None = None) -> nn.Module:
     except Exception as exc:  # a constructor refusing recorded kwargs: TypeError, ValueError...
         raise ModelError(
             f"cannot rebuild model {name!r} from its spec ({type(exc).__name__}: "
-            f"{_first_line(exc)}); the spec does not fit this model"
+            f"{first_line(exc, 160)}); the spec does not fit this model"
         ) from None
 
 
@@ -224,12 +224,6 @@ def _plain_data(value: Any, depth: int, count: list[int]) -> str | None:
 
 def _short(value: Any, limit: int = 60) -> str:
     text = repr(value)
-    return text if len(text) <= limit else text[: limit - 3] + "..."
-
-
-def _first_line(exc: BaseException, limit: int = 160) -> str:
-    lines = str(exc).strip().splitlines()
-    text = lines[0] if lines else ""
     return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
