@@ -151,18 +151,21 @@ PER_STEP_NORM_FUNCTIONS: dict[Callable[..., Any], Callable[..., Tensor]] = {
 }
 
 
+# torch's norm layers (exact types) -> (layer, T) -> the twin's copy
+NORM_MODULE_TWINS: dict[type[nn.Module], Callable[[Any, int], nn.Module]] = {
+    nn.GroupNorm: GroupNormOverTime.like,
+    nn.LayerNorm: lambda norm, t: LayerNormPerStep.like(norm),
+    nn.RMSNorm: lambda norm, t: RMSNormPerStep.like(norm),
+}
+
+
 def norm_module_twin(module: nn.Module, time_steps: int) -> nn.Module | None:
     """The twin's copy of a torch norm layer the tracer keeps a leaf (twin rule 5): a group
     norm over the T steps, a layer or RMS norm per step with the silent-row rule; None for
     any other module. Exact types: subclasses (timm's norm layers) are traced through, and
     their functional calls are rewritten instead."""
-    if type(module) is nn.GroupNorm:
-        return GroupNormOverTime.like(module, time_steps)
-    if type(module) is nn.LayerNorm:
-        return LayerNormPerStep.like(module)
-    if type(module) is nn.RMSNorm:
-        return RMSNormPerStep.like(module)
-    return None
+    make = NORM_MODULE_TWINS.get(type(module))
+    return None if make is None else make(module, time_steps)
 
 
 def traced_as_calls() -> tuple[Callable[..., Any], ...]:

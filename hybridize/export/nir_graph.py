@@ -22,6 +22,7 @@ Mapping (docs/export.md, "NIR"):
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -41,6 +42,15 @@ from hybridize.spiking.neuron import LIF
 PASS_THROUGH = (nn.Identity, nn.Dropout, nn.Dropout1d, nn.Dropout2d, nn.Dropout3d)
 PASS_THROUGH_NAMES = ("DropPath", "DropBlock2d", "StochasticDepth")
 BN_TYPES = (nn.BatchNorm1d, nn.BatchNorm2d, nn.SyncBatchNorm)
+
+
+@functools.cache
+def exact_types() -> tuple[tuple[type[nn.Module], ...], tuple[type[nn.Module], ...]]:
+    """(convs, batch norms) the graph writes, matched by exact type: subclasses such as timm's
+    StdConv2d change the weights. timm's are imported on first use, as everywhere here."""
+    from timm.layers import BatchNormAct2d, Conv2dSame
+
+    return (nn.Conv2d, Conv2dSame), (*BN_TYPES, BatchNormAct2d)
 
 
 class Unsupported(Exception):
@@ -223,10 +233,7 @@ class _Builder:
             if (
                 isinstance(prev, fx.Node)
                 and prev.op == "call_module"
-                and (
-                    type(self.modules[prev.target]) in (nn.Conv2d, nn.Linear)
-                    or type(self.modules[prev.target]).__name__ == "Conv2dSame"
-                )
+                and type(self.modules[prev.target]) in (*exact_types()[0], nn.Linear)
                 and len(prev.users) == 1
             ):
                 self.folded[n.name] = prev.name
@@ -250,13 +257,11 @@ class _Builder:
     def _module(self, n: fx.Node, m: nn.Module) -> None:
         if isinstance(m, PASS_THROUGH) or type(m).__name__ in PASS_THROUGH_NAMES:
             self._alias(n, self._input(n))
-        elif isinstance(m, nn.Conv2d) and (
-            type(m) is nn.Conv2d or type(m).__name__ == "Conv2dSame"
-        ):  # exact types: subclasses such as StdConv2d change the weights
+        elif isinstance(m, nn.Conv2d) and type(m) in exact_types()[0]:
             self._conv(n, m)
         elif type(m) is nn.Linear:
             self._linear(n, m)
-        elif _is_bn(m) and (type(m) in BN_TYPES or type(m).__name__ == "BatchNormAct2d"):
+        elif _is_bn(m) and type(m) in exact_types()[1]:
             self._bn(n, m)
         elif isinstance(m, LIF):
             assert isinstance(n.target, str), "a call_module node's target is a qualified name"
