@@ -220,7 +220,10 @@ def _wrapped_in(
     wrap: Callable[[Callable[..., Tensor]], Callable[..., Tensor]],
 ) -> Iterator[None]:
     """``namespace.name`` replaced by ``wrap(original)`` for the block, the originals put back
-    after it (timm's layers look these functions up in their module's namespace at each call)."""
+    after it (timm's layers look these functions up in their module's namespace at each call).
+    The replacement is process-wide while the block runs (the conversion's division probe, on
+    meta tensors): another thread running timm's norms at that moment would go through the
+    wrappers, which only observe, so its results are unchanged."""
     originals = {n: getattr(namespace, n) for n in names if hasattr(namespace, n)}
     try:
         for name, original in originals.items():

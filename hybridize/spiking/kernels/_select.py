@@ -42,7 +42,9 @@ _failed: set[tuple] = set()  # keys whose compilation failed once (auto then run
 
 
 def set_kernel_backend(name: str | None) -> None:
-    """Force ``"eager"`` or ``"fused"`` kernels, or ``"auto"``; None defers to HYBRIDIZE_KERNELS."""
+    """Force ``"eager"``, ``"fused"`` or ``"uncompiled"`` (the fused kernels' code without a
+    compiler, for debugging) kernels, or ``"auto"``; None defers to HYBRIDIZE_KERNELS. A
+    process-wide setting (read in autograd's backward threads too), not a context variable."""
     global _backend
     _backend = (
         None if name is None else check_choice("set_kernel_backend", "name", name, KERNEL_BACKENDS)
