@@ -13,6 +13,7 @@ from torch import Tensor, nn
 
 from hybridize.errors import SpikingConfigError
 from hybridize.spiking._dispatch import compute_dtype, exporting, use_custom_backward
+from hybridize.spiking.arithmetic import quantize as quantize  # public here too
 from hybridize.spiking.kernels import (
     EncoderKernelConfig,
     FusedBitPlane,
@@ -25,7 +26,6 @@ from hybridize.spiking.kernels import (
 from hybridize.spiking.options import (
     DEFAULT_ENCODER,
     NORMALIZE_MODES,
-    QUANTIZE_MODES,
     CompatPreset,
     EncoderOptions,
     EncoderSurrogateName,
@@ -111,16 +111,6 @@ def normalize(
         return normalize_range(x, lo_t, hi_t, clamp=False)
     lo_f, hi_f = check_fixed_range("normalize", lo, hi)
     return normalize_range(x, lo_f, hi_f, clamp=True)
-
-
-def quantize(z: Tensor, mode: str = "round") -> Tensor:
-    """Quantize z: ``none`` (as released), ``floor`` or ``round`` (half to even)."""
-    check_choice("quantize", "mode", mode, QUANTIZE_MODES)
-    if mode == "floor":
-        return torch.floor(z)
-    if mode == "round":
-        return torch.round(z)
-    return z
 
 
 def bit_planes(z: Tensor, bits: int, order: str = "msb") -> Tensor:

@@ -14,6 +14,7 @@ from torch import Tensor, nn
 
 from hybridize.errors import SpikingConfigError
 from hybridize.spiking._dispatch import exporting, use_custom_backward
+from hybridize.spiking.arithmetic import lif_charge, lif_reset
 from hybridize.spiking.kernels import (
     LIFConfig,
     compacting,
@@ -91,20 +92,9 @@ def lif_step(
     S = Heaviside(H - V_th); hard reset V = H (1 - S) + V_reset S, soft (v_reset None)
     V = H - V_th S. ``detach_reset`` detaches S in the reset only.
     """
-    h = _charge(x_t, v, tau, v_reset, decay_input)
+    h = lif_charge(x_t, v, tau, v_reset, decay_input)
     s = spike_fn(h - v_threshold)
-    return s, _reset(h, s.detach() if detach_reset else s, v_threshold, v_reset)
-
-
-def _charge(
-    x_t: Tensor, v: Tensor | float, tau: Tensor | float, v_reset: float | None, decay_input: bool
-) -> Tensor:
-    rest = 0.0 if v_reset is None else v_reset
-    return v + (x_t - (v - rest)) / tau if decay_input else v - (v - rest) / tau + x_t
-
-
-def _reset(h: Tensor, s: Tensor, v_threshold: float, v_reset: float | None) -> Tensor:
-    return h - v_threshold * s if v_reset is None else h * (1.0 - s) + v_reset * s
+    return s, lif_reset(h, s.detach() if detach_reset else s, v_threshold, v_reset)
 
 
 class _LIFSequence(torch.autograd.Function):
@@ -121,9 +111,9 @@ class _LIFSequence(torch.autograd.Function):
         hs = torch.empty_like(x_seq)
         spikes = torch.empty_like(x_seq)
         for t in range(x_seq.shape[0]):
-            h = _charge(x_seq[t], v, tau, cfg.v_reset, cfg.decay_input)
+            h = lif_charge(x_seq[t], v, tau, cfg.v_reset, cfg.decay_input)
             s = heaviside(h - cfg.v_threshold)
-            v = _reset(h, s, cfg.v_threshold, cfg.v_reset)
+            v = lif_reset(h, s, cfg.v_threshold, cfg.v_reset)
             hs[t], spikes[t] = h, s
         tau_grad = isinstance(tau, Tensor) and ctx.needs_input_grad[1]
         ctx.save_for_backward(hs, x_seq if tau_grad else None, tau if tau_grad else None)
@@ -158,7 +148,7 @@ class _LIFSequence(torch.autograd.Function):
                     v_prev: Tensor | float = rest
                 else:
                     hp = hs[t - 1]
-                    v_prev = _reset(hp, heaviside(hp - v_th), v_th, v_reset)
+                    v_prev = lif_reset(hp, heaviside(hp - v_th), v_th, v_reset)
                 leak = (x_seq[t] - (v_prev - rest)) if decay else -(v_prev - rest)
                 grad_k = grad_k + (dh * leak).sum(dtype=torch.float64)
             dv = dh * (1.0 - k)

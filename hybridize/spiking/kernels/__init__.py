@@ -17,6 +17,7 @@ from hybridize.spiking.kernels._select import (
     set_kernel_backend,
     use_fused,
 )
+from hybridize.spiking.kernels.bn_lif import fused_lif
 from hybridize.spiking.kernels.compact import (
     compact_binary_saves,
     compacting,
@@ -34,7 +35,6 @@ from hybridize.spiking.kernels.encoder import (
 from hybridize.spiking.kernels.lif import (
     FusedLIF,
     LIFConfig,
-    fused_lif,
     fused_lif_spikes,
     lif_backward,
     lif_forward,

@@ -23,10 +23,11 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from hybridize.spiking.arithmetic import lif_charge, lif_reset
 from hybridize.spiking.kernels._select import run_kernel
 from hybridize.spiking.kernels.compact import compacting, mark_binary
-from hybridize.spiking.kernels.layout import MemoryOrder, dense_order
-from hybridize.spiking.kernels.lif import LIFConfig, _ops, lif_backward, lif_forward
+from hybridize.spiking.kernels.layout import MemoryOrder, dense_order, memory_order
+from hybridize.spiking.kernels.lif import FusedLIF, LIFConfig, lif_backward, lif_forward
 
 _BATCH_NORM_NODES = ("NativeBatchNormBackward0",)
 
@@ -101,13 +102,12 @@ def bn_lif_backward(
     grad, c, spikes: [T, P, C, S] (P: what lies outside the channel in memory, S: inside it) with
     mean, invstd, weight, bias [C, 1]; or [T, P, C] with them [C] (channels innermost).
     Returns (dL/dy, as :func:`lif.lif_backward`'s dL/d(1/tau))."""
-    charge, reset = _ops()
     y = _rebuild_input(c, mean, invstd, weight, bias, grad.dtype)
     v: Tensor | float = 0.0 if cfg.v_reset is None else cfg.v_reset
     hs = []
     for t in range(grad.shape[0]):
-        h = charge(y[t], v, tau, cfg.v_reset, cfg.decay_input)
-        v = reset(h, spikes[t], cfg.v_threshold, cfg.v_reset)
+        h = lif_charge(y[t], v, tau, cfg.v_reset, cfg.decay_input)
+        v = lif_reset(h, spikes[t], cfg.v_threshold, cfg.v_reset)
         hs.append(h)
     return lif_backward(grad, hs, tau, cfg, tau_grad, spikes=spikes)  # hs: no [T, ...] buffer
 
@@ -179,3 +179,14 @@ def fused_batch_norm_lif(
     return order.restore(
         FusedBatchNormLIF.apply(order.flat(x, lead=1), tau, cfg, bn), tuple(x.shape)
     )
+
+
+def fused_lif(x: Tensor, tau: Tensor | float, cfg: LIFConfig) -> Tensor:
+    """Spikes of the T-step LIF for x [T, ...] (any trailing shape), via
+    :class:`FusedBatchNormLIF` (no H kept) when x is a train-mode BatchNorm's output, else via
+    :class:`lif.FusedLIF`."""
+    bn = batch_norm_source(x)
+    if bn is not None and bn.input.shape[0] % x.shape[0] == 0:
+        return fused_batch_norm_lif(x, tau, cfg, bn)
+    order = memory_order(x)  # the [T, M] view in memory order: no copy for channels-last
+    return order.restore(FusedLIF.apply(order.flat(x, lead=1), tau, cfg), tuple(x.shape))

@@ -17,6 +17,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from hybridize.spiking.arithmetic import quantize
 from hybridize.spiking.kernels._select import run_kernel
 from hybridize.spiking.kernels.layout import MemoryOrder, memory_order
 from hybridize.spiking.surrogates import ENCODER_SURROGATES
@@ -34,15 +35,9 @@ class EncoderKernelConfig:
     bits: int
 
 
-def _quantize(z: Tensor, mode: str) -> Tensor:
-    from hybridize.spiking.encoder import quantize  # one source for the rounding rule
-
-    return quantize(z, mode)
-
-
 def encoder_forward(z: Tensor, cfg: EncoderKernelConfig) -> Tensor:
     """z [M] -> planes [B, M] of quantize(z) (B = len(cfg.ks)), in z's dtype."""
-    zq = _quantize(z, cfg.quantize)
+    zq = quantize(z, cfg.quantize)
     planes = []
     for k in cfg.ks:
         q = zq * 2.0**-k  # exact: a power of two

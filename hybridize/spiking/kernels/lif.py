@@ -17,6 +17,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from hybridize.spiking.arithmetic import lif_charge, lif_reset
 from hybridize.spiking.kernels._select import run_kernel
 from hybridize.spiking.kernels.layout import memory_order
 from hybridize.spiking.surrogates import SPIKE_SURROGATES
@@ -34,21 +35,14 @@ class LIFConfig:
     alpha: float
 
 
-def _ops() -> tuple[Any, Any]:
-    from hybridize.spiking.neuron import _charge, _reset  # one source for the step arithmetic
-
-    return _charge, _reset
-
-
 def lif_forward(x: Tensor, tau: Tensor | float, cfg: LIFConfig) -> tuple[Tensor, Tensor]:
     """x [T, M] -> (spikes [T, M], H [T, M]) from V = V_reset (0 for the soft reset)."""
-    charge, reset = _ops()
     v: Tensor | float = 0.0 if cfg.v_reset is None else cfg.v_reset
     spikes, hs = [], []
     for t in range(x.shape[0]):
-        h = charge(x[t], v, tau, cfg.v_reset, cfg.decay_input)
+        h = lif_charge(x[t], v, tau, cfg.v_reset, cfg.decay_input)
         s = (h - cfg.v_threshold >= 0).to(x.dtype)
-        v = reset(h, s, cfg.v_threshold, cfg.v_reset)
+        v = lif_reset(h, s, cfg.v_threshold, cfg.v_reset)
         spikes.append(s)
         hs.append(h)
     return torch.stack(spikes), torch.stack(hs)
@@ -66,7 +60,6 @@ def lif_backward(
 
     The spikes are recomputed from H unless given (``spikes``: the forward's, when H is a
     rebuilt value that may sit an ulp across the threshold)."""
-    _, reset = _ops()
     v_th, v_reset = cfg.v_threshold, cfg.v_reset
     rest = 0.0 if v_reset is None else v_reset
     k = 1.0 / tau
@@ -94,7 +87,7 @@ def lif_backward(
             else:
                 hp = hs[t - 1]
                 sp = (hp - v_th >= 0).to(hp.dtype) if spikes is None else spikes[t - 1]
-                v_prev = reset(hp, sp, v_th, v_reset)
+                v_prev = lif_reset(hp, sp, v_th, v_reset)
             leak = (h - v_prev) * tau if cfg.decay_input else -(v_prev - rest)
             term = (dh * leak).to(acc)
             leak_sum = term if leak_sum is None else leak_sum + term
@@ -147,15 +140,3 @@ def fused_lif_spikes(x: Tensor, tau: Tensor | float, cfg: LIFConfig) -> Tensor:
             ("lif_spikes", cfg, tau_key), lif_spikes, order.flat(x, lead=1), tau, cfg
         )
     return order.restore(spikes, tuple(x.shape))
-
-
-def fused_lif(x: Tensor, tau: Tensor | float, cfg: LIFConfig) -> Tensor:
-    """Spikes of the T-step LIF for x [T, ...] (any trailing shape), via :class:`FusedLIF`, or
-    via :class:`bn_lif.FusedBatchNormLIF` (no H kept) when x is a train-mode BatchNorm's output."""
-    from hybridize.spiking.kernels import bn_lif  # it builds on this module's kernels
-
-    bn = bn_lif.batch_norm_source(x)
-    if bn is not None and bn.input.shape[0] % x.shape[0] == 0:
-        return bn_lif.fused_batch_norm_lif(x, tau, cfg, bn)
-    order = memory_order(x)  # the [T, M] view in memory order: no copy for channels-last
-    return order.restore(FusedLIF.apply(order.flat(x, lead=1), tau, cfg), tuple(x.shape))
