@@ -11,6 +11,7 @@ import torch
 from torch import nn
 
 from hybridize._util import record_outputs
+from hybridize.errors import ExportError
 from hybridize.spiking import LIF, BitPlaneEncoder
 
 # the module classes whose outputs are spikes or bit planes
@@ -79,7 +80,13 @@ class SpikeTap(nn.Module):
             out = self.model(x)
         missing = [name for name in self.layer_names if name not in captured]
         if missing:  # a layer that did not run (unused branch): it cannot be compared
-            raise RuntimeError(f"spiking layers not called during forward: {missing}")
+            shown = ", ".join(missing[:3]) + (
+                f" and {len(missing) - 3} more" if len(missing) > 3 else ""
+            )
+            raise ExportError(
+                f"spiking layers {shown} do not run in the model's forward, so the parity check "
+                "cannot compare their spikes; remove the unused twins or export with --no-check"
+            )
         return (out, *(captured[name] for name in self.layer_names)), calls
 
     def teacher_forced(

@@ -238,3 +238,28 @@ def test_the_check_batch_shrinks_to_fit_the_spikes(parallel_hybrid, tmp_path, mo
     assert report.ok and report.check_batch == 1 and report.n_random == 4
     assert "4 random, 0 real) in batches of 1" in report.lines()[1]
     assert _export(parallel_hybrid, tmp_path, real_inputs=False, check_batch=3).check_batch == 3
+
+
+def test_twin_that_never_runs_is_a_one_line_error(tmp_path):
+    """A spiking layer the forward never calls cannot be compared: an ExportError that says
+    which and what to do (it was a bare RuntimeError, an "internal error" in the CLI)."""
+    from hybridize.export import export_onnx
+    from hybridize.spiking import LIF, BitPlaneDecoder, BitPlaneEncoder, FusionBlock, SpikingBranch
+
+    def block() -> FusionBlock:
+        twin = nn.Sequential(nn.Conv2d(3, 3, 3, padding=1), LIF(time_steps=8))
+        branch = SpikingBranch(twin, BitPlaneEncoder(bits=8), BitPlaneDecoder(bits=8))
+        return FusionBlock(nn.Conv2d(3, 3, 3, padding=1), branch)
+
+    class OneUsed(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.used, self.unused = block(), block()
+
+        def forward(self, x):
+            return self.used(x).mean((2, 3))
+
+    dest = tmp_path / "m.onnx"
+    with pytest.raises(ExportError, match=r"unused\.branch\..* do not run .* --no-check"):
+        export_onnx(OneUsed().eval(), torch.rand(2, 3, 8, 8), dest, real_inputs=False)
+    assert not dest.exists()
