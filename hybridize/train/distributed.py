@@ -8,6 +8,8 @@ from dataclasses import dataclass
 import torch
 import torch.distributed as dist
 
+from hybridize.errors import TrainError
+
 
 @dataclass(frozen=True)
 class DistEnv:
@@ -28,13 +30,25 @@ class DistEnv:
         return self.world_size > 1
 
 
-def resolve_device(device: str | torch.device | None, local_rank: int = 0) -> torch.device:
-    """``None``/"auto": the local GPU when there is one, else the CPU."""
+def resolve_device(
+    device: str | torch.device | None, local_rank: int = 0, world_size: int = 1
+) -> torch.device:
+    """``None``/"auto": the local GPU when there is one, else the CPU. ``cuda`` is this
+    process's GPU (by local rank); with several processes a GPU index is refused, since every
+    process would take the same GPU."""
     if device is None or str(device) == "auto":
         if torch.cuda.is_available():
             return torch.device("cuda", local_rank % torch.cuda.device_count())
         return torch.device("cpu")
-    return torch.device(device)
+    dev = torch.device(device)
+    if dev.type != "cuda" or world_size == 1:
+        return dev
+    if dev.index is not None:
+        raise TrainError(
+            f"--device {dev}: with {world_size} processes each takes its own GPU by local rank; "
+            "give --device cuda (or leave it out)"
+        )
+    return torch.device("cuda", local_rank % max(1, torch.cuda.device_count()))
 
 
 def setup(device: str | torch.device | None = None) -> DistEnv:
@@ -42,7 +56,7 @@ def setup(device: str | torch.device | None = None) -> DistEnv:
     world = int(os.environ.get("WORLD_SIZE", "1"))
     rank = int(os.environ.get("RANK", "0"))
     local = int(os.environ.get("LOCAL_RANK", "0"))
-    dev = resolve_device(device, local)
+    dev = resolve_device(device, local, world)
     owns = False
     if world > 1 and not dist.is_initialized():
         backend = "nccl" if dev.type == "cuda" else "gloo"
