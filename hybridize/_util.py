@@ -6,12 +6,41 @@ from __future__ import annotations
 import contextlib
 import importlib.util
 import itertools
+import os
+import socket
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from typing import Any
 
 from torch import Tensor, nn
 
 _DEFAULT_IMAGE = (224, 224)
+
+
+# seconds one network operation (connect, one read) may wait; a server that accepts and then
+# says nothing fails after this. HYBRIDIZE_DOWNLOAD_TIMEOUT overrides it.
+DOWNLOAD_TIMEOUT_S = 30.0
+
+
+def download_timeout() -> float:
+    """The per-operation network timeout in seconds (HYBRIDIZE_DOWNLOAD_TIMEOUT, else 30)."""
+    text = os.environ.get("HYBRIDIZE_DOWNLOAD_TIMEOUT", "").strip()
+    try:
+        value = float(text) if text else DOWNLOAD_TIMEOUT_S
+    except ValueError:
+        value = DOWNLOAD_TIMEOUT_S
+    return value if value > 0 else DOWNLOAD_TIMEOUT_S
+
+
+@contextlib.contextmanager
+def network_timeout() -> Iterator[None]:
+    """Inside the block, sockets opened without a timeout (a library's urlopen) get
+    :func:`download_timeout`: a silent server fails instead of hanging."""
+    previous = socket.getdefaulttimeout()
+    socket.setdefaulttimeout(download_timeout())
+    try:
+        yield
+    finally:
+        socket.setdefaulttimeout(previous)
 
 
 def missing_packages(names: Iterable[str]) -> list[str]:

@@ -11,11 +11,12 @@ from pathlib import Path
 import torch
 from torch.utils.data import Dataset
 
-from hybridize._util import first_line
+from hybridize._util import first_line, network_timeout
 from hybridize.data.idx import read_idx
 from hybridize.errors import DataError
 
 DEBIAN_FASHION = Path("/usr/share/datasets/fashion-mnist")
+DATA_CACHE = Path.home() / ".cache" / "hybridize" / "data"  # downloads without --data-root
 NAMES = ("fashion-mnist", "mnist", "cifar10", "cifar100", "imagefolder:PATH")
 
 _IDX_FILES = {
@@ -61,16 +62,18 @@ def _online() -> bool:
 
 
 def _download(name: str, target: Path, fetch: Callable[[], object]) -> None:
-    """Run ``fetch`` (a download into ``target``); if it fails, remove the folders and files it
-    created and raise a one-line :class:`DataError`."""
+    """Run ``fetch`` (a download into ``target``) with the network timeout; if it fails or is
+    interrupted, remove the folders and files it created and raise a one-line
+    :class:`DataError` (an interrupt is re-raised after the clean-up)."""
     created = None  # the outermost folder the download would create
     probe = target
     while not probe.exists():
         created, probe = probe, probe.parent
     before = set(target.iterdir()) if created is None and target.is_dir() else set()
     try:
-        fetch()
-    except Exception as exc:  # network failures have many types
+        with network_timeout():
+            fetch()
+    except BaseException as exc:  # network failures have many types; Ctrl-C cleans up too
         if created is not None:
             shutil.rmtree(created, ignore_errors=True)
         elif target.is_dir():
@@ -79,6 +82,8 @@ def _download(name: str, target: Path, fetch: Callable[[], object]) -> None:
                     shutil.rmtree(entry, ignore_errors=True)
                 else:
                     entry.unlink(missing_ok=True)
+        if not isinstance(exc, Exception):
+            raise
         raise DataError(
             f"downloading {name} into {target} failed ({type(exc).__name__}: "
             f"{first_line(exc)}); pass --data-root DIR holding the data set"
@@ -88,8 +93,8 @@ def _download(name: str, target: Path, fetch: Callable[[], object]) -> None:
 def _find_idx_dir(name: str, root: Path | None) -> Path | None:
     """First folder holding the four IDX files (``.gz`` or plain)."""
     candidates: list[Path] = []
-    if root is not None:
-        candidates += [root, root / _TV_FOLDER[name] / "raw", root / name]
+    for where in [root] if root is not None else [DATA_CACHE]:  # the cache: earlier downloads
+        candidates += [where, where / _TV_FOLDER[name] / "raw", where / name]
     if name == "fashion-mnist":
         candidates.append(DEBIAN_FASHION)
     for folder in candidates:
@@ -127,7 +132,7 @@ def _idx_dataset(
     if folder is None and download and _online():
         import torchvision
 
-        target = root or Path.home() / ".cache" / "hybridize" / "data"
+        target = root or DATA_CACHE
         cls = (
             torchvision.datasets.FashionMNIST
             if name == "fashion-mnist"
@@ -141,7 +146,7 @@ def _idx_dataset(
         _download(name, target, fetch)
         folder = _find_idx_dir(name, target)
     if folder is None:
-        looked = [str(root)] if root is not None else []
+        looked = [str(root or DATA_CACHE)]
         if name == "fashion-mnist":
             looked.append(str(DEBIAN_FASHION))
         hint = (
@@ -149,9 +154,7 @@ def _idx_dataset(
             if name == "fashion-mnist"
             else "pass --data-root DIR holding MNIST/raw/*-ubyte(.gz), or go online to download"
         )
-        raise DataError(
-            f"{name} not found (looked in {', '.join(looked) or 'no --data-root'}): {hint}"
-        )
+        raise DataError(f"{name} not found (looked in {', '.join(looked)}): {hint}")
     splits = {s: TensorImages(*_load_idx_split(folder, s)) for s in _IDX_FILES}
     info = DataInfo(name, 10, 1, int(splits["train"].images.shape[-1]), str(folder))
     return dict[str, Dataset](splits), info
@@ -161,7 +164,7 @@ def _cifar_dataset(name: str, root: Path | None, download: bool) -> tuple[dict, 
     import torchvision
 
     cls = torchvision.datasets.CIFAR10 if name == "cifar10" else torchvision.datasets.CIFAR100
-    where = root or Path.home() / ".cache" / "hybridize" / "data"
+    where = root or DATA_CACHE
     folder = where / cls.base_folder
     if not folder.is_dir():
         if not (download and _online()):

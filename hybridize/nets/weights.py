@@ -17,6 +17,8 @@ from urllib.parse import urlparse
 
 import torch
 
+from hybridize._util import DOWNLOAD_TIMEOUT_S as DOWNLOAD_TIMEOUT_S
+from hybridize._util import download_timeout as download_timeout
 from hybridize._util import first_line
 from hybridize.errors import WeightsError
 
@@ -33,9 +35,6 @@ OFFLINE_PACKAGES: Mapping[str, str] = {
 
 _NESTING_KEYS = ("state_dict", "model", "model_state_dict")
 _REACH_TIMEOUT_S = 2.0
-# seconds one network operation (connect, one read) may wait; a server that accepts and then
-# says nothing fails after this. HYBRIDIZE_DOWNLOAD_TIMEOUT overrides it.
-DOWNLOAD_TIMEOUT_S = 30.0
 _CHUNK = 1 << 20
 HF_FILENAMES = ("model.safetensors", "pytorch_model.bin")
 
@@ -219,16 +218,6 @@ def require_hub(url_or_host: str, what: str) -> None:
         raise WeightsError(
             f"no offline weights for {what} and {host} is unreachable; " + _fix_hint()
         )
-
-
-def download_timeout() -> float:
-    """The per-operation network timeout in seconds (HYBRIDIZE_DOWNLOAD_TIMEOUT, else 30)."""
-    text = os.environ.get("HYBRIDIZE_DOWNLOAD_TIMEOUT", "").strip()
-    try:
-        value = float(text) if text else DOWNLOAD_TIMEOUT_S
-    except ValueError:
-        value = DOWNLOAD_TIMEOUT_S
-    return value if value > 0 else DOWNLOAD_TIMEOUT_S
 
 
 class _NotThere(Exception):

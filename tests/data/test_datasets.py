@@ -52,6 +52,39 @@ def test_missing_data_says_where_it_looked(tmp_path: Path) -> None:
         open_dataset("imagenet-99")
 
 
+def test_a_download_without_data_root_is_found_again_offline(tmp_path, monkeypatch) -> None:
+    from hybridize.data import datasets
+
+    monkeypatch.setattr(datasets, "DATA_CACHE", make_fake_mnist(tmp_path / "cache"))
+    monkeypatch.setattr(datasets, "DEBIAN_FASHION", tmp_path / "no-debian-package")
+    splits, info = open_dataset("fashion-mnist", None, download=False)
+    assert len(splits["train"]) == 40 and info.source == str(
+        tmp_path / "cache" / "FashionMNIST" / "raw"
+    )
+
+
+def test_an_interrupted_download_leaves_nothing_and_has_a_timeout(tmp_path) -> None:
+    import socket
+
+    from hybridize._util import download_timeout
+    from hybridize.data.datasets import _download
+
+    target = tmp_path / "data"
+    seen: list[float | None] = []
+
+    def fetch() -> None:  # a download that writes half a file, then is interrupted
+        seen.append(socket.getdefaulttimeout())
+        (target / "FashionMNIST" / "raw").mkdir(parents=True)
+        (target / "FashionMNIST" / "raw" / "train-images-idx3-ubyte.gz").write_bytes(b"\x1f")
+        raise KeyboardInterrupt
+
+    before = socket.getdefaulttimeout()
+    with pytest.raises(KeyboardInterrupt):
+        _download("fashion-mnist", target, fetch)
+    assert seen == [download_timeout()] and socket.getdefaulttimeout() == before
+    assert list(tmp_path.iterdir()) == []
+
+
 def test_subset_is_seeded_and_class_balanced() -> None:
     labels = torch.tensor([0] * 50 + [1] * 30 + [2] * 20)
     ds = TensorImages(torch.zeros(100, 1, 2, 2, dtype=torch.uint8), labels)
