@@ -106,6 +106,11 @@ def _lock_run(out: Path | None, env: DistEnv, report: ProgressCallback) -> RunLo
                 report.note(note)
         except TrainError as exc:
             failure = exc
+        except OSError as exc:  # no locking on this file system (ENOLCK), no access to it
+            failure = TrainError(
+                f"cannot lock the run folder {out} ({exc.strerror or exc}); use a local folder "
+                "you can write to for --out"
+            )
     if broadcast_flag(failure is not None, env):
         raise failure or RunInUseError(f"rank 0 could not lock the run folder {out}; see its error")
     return lock

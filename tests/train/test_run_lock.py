@@ -87,3 +87,16 @@ def test_a_run_that_stops_before_writing_leaves_no_folder(tmp_path: Path, data) 
     with pytest.raises(TrainError, match="not found"):
         finetune(make_hybrid(), data, epochs=1, resume=True, out=out, **COMMON)
     assert not out.exists()
+
+
+def test_a_file_system_without_locks_is_a_one_line_error(tmp_path: Path, data, monkeypatch) -> None:
+    import errno
+    import fcntl
+
+    def no_locks(fd: int, op: int) -> None:
+        raise OSError(errno.ENOLCK, os.strerror(errno.ENOLCK))
+
+    monkeypatch.setattr(fcntl, "flock", no_locks)
+    with pytest.raises(TrainError, match="cannot lock the run folder .* local folder") as exc:
+        finetune(make_hybrid(), data, epochs=1, out=tmp_path / "run", **COMMON)
+    assert "\n" not in str(exc.value)
