@@ -76,6 +76,7 @@ def finetune(
     if resume and out is not None and not out.is_dir():
         raise TrainError(f"--resume: run folder {out} not found; check --out or drop --resume")
     model = resolve_model(model_or_path)
+    wanted = [p.requires_grad for p in model.parameters()]  # a frozen ANN is unfrozen after
     env = setup(device)
     try:
         report = resolve_progress(progress, env.is_main)
@@ -90,6 +91,8 @@ def finetune(
             if lock is not None:
                 lock.release()
     finally:
+        for p, grad in zip(model.parameters(), wanted, strict=True):
+            p.requires_grad_(grad)
         teardown(env)
 
 

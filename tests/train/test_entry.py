@@ -13,6 +13,7 @@ from dataclasses import fields
 from pathlib import Path
 
 import pytest
+import torch
 
 from hybridize.train import FinetuneConfig, TrainError, finetune, read_metrics, resolve_config
 
@@ -80,6 +81,19 @@ def test_config_object_and_callback_drive_a_run(tmp_path: Path, data) -> None:
         mean = sum(losses[6 * epoch : 6 * epoch + 6]) / 6
         assert math.isclose(mean, record["train_loss"], rel_tol=1e-6)
         assert summary.startswith(f"t epoch {epoch + 1}/2: train loss {record['train_loss']:.4f}")
+
+
+def test_a_frozen_ann_is_trainable_again_after_the_run(tmp_path: Path, data) -> None:
+    """``ann_lr_scale=0`` freezes the ANN for its run only: a second stage trains it."""
+    model = make_hybrid()
+    ann = [p for name, p in model.named_parameters() if ".ann." in f".{name}"]
+    assert ann
+    first = [p.detach().clone() for p in ann]
+    finetune(model, data, epochs=1, ann_lr_scale=0.0, out=tmp_path / "a", **COMMON)
+    assert all(p.requires_grad for p in model.parameters())
+    assert all(torch.equal(a, p) for a, p in zip(first, ann, strict=True))  # frozen: unchanged
+    finetune(model, data, epochs=1, ann_lr_scale=1.0, out=tmp_path / "b", **COMMON)
+    assert any(not torch.equal(a, p) for a, p in zip(first, ann, strict=True))
 
 
 def test_the_library_does_not_import_rich() -> None:
