@@ -6,12 +6,15 @@ from __future__ import annotations
 import contextlib
 import importlib.util
 import itertools
+import json
 import os
 import socket
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from typing import Any
 
 from torch import Tensor, nn
+
+from hybridize.errors import HybridizeError
 
 _DEFAULT_IMAGE = (224, 224)
 
@@ -41,6 +44,27 @@ def network_timeout() -> Iterator[None]:
         yield
     finally:
         socket.setdefaulttimeout(previous)
+
+
+def read_json_lines(path: str | os.PathLike[str]) -> list[dict[str, Any]]:
+    """The records of a JSON-lines file (blank lines skipped); a line that is not JSON, such as
+    one cut short by a killed writer, is a one-line error naming it."""
+    p = os.fspath(path)
+    try:
+        with open(p, encoding="utf-8") as f:
+            lines = f.read().splitlines()
+    except OSError as exc:
+        raise HybridizeError(f"cannot read {p} ({exc.strerror or exc})") from None
+    rows = []
+    for i, line in enumerate(lines, 1):
+        if line.strip():
+            try:
+                rows.append(json.loads(line))
+            except json.JSONDecodeError as exc:
+                raise HybridizeError(
+                    f"{p}:{i} is not valid JSON ({exc.msg}); fix or remove that line"
+                ) from None
+    return rows
 
 
 def missing_packages(names: Iterable[str]) -> list[str]:

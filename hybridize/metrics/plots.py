@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-import json
 import os
 from pathlib import Path
 
 from hybridize._atomic import atomic_path
+from hybridize._util import read_json_lines
 from hybridize.errors import HybridizeError
 from hybridize.metrics.report import Report
 
@@ -141,43 +141,41 @@ def plot_raster(report: Report, path: str | os.PathLike) -> Path:
 
 def read_metrics(path: str | os.PathLike) -> list[dict]:
     """Rows of a fine-tune metrics.jsonl file (blank lines skipped)."""
-    p = Path(path)
-    try:
-        lines = p.read_text().splitlines()
-    except OSError as exc:
-        raise HybridizeError(f"cannot read metrics file {p}: {exc.strerror}") from exc
-    rows = []
-    for i, line in enumerate(lines, 1):
-        if line.strip():
-            try:
-                rows.append(json.loads(line))
-            except json.JSONDecodeError as exc:
-                raise HybridizeError(
-                    f"{p}:{i} is not valid JSON ({exc.msg}); fix or remove that line"
-                ) from exc
-    return rows
+    return read_json_lines(path)
+
+
+def _series(rows: list[dict], key: str) -> dict[str, list[tuple[float, float]]]:
+    """The (epoch, value) points of ``key``; a mapping value (the lr of each parameter group)
+    gives one series per entry, named ``key/entry``."""
+    out: dict[str, list[tuple[float, float]]] = {}
+    for i, r in enumerate(rows):
+        value = r.get(key)
+        items = value.items() if isinstance(value, dict) else [(None, value)]
+        for sub, v in items:
+            if isinstance(v, (int, float)) and not isinstance(v, bool):
+                out.setdefault(key if sub is None else f"{key}/{sub}", []).append(
+                    (r.get("epoch", i), v)
+                )
+    return out
 
 
 def plot_training_curves(metrics: str | os.PathLike | list[dict], path: str | os.PathLike) -> Path:
     """Loss, accuracy, learning rate and throughput per epoch; keys that are missing are skipped."""
     plt = _pyplot()
     rows = metrics if isinstance(metrics, list) else read_metrics(metrics)
-    panels = [(title, [k for k in keys if any(k in r for r in rows)]) for title, keys in CURVE_KEYS]
-    panels = [(t, ks) for t, ks in panels if ks]
+    panels = [
+        (title, {name: pts for k in keys for name, pts in _series(rows, k).items()})
+        for title, keys in CURVE_KEYS
+    ]
+    panels = [(t, series) for t, series in panels if series]
     if not rows or not panels:
         raise HybridizeError(
             "plot_training_curves: no rows with train_loss/eval_top1/lr/... keys to plot"
         )
     fig, axes = plt.subplots(1, len(panels), figsize=(4.2 * len(panels), 3.6), squeeze=False)
-    for ax, (title, keys) in zip(axes[0], panels, strict=True):
-        for key in keys:
-            pts = [
-                (r.get("epoch", i), r[key])
-                for i, r in enumerate(rows)
-                if isinstance(r.get(key), (int, float))
-            ]
-            if pts:
-                ax.plot(*zip(*pts, strict=True), marker="o", label=key)
+    for ax, (title, series) in zip(axes[0], panels, strict=True):
+        for name, pts in series.items():
+            ax.plot(*zip(*pts, strict=True), marker="o", label=name)
         ax.set_xlabel("epoch")
         ax.set_ylabel(title)
         ax.set_title(title)

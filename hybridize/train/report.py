@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from hybridize._atomic import atomic_path
+from hybridize._util import read_json_lines
 
 
 def _clean(value: Any) -> Any:
@@ -67,9 +68,7 @@ class MetricsWriter:
 def read_metrics(out: str | Path) -> list[dict[str, Any]]:
     """The records of ``out/metrics.jsonl`` (empty when absent)."""
     path = Path(out) / "metrics.jsonl"
-    if not path.is_file():
-        return []
-    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    return read_json_lines(path) if path.is_file() else []
 
 
 def write_json(path: Path, obj: dict[str, Any]) -> None:

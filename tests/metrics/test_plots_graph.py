@@ -37,6 +37,32 @@ def test_all_plots(linear_hybrid, tmp_path):
         assert p.read_bytes()[:8] == PNG and p.stat().st_size > 1000
 
 
+def test_training_curves_plot_the_lr_of_each_group(tmp_path):
+    """Runs record ``lr`` per parameter group (a mapping): one curve per group."""
+    import warnings
+
+    from hybridize.metrics.plots import _series, plot_training_curves
+
+    rows = [{"epoch": e, "lr": {"ann": 0.1 / e, "spiking": 0.5 / e}} for e in (1, 2)]
+    assert _series(rows, "lr") == {
+        "lr/ann": [(1, 0.1), (2, 0.05)],
+        "lr/spiking": [(1, 0.5), (2, 0.25)],
+    }
+    assert _series([{"lr": 0.3}, {"lr": True}], "lr") == {"lr": [(0, 0.3)]}
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # an empty panel warns "No artists with labels"
+        plot_training_curves(_metrics(tmp_path, rows), tmp_path / "c.png")
+
+
+def test_a_torn_metrics_line_is_one_line(tmp_path):
+    from hybridize.train import read_metrics
+
+    (tmp_path / "metrics.jsonl").write_text('{"epoch": 1}\n{"epoch": 2, "tra')
+    with pytest.raises(HybridizeError, match=r"metrics.jsonl:2 is not valid JSON"):
+        read_metrics(tmp_path)
+    assert read_metrics(tmp_path / "none") == []
+
+
 def test_training_curves_skip_missing_keys(tmp_path):
     from hybridize.metrics.plots import plot_training_curves
 
