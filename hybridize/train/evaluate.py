@@ -12,16 +12,28 @@ import torch.nn.functional as F
 from torch import nn
 from torch.utils.data import DataLoader
 
+from hybridize.train.config import AMP_MODES
 from hybridize.train.distributed import DistEnv, all_sum, to_device
+from hybridize.train.errors import TrainError
 from hybridize.train.probes import FiringRates, gate_values
+
+_AMP_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
+
+
+def check_amp(amp: str, device: torch.device) -> None:
+    """A one-line :class:`TrainError` for an ``amp`` that is not one of AMP_MODES, or fp16
+    without CUDA."""
+    if amp not in AMP_MODES:
+        raise TrainError(f"amp {amp!r}: choose {'|'.join(AMP_MODES)}")
+    if amp == "fp16" and device.type != "cuda":
+        raise TrainError("--amp fp16 needs a CUDA device; use --amp bf16 or off on the CPU")
 
 
 def autocast(device: torch.device, amp: str):
     """The autocast context for ``amp`` ("bf16", "fp16", "off")."""
     if amp == "off":
         return contextlib.nullcontext()
-    dtype = torch.bfloat16 if amp == "bf16" else torch.float16
-    return torch.autocast(device_type=device.type, dtype=dtype)
+    return torch.autocast(device_type=device.type, dtype=_AMP_DTYPES[amp])
 
 
 @torch.no_grad()
@@ -104,6 +116,7 @@ def evaluate(
     if env.device.type == "cpu":  # a hybrid's large activations would page-fault each batch
         retain_freed_memory()
     try:
+        check_amp(amp, env.device)
         model.to(env.device)
         loader = eval_loader(
             data,

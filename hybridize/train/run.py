@@ -15,6 +15,7 @@ from hybridize.train.allocator import retain_freed_memory
 from hybridize.train.config import FinetuneConfig
 from hybridize.train.distributed import DistEnv
 from hybridize.train.errors import TrainError
+from hybridize.train.evaluate import check_amp
 from hybridize.train.optim import build_optimizer, build_scheduler
 from hybridize.train.report import MetricsWriter, write_json
 from hybridize.train.resume import (
@@ -188,8 +189,7 @@ def _check_fit(cfg: FinetuneConfig, env: DistEnv) -> None:
             f"batch size {cfg.batch_size} does not split over {env.world_size} processes; "
             f"give a multiple of {env.world_size}"
         )
-    if cfg.amp == "fp16" and env.device.type != "cuda":
-        raise TrainError("--amp fp16 needs a CUDA device; use --amp bf16 or off on the CPU")
+    check_amp(cfg.amp, env.device)
     if cfg.sync_bn and env.distributed and env.device.type != "cuda":
         raise TrainError("--sync-bn needs CUDA devices (SyncBatchNorm); drop it on the CPU")
 

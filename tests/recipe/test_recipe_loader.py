@@ -179,6 +179,8 @@ def test_builtin_path_of_unknown_name():
         ("", "the recipe is empty"),
         ("- select: {auto: stem}\n", "the top level must be a mapping"),
         ("!!python/object:os.system {}\n", "invalid YAML"),
+        ("name: x\n? [a, b]\n: 1\n", "line 2, column 3: invalid YAML: a list cannot be a key"),
+        ("name: x\n{a: 1}: y\n", "invalid YAML: a dict cannot be a key"),
     ],
 )
 def test_yaml_errors_name_file_and_line(tmp_path, text, expected):

@@ -48,3 +48,16 @@ def test_firing_rate_and_gates_of_a_hybrid(data) -> None:
         spikes = branch.twin(branch.encoder(x).flatten(0, 1))
     assert abs(r["firing_rate"] - spikes.mean().item()) < 1e-6
     assert r["gates"] == {"0": model[0].gate.item()}
+
+
+def test_an_unknown_amp_mode_is_refused() -> None:
+    import pytest
+
+    from hybridize.train import TrainError
+
+    ds = TensorDataset(torch.zeros(2, 1), torch.tensor([0, 1]))
+    ds.targets = [0, 1]
+    table = Table(torch.eye(2))
+    for amp, message in (("fp32", "amp 'fp32': choose bf16|fp16|off"), ("fp16", "needs a CUDA")):
+        with pytest.raises(TrainError, match=message):
+            evaluate(table, (ds, ds), amp=amp, workers=0, device="cpu")
