@@ -218,3 +218,27 @@ def test_teacher_forced_top1_below_the_bound_fails():
     r = c.finish()
     assert r.top1_agreement_forced == 0.25 and r.ok is False
     assert "teacher-forced top-1 agreement 0.2500 < 0.75" in r.message
+
+
+def test_flips_are_listed_in_the_order_the_layers_ran():
+    """The message's "first flips in" names the earliest layer that flipped, whichever chunk
+    saw it first."""
+    c = _check(("folded", "folded"))
+    zero = torch.zeros(T * N, K)
+    one_flip = zero.clone()
+    one_flip[0, 0] = 1.0
+    c.add("random", [_logits(), zero, zero], [_logits(), zero, one_flip])  # chunk 1: l1 only
+    c.add("random", [_logits(), zero, zero], [_logits(), one_flip, zero])  # chunk 2: l0
+    r = c.finish()
+    assert list(r.flips_per_layer.items()) == [("l0", 1), ("l1", 1)]
+
+
+def test_outputs_of_another_shape_are_an_export_error():
+    import pytest
+
+    from hybridize.errors import ExportError
+
+    c = _check()
+    spikes = torch.zeros(T * N, K)
+    with pytest.raises(ExportError, match=r"output has shape \(4, 2\), eager's \(4, 3\)"):
+        c.add("random", [_logits(), spikes], [_logits()[:, :2], spikes])
