@@ -142,6 +142,11 @@ def build_loaders(
     if isinstance(data, str):
         raw, info = open_dataset(data, data_root, download=download)
         spec = input_spec(model, img_size, paper=paper)
+        if spec.in_chans not in (1, info.channels) and info.channels != 1:
+            raise DataError(  # ExpandChannels maps 1 -> C and C -> 1 only
+                f"{data} has {info.channels}-channel images and the model takes {spec.in_chans} "
+                f"channels; build the model with in_chans={info.channels} or 1 (--in-chans)"
+            )
         small = info.native_size <= 64
         tf_train = build_transform(spec, train=True, augment=augment, small=small, paper=paper)
         tf_eval = build_transform(spec, train=False, small=small, paper=paper)

@@ -149,3 +149,30 @@ def test_converted_model_keeps_its_timm_config() -> None:
     hybrid = hybridize.convert(model, "has8-finetune", example_input=torch.zeros(1, 3, 16, 16))
     assert input_spec(hybrid) == before
     assert before.img_size == model.pretrained_cfg["input_size"][-1]
+
+
+def test_images_whose_channels_the_model_cannot_take(tmp_path: Path) -> None:
+    from PIL import Image
+
+    for split in ("train", "val"):
+        (tmp_path / split / "a").mkdir(parents=True)
+        Image.new("RGB", (8, 8), (10, 20, 30)).save(tmp_path / split / "a" / "x.png")
+    two_channel = nn.Sequential(nn.Conv2d(2, 4, 3), nn.Flatten(), nn.LazyLinear(2))
+    with pytest.raises(DataError, match="3-channel images and the model takes 2") as exc:
+        build_loaders(f"imagefolder:{tmp_path}", two_channel, batch_size=1, img_size=8)
+    assert "\n" not in str(exc.value)
+    gray = nn.Sequential(nn.Conv2d(1, 4, 3))  # RGB into one channel: averaged, accepted
+    loaders = build_loaders(f"imagefolder:{tmp_path}", gray, batch_size=1, img_size=8, workers=0)
+    assert next(iter(loaders.train))[0].shape == (1, 1, 8, 8)
+
+
+def test_a_corrupt_gzip_body_is_a_data_error(tmp_path: Path) -> None:
+    import gzip as gz
+
+    from hybridize.data.idx import read_idx
+
+    good = gz.compress(bytes([0, 0, 8, 1]) + (4).to_bytes(4, "big") + bytes(4))
+    path = tmp_path / "x-idx1-ubyte.gz"
+    path.write_bytes(good[:12] + bytes(b ^ 0xFF for b in good[12:-8]) + good[-8:])
+    with pytest.raises(DataError, match="cannot read IDX file"):
+        read_idx(path)
