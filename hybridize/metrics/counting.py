@@ -17,8 +17,9 @@ attention) it counts:
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from types import MappingProxyType
 
 import torch
 from torch.utils._python_dispatch import TorchDispatchMode
@@ -98,22 +99,24 @@ def _attention(args: tuple, out: object, split: bool) -> tuple[int, int | None]:
 # (the op's arguments, its output, whether to split) -> (dense MACs, ACs or None)
 _Handler = Callable[[tuple, object, bool], tuple[int, int | None]]
 
-HANDLERS: dict[object, _Handler] = {
-    aten.convolution: _conv,
-    aten.mm: lambda a, o, s: _matmul_pair(a[0], a[1], s),
-    aten.bmm: lambda a, o, s: _matmul_pair(a[0], a[1], s),
-    aten.addmm: lambda a, o, s: _matmul_pair(a[1], a[2], s),
-    aten.baddbmm: lambda a, o, s: _matmul_pair(a[1], a[2], s),
-    aten.linear: _linear,
-}
-for _name in (
+_ATTENTION_OPS = (
     "_scaled_dot_product_flash_attention_for_cpu",
     "_scaled_dot_product_flash_attention",
     "_scaled_dot_product_efficient_attention",
     "_scaled_dot_product_cudnn_attention",
-):
-    if hasattr(aten, _name):
-        HANDLERS[getattr(aten, _name)] = _attention
+)
+# read-only: the op packet -> how its synaptic ops are counted
+HANDLERS: Mapping[object, _Handler] = MappingProxyType(
+    {
+        aten.convolution: _conv,
+        aten.mm: lambda a, o, s: _matmul_pair(a[0], a[1], s),
+        aten.bmm: lambda a, o, s: _matmul_pair(a[0], a[1], s),
+        aten.addmm: lambda a, o, s: _matmul_pair(a[1], a[2], s),
+        aten.baddbmm: lambda a, o, s: _matmul_pair(a[1], a[2], s),
+        aten.linear: _linear,
+        **{getattr(aten, n): _attention for n in _ATTENTION_OPS if hasattr(aten, n)},
+    }
+)
 
 
 class OpCounter(TorchDispatchMode):

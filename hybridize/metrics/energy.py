@@ -8,7 +8,9 @@ arriving at a synapse) is one add. Memory traffic is not included.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
+from types import MappingProxyType
 
 from hybridize.errors import HybridizeError
 
@@ -23,11 +25,13 @@ class EnergyModel:
     source: str = "Horowitz, ISSCC 2014 (45 nm, 0.9 V)"
 
 
-PRESETS: dict[str, EnergyModel] = {
-    "45nm-fp32": EnergyModel("45nm-fp32", 4.6, 0.9),  # 3.7 + 0.9; 0.9
-    "45nm-fp16": EnergyModel("45nm-fp16", 1.5, 0.4),  # 1.1 + 0.4; 0.4
-    "45nm-int8": EnergyModel("45nm-int8", 0.23, 0.03),  # 0.2 + 0.03; 0.03
-}
+PRESETS: Mapping[str, EnergyModel] = MappingProxyType(  # read-only
+    {
+        "45nm-fp32": EnergyModel("45nm-fp32", 4.6, 0.9),  # 3.7 + 0.9; 0.9
+        "45nm-fp16": EnergyModel("45nm-fp16", 1.5, 0.4),  # 1.1 + 0.4; 0.4
+        "45nm-int8": EnergyModel("45nm-int8", 0.23, 0.03),  # 0.2 + 0.03; 0.03
+    }
+)
 ALIASES = {"45nm": "45nm-fp32", "fp32": "45nm-fp32", "fp16": "45nm-fp16", "int8": "45nm-int8"}
 
 

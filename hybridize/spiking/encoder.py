@@ -210,7 +210,8 @@ def encode_normalized(r: Tensor, opts: EncoderOptions, *, export_mode: bool = Fa
 def encode(x: Tensor, *, export_mode: bool = False, **options: Any) -> Tensor:
     """Functional encoder for the stateless normalizations (auto, minmax, fixed).
 
-    Keyword options are those of :class:`BitPlaneEncoder`; returns [B, *x.shape] in x.dtype.
+    Keyword options are those of :class:`BitPlaneEncoder`; returns [B, *x.shape] in x.dtype for
+    a floating-point x, float32 for an integer one (planes of 0 and 1).
     """
     opts = resolve_encoder("encode", **options)
     if opts.normalize == "running":

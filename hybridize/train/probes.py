@@ -8,25 +8,18 @@ import torch
 from torch import nn
 
 from hybridize._util import record_outputs
-from hybridize.spiking import FusionBlock
-
-
-def _lif_types() -> tuple[type[nn.Module], ...]:
-    from hybridize.spiking import LIF
-
-    return (LIF,)
+from hybridize.spiking import LIF, FusionBlock
 
 
 class FiringRates:
     """Context manager: counts spikes and elements at every LIF output while it is open.
 
-    Totals live on the device (no sync per batch); :meth:`rates` reads them once.
+    Totals live on the device (no sync per batch); :meth:`totals` reads them once.
     """
 
     def __init__(self, model: nn.Module) -> None:
-        types = _lif_types()
         self.modules: dict[str, nn.Module] = {
-            n: m for n, m in model.named_modules() if types and isinstance(m, types)
+            n: m for n, m in model.named_modules() if isinstance(m, LIF)
         }
         self._spikes: dict[str, torch.Tensor] = {}
         self._counts: dict[str, int] = {}
@@ -48,10 +41,6 @@ class FiringRates:
         """(spikes, elements) over all LIF modules."""
         spikes = sum(float(v) for v in self._spikes.values())
         return spikes, sum(self._counts.values())
-
-    def rates(self) -> dict[str, float]:
-        """Mean spikes per neuron and step, per LIF module."""
-        return {n: float(self._spikes[n]) / self._counts[n] for n in self._spikes}
 
 
 def gate_values(model: nn.Module) -> dict[str, float]:
