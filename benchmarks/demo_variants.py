@@ -5,8 +5,8 @@ demo's image size, batch, subset, epoch, lr and ANN lr scale; hybridize.train.de
 with one change: the seed (weights of the new head, subset, data order), the encoder keys of
 the recipe and, for the ``*even-lr`` variants, the learning rates (twins and gates at the ANN's
 lr, not 5x it); ``ann-jitter`` is the ANN from weights moved by 1e-6 (run-to-run spread);
-``flat-offset4`` is ``unit-flat`` with its oscillation damped 8x (a point between ``unit-flat``
-and ``ste``); ``stop-grad`` is the default hybrid whose spiking paths send no gradient below their blocks. A
+``flat-offset4`` and ``offset4`` are ``unit-flat`` and the default with the fourier
+oscillation damped 8x against its trend (points between them and a flat derivative); ``stop-grad`` is the default hybrid whose spiking paths send no gradient below their blocks. A
 hybrid's record also has its top-1 with every gate at 0 (its ANN branch alone). Every
 (variant, seed) appends one JSON line to ``--out``; a rerun skips what is there.
 
@@ -43,6 +43,8 @@ VARIANTS: dict[str, dict[str, Any] | None] = {
     # unit-flat with offset 4 instead of 0.5: under the unit gain only offset / amplitude
     # matters, so the fourier oscillation is damped 8x against the trend (offset -> inf is ste)
     "flat-offset4": {"gain": "unit", "rescale": "none", "offset": 4.0},
+    # the default (order-aware planes) with the oscillation damped 8x the same way
+    "offset4": {"gain": "unit", "offset": 4.0},
     "raw": {"gain": "raw"},
     "even-lr": {},
     "ste-even-lr": {"surrogate": "ste"},
