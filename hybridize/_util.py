@@ -182,3 +182,14 @@ def state_mismatch(
         )
         parts.append(f"{len(shapes)} of other shape, e.g. {shown}")
     return "; ".join(parts) or None
+
+
+def load_exactly(
+    model: nn.Module, tensors: Mapping[str, Tensor], error: Callable[[str], Exception]
+) -> None:
+    """``model.load_state_dict(tensors, strict=True)``, raising ``error(why)`` (the one-line
+    reason from :func:`state_mismatch`) instead of torch's many-line message."""
+    why = state_mismatch(model.state_dict(), tensors)
+    if why is not None:
+        raise error(why)
+    model.load_state_dict(tensors, strict=True)

@@ -20,7 +20,7 @@ from torch import nn
 
 from hybridize._atomic import atomic_path
 from hybridize._atomic import refuse_same_file as refuse_same_file  # public for the CLI
-from hybridize._util import first_line
+from hybridize._util import first_line, load_exactly
 from hybridize._util import state_mismatch as state_mismatch  # public: hybridize.io.state_mismatch
 from hybridize.errors import CheckpointError, HybridizeError, UntrustedCodeError
 
@@ -323,16 +323,17 @@ def load(
         ) from None
     _verify(p, raw, meta["format"], tensors, meta["sha256"], legacy_format)
     model = _rebuild(p, meta, base_model, trusted)
-    problem = state_mismatch(model.state_dict(), tensors)
-    if problem:
-        fix = (
-            "pass the model it was converted from (same architecture, num_classes, in_chans)"
-            if base_model is not None
-            else "it was saved by an incompatible hybridize version"
-        )
-        what = "the given base_model" if base_model is not None else "the rebuilt model"
-        raise CheckpointError(f"{p}: tensors do not fit {what} ({problem}); {fix}")
-    model.load_state_dict(tensors, strict=True)
+    fix = (
+        "pass the model it was converted from (same architecture, num_classes, in_chans)"
+        if base_model is not None
+        else "it was saved by an incompatible hybridize version"
+    )
+    what = "the given base_model" if base_model is not None else "the rebuilt model"
+    load_exactly(
+        model,
+        tensors,
+        lambda why: CheckpointError(f"{p}: tensors do not fit {what} ({why}); {fix}"),
+    )
     stored = {k: meta[k] for k in _KEYS}
     found = getattr(model, "hybridize_meta", None)
     current: Mapping[str, Any] = found if isinstance(found, Mapping) else {}

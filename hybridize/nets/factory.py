@@ -23,7 +23,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from hybridize._util import first_line, state_mismatch
+from hybridize._util import first_line, load_exactly
 from hybridize.errors import ModelError, WeightsError
 from hybridize.nets import weights as W
 from hybridize.nets.has8 import HAS8_MODELS, build_has8_ann
@@ -366,13 +366,14 @@ def _load_strict(model: nn.Module, sd: dict[str, torch.Tensor], where: str) -> N
     for key, value in own.items():  # files saved without num_batches_tracked
         if key.endswith("num_batches_tracked") and key not in sd:
             sd[key] = value
-    problem = state_mismatch(own, sd)
-    if problem:
-        raise WeightsError(
-            f"weights from {where} do not fit the model ({problem}); "
+    load_exactly(
+        model,
+        sd,
+        lambda why: WeightsError(
+            f"weights from {where} do not fit the model ({why}); "
             "check the model name, num_classes and in_chans"
-        )
-    model.load_state_dict(sd, strict=True)
+        ),
+    )
 
 
 # ---------------------------------------------------------------------------------------------

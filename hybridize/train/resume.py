@@ -14,7 +14,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from hybridize._util import state_mismatch
+from hybridize._util import load_exactly
 from hybridize.train.config import PRESETS, FinetuneConfig
 from hybridize.train.errors import ResumeMismatchError
 from hybridize.train.report import read_metrics
@@ -56,13 +56,14 @@ def resumed_config(
 
 def restore_weights(model: nn.Module, tensors: dict[str, torch.Tensor], out: Path) -> None:
     """Load a run's stored weights into ``model``; one line when the architectures differ."""
-    why = state_mismatch(model.state_dict(), tensors)
-    if why is not None:
-        raise ResumeMismatchError(
+    load_exactly(
+        model,
+        tensors,
+        lambda why: ResumeMismatchError(
             f"--resume: the run in {out} trained another model ({why}); resume with the "
             "checkpoint the run started from, or choose another --out"
-        )
-    model.load_state_dict(tensors, strict=True)
+        ),
+    )
 
 
 def optimizer_mismatch(out: Path, exc: Exception) -> ResumeMismatchError:

@@ -12,7 +12,7 @@ import torch
 from torch import nn
 
 from hybridize._atomic import atomic_path
-from hybridize._util import first_line, state_mismatch
+from hybridize._util import first_line, load_exactly
 from hybridize.errors import CheckpointError
 
 STATE_SUFFIX = ".state.pt"
@@ -95,14 +95,14 @@ def read_weights(path: str | Path) -> dict[str, torch.Tensor]:
 
 def load_weights(model: nn.Module, path: str | Path) -> None:
     """Load the tensors of a checkpoint written by :func:`save_model` into ``model``."""
-    tensors = read_weights(path)
-    why = state_mismatch(model.state_dict(), tensors)
-    if why is not None:
-        raise CheckpointError(
+    load_exactly(
+        model,
+        read_weights(path),
+        lambda why: CheckpointError(
             f"{path} does not fit the model its metadata names ({why}); the file is damaged or "
             "was edited, save it again"
-        )
-    model.load_state_dict(tensors, strict=True)
+        ),
+    )
 
 
 def save_state(path: str | Path, state: dict[str, Any]) -> None:
