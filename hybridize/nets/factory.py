@@ -25,6 +25,7 @@ from torch import nn
 
 from hybridize._util import first_line, load_exactly
 from hybridize.errors import ModelError, WeightsError
+from hybridize.nets import anatomy
 from hybridize.nets import weights as W
 from hybridize.nets.has8 import HAS8_MODELS, build_has8_ann
 from hybridize.nets.request import BuildRequest
@@ -231,7 +232,7 @@ def _spec_kwargs(
     model: nn.Module, kwargs: Mapping[str, Any], in_chans: int | None
 ) -> dict[str, Any]:
     out = dict(kwargs)
-    out["num_classes"] = _num_classes(model)
+    out["num_classes"] = anatomy.num_classes(model)
     out["in_chans"] = in_chans if in_chans is not None else _in_chans(model)
     try:
         json.dumps(out)
@@ -252,14 +253,6 @@ def _json_ok(value: Any) -> bool:
         return False
 
 
-def _num_classes(model: nn.Module) -> int | None:
-    n = getattr(model, "num_classes", None)
-    if isinstance(n, int):
-        return n
-    head = _last_linear(model)
-    return head[1].out_features if head else None
-
-
 def _in_chans(model: nn.Module) -> int | None:
     """The input channels: the model's own record first (a first conv can sit after a
     space-to-depth stem, as in TResNet), then the first conv."""
@@ -269,17 +262,8 @@ def _in_chans(model: nn.Module) -> int | None:
     cfg = getattr(model, "pretrained_cfg", None)
     if isinstance(cfg, dict) and cfg.get("input_size"):
         return int(cfg["input_size"][0])
-    conv = _first_conv(model)
+    conv = anatomy.first_conv(model)
     return conv[1].in_channels if conv else None
-
-
-def _first_conv(model: nn.Module) -> tuple[str, nn.Conv2d] | None:
-    return next(((n, m) for n, m in model.named_modules() if isinstance(m, nn.Conv2d)), None)
-
-
-def _last_linear(model: nn.Module) -> tuple[str, nn.Linear] | None:
-    found = [(n, m) for n, m in model.named_modules() if isinstance(m, nn.Linear)]
-    return found[-1] if found else None
 
 
 def _set_submodule(model: nn.Module, qualname: str, module: nn.Module) -> None:
@@ -306,14 +290,14 @@ def adapt_head_and_stem(
     replaced = False
     if num_classes is not None and num_classes != _head_size(model):
         reset = getattr(model, "reset_classifier", None)
-        head = _last_linear(model)
+        head = anatomy.last_linear(model)
         if callable(reset):
             reset(num_classes)
             replaced = True
         elif head is not None:
             _set_submodule(model, head[0], _new_linear(head[1], num_classes))
             replaced = True
-    found = _first_conv(model) if stem is None else _conv_named(model, stem)
+    found = anatomy.first_conv(model) if stem is None else _conv_named(model, stem)
     if in_chans is not None and found is not None and found[1].in_channels != in_chans:
         _set_submodule(model, found[0], _adapted_conv(found[0], found[1], in_chans, keep_weights))
     return replaced
@@ -323,7 +307,7 @@ def _head_size(model: nn.Module) -> int | None:
     n = getattr(model, "num_classes", None)
     if callable(getattr(model, "reset_classifier", None)) and isinstance(n, int):
         return n
-    head = _last_linear(model)
+    head = anatomy.last_linear(model)
     return head[1].out_features if head else None
 
 
@@ -534,7 +518,7 @@ def _build_torchvision(request: BuildRequest) -> tuple[nn.Module, str]:
         sd, where = W.load_weights_file(weights), f"file {os.fspath(weights)}"
     elif request.pretrained:
         sd, where = _torchvision_hub(name)
-    head = _last_linear(model)
+    head = anatomy.last_linear(model)
     if sd is not None:
         if head is not None and f"{head[0]}.weight" in sd:  # maybe fine-tuned to another size
             adapt_head_and_stem(model, sd[f"{head[0]}.weight"].shape[0])

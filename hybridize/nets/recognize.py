@@ -20,6 +20,7 @@ import torch
 from torch import nn
 
 from hybridize.errors import ModelError
+from hybridize.nets import anatomy
 
 BASE_REQUIRED = "required"
 # module attributes that do not change what the model computes from given weights
@@ -268,8 +269,6 @@ def _as_tuple(value: Any) -> Any:
 def _torchvision_spec(model: nn.Module) -> dict[str, Any]:
     import torchvision
 
-    from hybridize.nets.factory import _first_conv, _num_classes
-
     cls = type(model)
     names = [
         n
@@ -281,8 +280,11 @@ def _torchvision_spec(model: nn.Module) -> dict[str, Any]:
             f"{cls.__qualname__} ({cls.__module__}) is not a torchvision classifier, so no "
             "spec can rebuild it"
         )
-    conv = _first_conv(model)
-    kwargs = {"num_classes": _num_classes(model), "in_chans": conv[1].in_channels if conv else 3}
+    conv = anatomy.first_conv(model)
+    kwargs = {
+        "num_classes": anatomy.num_classes(model),
+        "in_chans": conv[1].in_channels if conv else 3,
+    }
     last = None
     for name in names:
         spec = {"source": "torchvision", "name": name, "kwargs": dict(kwargs)}
