@@ -300,6 +300,8 @@ def adapt_head_and_stem(
     found = anatomy.first_conv(model) if stem is None else _conv_named(model, stem)
     if in_chans is not None and found is not None and found[1].in_channels != in_chans:
         _set_submodule(model, found[0], _adapted_conv(found[0], found[1], in_chans, keep_weights))
+        if isinstance(getattr(model, "in_chans", None), int):  # timm's record, read first
+            model.in_chans = in_chans
     return replaced
 
 
@@ -436,7 +438,8 @@ def _build_timm(request: BuildRequest) -> tuple[nn.Module, str]:
     file_chans = sd[f"{stem}.weight"].shape[1] if stem else chans
     model = make(file_classes if file_classes is not None else num_classes, file_chans)
     _load_strict(model, sd, where)
-    if adapt_head_and_stem(model, num_classes, chans if stem else None, stem=stem):
+    # in_chans None keeps the file's channels, as num_classes None keeps its classes
+    if adapt_head_and_stem(model, num_classes, request.in_chans if stem else None, stem=stem):
         where += f"; new {num_classes}-class head (random init)"
     return model, where
 

@@ -125,6 +125,22 @@ def test_timm_in_chans_adapts_stem(tmp_path, tiny_weights, in_chans: int) -> Non
     assert model.eval()(torch.randn(1, in_chans, 32, 32)).shape == (1, 1000)
 
 
+def test_adapted_stem_is_the_model_s_recorded_channels(tmp_path, tiny_weights) -> None:
+    """timm models record ``in_chans`` and every example input and spec reads it first: it
+    follows the adapted stem, and without ``in_chans`` a file's own channels are kept."""
+    from hybridize._util import in_chans
+
+    path = tmp_path / "w.pth"
+    torch.save(tiny_weights, path)
+    gray = create(TINY, weights=path, in_chans=1)
+    assert gray.in_chans == 1 == in_chans(gray)
+    gray_path = tmp_path / "gray.pth"
+    torch.save(gray.state_dict(), gray_path)
+    again = create(TINY, weights=gray_path)  # in_chans not given: the file's 1 channel
+    assert again.in_chans == 1 and again.hybridize_spec["kwargs"]["in_chans"] == 1
+    assert again.eval()(torch.randn(1, 1, 32, 32)).shape == (1, 1000)
+
+
 def test_torchvision_head_and_stem(tmp_path) -> None:
     torch.manual_seed(0)
     ref = create("torchvision:mobilenet_v3_small")
