@@ -167,7 +167,13 @@ def offline_state_dict(
     path = offline_weights_path(model_name)
     if path is None:
         return None
-    raw = torch.load(path, map_location="cpu", weights_only=True)
+    try:
+        raw = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # a damaged install
+        raise WeightsError(
+            f"cannot read the weights of the offline package {OFFLINE_PACKAGES[model_name]} "
+            f"({path}: {first_line(exc, 120)}); reinstall it, or " + _fix_hint()
+        ) from None
     with torch.device("meta"):
         template = template_factory().state_dict()
     sd = rename_by_position(_as_state_dict(raw, path), template)
@@ -231,6 +237,7 @@ def download(url: str, dest: Path, what: str, timeout: float | None = None) -> P
     :func:`download_timeout`); on any failure, Ctrl-C included, the partial file is removed and
     a one-line WeightsError says how to supply the file offline.
     """
+    import http.client
     import urllib.error
     import urllib.request
 
@@ -240,15 +247,22 @@ def download(url: str, dest: Path, what: str, timeout: float | None = None) -> P
     tmp = temp_beside(dest, "download")
     try:
         with urllib.request.urlopen(url, timeout=timeout) as response, open(tmp, "wb") as out:
+            got = 0
             while chunk := response.read(_CHUNK):
-                out.write(chunk)
+                got += out.write(chunk)
+            expected = response.headers.get("Content-Length")
+        if expected is not None and expected.isdigit() and got < int(expected):
+            # the server closed early: http.client returns what came, without an error
+            remove_quietly(tmp)
+            raise _fetch_error(what, url, dest, f"truncated: {got} of {expected} bytes")
         os.replace(tmp, dest)
     except urllib.error.HTTPError as exc:
         remove_quietly(tmp)
         if exc.code == 404:
             raise _NotThere(url) from None
         raise _fetch_error(what, url, dest, f"HTTP {exc.code}") from None
-    except (OSError, ValueError) as exc:  # URLError, timeouts, resets, a bad URL
+    except (OSError, ValueError, http.client.HTTPException) as exc:  # URLError, timeouts,
+        # resets, a bad URL, IncompleteRead of a chunked body
         remove_quietly(tmp)
         reason = getattr(exc, "reason", None) or exc
         if isinstance(reason, TimeoutError | socket.timeout):

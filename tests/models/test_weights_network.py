@@ -210,3 +210,29 @@ def test_timm_cache_with_code_is_refused(hub_dir, monkeypatch) -> None:
     with pytest.raises(WeightsError, match="weights_only=True"):
         create("test_resnet", pretrained=True)
     assert _RAN == []
+
+
+@pytest.fixture
+def short_server():
+    """Base URL of a server that promises 1000 bytes, sends 10 and closes."""
+    srv = socket.create_server(("127.0.0.1", 0))
+
+    def serve() -> None:
+        conn, _ = srv.accept()
+        with conn:
+            conn.recv(4096)
+            conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 1000\r\n\r\n" + b"x" * 10)
+
+    thread = threading.Thread(target=serve, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{srv.getsockname()[1]}"
+    thread.join(timeout=5)
+    srv.close()
+
+
+def test_a_download_cut_short_is_not_kept(short_server, tmp_path) -> None:
+    dest = tmp_path / "got" / "w.pth"
+    with pytest.raises(WeightsError) as info:
+        W.download(f"{short_server}/w.pth", dest, "a test model", timeout=5)
+    assert "truncated: 10 of 1000 bytes" in _one_line(info)
+    assert _files(tmp_path) == []  # neither the destination nor a partial file
