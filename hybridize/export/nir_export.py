@@ -139,11 +139,28 @@ def _prepare_destination(dest: Path) -> None:
         raise ExportError(
             f"the NIR output {dest} exists and is a file; give a folder path (-o OUT/)"
         )
-    if dest.is_dir() and any(dest.iterdir()) and not (dest / MANIFEST).is_file():
+    if not dest.is_dir() or not any(dest.iterdir()):
+        return
+    written = _files_of_export(dest / MANIFEST) or set()
+    others = sorted(p.name for p in dest.iterdir() if p.name not in written)
+    if not written or others:  # rewriting the folder would delete them
+        what = f"holds {', '.join(others[:3])}, not" if others else "holds no"
         raise ExportError(
-            f"the NIR output folder {dest} is not empty and holds no earlier NIR export; "
-            "choose a new folder or empty it"
+            f"the NIR output folder {dest} is not empty and {what} part of an earlier NIR "
+            "export; choose a new folder or empty it"
         )
+
+
+def _files_of_export(manifest: Path) -> set[str] | None:
+    """The names an earlier export wrote (its manifest, ONNX file and NIR files); None when
+    ``manifest`` is missing or is not one of ours."""
+    try:
+        record = json.loads(manifest.read_text(encoding="utf-8"))
+        files = [r.get("file") for r in record.get("regions", [])]
+        files.append(record.get("onnx", {}).get("file"))
+    except (OSError, ValueError, AttributeError, TypeError):
+        return None
+    return {MANIFEST, *(f for f in files if isinstance(f, str))}
 
 
 def export_nir(

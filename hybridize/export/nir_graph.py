@@ -126,8 +126,15 @@ def _shapes(gm: fx.GraphModule, planes: torch.Tensor) -> dict[str, tuple[int, ..
                 shapes[n.name] = tuple(value.shape[1:])
             return value
 
-    with torch.no_grad():
-        Recorder(gm).run(planes)
+    if sum(n.op == "placeholder" for n in gm.graph.nodes) > 1:  # side inputs: a rotary table...
+        raise Unsupported("the twin takes more than one input; NIR graphs here take one")
+    try:
+        with torch.no_grad():
+            Recorder(gm).run(planes)
+    except Exception as exc:
+        raise Unsupported(
+            f"the twin does not run on its planes alone ({first_line(exc, 120)})"
+        ) from exc
     return shapes
 
 

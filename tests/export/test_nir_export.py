@@ -377,12 +377,22 @@ def test_failure_midway_leaves_no_folder(tmp_path, monkeypatch):
 
 
 def test_reexport_replaces_an_earlier_export(tmp_path):
+    import json
+
     model = _conv_bn_lif_model()
     _export(model, tmp_path, verify=False)
-    (tmp_path / "out" / "stale.nir").write_text("old")
+    out = tmp_path / "out"
+    record = json.loads((out / "manifest.json").read_text())
+    record["regions"].append({"region": "gone", "file": "stale.nir"})  # an earlier region
+    (out / "manifest.json").write_text(json.dumps(record))
+    (out / "stale.nir").write_text("old")
     _export(model, tmp_path, verify=False)
-    assert not (tmp_path / "out" / "stale.nir").exists()
+    assert not (out / "stale.nir").exists()
     assert [p.name for p in tmp_path.iterdir()] == ["out"]
+    (out / "b.safetensors").write_text("a checkpoint")  # not the export's: never deleted
+    with pytest.raises(ExportError, match="holds b.safetensors, not part of an earlier NIR"):
+        _export(model, tmp_path, verify=False)
+    assert (out / "b.safetensors").read_text() == "a checkpoint"
     (tmp_path / "other").mkdir()
     (tmp_path / "other" / "x.txt").write_text("x")
     from hybridize import export_nir
@@ -440,3 +450,21 @@ def test_replace_mode_branch_is_exported_without_gate(tmp_path):
     model = nn.Sequential(SpikingBranch(twin, BitPlaneEncoder(bits=T), BitPlaneDecoder(bits=T)))
     row = _export(model.eval(), tmp_path, verify=False).manifest["regions"][0]
     assert row["status"] == "exported" and row["mode"] == "replace" and row["gate"] is None
+
+
+def test_a_twin_with_side_inputs_is_refused_not_a_crash():
+    """Twins of blocks that take a rotary table or a mask have a second input: refused in the
+    manifest's words (the shape pass used to raise on the missing argument)."""
+    from hybridize.export.nir_graph import twin_to_nir
+    from hybridize.spiking import LIF
+
+    class WithSide(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.conv, self.lif = nn.Conv2d(3, 4, 3, padding=1), LIF(time_steps=8)
+
+        def forward(self, x, scale):
+            return self.lif(self.conv(x) * scale)
+
+    result = twin_to_nir(WithSide().eval(), torch.rand(16, 3, 6, 6), dt=1e-4)
+    assert result.graph is None and "more than one input" in result.reason
