@@ -92,6 +92,12 @@ def create(request: BuildRequest) -> nn.Module:
     """
     source, model_name = _parse(request.name)
     check_sizes(request.num_classes, request.in_chans)
+    for key in request.kwargs:  # they would bypass the weights checks, and no spec could hold them
+        if _loads_files(key):
+            raise ModelError(
+                f"model argument {_short(key)} would load files or weights outside hybridize's "
+                "checks; pass weights=PATH (--weights FILE) or pretrained=True instead"
+            )
     model, where = _SOURCES[source](replace(request, name=model_name))
     logger.info("model %s (%s): weights from %s", model_name, source, where)
     spec = getattr(model, "hybridize_spec", None)
@@ -191,12 +197,17 @@ def check_spec(spec: Any) -> tuple[str, str, dict[str, Any]]:
     if problem:
         raise ModelError(f"model spec kwargs: {problem}; a spec holds plain JSON values only")
     for key in kwargs:
-        if _FILE_WORDS.intersection(re.split(r"[_\W]+", key.lower())):
+        if _loads_files(key):
             raise ModelError(
                 f"model spec kwarg {_short(key)} could load files or weights at rebuild; "
                 "a spec may not set it"
             )
     return source, name, dict(kwargs)
+
+
+def _loads_files(key: str) -> bool:
+    """Whether a constructor argument named ``key`` could read files or fetch weights."""
+    return bool(_FILE_WORDS.intersection(re.split(r"[_\W]+", key.lower())))
 
 
 def _plain_data(value: Any, depth: int, count: list[int]) -> str | None:
@@ -507,13 +518,18 @@ def _build_torchvision(request: BuildRequest) -> tuple[nn.Module, str]:
     import torchvision
 
     name, weights = request.name, request.weights
-    try:
-        model = torchvision.models.get_model(name, weights=None, **request.kwargs)
-    except ValueError:
+    if name not in torchvision.models.list_models():
         near = suggest_names(name, [f"torchvision:{n}" for n in torchvision.models.list_models()])
         hint = f"did you mean {', '.join(near)}? " if near else ""
         raise ModelError(
             f"unknown torchvision model {name!r}; {hint}see torchvision.models.list_models()"
+        )
+    try:
+        model = torchvision.models.get_model(name, weights=None, **request.kwargs)
+    except (TypeError, ValueError) as exc:  # the builder's own check of its arguments
+        raise ModelError(
+            f"torchvision model {name!r} refuses its arguments {sorted(request.kwargs)} "
+            f"({first_line(exc, 160)}); check them against its constructor"
         ) from None
     where = "none (random init)"
     sd = None
@@ -522,9 +538,15 @@ def _build_torchvision(request: BuildRequest) -> tuple[nn.Module, str]:
     elif request.pretrained:
         sd, where = _torchvision_hub(name)
     head = anatomy.last_linear(model)
-    if sd is not None:
-        if head is not None and f"{head[0]}.weight" in sd:  # maybe fine-tuned to another size
-            adapt_head_and_stem(model, sd[f"{head[0]}.weight"].shape[0])
+    if sd is not None:  # built as the file was made (its classes and stem channels), then loaded
+        stem = anatomy.first_conv(model)
+        file_chans = sd.get(f"{stem[0]}.weight") if stem is not None else None
+        adapt_head_and_stem(
+            model,
+            sd[f"{head[0]}.weight"].shape[0] if head and f"{head[0]}.weight" in sd else None,
+            file_chans.shape[1] if file_chans is not None and file_chans.ndim == 4 else None,
+            keep_weights=False,
+        )
         _load_strict(model, sd, where)
     replaced = adapt_head_and_stem(
         model, request.num_classes, request.in_chans, keep_weights=sd is not None

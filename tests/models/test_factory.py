@@ -340,3 +340,23 @@ def test_logs_weights_source(caplog, tiny_weights, tmp_path) -> None:
 
 def test_module_types_are_modules() -> None:
     assert isinstance(create(TINY), nn.Module)
+
+
+def test_torchvision_weights_of_another_input_width_load_back(tmp_path) -> None:
+    torch.manual_seed(0)
+    gray = create("torchvision:mobilenet_v3_small", in_chans=1, num_classes=10)
+    path = tmp_path / "gray.pth"
+    torch.save(gray.state_dict(), path)
+    again = create("torchvision:mobilenet_v3_small", weights=path, in_chans=1, num_classes=10)
+    for key, value in gray.state_dict().items():
+        assert torch.equal(value, again.state_dict()[key]), key
+
+
+def test_constructor_arguments_are_checked_by_name_and_by_the_builder() -> None:
+    with pytest.raises(ModelError, match="refuses its arguments \\['groups_x'\\]"):
+        create("torchvision:resnet18", groups_x=2)
+    with pytest.raises(ModelError, match="unknown torchvision model 'resnet_18'"):
+        create("torchvision:resnet_18")
+    for key in ("checkpoint_path", "pretrained_cfg_overlay", "cache_dir"):
+        with pytest.raises(ModelError, match=f"model argument '{key}' would load files"):
+            create("test_resnet", **{key: "x.pth"})
