@@ -18,6 +18,7 @@ from hybridize.spiking.arithmetic import lif_charge, lif_reset
 from hybridize.spiking.kernels import (
     LIFConfig,
     compacting,
+    divides_as_eager,
     fused_lif,
     fused_lif_spikes,
     mark_binary,
@@ -267,11 +268,12 @@ class LIF(nn.Module):
         wants_grad = use_custom_backward(seq, self.export_mode) or (
             isinstance(tau, Tensor) and use_custom_backward(tau, self.export_mode)
         )
-        if wants_grad and use_fused(seq):
+        fused = use_fused(seq) and divides_as_eager(tau, seq.device)
+        if wants_grad and fused:
             out = fused_lif(seq, tau, cfg)
         elif wants_grad:
             out = _LIFSequence.apply(seq, tau, cfg)
-        elif not exporting(self.export_mode) and use_fused(seq):
+        elif not exporting(self.export_mode) and fused:
             out = fused_lif_spikes(seq, tau, cfg)  # eval / no grad: same spikes, one pass
         else:
             out = lif_multistep(

@@ -304,7 +304,7 @@ def test_compile_failure_falls_back_once_with_a_warning(monkeypatch):
     monkeypatch.setattr(_select, "_failed", set())
     x = torch.randn(5, 2, 6, generator=torch.Generator().manual_seed(9)) * 2
     lif = LIF(v_reset=None)
-    with pytest.warns(RuntimeWarning, match="compiling the fused spiking kernel lif_forward"):
+    with pytest.warns(RuntimeWarning, match="fused spiking kernel lif_forward failed to build"):
         y_auto, g_auto, _ = _run(lif, x, "auto")
     with warnings.catch_warnings():
         warnings.simplefilter("error")  # remembered: no second warning, no second attempt
@@ -315,6 +315,31 @@ def test_compile_failure_falls_back_once_with_a_warning(monkeypatch):
     monkeypatch.setattr(_select, "_failed", set())
     with pytest.raises(RuntimeError, match="no C\\+\\+ compiler"):
         _run(lif, x, "fused")  # forced: the failure surfaces
+
+
+def test_a_kernel_out_of_memory_is_not_taken_for_a_build_failure(monkeypatch):
+    def short_of_memory(fn, **kwargs):
+        def kernel(*args):
+            raise torch.OutOfMemoryError("CUDA out of memory")
+
+        return kernel
+
+    monkeypatch.setattr(_select.torch, "compile", short_of_memory)
+    monkeypatch.setattr(_select, "AUTO_MIN_NUMEL", 1)
+    monkeypatch.setattr(_select, "_compiled", {})
+    monkeypatch.setattr(_select, "_failed", set())
+    with pytest.raises(torch.OutOfMemoryError):
+        _run(LIF(), torch.randn(4, 2, 6), "auto")
+    assert _select._failed == set()  # the kernel stays in use
+
+
+def test_lif_keeps_an_inexact_tau_eager_off_the_cpu():
+    from hybridize.spiking.kernels import divides_as_eager
+
+    cuda, cpu = torch.device("cuda"), torch.device("cpu")
+    assert divides_as_eager(2.0, cuda) and divides_as_eager(0.5, cuda)
+    assert not divides_as_eager(3.0, cuda) and not divides_as_eager(torch.tensor(2.0), cuda)
+    assert divides_as_eager(3.0, cpu) and divides_as_eager(torch.tensor(1.7), cpu)
 
 
 # ---------------------------------------------------------------------------------- memory
@@ -428,3 +453,19 @@ def test_kernel_build_does_not_log_the_cuda_home_probe():
     assert done.returncode == 0, done.stderr
     assert "No CUDA runtime" not in done.stderr
     assert done.stdout.strip() == "0"  # the logger's level is given back
+
+
+@pytest.mark.slow
+@needs_compiler
+@pytest.mark.parametrize("tau", [3.0, torch.tensor(1.7)], ids=["float-3", "tensor-1.7"])
+def test_compiled_lif_forward_divides_as_eager(tau):
+    """1/3 and 1/1.7 are not exact: a kernel that multiplied by the reciprocal instead of
+    dividing would move H by an ulp and flip spikes at the threshold. On the CPU inductor
+    divides as eager does; elsewhere the LIF keeps such a tau on the eager path."""
+    x = torch.randn(8, 4099, generator=torch.Generator().manual_seed(9)) * 1.5 + 0.8
+    cfg = kernels.LIFConfig(1.0, 0.0, True, False, "atan", 2.0)
+    key = ("lif_forward", cfg, "tensor" if isinstance(tau, torch.Tensor) else tau)
+    with backend("fused"):
+        spikes, hs = kernels.run_kernel(key, kernels.lif_forward, x, tau, cfg)
+    ref_spikes, ref_hs = kernels.lif_forward(x, tau, cfg)
+    assert torch.equal(hs, ref_hs) and torch.equal(spikes, ref_spikes)

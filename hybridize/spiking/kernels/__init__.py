@@ -35,6 +35,7 @@ from hybridize.spiking.kernels.encoder import (
 from hybridize.spiking.kernels.lif import (
     FusedLIF,
     LIFConfig,
+    divides_as_eager,
     fused_lif_spikes,
     lif_backward,
     lif_forward,
@@ -49,6 +50,7 @@ __all__ = [
     "FusedLIF",
     "KERNEL_BACKENDS",
     "LIFConfig",
+    "divides_as_eager",
     "encoder_backward",
     "encoder_forward",
     "encoder_kernel_config",

@@ -36,6 +36,7 @@ ENV_VAR = "HYBRIDIZE_KERNELS"
 AUTO_MIN_NUMEL = 1 << 20
 _AUTO_DTYPES = (torch.float32, torch.bfloat16, torch.float16)
 
+_OUT_OF_MEMORY = getattr(torch, "OutOfMemoryError", torch.cuda.OutOfMemoryError)
 _backend: str | None = None  # set_kernel_backend's choice; None defers to the environment
 _compiled: dict[tuple, Callable[..., Any]] = {}  # (name, config) -> compiled kernel
 _failed: set[tuple] = set()  # keys whose compilation failed once (auto then runs them eagerly)
@@ -158,13 +159,13 @@ def run_kernel(key: tuple, fn: Callable[..., Any], *args: Any) -> Any:
         ):
             return kernel(*args)
     except Exception as exc:  # compiler missing or broken: inductor/dynamo raise many types
-        if kernel_backend() == "fused":
-            raise
+        if kernel_backend() == "fused" or isinstance(exc, _OUT_OF_MEMORY):
+            raise  # memory is short for the eager path too: the caller's error, not the kernel's
         first = not _failed
         _failed.add(key)
         if first:  # one warning per process, however many kernels fail
             warnings.warn(
-                f"hybridize: compiling the fused spiking kernel {key[0]} failed "
+                f"hybridize: the fused spiking kernel {key[0]} failed to build or run "
                 f"({type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}); "
                 f"running it without compilation. Set {ENV_VAR}=eager to silence this.",
                 RuntimeWarning,

@@ -10,6 +10,7 @@ The tau gradient of PLIF needs no X either: with decay_input, X_t - (V_{t-1} - V
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -140,3 +141,15 @@ def fused_lif_spikes(x: Tensor, tau: Tensor | float, cfg: LIFConfig) -> Tensor:
             ("lif_spikes", cfg, tau_key), lif_spikes, order.flat(x, lead=1), tau, cfg
         )
     return order.restore(spikes, tuple(x.shape))
+
+
+def divides_as_eager(tau: Tensor | float, device: torch.device) -> bool:
+    """Whether the compiled LIF divides by ``tau`` bit for bit as eager does on ``device``.
+
+    Inductor keeps a true division on the CPU. Elsewhere (Triton) it multiplies by the
+    reciprocal of a constant divisor and divides by a tensor approximately, so only a float tau
+    whose reciprocal is exact (a power of two, as the default 2.0) gives the same H and spikes.
+    """
+    if device.type == "cpu":
+        return True
+    return isinstance(tau, float) and tau > 0 and math.frexp(tau)[0] == 0.5
