@@ -82,12 +82,13 @@ def _replace_folder(tmp: Path, target: Path) -> None:
         os.replace(tmp, target)
         return
     old = Path(tempfile.mkdtemp(prefix=f".{target.name}.", suffix=".old", dir=target.parent))
-    os.replace(target, old / "previous")
     try:
-        os.replace(tmp, target)
-    except BaseException:
-        os.replace(old / "previous", target)
-        raise
+        os.replace(target, old / "previous")
+        try:
+            os.replace(tmp, target)
+        except BaseException:
+            os.replace(old / "previous", target)
+            raise
     finally:
         shutil.rmtree(old, ignore_errors=True)
 

@@ -7,6 +7,7 @@ import os
 import pytest
 
 from hybridize._atomic import atomic_folder
+from hybridize.errors import OutputError
 
 
 def test_new_folder_appears_complete_and_no_temporary_is_left(tmp_path) -> None:
@@ -40,3 +41,23 @@ def test_error_leaves_the_earlier_folder_untouched(tmp_path) -> None:
         raise RuntimeError("boom")
     assert sorted(p.name for p in dest.iterdir()) == ["old.txt"]
     assert sorted(p.name for p in tmp_path.iterdir()) == ["out"]
+
+
+def test_a_refused_move_of_the_earlier_folder_leaves_no_temporary(tmp_path, monkeypatch) -> None:
+    from hybridize import _atomic
+
+    target = tmp_path / "out"
+    target.mkdir()
+    (target / "a.txt").write_text("earlier")
+    real = os.replace
+
+    def refuse_first(src, dst):
+        if str(src) == str(target):
+            raise PermissionError(13, "Permission denied", str(src))
+        return real(src, dst)
+
+    monkeypatch.setattr(_atomic.os, "replace", refuse_first)
+    with pytest.raises(OutputError, match="permission denied"), atomic_folder(target) as tmp:
+        (tmp / "b.txt").write_text("new")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["out"]
+    assert [p.name for p in target.iterdir()] == ["a.txt"]

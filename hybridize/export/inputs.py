@@ -11,6 +11,22 @@ from hybridize.errors import ExportError
 from hybridize.export.parity import DEFAULT_CHECK_BATCH, CheckOptions, ParityReport
 
 
+def check_example(example: object) -> torch.Tensor:
+    """``example`` detached, or a one-line :class:`ExportError` when it is not a tensor with a
+    batch axis."""
+    if not isinstance(example, torch.Tensor) or example.dim() < 2:
+        got = (
+            f"a tensor of shape {tuple(example.shape)}"
+            if isinstance(example, torch.Tensor)
+            else type(example).__name__
+        )
+        raise ExportError(
+            "the example input must be a tensor with a batch axis, e.g. torch.rand(1, 3, 224, "
+            f"224); got {got}"
+        )
+    return example.detach()
+
+
 def random_inputs(example: torch.Tensor, n: int, seed: int = 0) -> torch.Tensor:
     """``n`` samples uniform over the example's value range (so range-dependent encoders see
     inputs like the real ones); standard normal when the example is constant."""

@@ -11,7 +11,7 @@ from __future__ import annotations
 import contextlib
 import io
 from collections.abc import Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol, SupportsInt
 
@@ -31,9 +31,7 @@ class Agreement:
     spikes_compared: int = 0
     spikes_differing: int = 0
     spikes_fired: int = 0  # ours: how many of the compared entries are spikes (non-zero)
-    per_neuron: dict[str, tuple[int, int]] = field(default_factory=dict)  # (differing, total)
     output_max_abs_diff: float = 0.0
-    output_spikes: bool = True  # the twin's output is spikes (or sums of spikes)
 
     @property
     def fraction_equal(self) -> float:
@@ -193,7 +191,6 @@ def compare(
                 f"{tuple(b.shape)} in the peer; the exported graph is wrong"
             )
         differing = int((a != b).sum())
-        result.per_neuron[node] = (differing, a.numel())
         result.spikes_compared += a.numel()
         result.spikes_differing += differing
         result.spikes_fired += int((a != 0).sum())
@@ -205,5 +202,4 @@ def compare(
     result.output_max_abs_diff = (
         float((ours_out - peer_out).abs().max()) if ours_out.numel() else 0.0
     )
-    result.output_spikes = bool(torch.equal(ours_out, ours_out.round()))
     return result

@@ -20,6 +20,7 @@ from hybridize._atomic import atomic_folder
 from hybridize._util import example_shape, first_line, missing_packages, record_outputs
 from hybridize.conversion.regions import find_regions
 from hybridize.errors import ExportError
+from hybridize.export.inputs import check_example
 from hybridize.export.nir_manifest import decoder_info, encoder_info, gate_info, manifest
 from hybridize.export.prepare import export_state
 from hybridize.spiking.fusion import FusionBlock, SpikingBranch
@@ -213,12 +214,7 @@ def export_nir(
 
 def _example(model: nn.Module, example: torch.Tensor | None) -> torch.Tensor:
     if example is not None:
-        if not isinstance(example, torch.Tensor) or example.dim() < 2:
-            raise ExportError(
-                "the example input must be a tensor with a batch axis, e.g. "
-                f"torch.rand(1, 3, 224, 224); got {type(example).__name__}"
-            )
-        return example.detach()
+        return check_example(example)
     return torch.rand(example_shape(model))
 
 

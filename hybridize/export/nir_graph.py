@@ -26,7 +26,7 @@ import functools
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any, TypeGuard
+from typing import Any, NamedTuple, TypeGuard
 
 import numpy as np
 import torch
@@ -44,13 +44,21 @@ PASS_THROUGH_NAMES = ("DropPath", "DropBlock2d", "StochasticDepth")
 BN_TYPES = (nn.BatchNorm1d, nn.BatchNorm2d, nn.SyncBatchNorm)
 
 
+class ExactTypes(NamedTuple):
+    """The layers the graph writes, matched by exact type (subclasses such as timm's StdConv2d
+    change the weights)."""
+
+    convs: tuple[type[nn.Module], ...]
+    batch_norms: tuple[type[nn.Module], ...]
+    same_conv: type[nn.Module]  # timm's TF "same" conv, padded at run time
+
+
 @functools.cache
-def exact_types() -> tuple[tuple[type[nn.Module], ...], tuple[type[nn.Module], ...]]:
-    """(convs, batch norms) the graph writes, matched by exact type: subclasses such as timm's
-    StdConv2d change the weights. timm's are imported on first use, as everywhere here."""
+def exact_types() -> ExactTypes:
+    """:class:`ExactTypes`, timm's classes imported on first use (as everywhere here)."""
     from timm.layers import BatchNormAct2d, Conv2dSame
 
-    return (nn.Conv2d, Conv2dSame), (*BN_TYPES, BatchNormAct2d)
+    return ExactTypes((nn.Conv2d, Conv2dSame), (*BN_TYPES, BatchNormAct2d), Conv2dSame)
 
 
 class Unsupported(Exception):
@@ -240,7 +248,7 @@ class _Builder:
             if (
                 isinstance(prev, fx.Node)
                 and prev.op == "call_module"
-                and type(self.modules[prev.target]) in (*exact_types()[0], nn.Linear)
+                and type(self.modules[prev.target]) in (*exact_types().convs, nn.Linear)
                 and len(prev.users) == 1
             ):
                 self.folded[n.name] = prev.name
@@ -264,11 +272,11 @@ class _Builder:
     def _module(self, n: fx.Node, m: nn.Module) -> None:
         if isinstance(m, PASS_THROUGH) or type(m).__name__ in PASS_THROUGH_NAMES:
             self._alias(n, self._input(n))
-        elif isinstance(m, nn.Conv2d) and type(m) in exact_types()[0]:
+        elif isinstance(m, nn.Conv2d) and type(m) in exact_types().convs:
             self._conv(n, m)
         elif type(m) is nn.Linear:
             self._linear(n, m)
-        elif _is_bn(m) and type(m) in exact_types()[1]:
+        elif _is_bn(m) and type(m) in exact_types().batch_norms:
             self._bn(n, m)
         elif isinstance(m, LIF):
             assert isinstance(n.target, str), "a call_module node's target is a qualified name"
@@ -348,7 +356,7 @@ class _Builder:
         stride: tuple[int, int],
         dil: tuple[int, int],
     ) -> list[tuple[int, int]]:
-        if type(m).__name__ == "Conv2dSame":  # timm: TF "same", padded at run time
+        if type(m) is exact_types().same_conv:  # timm: TF "same", padded at run time
             return [_same_pads(int(in_hw[i]), k[i], stride[i], dil[i]) for i in range(2)]
         if isinstance(m.padding, str):
             if m.padding == "valid":

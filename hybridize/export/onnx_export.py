@@ -13,7 +13,7 @@ from torch import nn
 from hybridize._atomic import atomic_path, remove_quietly, temp_beside
 from hybridize._util import missing_packages
 from hybridize.errors import ExportError
-from hybridize.export.inputs import check_batches
+from hybridize.export.inputs import check_batches, check_example
 from hybridize.export.onnx_writers import OnnxJob, check_exporter, check_opset, write_onnx
 from hybridize.export.parity import (
     DEFAULT_CHECK_BATCH,
@@ -59,7 +59,7 @@ def export_onnx(
     options = check_options(options, overrides)
     require_packages(["onnx", "onnxruntime"] if check else ["onnx"])
     dest = Path(path)
-    example = _validate_example(example)
+    example = check_example(example)
     device = next((p.device for p in model.parameters()), torch.device("cpu"))
     example = example.to(device)
     report = ParityReport.start(
@@ -113,15 +113,6 @@ def require_packages(names: list[str]) -> None:
             f"ONNX export needs {' and '.join(missing)}, not installed here: "
             "pip install 'hybridize[export]'"
         )
-
-
-def _validate_example(example: object) -> torch.Tensor:
-    if not isinstance(example, torch.Tensor) or example.dim() < 2:
-        raise ExportError(
-            "the example input must be a tensor with a batch axis, e.g. torch.rand(1, 3, 224, "
-            f"224); got {type(example).__name__}"
-        )
-    return example.detach()
 
 
 def _layout(module: nn.Module) -> str:

@@ -13,8 +13,7 @@ from torch import nn
 from hybridize._atomic import atomic_path
 from hybridize._util import first_line
 from hybridize.errors import ExportError
-from hybridize.export.inputs import check_batches
-from hybridize.export.onnx_export import _validate_example
+from hybridize.export.inputs import check_batches, check_example
 from hybridize.export.parity import CheckOptions, ParityCheck, ParityReport, check_options
 from hybridize.export.prepare import export_state
 
@@ -38,7 +37,7 @@ def export_pt2(
     """
     options = check_options(options, overrides)
     dest = Path(path)
-    example = _validate_example(example)
+    example = check_example(example)
     report = ParityReport.start("pt2", str(dest), options, dynamic_batch=dynamic_batch)
     with export_state(model), atomic_path(dest, suffix=".partial.pt2") as tmp:
         program = _export(model, example, dynamic_batch)

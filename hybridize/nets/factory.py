@@ -24,6 +24,7 @@ import torch
 from torch import nn
 
 from hybridize._util import first_line, load_exactly
+from hybridize._util import in_chans as model_in_chans
 from hybridize.errors import ModelError, WeightsError
 from hybridize.nets import anatomy
 from hybridize.nets import weights as W
@@ -244,7 +245,7 @@ def _spec_kwargs(
 ) -> dict[str, Any]:
     out = dict(kwargs)
     out["num_classes"] = anatomy.num_classes(model)
-    out["in_chans"] = in_chans if in_chans is not None else _in_chans(model)
+    out["in_chans"] = in_chans if in_chans is not None else model_in_chans(model)
     try:
         json.dumps(out)
     except TypeError:
@@ -262,19 +263,6 @@ def _json_ok(value: Any) -> bool:
         return True
     except TypeError:
         return False
-
-
-def _in_chans(model: nn.Module) -> int | None:
-    """The input channels: the model's own record first (a first conv can sit after a
-    space-to-depth stem, as in TResNet), then the first conv."""
-    in_chans = getattr(model, "in_chans", None)
-    if isinstance(in_chans, int):
-        return in_chans
-    cfg = getattr(model, "pretrained_cfg", None)
-    if isinstance(cfg, dict) and cfg.get("input_size"):
-        return int(cfg["input_size"][0])
-    conv = anatomy.first_conv(model)
-    return conv[1].in_channels if conv else None
 
 
 def _set_submodule(model: nn.Module, qualname: str, module: nn.Module) -> None:

@@ -206,7 +206,7 @@ def has8_recipe(name: str, base: str | dict[str, Any] = "has8") -> dict[str, Any
     decoder, gate, mode...); its targets are replaced by the reference model's regions.
     """
     if name not in HAS8_MODELS:
-        raise KeyError(name)
+        raise ModelError(f"unknown HAS-8 model {name!r}; choose one of {', '.join(HAS8_MODELS)}")
     if isinstance(base, dict):
         recipe = copy.deepcopy(base)
     else:

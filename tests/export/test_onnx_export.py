@@ -263,3 +263,12 @@ def test_twin_that_never_runs_is_a_one_line_error(tmp_path):
     with pytest.raises(ExportError, match=r"unused\.branch\..* do not run .* --no-check"):
         export_onnx(OneUsed().eval(), torch.rand(2, 3, 8, 8), dest, real_inputs=False)
     assert not dest.exists()
+
+
+def test_an_example_without_a_batch_axis_names_its_shape(tmp_path):
+    from hybridize.export import export_onnx, export_pt2
+
+    model = nn.Sequential(nn.Linear(3, 2))
+    for export in (export_onnx, export_pt2):
+        with pytest.raises(ExportError, match=r"got a tensor of shape \(3,\)"):
+            export(model, torch.rand(3), tmp_path / "m.out")

@@ -265,3 +265,11 @@ def test_cli_convert_of_a_has8_name_converts_the_plain_network_once(tmp_path, ca
     # a second conversion of the reference hybrid would nest twins and add parameters
     assert n_params(loaded) == n_params(direct) < 2 * n_params(plain)
     assert len(_twins(loaded)) == len(_twins(direct))
+
+
+def test_unknown_has8_name_is_a_model_error() -> None:
+    from hybridize.errors import ModelError
+    from hybridize.nets.has8 import has8_recipe
+
+    with pytest.raises(ModelError, match="unknown HAS-8 model 'resnet_b99'; choose one of"):
+        has8_recipe("resnet_b99")
