@@ -63,7 +63,7 @@ def main_entry(argv: Sequence[str] | None = None) -> int:
     try:
         # make_context + invoke is click's main() without its handlers, which would turn
         # Ctrl-C into a silent exit code and swallow the code of typer.Exit
-        with command.make_context("hybridize", args, obj={"argv": args}) as ctx:
+        with command.make_context("hybridize", args, obj={"argv": tuple(args)}) as ctx:
             command.invoke(ctx)
     except typer.Exit as exc:
         return exc.exit_code

@@ -187,9 +187,11 @@ def state_mismatch(
 def load_exactly(
     model: nn.Module, tensors: Mapping[str, Tensor], error: Callable[[str], Exception]
 ) -> None:
-    """``model.load_state_dict(tensors, strict=True)``, raising ``error(why)`` (the one-line
-    reason from :func:`state_mismatch`) instead of torch's many-line message."""
-    why = state_mismatch(model.state_dict(), tensors)
-    if why is not None:
-        raise error(why)
-    model.load_state_dict(tensors, strict=True)
+    """``model.load_state_dict(tensors, strict=True)`` (its load hooks included, such as the
+    LIF's renaming of an older key), raising ``error(why)`` with the one-line reason from
+    :func:`state_mismatch` instead of torch's many-line message when it refuses them."""
+    try:
+        model.load_state_dict(tensors, strict=True)
+    except RuntimeError as exc:
+        why = state_mismatch(model.state_dict(), tensors) or first_line(exc, 200)
+        raise error(why) from None

@@ -71,6 +71,9 @@ def export_onnx(
             layers = spiking_layers(model) if check else []
             layouts = [_layout(m) for _, m in layers]
             tap = SpikeTap(model, layers).eval()  # the exporter restores the wrapper's mode
+            if layers:  # a tapped layer the forward never runs: its own error, not an exporter's
+                with torch.no_grad():
+                    tap.reference(example)
             spike_names = [f"spikes_{i}" for i in range(len(layers))]
             job = OnnxJob(
                 tap,

@@ -21,6 +21,7 @@ from hybridize.spiking.kernels import (
     divides_as_eager,
     fused_lif,
     fused_lif_spikes,
+    kernel_backend,
     mark_binary,
     use_fused,
 )
@@ -268,7 +269,10 @@ class LIF(nn.Module):
         wants_grad = use_custom_backward(seq, self.export_mode) or (
             isinstance(tau, Tensor) and use_custom_backward(tau, self.export_mode)
         )
-        fused = use_fused(seq) and divides_as_eager(tau, seq.device)
+        # compiled off the CPU, a tau with an inexact reciprocal would move H by an ulp
+        fused = use_fused(seq) and (
+            kernel_backend() == "uncompiled" or divides_as_eager(tau, seq.device)
+        )
         if wants_grad and fused:
             out = fused_lif(seq, tau, cfg)
         elif wants_grad:

@@ -260,7 +260,9 @@ def test_twin_that_never_runs_is_a_one_line_error(tmp_path):
             return self.used(x).mean((2, 3))
 
     dest = tmp_path / "m.onnx"
-    with pytest.raises(ExportError, match=r"unused\.branch\..* do not run .* --no-check"):
+    with pytest.raises(
+        ExportError, match=r"^spiking layers unused\.branch\..* do not run .* --no-check"
+    ):
         export_onnx(OneUsed().eval(), torch.rand(2, 3, 8, 8), dest, real_inputs=False)
     assert not dest.exists()
 

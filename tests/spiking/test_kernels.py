@@ -469,3 +469,17 @@ def test_compiled_lif_forward_divides_as_eager(tau):
         spikes, hs = kernels.run_kernel(key, kernels.lif_forward, x, tau, cfg)
     ref_spikes, ref_hs = kernels.lif_forward(x, tau, cfg)
     assert torch.equal(hs, ref_hs) and torch.equal(spikes, ref_spikes)
+
+
+def test_lif_asks_the_division_gate_before_compiled_kernels(monkeypatch):
+    from hybridize.spiking import neuron
+
+    used: list[str] = []
+    monkeypatch.setattr(neuron, "divides_as_eager", lambda tau, device: False)
+    monkeypatch.setattr(neuron, "fused_lif", lambda *a: used.append("fused") or a[0] * 0)
+    x = torch.randn(4, 2, 6, requires_grad=True)
+    _run(LIF(), x, "fused")  # compiled: the gate says no, so the eager sequence runs
+    assert used == []
+    with backend("uncompiled"):  # op by op divides exactly anywhere: the gate does not apply
+        LIF()(x)
+    assert used == ["fused"]

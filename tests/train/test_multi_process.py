@@ -14,11 +14,12 @@ def test_devices_relaunches_the_given_command_line(monkeypatch) -> None:
     monkeypatch.setattr(finetune.subprocess, "call", lambda cmd: calls.append(cmd) or 0)
     monkeypatch.delenv("WORLD_SIZE", raising=False)
     monkeypatch.setattr(sys, "argv", ["pytest", "--unrelated"])  # not what is relaunched
-    argv = ["finetune", "m.safetensors", "--devices", "2", "--epochs", "1"]
+    argv = ["--debug", "finetune", "m.safetensors", "--devices", "2", "--epochs", "1"]
     assert main_entry(argv) == 0
     (cmd,) = calls
     assert cmd[:2] == [sys.executable, "-m"] and "--nproc_per_node=2" in cmd
-    assert cmd[cmd.index("hybridize_cli") + 1 :] == ["finetune", "m.safetensors", "--epochs", "1"]
+    relaunched = cmd[cmd.index("hybridize_cli") + 1 :]
+    assert relaunched == ["--debug", "finetune", "m.safetensors", "--epochs", "1"]
 
 
 def test_relaunch_exit_code_of_a_killed_worker(monkeypatch) -> None:
