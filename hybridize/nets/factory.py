@@ -490,11 +490,9 @@ def _timm_hub(name, cfg, num_classes, chans, kwargs):
 
 
 def _refuse_code(path: Path) -> None:
-    """Read a pickled weights file with ``weights_only=True`` before timm loads it: whether
-    timm's own loader unpickles with weights_only depends on its version, and a checkpoint in
-    a cache folder is data, never code. (A safetensors file holds no code.)"""
-    if path.suffix.lower() != ".safetensors":
-        W.load_weights_file(path)
+    """Read a hub file as data before timm loads it: whether timm's own loader unpickles with
+    weights_only depends on its version, and a file in a cache folder is data, never code."""
+    W.read_hub_file(path)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -562,7 +560,7 @@ def _torchvision_hub(name: str) -> tuple[dict[str, torch.Tensor], str]:
     # our bounded download into torch.hub's cache, read with weights_only=True (torchvision's
     # get_state_dict would unpickle whatever file lies there, code included)
     path = cached or W.download_torch_hub(w.url, f"torchvision model {name!r}")
-    return W.load_weights_file(path), f"{'hub cache' if cached else 'hub'} {w.url}"
+    return W.hub_state_dict(path), f"{'hub cache' if cached else 'hub'} {w.url}"
 
 
 # ---------------------------------------------------------------------------------------------

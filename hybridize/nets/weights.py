@@ -112,6 +112,29 @@ def _as_state_dict(obj: Any, p: Path) -> StateDict:
     return sd
 
 
+# formats that hold no code: read by timm itself (numpy refuses pickles by default)
+_CODE_FREE_SUFFIXES = (".safetensors", ".npz")
+
+
+def read_hub_file(path: Path) -> Any:
+    """A hub file (cached or just downloaded) read as data: ``torch.load(weights_only=True)``,
+    whatever its suffix; None for the formats that hold no code. One line when unreadable."""
+    if path.suffix.lower() in _CODE_FREE_SUFFIXES:
+        return None
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # refused pickle globals, or a damaged download
+        raise WeightsError(
+            f"cannot read the hub file {path} as data ({first_line(exc, 120)}); delete that "
+            "file and retry, or pass --weights FILE"
+        ) from None
+
+
+def hub_state_dict(path: Path) -> StateDict:
+    """The state_dict of a pickled hub file (torchvision's), read as data."""
+    return _as_state_dict(read_hub_file(path), path)
+
+
 # ---------------------------------------------------------------------------------------------
 # offline resolvers
 

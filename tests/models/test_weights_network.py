@@ -198,7 +198,7 @@ def test_torchvision_cache_is_read_as_data(hub_dir, monkeypatch) -> None:
     assert torch.equal(model.state_dict()["fc.weight"], sd["fc.weight"])
     _cached(hub_dir, "resnet18-cached.pth", _Payload())  # the same name, now with code in it
     _RAN.clear()
-    with pytest.raises(WeightsError, match="weights_only=True"):
+    with pytest.raises(WeightsError, match="as data .*delete that file and retry"):
         create("torchvision:resnet18", pretrained=True)
     assert _RAN == []
 
@@ -207,7 +207,7 @@ def test_timm_cache_with_code_is_refused(hub_dir, monkeypatch) -> None:
     evil = _cached(hub_dir, "pytorch_model.bin", _Payload())
     monkeypatch.setattr(W, "hf_cached_file", lambda repo: evil)
     _RAN.clear()
-    with pytest.raises(WeightsError, match="weights_only=True"):
+    with pytest.raises(WeightsError, match="as data .*delete that file and retry"):
         create("test_resnet", pretrained=True)
     assert _RAN == []
 
@@ -236,3 +236,11 @@ def test_a_download_cut_short_is_not_kept(short_server, tmp_path) -> None:
         W.download(f"{short_server}/w.pth", dest, "a test model", timeout=5)
     assert "truncated: 10 of 1000 bytes" in _one_line(info)
     assert _files(tmp_path) == []  # neither the destination nor a partial file
+
+
+def test_code_free_hub_formats_pass_to_timm_and_any_pickle_is_read_as_data(tmp_path) -> None:
+    assert W.read_hub_file(tmp_path / "w.npz") is None  # numpy archive: timm reads it
+    assert W.read_hub_file(tmp_path / "w.safetensors") is None
+    odd = tmp_path / "w.pyth"  # an unusual suffix is still a pickle: read, not refused
+    torch.save({"w": torch.ones(2)}, odd)
+    assert torch.equal(W.read_hub_file(odd)["w"], torch.ones(2))
