@@ -1,5 +1,6 @@
-"""Small helpers every layer shares: module names, parameter counts, input shapes, output hooks
-and the first line of an error. Imports torch and nothing of ours, so any module may use it."""
+"""Small helpers the layers above ``spiking`` share: module names, parameter counts, input
+shapes, output hooks, strict loads, metrics files, network timeouts and the first line of an
+error. Imports torch and ``hybridize.errors`` only."""
 
 from __future__ import annotations
 
