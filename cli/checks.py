@@ -67,11 +67,12 @@ def output_file(path: Path | None, option: str) -> None:
     _writable_folder(parent, option, path)
 
 
-def run_folder(path: Path, option: str = "--out") -> None:
-    """A run folder, new or existing: not a file, below a folder we may write in."""
+def run_folder(path: Path, option: str = "--out", what: str = "the run's") -> None:
+    """A folder to write, new or existing (``what``: whose an existing one may be): not a
+    file, below a folder we may write in (an existing one is replaced from its parent)."""
     if path.exists() and not path.is_dir():
-        raise HybridizeError(f"{option} {path} is a file; give a folder (new, or the run's)")
-    existing = path
+        raise HybridizeError(f"{option} {path} is a file; give a folder (new, or {what})")
+    existing = path if what == "the run's" else path.parent
     while not existing.exists():
         existing = existing.parent
     if not existing.is_dir():

@@ -93,7 +93,7 @@ def _export(
         raise HybridizeError(f"--img-size {img_size}: give a positive size in pixels")
     if fmt == "nir":  # a folder, new or an earlier NIR export's
         dest = output or checkpoint.with_name(f"{checkpoint.stem}-nir")
-        run_folder(dest, "--output")
+        run_folder(dest, "--output", what="an earlier NIR export's")
     else:
         output_file(output, "--output")
         dest = output or checkpoint.with_suffix(f".{fmt}")

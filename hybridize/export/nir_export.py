@@ -232,11 +232,11 @@ def _write_graphs(
 
     taken: set[str] = set()
     rows = []
-    peer_missing = None
+    why_no_peer = None
     if verify:
-        from hybridize.export.nir_check import peer_missing as missing_peer
+        from hybridize.export.nir_check import peer_missing
 
-        peer_missing = missing_peer()
+        why_no_peer = peer_missing()
     for name, branch, fusion in regions:
         row: dict[str, Any] = {
             "region": name,
@@ -274,7 +274,7 @@ def _write_graphs(
         )
         if verify:
             row["verification"] = _verify(
-                name, branch.twin, folder / row["file"], p, graph, peer_missing
+                name, branch.twin, folder / row["file"], p, graph, why_no_peer
             )
     return rows
 

@@ -134,7 +134,8 @@ def _shapes(gm: fx.GraphModule, planes: torch.Tensor) -> dict[str, tuple[int, ..
                 shapes[n.name] = tuple(value.shape[1:])
             return value
 
-    if sum(n.op == "placeholder" for n in gm.graph.nodes) > 1:  # side inputs: a rotary table...
+    # side inputs (a rotary table, a mask); an argument with a default value runs with it
+    if sum(n.op == "placeholder" and not n.args for n in gm.graph.nodes) > 1:
         raise Unsupported("the twin takes more than one input; NIR graphs here take one")
     try:
         with torch.no_grad():

@@ -504,7 +504,7 @@ def _build_torchvision(request: BuildRequest) -> tuple[nn.Module, str]:
     import torchvision
 
     name, weights = request.name, request.weights
-    if name not in torchvision.models.list_models():
+    if name.lower() not in torchvision.models.list_models():  # get_model lowercases too
         near = suggest_names(name, [f"torchvision:{n}" for n in torchvision.models.list_models()])
         hint = f"did you mean {', '.join(near)}? " if near else ""
         raise ModelError(

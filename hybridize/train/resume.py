@@ -14,7 +14,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from hybridize._util import load_exactly
+from hybridize._util import first_line, load_exactly
 from hybridize.train.config import PRESETS, FinetuneConfig
 from hybridize.train.errors import ResumeMismatchError
 from hybridize.train.report import read_metrics
@@ -68,9 +68,9 @@ def restore_weights(model: nn.Module, tensors: dict[str, torch.Tensor], out: Pat
 
 def optimizer_mismatch(out: Path, exc: Exception) -> ResumeMismatchError:
     """The error for a stored optimizer/scheduler state that does not fit this model."""
-    first = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else type(exc).__name__
     return ResumeMismatchError(
-        f"--resume: the optimizer state in {out} does not fit this model ({first}); resume "
+        f"--resume: the optimizer state in {out} does not fit this model "
+        f"({first_line(exc, 200)}); resume "
         "with the checkpoint and options the run started with, or choose another --out"
     )
 
