@@ -127,6 +127,18 @@ for dtype in (torch.float32, torch.bfloat16):
         print(f"{dtype} {name}: forward bit-identical {same}, grad max rel diff {rel:.1e}, "
               f"first fused call {first:.1f} s -> {'ok' if good else 'MISMATCH'}")
 print("PASS" if ok else "FAIL")
+# informational (docs/spiking.md, the tau rule): does the compiled LIF divide by a tau whose
+# reciprocal is inexact bit for bit here? The LIF keeps such a tau eager off the CPU until it does.
+from hybridize.spiking import kernels
+cfg = kernels.LIFConfig(1.0, 0.0, True, False, "atan", 2.0)
+x = (torch.randn(8, 1 << 16, generator=g) * 1.5 + 0.8).cuda()
+for tau in (3.0, torch.tensor(1.7, device="cuda")):
+    with kernel_backend_override("fused"):
+        key = ("lif_forward", cfg, "tau-probe", type(tau).__name__)
+        s_f, h_f = kernels.run_kernel(key, kernels.lif_forward, x, tau, cfg)
+    s_e, h_e = kernels.lif_forward(x, tau, cfg)
+    print(f"compiled LIF, tau {float(tau):g} ({type(tau).__name__}): H bit-identical "
+          f"{torch.equal(h_f, h_e)}, spikes {torch.equal(s_f, s_e)}")
 PYEOF
 
 echo "== 1c. spiking ops speed on CUDA: eager vs fused vs SpikingJelly (float32, bfloat16)"
