@@ -300,7 +300,7 @@ def adapt_head_and_stem(
     if in_chans is not None and found is not None and found[1].in_channels != in_chans:
         _set_submodule(model, found[0], _adapted_conv(found[0], found[1], in_chans, keep_weights))
         if isinstance(getattr(model, "in_chans", None), int):  # timm's record, read first
-            model.in_chans = in_chans
+            setattr(model, "in_chans", in_chans)  # noqa: B010 - nn.Module's typed __setattr__
     return replaced
 
 
