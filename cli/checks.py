@@ -67,12 +67,25 @@ def output_file(path: Path | None, option: str) -> None:
     _writable_folder(parent, option, path)
 
 
-def run_folder(path: Path, option: str = "--out", what: str = "the run's") -> None:
-    """A folder to write, new or existing (``what``: whose an existing one may be): not a
-    file, below a folder we may write in (an existing one is replaced from its parent)."""
+def run_folder(path: Path, option: str = "--out") -> None:
+    """A run folder, new or existing: not a file, below a folder we may write in."""
     if path.exists() and not path.is_dir():
-        raise HybridizeError(f"{option} {path} is a file; give a folder (new, or {what})")
-    existing = path if what == "the run's" else path.parent
+        raise HybridizeError(f"{option} {path} is a file; give a folder (new, or the run's)")
+    _below_writable(path, path, option)
+
+
+def export_folder(path: Path, option: str) -> None:
+    """A folder an export writes whole (a temporary beside it, renamed onto it): not a file,
+    in a folder we may write in."""
+    if path.exists() and not path.is_dir():
+        raise HybridizeError(
+            f"{option} {path} is a file; give a folder (new, or an earlier NIR export's)"
+        )
+    _below_writable(path.parent, path, option)
+
+
+def _below_writable(start: Path, path: Path, option: str) -> None:
+    existing = start
     while not existing.exists():
         existing = existing.parent
     if not existing.is_dir():

@@ -10,7 +10,7 @@ from rich.console import Console
 import hybridize
 from hybridize.errors import HybridizeError
 from hybridize.io import refuse_same_file
-from hybridize_cli.checks import output_file, run_folder
+from hybridize_cli.checks import export_folder, output_file
 
 # the options each format uses besides the common ones; giving another is an error, not a no-op
 FORMAT_OPTIONS: dict[str, tuple[str, ...]] = {
@@ -93,7 +93,7 @@ def _export(
         raise HybridizeError(f"--img-size {img_size}: give a positive size in pixels")
     if fmt == "nir":  # a folder, new or an earlier NIR export's
         dest = output or checkpoint.with_name(f"{checkpoint.stem}-nir")
-        run_folder(dest, "--output", what="an earlier NIR export's")
+        export_folder(dest, "--output")
     else:
         output_file(output, "--output")
         dest = output or checkpoint.with_suffix(f".{fmt}")

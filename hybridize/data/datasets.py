@@ -93,8 +93,8 @@ def _download(name: str, target: Path, fetch: Callable[[], object]) -> None:
 def _find_idx_dir(name: str, root: Path | None) -> Path | None:
     """First folder holding the four IDX files (``.gz`` or plain)."""
     candidates: list[Path] = []
-    for where in [root] if root is not None else [DATA_CACHE]:  # the cache: earlier downloads
-        candidates += [where, where / _TV_FOLDER[name] / "raw", where / name]
+    where = root if root is not None else DATA_CACHE  # the cache: earlier downloads
+    candidates += [where, where / _TV_FOLDER[name] / "raw", where / name]
     if name == "fashion-mnist":
         candidates.append(DEBIAN_FASHION)
     for folder in candidates:

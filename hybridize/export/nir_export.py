@@ -142,7 +142,7 @@ def _prepare_destination(dest: Path) -> None:
         )
     if not dest.is_dir() or not any(dest.iterdir()):
         return
-    written = _files_of_export(dest / MANIFEST) or set()
+    written = _files_of_export(dest / MANIFEST)
     others = sorted(p.name for p in dest.iterdir() if p.name not in written)
     if not written or others:  # rewriting the folder would delete them
         what = f"holds {', '.join(others[:3])}, not" if others else "holds no"
@@ -152,15 +152,15 @@ def _prepare_destination(dest: Path) -> None:
         )
 
 
-def _files_of_export(manifest: Path) -> set[str] | None:
-    """The names an earlier export wrote (its manifest, ONNX file and NIR files); None when
+def _files_of_export(manifest: Path) -> set[str]:
+    """The names an earlier export wrote (its manifest, ONNX file and NIR files); empty when
     ``manifest`` is missing or is not one of ours."""
     try:
         record = json.loads(manifest.read_text(encoding="utf-8"))
         files = [r.get("file") for r in record.get("regions", [])]
         files.append(record.get("onnx", {}).get("file"))
     except (OSError, ValueError, AttributeError, TypeError):
-        return None
+        return set()
     return {MANIFEST, *(f for f in files if isinstance(f, str))}
 
 

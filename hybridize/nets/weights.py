@@ -276,7 +276,6 @@ def download(url: str, dest: Path, what: str, timeout: float | None = None) -> P
             expected = response.headers.get("Content-Length")
         if expected is not None and expected.isdigit() and got < int(expected):
             # the server closed early: http.client returns what came, without an error
-            remove_quietly(tmp)
             raise _fetch_error(what, url, dest, f"truncated: {got} of {expected} bytes")
         os.replace(tmp, dest)
     except urllib.error.HTTPError as exc:
