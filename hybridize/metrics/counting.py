@@ -11,7 +11,10 @@ attention) it counts:
   pair that reaches an output. For a linear that is ``nnz(input) * out_features``; for a
   convolution it is the sum of ``conv(input, ones_like(weight))`` with the op's own stride,
   padding, dilation and groups, so borders and padding are exact. Non-binary operands (bit
-  planes of an unrounded encoder, SEW sums in {0, 1, 2}) are counted as dense MACs.
+  planes of an unrounded encoder, SEW sums in {0, 1, 2}) are counted as dense MACs, for the
+  whole op: a twin's op sees all T steps folded into its batch, so one real-valued step (the
+  released encoder's lowest plane) makes every step of that op count as MACs.
+- fused attention (scaled_dot_product_attention) is always dense, causal masks respected.
 """
 
 from __future__ import annotations
@@ -62,9 +65,10 @@ def _conv(args: tuple, out: object, split: bool) -> tuple[int, int | None]:
     dense = out.numel() * w.shape[1] * kernel
     if not (split and is_binary(x)):
         return dense, None
-    ones = torch.ones_like(w)
+    # in float32 whatever the model's dtype: bf16 / fp16 would round per-output counts > 256
+    ones = torch.ones_like(w, dtype=torch.float32)
     reach = aten.convolution.default(
-        x.to(w.dtype), ones, None, stride, padding, dilation, False, output_padding, groups
+        x.to(torch.float32), ones, None, stride, padding, dilation, False, output_padding, groups
     )
     return dense, int(round(float(reach.sum(dtype=torch.float64))))
 
@@ -89,32 +93,52 @@ def _linear(args: tuple, out: object, split: bool) -> tuple[int, int | None]:
     return dense, (_nnz(x) * w.shape[0] if split and is_binary(x) else None)
 
 
-def _attention(args: tuple, out: object, split: bool) -> tuple[int, int | None]:
+def _attention(args: tuple, out: object, split: bool, is_causal: bool) -> tuple[int, int | None]:
+    """Fused attention, always dense: q k^T and the weighted sum of v over the (query, key)
+    pairs it computes, all of them or, causal, query i with keys 0..i (torch's top-left mask)."""
     q, k, v = args[0], args[1], args[2]  # [..., L, E], [..., S, E], [..., S, Ev]
     lead = q.numel() // (q.shape[-2] * q.shape[-1])
-    dense = lead * q.shape[-2] * k.shape[-2] * (q.shape[-1] + v.shape[-1])
-    return dense, None
+    length, source = q.shape[-2], k.shape[-2]
+    pairs = sum(min(i + 1, source) for i in range(length)) if is_causal else length * source
+    return lead * pairs * (q.shape[-1] + v.shape[-1]), None
 
 
-# (the op's arguments, its output, whether to split) -> (dense MACs, ACs or None)
-_Handler = Callable[[tuple, object, bool], tuple[int, int | None]]
+def _fused_attention(func: object) -> _Handler:
+    """A handler that reads ``is_causal`` from wherever ``func``'s schema puts it."""
+    names = [a.name for a in func._schema.arguments]  # type: ignore[attr-defined]
+
+    def handler(args: tuple, kwargs: dict, out: object, split: bool) -> tuple[int, int | None]:
+        given = dict(zip(names, args, strict=False)) | kwargs
+        return _attention(args, out, split, bool(given.get("is_causal", False)))
+
+    return handler
+
+
+# (the op's arguments, its keyword arguments, its output, whether to split)
+#   -> (dense MACs, ACs or None)
+_Handler = Callable[[tuple, dict, object, bool], tuple[int, int | None]]
 
 _ATTENTION_OPS = (
     "_scaled_dot_product_flash_attention_for_cpu",
     "_scaled_dot_product_flash_attention",
     "_scaled_dot_product_efficient_attention",
     "_scaled_dot_product_cudnn_attention",
+    "_scaled_dot_product_fused_attention_overrideable",
 )
 # read-only: the op packet -> how its synaptic ops are counted
 HANDLERS: Mapping[object, _Handler] = MappingProxyType(
     {
-        aten.convolution: _conv,
-        aten.mm: lambda a, o, s: _matmul_pair(a[0], a[1], s),
-        aten.bmm: lambda a, o, s: _matmul_pair(a[0], a[1], s),
-        aten.addmm: lambda a, o, s: _matmul_pair(a[1], a[2], s),
-        aten.baddbmm: lambda a, o, s: _matmul_pair(a[1], a[2], s),
-        aten.linear: _linear,
-        **{getattr(aten, n): _attention for n in _ATTENTION_OPS if hasattr(aten, n)},
+        aten.convolution: lambda a, kw, o, s: _conv(a, o, s),
+        aten.mm: lambda a, kw, o, s: _matmul_pair(a[0], a[1], s),
+        aten.bmm: lambda a, kw, o, s: _matmul_pair(a[0], a[1], s),
+        aten.addmm: lambda a, kw, o, s: _matmul_pair(a[1], a[2], s),
+        aten.baddbmm: lambda a, kw, o, s: _matmul_pair(a[1], a[2], s),
+        aten.linear: lambda a, kw, o, s: _linear(a, o, s),
+        **{
+            getattr(aten, n): _fused_attention(getattr(aten, n).default)
+            for n in _ATTENTION_OPS
+            if hasattr(aten, n)
+        },
     }
 )
 
@@ -136,7 +160,7 @@ class OpCounter(TorchDispatchMode):
         handler = HANDLERS.get(func.overloadpacket)
         if handler is not None:
             key, split = self.where()
-            dense, acs = handler(args, out, split)
+            dense, acs = handler(args, kwargs or {}, out, split)
             tally = self.tallies.setdefault(key, OpTally())
             tally.ops += 1
             tally.dense_macs += dense

@@ -9,8 +9,8 @@ from typing import TYPE_CHECKING, cast
 import torch
 from torch import nn
 
-from hybridize._util import is_within, param_count, record_outputs
-from hybridize.conversion.regions import SpikingRegion, find_regions
+from hybridize._util import param_count, record_outputs
+from hybridize.conversion.regions import ROOT_REGION, SpikingRegion, find_regions, region_holds
 from hybridize.errors import HybridizeError
 from hybridize.metrics.counting import OpCounter, OpTally
 from hybridize.metrics.energy import EnergyModel, energy_model
@@ -31,18 +31,33 @@ def _batches(inputs: torch.Tensor | Iterable, max_batches: int | None) -> Iterat
                 f"inspect: batch {i} is a {type(x).__name__}, not a tensor; pass a tensor, or an "
                 "iterable of tensors or (images, labels) pairs"
             )
+        if x.ndim == 0 or x.shape[0] == 0:
+            raise HybridizeError(
+                f"inspect: batch {i} holds no images (shape {tuple(x.shape)}); pass batches of "
+                "at least one image"
+            )
         yield x
 
 
 @contextmanager
 def _eval(model: nn.Module) -> Iterator[None]:
+    """Eval mode for the duration, with nn.MultiheadAttention's fast path off: in eval mode
+    without grad it runs one fused op the counter cannot see into (its MACs would count 0)."""
     modes = {m: m.training for m in model.modules()}
+    fastpath = torch.backends.mha.get_fastpath_enabled()
     model.eval()
+    torch.backends.mha.set_fastpath_enabled(False)
     try:
         yield
     finally:
+        torch.backends.mha.set_fastpath_enabled(fastpath)
         for m, was in modes.items():
             m.training = was
+
+
+def _input_dtype(model: nn.Module) -> torch.dtype | None:
+    """The dtype floating inputs are cast to: the model's first floating parameter's."""
+    return next((p.dtype for p in model.parameters() if p.is_floating_point()), None)
 
 
 class _Spikes:
@@ -138,9 +153,10 @@ def inspect(
     layers: dict[str, _Spikes] = {}
     for name, m in model.named_modules():
         if isinstance(m, LIF):
-            inside = (r for r in names if is_within(name, r, strict=True))
-            layers[name] = _Spikes(name, max(inside, key=len, default=""), m)
-    state = {"n": 0, "first": True}
+            inside = (r for r in names if region_holds(r, name))
+            region = max(inside, key=lambda r: 0 if r == ROOT_REGION else len(r), default="")
+            layers[name] = _Spikes(name, region, m)
+    state = {"n": 0}
     raster: dict = {"region": raster_name, "layers": []}
 
     def on_spikes(name: str, out: torch.Tensor) -> None:
@@ -148,8 +164,10 @@ def inspect(
         steps = acc.as_steps(out.detach(), state["n"])
         acc.spikes += int(torch.count_nonzero(steps))
         acc.slots += steps.numel()
-        acc.time_steps, acc.neurons = steps.shape[0], steps.shape[2]
-        if state["first"] and acc.region == raster_name:
+        first_call = not acc.time_steps
+        if first_call:  # a LIF run more than once per forward reports its first call's shape
+            acc.time_steps, acc.neurons = steps.shape[0], steps.shape[2]
+        if first_call and acc.region == raster_name:
             k = min(raster_neurons, steps.shape[2])
             idx = torch.linspace(0, steps.shape[2] - 1, k).round().long()
             raster["layers"].append(
@@ -163,14 +181,15 @@ def inspect(
     counter = OpCounter(where)
     n_samples = 0
     device = next((p.device for p in model.parameters()), torch.device("cpu"))
+    dtype = _input_dtype(model)
     spikes = record_outputs(((a.name, a.module) for a in layers.values()), on_spikes)
     try:
         with _eval(model), torch.no_grad(), spikes:
             for x in _batches(inputs, max_batches):
                 state["n"] = x.shape[0]
+                x = x.to(device, dtype if x.is_floating_point() and dtype else x.dtype)
                 with counter:
-                    model(x.to(device))
-                state["first"] = False
+                    model(x)
                 n_samples += x.shape[0]
     finally:
         for h in handles:
@@ -193,7 +212,7 @@ def _build_report(
     report = Report(n, em.name, em.e_mac_pj, em.e_ac_pj)
     report.outside_macs = tallies.get(("", "outside"), OpTally()).dense_macs / n
     for acc in layers:
-        rate = acc.spikes / acc.slots if acc.slots else 0.0
+        rate = acc.spikes / acc.slots if acc.slots else None  # None: it never ran
         report.layers.append(
             LayerStats(acc.name, acc.region, acc.time_steps, acc.neurons, acc.spikes, rate)
         )

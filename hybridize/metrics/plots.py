@@ -44,18 +44,18 @@ def _save(fig, path: Path) -> Path:
 
 
 def plot_firing_rates(report: Report, path: str | os.PathLike) -> Path:
-    """Bar chart: measured firing rate (%) of every LIF layer, coloured by region."""
+    """Bar chart: measured firing rate (%) of every LIF layer that ran, coloured by region."""
     plt = _pyplot()
-    layers = report.layers
+    layers = [layer for layer in report.layers if layer.rate is not None]
     if not layers:
-        raise HybridizeError("plot_firing_rates: the report has no LIF layers to plot")
+        raise HybridizeError("plot_firing_rates: the report has no LIF layer that ran to plot")
     regions = list(dict.fromkeys(layer.region for layer in layers))
     cmap = plt.get_cmap("tab10")
     colours = {r: cmap(i % 10) for i, r in enumerate(regions)}
     fig, ax = plt.subplots(figsize=(max(6.0, 0.35 * len(layers) + 2), 4.5))
     ax.bar(
         range(len(layers)),
-        [100 * layer.rate for layer in layers],
+        [100 * (layer.rate or 0.0) for layer in layers],
         color=[colours[layer.region] for layer in layers],
     )
     ax.set_xticks(range(len(layers)))

@@ -12,14 +12,15 @@ from hybridize._atomic import atomic_path
 
 @dataclass
 class LayerStats:
-    """One LIF layer: its measured firing rate (spikes / (neurons x steps x samples))."""
+    """One LIF layer: its measured firing rate (spikes / (neurons x steps x samples), summed
+    over every call when the forward runs it more than once; None when it never ran)."""
 
     name: str
     region: str
-    time_steps: int
-    neurons: int  # per sample and step
-    spikes: int  # total over all samples and steps
-    rate: float
+    time_steps: int  # of its first call
+    neurons: int  # per sample and step, of its first call
+    spikes: int  # total over all calls, samples and steps
+    rate: float | None
 
 
 @dataclass

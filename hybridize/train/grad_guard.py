@@ -12,6 +12,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+from hybridize.conversion.regions import ROOT_REGION
 from hybridize.spiking import FusionBlock
 
 
@@ -68,7 +69,7 @@ def block_grads(model: nn.Module) -> list[BlockGrad]:
         options = getattr(getattr(block, "encoder", None), "options", None)
         out.append(
             BlockGrad(
-                name=name or "<model>",
+                name=name or ROOT_REGION,
                 nonfinite=bad,
                 max_abs=top,
                 encoder_gain=getattr(options, "gain", None),

@@ -96,3 +96,52 @@ def test_attention_counted():
 def test_is_binary():
     assert is_binary(torch.tensor([0.0, 1.0, 1.0])) and is_binary(torch.tensor([True]))
     assert not is_binary(torch.tensor([0.0, 0.5])) and not is_binary(torch.tensor([]))
+
+
+def test_causal_attention_counts_only_the_pairs_it_computes():
+    # L = S = 6: query i sees keys 0..i, 1 + 2 + ... + 6 = 21 pairs of (E + Ev) = 8 MACs each
+    q, k, v = torch.randn(1, 1, 6, 4), torch.randn(1, 1, 6, 4), torch.randn(1, 1, 6, 4)
+    t = _count(lambda: F.scaled_dot_product_attention(q, k, v, is_causal=True), split=False)
+    assert t.dense_macs == 21 * (4 + 4)
+    # L = 3 < S = 5, torch's top-left mask: query i sees keys 0..i -> 1 + 2 + 3 = 6 pairs
+    q3 = torch.randn(1, 1, 3, 4)
+    k5, v5 = torch.randn(1, 1, 5, 4), torch.randn(1, 1, 5, 4)
+    t = _count(lambda: F.scaled_dot_product_attention(q3, k5, v5, is_causal=True), split=False)
+    assert t.dense_macs == 6 * (4 + 4)
+
+
+def _reach_by_unfold(x: torch.Tensor, c_out: int, kernel: int) -> int:
+    """ACs of a binary input through a dense conv (stride 1, no padding), by counting: every
+    window's ones, in float64, times the output channels."""
+    return int(F.unfold(x.double(), kernel).sum()) * c_out
+
+
+def test_conv_acs_are_exact_for_a_bf16_model():
+    # 113 input channels x 3 x 3: an output sees up to 1017 ones, more than bf16 holds exactly
+    torch.manual_seed(0)
+    x = (torch.rand(1, 113, 6, 6) < 0.9).to(torch.bfloat16)
+    conv = nn.Conv2d(113, 2, 3, bias=False).to(torch.bfloat16)
+    t = _count(lambda: conv(x))
+    assert t.acs == _reach_by_unfold(x, 2, 3)
+    assert t.dense_macs == 2 * 4 * 4 * 113 * 9
+
+
+def test_multihead_attention_is_counted_in_eval_mode():
+    """nn.MultiheadAttention's eval fast path is one fused op; inspect turns it off so the
+    projections and both matmuls are seen."""
+    from hybridize.metrics import inspect
+
+    class SelfAttention(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.attn = nn.MultiheadAttention(8, 2, batch_first=True)
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return self.attn(x, x, x, need_weights=False)[0]
+
+    model = SelfAttention()
+    report = inspect(model, torch.randn(2, 5, 8))
+    # per image: in-projection 5 x 8 x 24, q k^T 2 heads x 5 x 5 x 4, the same for attn @ v,
+    # out-projection 5 x 8 x 8
+    assert report.outside_macs == 5 * 8 * 24 + 200 + 200 + 5 * 8 * 8
+    assert torch.backends.mha.get_fastpath_enabled()  # restored

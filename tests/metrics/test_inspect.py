@@ -101,3 +101,62 @@ def test_model_modes_restored_and_errors(linear_hybrid):
         inspect(linear_hybrid, [])
     with pytest.raises(HybridizeError, match="no spiking region named"):
         inspect(linear_hybrid, X, raster_region="nope")
+
+
+def test_a_model_that_is_itself_a_region_has_its_rates_and_raster(conv_hybrid):
+    x = torch.zeros(1, 1, 3, 3)
+    x[0, 0, 1, 1] = 1.0
+    report = inspect(conv_hybrid, x)
+    (r,) = report.regions
+    (layer,) = report.layers
+    assert r.name == "<model>" and layer.region == "<model>"
+    assert r.firing_rate == layer.rate is not None
+    assert report.raster is not None and report.raster["layers"][0]["name"] == layer.name
+
+
+class _TwiceTwin(torch.nn.Module):
+    """Runs one LIF on a 3-wide and then on a 2-wide input (a shared neuron layer)."""
+
+    def __init__(self, lif: torch.nn.Module) -> None:
+        super().__init__()
+        self.lif = lif
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        # planes in {0, 1} times 2: the LIF (tau 2, V_th 1, hard reset) spikes on every 1-bit
+        first, second = self.lif(2 * x[..., :3]), self.lif(2 * x[..., 1:3])
+        return first.sum(-1, keepdim=True) + second.sum(-1, keepdim=True)
+
+
+def test_a_lif_run_twice_counts_every_call_and_one_raster_entry():
+    from hybridize.spiking import LIF, SpikingBranch
+    from tests.metrics.conftest import SumOverTime, encoder
+
+    model = SpikingBranch(_TwiceTwin(LIF(time_steps=T)), encoder(), SumOverTime())
+    x = torch.tensor([[1.0, 1.0, 0.0]])  # 255, 255, 0: planes all ones, all ones, none
+    report = inspect(model, x)
+    (layer,) = report.layers
+    # call 1 (3 neurons): 8 + 8 + 0 spikes; call 2 (2 neurons): 8 + 0
+    assert layer.spikes == 24 and (layer.time_steps, layer.neurons) == (T, 3)
+    assert layer.rate == 24 / (T * 3 + T * 2)
+    assert len(report.raster["layers"]) == 1
+
+
+def test_a_lif_that_never_ran_has_no_rate(linear_hybrid):
+    from hybridize.spiking import LIF
+
+    linear_hybrid[0].branch.idle = LIF(time_steps=T)  # a LIF the forward never calls
+    report = inspect(linear_hybrid, X)
+    idle = next(a for a in report.layers if a.name.endswith("idle"))
+    assert idle.rate is None and idle.spikes == 0
+    assert report.regions[0].firing_rate == 12 / (T * 3 * 2)  # the idle LIF adds no slots
+
+
+def test_a_bf16_model_takes_float32_inputs(linear_hybrid):
+    ref = inspect(linear_hybrid, X).regions[0]
+    got = inspect(linear_hybrid.to(torch.bfloat16), X).regions[0]
+    assert (got.ann_macs, got.twin_dense_macs) == (ref.ann_macs, ref.twin_dense_macs)
+
+
+def test_an_empty_batch_is_one_clear_error(linear_hybrid):
+    with pytest.raises(HybridizeError, match="batch 0 holds no images"):
+        inspect(linear_hybrid, X[:0])
