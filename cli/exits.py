@@ -38,10 +38,6 @@ _USER_ERRNOS = {
 }
 
 
-class Interrupted(Exception):
-    """The run was interrupted (Ctrl-C); the message is the one line to print."""
-
-
 def _usage_error_types() -> tuple[type[BaseException], ...]:
     """typer's own (vendored) click exceptions, and real click's when installed."""
     types: list[type[BaseException]] = []
@@ -79,7 +75,7 @@ def was_interrupted(exc: BaseException) -> bool:
     seen: set[int] = set()
     current: BaseException | None = exc
     while current is not None and id(current) not in seen:
-        if isinstance(current, KeyboardInterrupt | Interrupted):
+        if isinstance(current, KeyboardInterrupt):
             return True
         if not isinstance(current, OSError) and any(  # InterruptedError is EINTR, not Ctrl-C
             "Interrupt" in cls.__name__ for cls in type(current).__mro__
@@ -111,8 +107,6 @@ def usage_error_line(exc: BaseException) -> str:
 def classify(exc: BaseException) -> tuple[int, str]:
     """Exit code and line for an exception that ended a command."""
     if was_interrupted(exc):
-        if isinstance(exc, Interrupted):
-            return INTERRUPTED, one_line(str(exc)) or "interrupted"
         if isinstance(exc, HybridizeError):  # e.g. saving the interrupted run failed
             return INTERRUPTED, f"interrupted: {one_line(str(exc))}"
         # a plain Ctrl-C has no message; the library's TrainInterrupted says how to resume

@@ -3,11 +3,10 @@
 from __future__ import annotations
 
 import os
-import subprocess
 import sys
 from dataclasses import fields
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 import typer
 from rich.console import Console
@@ -50,13 +49,18 @@ def command_line(ctx: typer.Context) -> list[str]:
     return list(obj["argv"]) if isinstance(obj, dict) and "argv" in obj else sys.argv[1:]
 
 
-def relaunch_with_torchrun(devices: int, argv: list[str]) -> int:
-    """Run the command line ``argv`` under ``torch.distributed.run`` with ``devices`` processes."""
+def relaunch_with_torchrun(devices: int, argv: list[str]) -> NoReturn:
+    """Become ``torch.distributed.run`` running the command line ``argv`` with ``devices``
+    processes. The process is replaced (exec), not waited on: Ctrl-C, SIGTERM from a scheduler
+    and the exit status reach torchrun itself, which stops its workers in order (a waiting
+    parent would SIGKILL it on Ctrl-C and die alone on SIGTERM, leaving the workers running)."""
     cmd = [
         sys.executable, "-m", "torch.distributed.run", "--standalone",
         f"--nproc_per_node={devices}", "-m", "hybridize_cli", *_strip_devices(argv),
     ]  # fmt: skip
-    return subprocess.call(cmd)
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os.execv(sys.executable, cmd)
 
 
 def register(app: typer.Typer) -> None:
@@ -64,10 +68,11 @@ def register(app: typer.Typer) -> None:
     def finetune_cmd(
         ctx: typer.Context,
         checkpoint: Path = typer.Argument(..., help="Hybrid (or plain) checkpoint to fine-tune."),
-        data: str = typer.Option(
-            "fashion-mnist",
+        data: str | None = typer.Option(
+            None,
             "--data",
-            help="fashion-mnist | mnist | cifar10 | cifar100 | imagefolder:PATH",
+            help="fashion-mnist | mnist | cifar10 | cifar100 | imagefolder:PATH (default "
+            "fashion-mnist; with --resume, the run's own).",
         ),
         data_root: str | None = typer.Option(
             None, "--data-root", help="Folder holding the data set."
@@ -134,10 +139,9 @@ def register(app: typer.Typer) -> None:
     ) -> None:
         """Fine-tune a hybrid end to end; checkpoints, metrics.jsonl and resume under --out."""
         if devices > 1 and "WORLD_SIZE" not in os.environ:
-            code = relaunch_with_torchrun(devices, command_line(ctx))
-            raise typer.Exit(128 - code if code < 0 else code)  # killed by signal N: 128 + N
+            relaunch_with_torchrun(devices, command_line(ctx))
         if out is None:
-            tag = data.split(":")[-1].strip("/").replace("/", "_")
+            tag = (data or "fashion-mnist").split(":")[-1].strip("/").replace("/", "_")
             out = Path("runs") / f"{checkpoint.name.removesuffix('.safetensors')}-{tag}"
         run_folder(out)
         main = int(os.environ.get("RANK", "0")) == 0

@@ -66,6 +66,16 @@ def subset_indices(dataset: Dataset, limit: int | None, seed: int) -> list[int] 
     return sorted(i for _, _, i in keyed[:limit])
 
 
+def worker_seed(seed: int, epoch: int, rank: int) -> int:
+    """The seed of a train loader's worker seeds in ``epoch`` on process ``rank``: every rank
+    its own, so the processes of a distributed run draw different augmentations. Rank 0 keeps
+    the one-process seeds; other ranks hash (seed, epoch, rank) to 32 bits (torch's CPU
+    generator reads only the low 32 bits of a seed)."""
+    if rank == 0:
+        return seed * 1_000_003 + epoch
+    return int(np.random.SeedSequence([seed, epoch, rank]).generate_state(1)[0])
+
+
 def seed_worker(worker_id: int) -> None:
     """Seed python and numpy in a DataLoader worker from torch's per-worker seed."""
     seed = torch.initial_seed() % 2**32
@@ -104,6 +114,14 @@ class Loaders:
     info: DataInfo
     spec: InputSpec
 
+    def start_epoch(self, epoch: int) -> None:
+        """Shuffle for ``epoch`` and seed its worker processes (from seed, epoch and rank)."""
+        self.sampler.set_epoch(epoch)
+        if self.train.generator is not None:
+            self.train.generator.manual_seed(
+                worker_seed(self.sampler.seed, epoch, self.sampler.rank)
+            )
+
 
 def build_loaders(
     data: str | tuple[Dataset, Dataset],
@@ -128,7 +146,7 @@ def build_loaders(
     ready tensors), with transforms from ``model``'s timm data config.
 
     Train order comes from a :class:`DistributedSampler` (also with one process) seeded by
-    ``seed``; call ``loaders.sampler.set_epoch(epoch)`` each epoch. ``batch_size`` is per process.
+    ``seed``; call ``loaders.start_epoch(epoch)`` each epoch. ``batch_size`` is per process.
     """
     _check_sizes(
         batch_size=batch_size,
@@ -172,7 +190,7 @@ def build_loaders(
         pin_memory=pin,
         worker_init_fn=seed_worker,
     )
-    g = torch.Generator().manual_seed(seed)
+    g = torch.Generator().manual_seed(worker_seed(seed, 0, rank))
     train = DataLoader(
         train_set, batch_size=batch_size, sampler=sampler, generator=g, drop_last=False, **common
     )

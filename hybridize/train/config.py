@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import difflib
+import math
 from collections.abc import Iterable
 from dataclasses import asdict, dataclass, fields, replace
 from typing import Any
@@ -133,10 +134,31 @@ def validate(cfg: FinetuneConfig) -> None:
         (cfg.amp in AMP_MODES, f"amp {cfg.amp!r}: choose {'|'.join(AMP_MODES)}"),
         (cfg.epochs >= 1, f"epochs {cfg.epochs}: give 1 or more"),
         (cfg.batch_size >= 1, f"batch size {cfg.batch_size}: give 1 or more"),
-        (cfg.lr > 0, f"lr {cfg.lr}: give a positive learning rate"),
-        (cfg.ann_lr_scale >= 0, f"ann-lr-scale {cfg.ann_lr_scale}: give 0 (freeze) or more"),
-        (cfg.warmup_epochs >= 0, f"warmup-epochs {cfg.warmup_epochs}: give 0 or more"),
-        (cfg.weight_decay >= 0, f"weight decay {cfg.weight_decay}: give 0 or more"),
+        (
+            _is_int(cfg.seed) and 0 <= cfg.seed < 2**32,
+            f"seed {cfg.seed}: give an integer from 0 to {2**32 - 1}",
+        ),
+        (0 < cfg.lr < math.inf, f"lr {cfg.lr}: give a positive, finite learning rate"),
+        (
+            0 <= cfg.ann_lr_scale < math.inf,
+            f"ann-lr-scale {cfg.ann_lr_scale}: give 0 (freeze) or a finite value",
+        ),
+        (
+            0 <= cfg.warmup_epochs < math.inf,
+            f"warmup-epochs {cfg.warmup_epochs}: give 0 or a finite number",
+        ),
+        (
+            0 <= cfg.weight_decay < math.inf,
+            f"weight decay {cfg.weight_decay}: give 0 or a finite value",
+        ),
+        (
+            0 <= cfg.momentum < math.inf,
+            f"momentum {cfg.momentum}: give 0 or a finite value",
+        ),
+        (
+            not (cfg.nesterov and cfg.momentum == 0),
+            "nesterov needs a momentum above 0",
+        ),
         (
             cfg.limit_train_batches is None or cfg.limit_train_batches >= 1,
             f"limit-train-batches {cfg.limit_train_batches}: give 1 or more",
@@ -149,8 +171,8 @@ def validate(cfg: FinetuneConfig) -> None:
             f"workers {cfg.workers}: give 0 (load in the main process) or more",
         ),
         (
-            cfg.grad_clip is None or cfg.grad_clip > 0,
-            f"grad-clip {cfg.grad_clip}: give a positive norm, or leave it out",
+            cfg.grad_clip is None or 0 < cfg.grad_clip < math.inf,
+            f"grad-clip {cfg.grad_clip}: give a positive, finite norm, or leave it out",
         ),
         (
             0 <= cfg.label_smoothing < 1,

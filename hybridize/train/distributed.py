@@ -38,7 +38,7 @@ def resolve_device(
     process would take the same GPU."""
     if device is None or str(device) == "auto":
         if torch.cuda.is_available():
-            return torch.device("cuda", local_rank % torch.cuda.device_count())
+            return _local_gpu(local_rank)
         return torch.device("cpu")
     dev = torch.device(device)
     if dev.type != "cuda" or world_size == 1:
@@ -48,7 +48,20 @@ def resolve_device(
             f"--device {dev}: with {world_size} processes each takes its own GPU by local rank; "
             "give --device cuda (or leave it out)"
         )
-    return torch.device("cuda", local_rank % max(1, torch.cuda.device_count()))
+    return _local_gpu(local_rank)
+
+
+def _local_gpu(local_rank: int) -> torch.device:
+    """The GPU of the process with ``local_rank`` on this machine; one line when there are
+    fewer GPUs than processes (two processes on one GPU fail later, in NCCL, as an internal
+    error)."""
+    count = torch.cuda.device_count()
+    if count and local_rank >= count:
+        raise TrainError(
+            f"process {local_rank} on this machine has no GPU of its own (the machine has "
+            f"{count}); start at most {count} processes per machine (--devices {count})"
+        )
+    return torch.device("cuda", local_rank)
 
 
 def setup(device: str | torch.device | None = None) -> DistEnv:

@@ -13,7 +13,7 @@ from torch import nn
 from hybridize.train import grad_guard
 from hybridize.train.distributed import all_sum, any_rank, to_device
 from hybridize.train.evaluate import autocast
-from hybridize.train.optim import spiking_parameter_ids
+from hybridize.train.optim import spiking_modules
 from hybridize.train.progress import ProgressCallback
 from hybridize.train.run import TrainingRun
 
@@ -61,20 +61,18 @@ def train_epoch(run: TrainingRun, epoch: int, progress: ProgressCallback) -> dic
 
 
 def _begin_epoch(run: TrainingRun, epoch: int) -> None:
-    run.loaders.sampler.set_epoch(epoch)
-    if run.loaders.train.generator is not None:  # worker seeds depend on (seed, epoch) only
-        run.loaders.train.generator.manual_seed(run.cfg.seed * 1_000_003 + epoch)
+    run.loaders.start_epoch(epoch)  # worker seeds depend on (seed, epoch, rank) only
     run.net.train()
     if run.cfg.ann_lr_scale == 0:
         hold_ann_norms(run.model)
 
 
 def hold_ann_norms(model: nn.Module) -> None:
-    """With a frozen ANN, keep its norm layers' running statistics fixed (eval mode)."""
-    spiking = spiking_parameter_ids(model)
+    """With a frozen ANN, keep its norm layers' running statistics fixed (eval mode); the
+    twins' norms (by where they sit, with or without parameters) keep training."""
+    spiking = {id(m) for m in spiking_modules(model)}
     for m in model.modules():
-        is_norm = isinstance(m, nn.modules.batchnorm._NormBase)
-        if is_norm and not any(id(p) in spiking for p in m.parameters(recurse=False)):
+        if isinstance(m, nn.modules.batchnorm._NormBase) and id(m) not in spiking:
             m.eval()
 
 
@@ -91,9 +89,9 @@ def _step(
     scaler.scale(loss).backward()
     if cfg.grad_clip is not None:
         scaler.unscale_(opt)
-        torch.nn.utils.clip_grad_norm_(run.model.parameters(), cfg.grad_clip)
     # fp16's scaler skips inf steps itself; otherwise stop before NaN reaches the weights.
-    # The loss and the gradient check are read in one host sync.
+    # The loss and the gradient check are read in one host sync, before any clipping: a
+    # clip by a non-finite norm would spread NaN to every gradient and hide the block.
     guard = not scaler.is_enabled()
     checks = [loss.detach().float()]
     if guard:
@@ -106,6 +104,8 @@ def _step(
         return None
     if bad_grads:
         raise GradientOverflow(grad_guard.overflow_message(run.model, where))
+    if cfg.grad_clip is not None:
+        torch.nn.utils.clip_grad_norm_(run.model.parameters(), cfg.grad_clip)
     scaler.step(opt)
     scaler.update()
     run.scheduler.step()

@@ -3,6 +3,10 @@
 from __future__ import annotations
 
 import math
+import signal
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -17,7 +21,7 @@ from hybridize.train.errors import RunInUseError, TrainError, TrainInterrupted
 from hybridize.train.evaluate import run_eval
 from hybridize.train.lock import RunLock, prepare_folder
 from hybridize.train.progress import ProgressCallback, epoch_summary, resolve_progress
-from hybridize.train.resume import explicit_fields
+from hybridize.train.resume import explicit_fields, stored_option
 from hybridize.train.run import TrainingRun, open_run
 from hybridize.train.state import resolve_model
 
@@ -39,7 +43,7 @@ class FinetuneResult:
 
 def finetune(
     model_or_path: nn.Module | str | Path,
-    data: str | tuple = "fashion-mnist",
+    data: str | tuple | None = None,
     config: FinetuneConfig | None = None,
     *,
     out: str | Path | None = None,
@@ -51,7 +55,9 @@ def finetune(
     tag: str = "finetune",
     **overrides: Any,
 ) -> FinetuneResult:
-    """Fine-tune a model (hybrid or plain) or a checkpoint path on data set ``data``.
+    """Fine-tune a model (hybrid or plain) or a checkpoint path on data set ``data`` (a name,
+    or a ``(train, eval)`` pair of datasets; None: ``fashion-mnist`` for a new run, the run's
+    own on ``resume``).
 
     The options are ``config`` (default: :class:`FinetuneConfig`'s defaults) with
     ``overrides`` (its field names, e.g. ``epochs=3, lr=1e-3``; None leaves a field alone;
@@ -66,6 +72,9 @@ def finetune(
     ``KeyboardInterrupt``) and leaves ``out`` as it was at the end of the last finished epoch.
     """
     preset = overrides.pop("preset", None)
+    if resume and out is not None and preset is not None and overrides.get("batch_size") is None:
+        # a preset's batch-dependent values (lr = 0.1 B / 256) follow the run's batch size
+        overrides["batch_size"] = stored_option(Path(out), "batch_size")
     cfg = resolve_config(preset, base=config, **overrides)
     explicit: set[str] = set()
     if resume:
@@ -86,7 +95,8 @@ def finetune(
                 model, data, cfg, env, out=out, resume=resume, explicit=explicit,
                 data_root=data_root, tag=tag,
             )  # fmt: skip
-            return _train(run, stop_after, report)
+            with _terminate_as_interrupt():
+                return _train(run, stop_after, report)
         finally:
             if lock is not None:
                 lock.release()
@@ -94,6 +104,25 @@ def finetune(
         for p, grad in zip(model.parameters(), wanted, strict=True):
             p.requires_grad_(grad)
         teardown(env)
+
+
+@contextmanager
+def _terminate_as_interrupt() -> Iterator[None]:
+    """While training, SIGTERM (a scheduler's stop, torchrun stopping the other ranks when one
+    failed) ends the run as Ctrl-C does: no temporary files left, one line saying what is
+    kept. Only the main thread can install a handler; elsewhere SIGTERM keeps its default."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def interrupt(signum: int, frame: object) -> None:
+        raise KeyboardInterrupt
+
+    previous = signal.signal(signal.SIGTERM, interrupt)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 def _lock_run(out: Path | None, env: DistEnv, report: ProgressCallback) -> RunLock | None:
@@ -159,7 +188,7 @@ def _epoch(run: TrainingRun, epoch: int, report: ProgressCallback) -> dict[str, 
     if broadcast_flag(not _all_finite(run.model), run.env):
         raise run.nonfinite("weights", epoch)
     evaluation = run_eval(
-        run.net, run.loaders.eval, run.env, run.cfg.amp, probe_model=run.model,
+        run.eval_net, run.loaders.eval, run.env, run.cfg.amp, probe_model=run.model,
         channels_last=run.cfg.channels_last,
     )  # fmt: skip
     record.update(evaluation)
@@ -180,8 +209,7 @@ def _save_epoch(run: TrainingRun, epoch: int, record: dict[str, Any]) -> None:
     # two leaves a state that --resume completes (tests/train/test_crash_consistency.py)
     if improved:
         run.checkpoint("best", epoch + 1)
-    run.checkpoint("last", epoch + 1)
-    run.saved_epoch = epoch + 1
+    run.checkpoint("last", epoch + 1)  # sets run.saved_epoch at its commit point
     run.writer.write(record)
 
 

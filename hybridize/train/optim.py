@@ -7,20 +7,24 @@ import math
 import torch
 from torch import nn
 
-from hybridize.spiking import FusionBlock
+from hybridize.spiking import FusionBlock, SpikingBranch
 from hybridize.train.config import FinetuneConfig
 from hybridize.train.errors import TrainError
 
 
+def spiking_modules(model: nn.Module) -> list[nn.Module]:
+    """The modules of the spiking side: every SpikingBranch (a FusionBlock's or one that
+    replaced its ANN block) with everything in it."""
+    return [m for b in model.modules() if isinstance(b, SpikingBranch) for m in b.modules()]
+
+
 def spiking_parameter_ids(model: nn.Module) -> set[int]:
-    """Ids of the parameters that belong to the spiking side: everything inside a FusionBlock
-    that is not inside its ``ann`` branch (the twin's branch and the gate)."""
-    ids: set[int] = set()
+    """Ids of the parameters that belong to the spiking side: those of
+    :func:`spiking_modules`, and each FusionBlock's own (its gate)."""
+    ids = {id(p) for m in spiking_modules(model) for p in m.parameters(recurse=False)}
     for m in model.modules():
         if isinstance(m, FusionBlock):
-            ann = getattr(m, "ann", None)
-            ann_ids = {id(p) for p in ann.parameters()} if isinstance(ann, nn.Module) else set()
-            ids |= {id(p) for p in m.parameters() if id(p) not in ann_ids}
+            ids |= {id(p) for p in m.parameters(recurse=False)}
     return ids
 
 

@@ -20,11 +20,13 @@ def _clean(value: Any) -> Any:
 
 
 class MetricsWriter:
-    """Appends one JSON object per epoch to ``metrics.jsonl``; mirrors scalars to TensorBoard
-    when the ``tensorboard`` package is installed. Inactive when ``out`` is None."""
+    """Writes one JSON object per epoch to ``metrics.jsonl`` (the whole file, atomically, each
+    epoch: a kill or a full disk never leaves a cut line); mirrors scalars to TensorBoard when
+    the ``tensorboard`` package is installed. Inactive when ``out`` is None."""
 
     def __init__(self, out: Path | None, active: bool = True) -> None:
         self.path = out / "metrics.jsonl" if (out is not None and active) else None
+        self._records: list[dict[str, Any]] = []
         self._tb = None
         if out is not None and self.path is not None:
             self.path.parent.mkdir(parents=True, exist_ok=True)
@@ -43,12 +45,13 @@ class MetricsWriter:
         text = "".join(json.dumps(_clean(r), sort_keys=True) + "\n" for r in records)
         with atomic_path(self.path) as tmp:
             tmp.write_text(text, encoding="utf-8")
+        self._records = list(records)  # what the file holds
 
     def write(self, record: dict[str, Any]) -> None:
+        """Add one epoch's record."""
         if self.path is None:
             return
-        with open(self.path, "a", encoding="utf-8") as f:
-            f.write(json.dumps(_clean(record), sort_keys=True) + "\n")
+        self.rewrite([*self._records, record])
         if self._tb is not None:
             step = int(record.get("epoch", 0))
             for key, value in record.items():

@@ -15,9 +15,11 @@ import torch
 from torch import nn
 
 from hybridize._util import first_line, load_exactly
+from hybridize.errors import CheckpointError
 from hybridize.train.config import PRESETS, FinetuneConfig
 from hybridize.train.errors import ResumeMismatchError
 from hybridize.train.report import read_metrics
+from hybridize.train.state import load_state, state_path
 
 
 def explicit_fields(preset: str | None, options: dict[str, Any]) -> set[str]:
@@ -26,6 +28,17 @@ def explicit_fields(preset: str | None, options: dict[str, Any]) -> set[str]:
     if preset is not None and preset in PRESETS:
         given |= set(PRESETS[preset](options.get("batch_size") or 64)) | {"preset"}
     return given
+
+
+def stored_option(out: Path, name: str) -> Any:
+    """The value of option ``name`` in the run in ``out`` (None when unreadable or absent; the
+    resume itself reports why)."""
+    try:
+        state = load_state(state_path(out / "last.safetensors"))
+    except CheckpointError:
+        return None
+    config = state.get("config")
+    return config.get(name) if isinstance(config, dict) else None
 
 
 def resumed_config(
@@ -52,6 +65,45 @@ def resumed_config(
             "drop them to continue the run as it was, or start a new run with another --out"
         )
     return run
+
+
+def model_recipe(model: nn.Module) -> dict[str, Any] | None:
+    """The recipe a hybrid was converted with (from its ``hybridize_meta``); None otherwise."""
+    meta = getattr(model, "hybridize_meta", None)
+    recipe = meta.get("recipe") if isinstance(meta, dict) else None
+    return recipe if isinstance(recipe, dict) else None
+
+
+def _settings(recipe: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    """A recipe's settings as dotted paths -> values (its free-text description left out)."""
+    flat: dict[str, Any] = {}
+    for key, value in recipe.items():
+        path = f"{prefix}{key}"
+        if isinstance(value, dict):
+            flat |= _settings(value, path + ".")
+        elif path != "description":
+            flat[path] = value
+    return flat
+
+
+def check_recipe(stored: Any, current: dict[str, Any] | None, out: Path) -> None:
+    """:class:`ResumeMismatchError` when the run in ``out`` trained a hybrid of another recipe
+    (encoder bits, surrogate, gain ... leave the tensors' names and shapes alike). States
+    written before the recipe was stored, and plain models, are not checked."""
+    if not isinstance(stored, dict) or current is None:
+        return
+    before, now = _settings(stored), _settings(current)
+    diffs = [
+        f"{k} {before.get(k)!r} -> {now.get(k)!r}"
+        for k in sorted(before.keys() | now.keys())
+        if before.get(k) != now.get(k)
+    ]
+    if diffs:
+        shown = "; ".join(diffs[:4]) + (f"; and {len(diffs) - 4} more" if len(diffs) > 4 else "")
+        raise ResumeMismatchError(
+            f"--resume: the run in {out} trained a hybrid of another recipe ({shown}); resume "
+            "with the checkpoint the run started from, or choose another --out"
+        )
 
 
 def restore_weights(model: nn.Module, tensors: dict[str, torch.Tensor], out: Path) -> None:

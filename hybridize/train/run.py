@@ -19,6 +19,8 @@ from hybridize.train.evaluate import check_amp
 from hybridize.train.optim import build_optimizer, build_scheduler
 from hybridize.train.report import MetricsWriter, write_json
 from hybridize.train.resume import (
+    check_recipe,
+    model_recipe,
     optimizer_mismatch,
     previous_records,
     restore_weights,
@@ -33,6 +35,9 @@ from hybridize.train.state import (
     set_rng_state,
     state_path,
 )
+
+# the data set of a new run that names none
+DEFAULT_DATA = "fashion-mnist"
 
 
 @dataclass(frozen=True)
@@ -73,11 +78,21 @@ class TrainingRun:
     start_epoch: int = 0
     saved_epoch: int | None = None  # the epoch that out/last holds (None: nothing written)
 
+    @property
+    def eval_net(self) -> nn.Module:
+        """The module evaluation calls: ``net``, except under several processes, where it is
+        ``model`` itself. DDP broadcasts buffers in every forward, and the eval shards may
+        differ in batch count (or be empty), which would leave the ranks' collectives
+        mismatched: a hang."""
+        return self.model if self.env.distributed else self.net
+
     def checkpoint(self, which: str, epoch: int) -> None:
         """Write ``best`` or ``last``: the state (weights included) first, since it alone
         decides what a resume continues from, then the weights file."""
         path: Path | None = getattr(self.paths, which)
         if not self.env.is_main or path is None:
+            if which == "last":
+                self.saved_epoch = epoch
             return
         save_state(
             state_path(path),
@@ -92,8 +107,11 @@ class TrainingRun:
                 "history": self.history,
                 "data": self.data if isinstance(self.data, str) else None,
                 "config": self.cfg.to_dict(),
+                "recipe": model_recipe(self.model),
             },
         )
+        if which == "last":  # the commit point: from here a resume continues after `epoch`
+            self.saved_epoch = epoch
         save_model(self.model, path)
 
     def kept(self) -> str:
@@ -117,6 +135,11 @@ class TrainingRun:
             return f"{where}; nothing was saved (no --out)"
         if self.saved_epoch is None:
             return f"{where} before the first checkpoint; nothing to resume, start the run again"
+        if self.saved_epoch == epoch + 1:  # while its checkpoint was written, after the commit
+            return (
+                f"{self.tag}: interrupted while saving epoch {epoch + 1}, which is kept: "
+                f"continue with --resume --out {out} (it completes {self.paths.last})"
+            )
         return (
             f"{where}; {self.paths.last} holds epoch {self.saved_epoch}: continue with --resume "
             f"--out {out} (the interrupted epoch starts again)"
@@ -135,14 +158,17 @@ def open_run(
     data_root: str | None = None,
     tag: str = "finetune",
 ) -> TrainingRun:
-    """Build a run: a new one (``out`` emptied of an earlier run's metrics), or the run in
-    ``out`` continued from its last finished epoch (``resume``)."""
+    """Build a run: a new one (``out`` emptied of an earlier run's checkpoints and metrics),
+    or the run in ``out`` continued from its last finished epoch (``resume``)."""
     paths = RunPaths(out)
     state: dict[str, Any] | None = None
     if resume:
         assert out is not None and paths.last is not None
         state = load_state(state_path(paths.last))
         cfg = resumed_config(state.get("config") or {}, cfg, explicit or set(), out, data)
+        data = data if data is not None else _stored_data(state, out)
+    elif data is None:
+        data = DEFAULT_DATA
     _check_fit(cfg, env)
     if env.device.type == "cpu":  # a hybrid's large activations would page-fault each step
         retain_freed_memory()
@@ -150,6 +176,8 @@ def open_run(
     if cfg.channels_last:  # the images follow in the loops (memory_format_of)
         model.to(memory_format=torch.channels_last)
     if state is not None:  # before the data: another model's run fails fast
+        assert out is not None
+        check_recipe(state.get("recipe"), model_recipe(model), out)
         _restore_model(model, state, paths)
     _seed(cfg.seed + env.rank)
     loaders = _build_loaders(data, model, cfg, env, data_root)
@@ -177,9 +205,32 @@ def open_run(
     if state is not None:
         _continue(run, state)
     elif env.is_main and out is not None:
-        run.writer.rewrite([])  # a new run: no lines of an earlier run in this folder
-        write_json(out / "config.json", {"tag": tag, **cfg.to_dict()})
+        _clear_earlier_run(paths)
+        run.writer.rewrite([])
+    if env.is_main and out is not None:  # a resumed run's config.json is the run's own config
+        write_json(out / "config.json", {"tag": tag, **run.cfg.to_dict()})
     return run
+
+
+def _clear_earlier_run(paths: RunPaths) -> None:
+    """A new run in a folder replaces the run that was there: its checkpoints and training
+    states go before anything is written, so that a resume can never continue the earlier
+    run's state under this run's config (metrics.jsonl is emptied by the caller)."""
+    for path in (paths.last, paths.best):
+        assert path is not None
+        for stale in (state_path(path), path):  # the state first: it is the commit record
+            stale.unlink(missing_ok=True)
+
+
+def _stored_data(state: dict[str, Any], out: Path) -> str:
+    """The data set name a resumed run trained on."""
+    name = state.get("data")
+    if not isinstance(name, str):
+        raise TrainError(
+            f"--resume: the run in {out} trained on data sets given in memory, which its state "
+            "does not record; pass the same (train, eval) pair as data"
+        )
+    return name
 
 
 def _check_fit(cfg: FinetuneConfig, env: DistEnv) -> None:

@@ -9,7 +9,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).parent))
 
-from conftest import make_data, make_plain  # noqa: E402
+from conftest import make_data, make_hybrid, make_plain  # noqa: E402
 
 from hybridize.train import finetune  # noqa: E402
 
@@ -21,4 +21,6 @@ if __name__ == "__main__":
         RANK=str(rank), LOCAL_RANK=str(rank),
     )  # fmt: skip
     torch.set_num_threads(1)
-    finetune(make_plain(), make_data(), out=out, **json.loads(opts))
+    options = json.loads(opts)
+    model = make_hybrid() if options.pop("_model", "plain") == "hybrid" else make_plain()
+    finetune(model, make_data(options.pop("_n", 48)), out=out, **options)

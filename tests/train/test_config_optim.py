@@ -6,11 +6,18 @@ import math
 
 import pytest
 import torch
+from torch import nn
 
-from hybridize.train import TrainError, param_groups, resolve_config, spiking_parameter_ids
+from hybridize.train import (
+    TrainError,
+    finetune,
+    param_groups,
+    resolve_config,
+    spiking_parameter_ids,
+)
 from hybridize.train.optim import WarmupCosine, build_optimizer, build_scheduler
 
-from .conftest import make_hybrid
+from .conftest import COMMON, make_hybrid
 
 
 def test_presets_follow_method_section_7() -> None:
@@ -31,7 +38,21 @@ def test_presets_follow_method_section_7() -> None:
 
 @pytest.mark.parametrize(
     "options",
-    [{"optimizer": "lamb"}, {"amp": "fp8"}, {"epochs": 0}, {"ann_lr_scale": -1.0}, {"bogus": 1}],
+    [
+        {"optimizer": "lamb"},
+        {"amp": "fp8"},
+        {"epochs": 0},
+        {"ann_lr_scale": -1.0},
+        {"bogus": 1},
+        # numpy's seed range, and values that torch or the schedule would fail on later
+        {"seed": -1},
+        {"seed": 2**32},
+        {"warmup_epochs": float("inf")},
+        {"lr": float("nan")},
+        {"grad_clip": float("inf")},
+        {"momentum": -0.5},
+        {"optimizer": "sgd", "momentum": 0.0, "nesterov": True},
+    ],
 )
 def test_bad_options_are_one_line_errors(options: dict) -> None:
     with pytest.raises(TrainError) as exc:
@@ -62,6 +83,38 @@ def test_zero_ann_lr_scale_freezes_the_ann() -> None:
     assert {g["name"] for g in groups} == {"spiking", "spiking_no_decay"}
     assert not any(p.requires_grad for p in model[0].ann.parameters())
     assert not model[3].weight.requires_grad and model[0].gate.requires_grad
+
+
+def test_a_replaced_blocks_branch_is_on_the_spiking_side() -> None:
+    """A SpikingBranch that replaced its ANN block (replace mode) trains at the spiking lr and
+    stays trainable when the ANN is frozen."""
+    from hybridize.spiking import LIF, BitPlaneDecoder, BitPlaneEncoder, SpikingBranch
+
+    twin = nn.Sequential(nn.Linear(4, 4), LIF(time_steps=4))
+    model = nn.Sequential(
+        SpikingBranch(twin, BitPlaneEncoder(bits=4), BitPlaneDecoder(bits=4)), nn.Linear(4, 3)
+    )
+    assert spiking_parameter_ids(model) == {id(p) for p in model[0].parameters()}
+    groups = param_groups(model, resolve_config(ann_lr_scale=0.0))
+    assert {g["name"] for g in groups} == {"spiking", "spiking_no_decay"}
+    assert twin[0].weight.requires_grad and not model[1].weight.requires_grad
+
+
+def test_a_frozen_ann_holds_its_norms_but_not_the_twins(data) -> None:
+    """ann_lr_scale=0 keeps the ANN's BatchNorm statistics; a twin's BatchNorm, with parameters
+    or without (affine=False, as copied from such an ANN), keeps learning its statistics."""
+    from hybridize.train.epoch import hold_ann_norms
+
+    model = make_hybrid()
+    twin = model[0].branch.twin
+    twin[1] = nn.BatchNorm2d(4, affine=False)
+    model.train()
+    hold_ann_norms(model)
+    assert not model[0].ann[1].training  # the ANN's norm: held
+    assert twin[1].training  # the twin's parameter-less norm: trains
+    before = twin[1].running_mean.clone()
+    finetune(model, data, epochs=1, ann_lr_scale=0.0, **COMMON)
+    assert not torch.equal(twin[1].running_mean, before)
 
 
 def test_warmup_then_cosine_matches_formula() -> None:

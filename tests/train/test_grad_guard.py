@@ -117,3 +117,29 @@ def test_training_stops_with_the_diagnosis_and_keeps_finite_weights(tmp_path: Pa
     kept = load_file(tmp_path / "last.safetensors")
     assert all(torch.isfinite(t).all() for t in kept.values())
     assert all(torch.isfinite(p).all() for p in model.parameters())  # never stepped into NaN
+
+
+class _NaNGrad(nn.Module):
+    """Two fusion blocks; from the first training step on, the first block's twin weight gets
+    a NaN gradient, the second block's gradients stay finite."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        torch.manual_seed(0)
+        self.inner = nn.Sequential(
+            nn.Flatten(), nn.Linear(64, 4), _block(), _block(), nn.Linear(4, 3)
+        )
+        self.inner[2].branch.twin[0].weight.register_hook(lambda g: g * float("nan"))
+
+    def forward(self, x):
+        return self.inner(x)
+
+
+def test_grad_clip_does_not_hide_which_block_overflowed(tmp_path: Path, data):
+    """Clipping by a NaN total norm would make every gradient NaN (all blocks 'bad', the
+    diagnosis at the last one): the check runs on the unclipped gradients."""
+    with pytest.raises(TrainError) as exc:
+        finetune(_NaNGrad(), data, epochs=1, out=tmp_path, grad_clip=1.0, **COMMON)
+    msg = str(exc.value)
+    assert "non-finite gradient in 1 of 2 fusion blocks" in msg
+    assert "starting at 'inner.2'" in msg

@@ -11,7 +11,7 @@ from safetensors.torch import load_file
 from torch import nn
 
 from hybridize.train import TrainError, finetune, read_metrics
-from hybridize.train.state import load_state, rng_state, set_rng_state
+from hybridize.train.state import load_state, rng_state, set_rng_state, state_path
 
 from .conftest import COMMON, interrupt_at, make_hybrid
 
@@ -120,3 +120,50 @@ def test_resume_without_checkpoint_is_a_user_error(tmp_path: Path, data) -> None
 
     with pytest.raises(HybridizeError, match="not found"):
         finetune(make_hybrid(), data, epochs=1, resume=True, out=tmp_path, **COMMON)
+
+
+def test_sigterm_ends_the_run_as_ctrl_c_does(tmp_path: Path, data) -> None:
+    """A scheduler's SIGTERM (or torchrun's, when another rank failed) mid-epoch: one line,
+    the last finished epoch kept, no temporary file, the lock released, the handler restored."""
+    import signal
+
+    from hybridize.train import TrainInterrupted
+
+    model = make_hybrid()
+    calls = [0]
+
+    def terminate(module, args) -> None:
+        calls[0] += module.training
+        if module.training and calls[0] == 9:  # epoch 2 (6 steps each), step 3
+            signal.raise_signal(signal.SIGTERM)
+
+    model.register_forward_pre_hook(terminate)
+    before = signal.getsignal(signal.SIGTERM)
+    with pytest.raises(TrainInterrupted, match="interrupted in epoch 2; .* holds epoch 1"):
+        finetune(model, data, epochs=2, out=tmp_path, **COMMON)
+    assert signal.getsignal(signal.SIGTERM) is before
+    assert load_state(tmp_path / "last.state.pt")["epoch"] == 1
+    assert not [p.name for p in tmp_path.iterdir() if p.name.startswith(".")]
+
+
+def test_ctrl_c_after_the_epochs_commit_keeps_that_epoch(tmp_path: Path, data, monkeypatch):
+    """Ctrl-C while epoch 2's weights file is written, after its training state (the commit
+    record) is: the message says epoch 2 is kept, and --resume goes on with epoch 3."""
+    from hybridize.train import TrainInterrupted
+    from hybridize.train import run as run_module
+
+    real = run_module.save_model
+
+    def save_model(model, path):
+        committed = path.name == "last.safetensors" and load_state(state_path(path))["epoch"]
+        if committed == 2:
+            raise KeyboardInterrupt
+        return real(model, path)
+
+    monkeypatch.setattr(run_module, "save_model", save_model)
+    with pytest.raises(TrainInterrupted, match="while saving epoch 2, which is kept"):
+        finetune(make_hybrid(), data, epochs=3, out=tmp_path, **COMMON)
+    monkeypatch.undo()
+    result = finetune(make_hybrid(), data, epochs=3, resume=True, out=tmp_path, **COMMON)
+    assert [r["epoch"] for r in result.history] == [3]
+    assert [r["epoch"] for r in read_metrics(tmp_path)] == [1, 2, 3]

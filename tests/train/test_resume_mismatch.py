@@ -4,6 +4,7 @@ taken from the run; options that differ, another model or a broken state stop wi
 from __future__ import annotations
 
 import datetime
+import json
 from pathlib import Path
 
 import pytest
@@ -76,3 +77,85 @@ def test_data_set_and_preset_count_as_options(tmp_path: Path) -> None:
     assert {"epochs", "optimizer", "batch_size", "preset"} <= explicit and "lr" in explicit
     with pytest.raises(ResumeMismatchError, match="optimizer 'adamw' -> 'adam'"):
         resumed_config(stored, resolve_config("has8-small", epochs=2), explicit, tmp_path)
+
+
+def _converted(gain: str) -> torch.nn.Module:
+    """The tiny ResNet (1 input channel) converted with has8-finetune, encoder gain ``gain``."""
+    from tiny_resnet import Net
+
+    import hybridize
+    from hybridize.recipe import load_recipe
+
+    torch.manual_seed(0)
+    net = Net(c=4, classes=3)
+    net.conv1 = torch.nn.Conv2d(1, 4, 3, padding=1)
+    recipe = load_recipe("has8-finetune").to_dict()
+    recipe["defaults"]["encoder"]["gain"] = gain
+    return hybridize.convert(net, recipe, example_input=torch.zeros(1, 1, 8, 8))
+
+
+def test_a_hybrid_of_another_recipe_is_refused(tmp_path: Path, data) -> None:
+    """Encoder settings leave the tensors' names and shapes alike: the recipe is compared."""
+    finetune(_converted("unit"), data, epochs=2, stop_after=1, out=tmp_path, **COMMON)
+    before = _snapshot(tmp_path)
+    with pytest.raises(ResumeMismatchError, match="another recipe") as exc:
+        finetune(_converted("raw"), data, epochs=2, resume=True, out=tmp_path, **COMMON)
+    assert "defaults.encoder.gain 'unit' -> 'raw'" in str(exc.value)
+    assert _snapshot(tmp_path) == before
+    result = finetune(_converted("unit"), data, epochs=2, resume=True, out=tmp_path, **COMMON)
+    assert [r["epoch"] for r in result.history] == [2]
+
+
+def test_a_new_run_in_a_used_folder_leaves_nothing_of_the_earlier_run(tmp_path: Path, data):
+    """Run B, started in run A's folder and interrupted before its first checkpoint, must not
+    leave A's training state behind for a later --resume to continue under B's config."""
+    from hybridize.train import TrainInterrupted
+
+    from .conftest import interrupt_at
+
+    finetune(make_hybrid(), data, epochs=1, out=tmp_path, **COMMON)
+    assert (tmp_path / "last.state.pt").is_file() and (tmp_path / "best.state.pt").is_file()
+    model = make_hybrid()
+    interrupt_at(model, 1)
+    with pytest.raises(TrainInterrupted, match="nothing to resume"):
+        finetune(model, data, epochs=1, out=tmp_path, **{**COMMON, "lr": 2e-2})
+    left = {p.name for p in tmp_path.iterdir()}
+    assert not left & {"last.safetensors", "last.state.pt", "best.safetensors", "best.state.pt"}
+    assert json.loads((tmp_path / "config.json").read_text())["lr"] == 2e-2
+
+
+def test_a_resume_writes_the_runs_own_config(half_run: Path, data) -> None:
+    (half_run / "config.json").write_text("{}")  # a config.json that does not describe the run
+    finetune(make_hybrid(), data, resume=True, out=half_run, **COMMON)
+    assert json.loads((half_run / "config.json").read_text())["epochs"] == 2
+
+
+def test_a_preset_resume_follows_the_runs_batch_size(tmp_path: Path, data) -> None:
+    """has8-imagenet's lr is 0.1 B / 256: resuming with the preset alone must use the run's B,
+    not the default's (which asked for another lr and was refused)."""
+    options = {k: v for k, v in COMMON.items() if k not in ("lr", "batch_size")}
+    finetune(
+        make_hybrid(), data, epochs=2, stop_after=1, out=tmp_path, preset="has8-imagenet",
+        batch_size=16, **options,
+    )  # fmt: skip
+    result = finetune(
+        make_hybrid(), data, resume=True, out=tmp_path, preset="has8-imagenet", **options
+    )
+    assert result.config.batch_size == 16 and result.config.lr == pytest.approx(0.1 * 16 / 256)
+
+
+def test_resume_without_data_takes_the_runs_own(half_run: Path, data, monkeypatch) -> None:
+    from typer.testing import CliRunner
+
+    import hybridize
+    from hybridize.errors import TrainError
+    from hybridize_cli.main import app
+
+    # in-memory data sets are not in the state: one line asks for them again
+    with pytest.raises(TrainError, match="given in memory"):
+        finetune(make_hybrid(), None, resume=True, out=half_run, **COMMON)
+    # the CLI leaves --data to the run when it is not given
+    seen: dict = {}
+    monkeypatch.setattr(hybridize, "finetune", lambda *a, **kw: seen.update(data=a[1]))
+    CliRunner().invoke(app, ["finetune", "x.safetensors", "--resume", "--out", str(half_run)])
+    assert seen == {"data": None}

@@ -3,11 +3,13 @@ or made for another model."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 import torch
 from torch import nn
 
-from hybridize.errors import CheckpointError
+from hybridize.errors import CheckpointError, OutputError
 from hybridize.train.state import load_weights, save_model
 
 
@@ -40,3 +42,28 @@ def test_a_damaged_file_is_one_line(tmp_path) -> None:
     with pytest.raises(CheckpointError) as info:
         load_weights(_net(), path)
     assert "\n" not in str(info.value) and "cannot read checkpoint" in str(info.value)
+
+
+def test_metrics_lines_survive_a_failed_write(tmp_path: Path, monkeypatch) -> None:
+    """A disk that fills up while epoch 2's line is written leaves epoch 1's file whole (the
+    file is replaced atomically, never appended in place) and no temporary file behind."""
+    import errno
+
+    from hybridize.train.report import MetricsWriter, read_metrics
+
+    writer = MetricsWriter(tmp_path)
+    writer.write({"epoch": 1, "train_loss": 0.5})
+    real = Path.write_text
+
+    def full_disk(self: Path, text: str, *args, **kwargs) -> int:
+        real(self, text[: len(text) // 2], *args, **kwargs)
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(Path, "write_text", full_disk)
+    with pytest.raises(OutputError, match="no space left"):  # one line, as atomic_path words it
+        writer.write({"epoch": 2, "train_loss": 0.25})
+    monkeypatch.undo()
+    assert read_metrics(tmp_path) == [{"epoch": 1, "train_loss": 0.5}]
+    assert sorted(p.name for p in tmp_path.iterdir() if p.is_file()) == ["metrics.jsonl"]
+    writer.write({"epoch": 2, "train_loss": 0.25})
+    assert [r["epoch"] for r in read_metrics(tmp_path)] == [1, 2]
