@@ -83,6 +83,28 @@ def first_line(exc: BaseException, limit: int | None = None) -> str:
     return text
 
 
+@contextlib.contextmanager
+def model_input_errors(
+    shape: tuple[int, ...], make: Callable[[str], HybridizeError]
+) -> Iterator[None]:
+    """Within the block the model runs on a user's input of ``shape``: an error the model
+    raises (timm's patch embedding asserting its image size, a position table of another
+    length) becomes one line, ``make(message)``, naming the shape and the size to change.
+    Out-of-memory and our own errors pass through unchanged."""
+    try:
+        yield
+    except (HybridizeError, MemoryError):
+        raise
+    except Exception as exc:
+        if "out of memory" in str(exc).lower():  # torch.OutOfMemoryError and the CPU's
+            raise
+        raise make(
+            f"the model does not run on an input of shape {tuple(shape)} "
+            f"({type(exc).__name__}: {first_line(exc, 200)}); pass an image size the model "
+            "accepts (--img-size), usually the one it was converted at"
+        ) from exc
+
+
 def param_count(module: nn.Module) -> int:
     """The number of parameter elements of ``module`` (shared parameters counted once)."""
     return sum(p.numel() for p in module.parameters())

@@ -14,6 +14,7 @@ import torch
 
 import hybridize
 import hybridize.io as hio
+from hybridize._trust import code_trusted
 from hybridize.errors import CheckpointError, HybridizeError, ModelError, UntrustedCodeError
 
 SIZE = 32
@@ -47,14 +48,49 @@ def _chunk(h, data: bytes) -> None:
     h.update(data)
 
 
+def _raw_bytes(t: torch.Tensor) -> bytes:
+    """A tensor's little-endian bytes through numpy (bfloat16, which numpy lacks, as int16)."""
+    t = t.detach().contiguous()
+    return (t.view(torch.int16) if t.dtype == torch.bfloat16 else t).numpy().tobytes()
+
+
+def tensors_hash(tensors: dict[str, torch.Tensor]) -> str:
+    """The content hash as docs/models.md specifies it, written out independently: per tensor
+    in sorted name order, a length-prefixed header ``name NUL dtype NUL shape NUL`` (dtype as
+    torch names it without ``torch.``, shape as a list literal) and the length-prefixed bytes."""
+    h = hashlib.sha256()
+    for name in sorted(tensors):
+        t = tensors[name]
+        dtype = str(t.dtype).split(".")[-1]
+        _chunk(h, f"{name}\0{dtype}\0{list(t.shape)}\0".encode())
+        _chunk(h, _raw_bytes(t))
+    return h.hexdigest()
+
+
 def format2_hash(raw: dict[str, str], tensors: dict[str, torch.Tensor]) -> str:
-    """The format-2 hash as docs/architecture.md specifies it, written out independently."""
+    """The format-2 hash as docs/models.md specifies it, written out independently."""
     h = hashlib.sha256()
     for key in ("format", "model", "recipe", "example_shape"):
         _chunk(h, key.encode())
         _chunk(h, raw.get(f"hybridize.{key}", "").encode())
-    _chunk(h, hio.content_hash(tensors).encode())
+    _chunk(h, tensors_hash(tensors).encode())
     return h.hexdigest()
+
+
+def test_the_content_hash_is_the_documented_byte_format() -> None:
+    tensors = {
+        "w": torch.arange(6, dtype=torch.float32).reshape(2, 3) / 7,
+        "step": torch.tensor(3, dtype=torch.int64),
+        "half": torch.tensor([1.5, -2.25], dtype=torch.bfloat16),
+        "empty": torch.zeros(0, 4),
+        "flag": torch.tensor([True, False]),
+    }
+    assert hio.content_hash(tensors) == tensors_hash(tensors)
+    # pinned, computed with hashlib and struct alone (header b"a\0float32\0[2]\0", bytes
+    # struct.pack("<2f", 1, 2)): every checkpoint already written carries hashes of this format;
+    # a change in how a dtype or shape is spelled would make all of them fail to load
+    pinned = "4e77972ad3bcd2d18dc6b85262fc482abdfef66722003a6cfe2b707290dafbb8"
+    assert hio.content_hash({"a": torch.tensor([1.0, 2.0])}) == pinned
 
 
 def rewrite(src: Path, dst: Path, rehash: str | None = "2", **changes) -> Path:
@@ -142,6 +178,13 @@ def test_entry_point_runs_only_when_trusted(tiny, tmp_path, sentinel) -> None:
     with hybridize.trusting_code():  # the same opt-in for a block (the CLI's --trust-code)
         hybridize.load(ckpt)
     assert marker.exists()
+    # the opt-in ends with its block, also when the block raises
+    assert not code_trusted()
+    with pytest.raises(RuntimeError), hybridize.trusting_code():
+        raise RuntimeError("inside the block")
+    assert not code_trusted()
+    with pytest.raises(UntrustedCodeError):
+        hybridize.load(ckpt)
 
 
 @pytest.mark.parametrize("section", ["autowrap_functions", "leaf_modules"])
@@ -178,6 +221,7 @@ def test_convert_imports_recipe_paths_only_when_trusted(tmp_path, sentinel, monk
     code, err = cli([*args, "--trust-code"], monkeypatch, capsys)
     assert code == 0, err
     assert marker.exists()
+    assert not code_trusted()  # the CLI's opt-in ended with its command
 
 
 def test_recipe_paths_in_imported_modules_still_resolve(tiny, tmp_path) -> None:
@@ -391,3 +435,29 @@ def test_header_length_that_looks_like_a_pickle_is_still_safetensors(tmp_path) -
     with pytest.raises(CheckpointError) as info:
         hybridize.io.read_metadata(path)
     assert "lacks metadata key" in one_line(info)
+
+
+@pytest.mark.parametrize(
+    ("changes", "expected"),
+    [
+        ({"example_shape": [0, 3, 32, 32]}, "holds 0, not a positive integer"),
+        ({"example_shape": [1, 3, True, 32]}, "holds True, not a positive integer"),
+        ({"example_shape": [1, 3, "32", 32]}, "holds 32, not a positive integer"),
+        ({"example_shape": [1] * 9}, "has 9 axes and 1 elements, not an example input"),
+        ({"example_shape": []}, "has 0 axes"),
+        ({"example_shape": [64, 3, 1024, 1024]}, "201326592 elements, not an example input"),
+        ({"example_shape": {"n": 1}}, "example_shape is a JSON dict, expected a list"),
+        ({"recipe": "not json {"}, "hybridize.recipe is not valid JSON"),
+        ({"recipe": [1, 2]}, "hybridize.recipe is a JSON list, expected an object"),
+        ({"model": "[]"}, "hybridize.model is a JSON list, expected an object"),
+    ],
+)
+def test_metadata_an_attacker_rehashed_is_refused_before_any_tensor_is_built(
+    tiny, tmp_path, changes, expected
+) -> None:
+    """The hash can be recomputed by whoever edits a file (rehash="2"): these bounds are what
+    stands between the metadata and ``torch.zeros(example_shape)`` or the JSON decoders."""
+    bad = rewrite(tiny[0], tmp_path / "bad.safetensors", rehash="2", **changes)
+    with pytest.raises(CheckpointError) as info:
+        hybridize.load(bad)
+    assert expected in one_line(info) and "save it again" in str(info.value)

@@ -120,7 +120,8 @@ def test_timm_head_reset_is_a_spec_but_a_replaced_module_is_not() -> None:
 
 
 def test_torchvision_model_is_recognised_by_class_and_head() -> None:
-    torchvision = pytest.importorskip("torchvision")
+    import torchvision
+
     model = torchvision.models.mobilenet_v3_small(num_classes=6)
     spec = spec_of(model)
     assert spec == {

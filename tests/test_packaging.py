@@ -2,11 +2,8 @@
 
 from __future__ import annotations
 
+import tomllib
 from pathlib import Path
-
-import pytest
-
-tomllib = pytest.importorskip("tomllib")
 
 ROOT = Path(__file__).resolve().parents[1]
 REMAPPED = {"cli": "hybridize_cli", "recipes": "hybridize.builtin_recipes"}

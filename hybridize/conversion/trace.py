@@ -273,12 +273,29 @@ def _is_scalar(value: object) -> bool:
 def shape_propagate(gm: fx.GraphModule, example: torch.Tensor) -> None:
     """Record each node's output shape in ``node.meta['tensor_meta']``, and plain Python
     numbers (a height read off a shape, a size tuple) in ``node.meta[SCALAR_META]`` (eval
-    mode, no grad)."""
-    from torch.fx.passes.shape_prop import ShapeProp
+    mode, no grad). A node that fails is one line naming it and its error (fx's ShapeProp
+    would print a traceback first)."""
+    from torch.fx.node import map_aggregate
+    from torch.fx.passes.shape_prop import _extract_tensor_metadata
 
-    class _Prop(ShapeProp):
+    class _Prop(fx.Interpreter):
         def run_node(self, n: fx.Node) -> Any:
-            result = super().run_node(n)
+            try:
+                result = super().run_node(n)
+            except Exception as exc:
+                raise _NodeFailed(n, exc) from exc
+            tensors = []
+
+            def tensor_meta(value: Any) -> Any:
+                if not isinstance(value, torch.Tensor):
+                    return value
+                tensors.append(value)
+                return _extract_tensor_metadata(value)
+
+            meta = map_aggregate(result, tensor_meta)
+            if tensors:  # as fx's ShapeProp records it
+                n.meta["tensor_meta"] = meta
+            n.meta["type"] = type(result)
             if _is_scalar(result):
                 n.meta[SCALAR_META] = result
             return result
@@ -287,12 +304,22 @@ def shape_propagate(gm: fx.GraphModule, example: torch.Tensor) -> None:
     gm.eval()
     try:
         with torch.no_grad():
-            _Prop(gm).propagate(example)
-    except Exception as exc:
+            _Prop(gm).run(example)
+    except _NodeFailed as failed:
+        node, exc = failed.node, failed.error
+        where = f"{node.op} {node.target}" if node.op != "call_function" else node.name
         raise ConversionError(
             f"the traced model does not run on an example input of shape {tuple(example.shape)}: "
-            f"{type(exc).__name__}: {first_line(exc)}; "
+            f"at {node.name!r} ({where}): {type(exc).__name__}: {first_line(exc)}; "
             "pass an example_input (or --img-size) the model accepts"
         ) from exc
     finally:
         gm.train(was_training)
+
+
+class _NodeFailed(Exception):
+    """A node of the shape propagation raised ``error``."""
+
+    def __init__(self, node: fx.Node, error: Exception) -> None:
+        super().__init__(str(error))
+        self.node, self.error = node, error

@@ -198,7 +198,7 @@ def export_nir(
     _prepare_destination(dest)
     example = _example(model, example)
     with atomic_folder(dest) as tmp:
-        with export_state(model):
+        with export_state(model, example):
             device = next((p.device for p in model.parameters()), torch.device("cpu"))
             planes = _capture_planes(model, example.to(device), {n: b for n, b, _ in regions})
             rows = _write_graphs(model, regions, planes, tmp, dt, verify)

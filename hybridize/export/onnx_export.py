@@ -67,7 +67,7 @@ def export_onnx(
     )
     tapped = temp_beside(dest, "tapped")
     try:
-        with export_state(model), atomic_path(dest, suffix=".partial.onnx") as final:
+        with export_state(model, example), atomic_path(dest, suffix=".partial.onnx") as final:
             layers = spiking_layers(model) if check else []
             layouts = [_layout(m) for _, m in layers]
             tap = SpikeTap(model, layers).eval()  # the exporter restores the wrapper's mode

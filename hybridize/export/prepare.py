@@ -10,7 +10,7 @@ from typing import Protocol, TypeGuard
 import torch
 from torch import nn
 
-from hybridize._util import record_outputs
+from hybridize._util import model_input_errors, record_outputs
 from hybridize.errors import ExportError
 from hybridize.spiking import LIF, BitPlaneEncoder
 
@@ -34,14 +34,20 @@ def _has_export_mode(m: nn.Module) -> TypeGuard[_Exportable]:
 
 
 @contextmanager
-def export_state(model: nn.Module) -> Iterator[nn.Module]:
-    """Eval mode and ``export_mode = True`` on every module that has it; both restored after."""
+def export_state(model: nn.Module, example: torch.Tensor | None = None) -> Iterator[nn.Module]:
+    """Eval mode and ``export_mode = True`` on every module that has it; both restored after.
+    With ``example``, the model first runs on it once: an input it does not accept (another
+    image size) is one line here rather than an exporter's traceback."""
     training = {m: m.training for m in model.modules()}
     flagged = {m: m.export_mode for m in model.modules() if _has_export_mode(m)}
     model.eval()
     for flag in flagged:
         flag.export_mode = True
     try:
+        if example is not None:
+            device = next((p.device for p in model.parameters()), example.device)
+            with torch.no_grad(), model_input_errors(tuple(example.shape), ExportError):
+                model(example.to(device))
         yield model
     finally:
         for m, was_training in training.items():

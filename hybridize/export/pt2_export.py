@@ -39,7 +39,7 @@ def export_pt2(
     dest = Path(path)
     example = check_example(example)
     report = ParityReport.start("pt2", str(dest), options, dynamic_batch=dynamic_batch)
-    with export_state(model), atomic_path(dest, suffix=".partial.pt2") as tmp:
+    with export_state(model, example), atomic_path(dest, suffix=".partial.pt2") as tmp:
         program = _export(model, example, dynamic_batch)
         try:
             torch.export.save(program, str(tmp))

@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, cast
 import torch
 from torch import nn
 
-from hybridize._util import param_count, record_outputs
+from hybridize._util import model_input_errors, param_count, record_outputs
 from hybridize.conversion.regions import ROOT_REGION, SpikingRegion, find_regions, region_holds
 from hybridize.errors import HybridizeError
 from hybridize.metrics.counting import OpCounter, OpTally
@@ -53,6 +53,10 @@ def _eval(model: nn.Module) -> Iterator[None]:
         torch.backends.mha.set_fastpath_enabled(fastpath)
         for m, was in modes.items():
             m.training = was
+
+
+def _inspect_error(message: str) -> HybridizeError:
+    return HybridizeError(f"inspect: {message}")
 
 
 def _input_dtype(model: nn.Module) -> torch.dtype | None:
@@ -188,7 +192,7 @@ def inspect(
             for x in _batches(inputs, max_batches):
                 state["n"] = x.shape[0]
                 x = x.to(device, dtype if x.is_floating_point() and dtype else x.dtype)
-                with counter:
+                with counter, model_input_errors(tuple(x.shape), _inspect_error):
                     model(x)
                 n_samples += x.shape[0]
     finally:

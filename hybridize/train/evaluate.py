@@ -12,6 +12,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.utils.data import DataLoader
 
+from hybridize._util import model_input_errors
 from hybridize.train.config import AMP_MODES
 from hybridize.train.distributed import DistEnv, all_sum, to_device
 from hybridize.train.errors import TrainError
@@ -59,7 +60,7 @@ def run_eval(
         for x, y in loader:
             x = to_device(x, env.device, channels_last)
             y = y.to(env.device, non_blocking=True)
-            with autocast(env.device, amp):
+            with autocast(env.device, amp), model_input_errors(tuple(x.shape), TrainError):
                 logits = model(x)
             logits = logits.float()
             loss_sum += F.cross_entropy(logits, y, reduction="sum").double()

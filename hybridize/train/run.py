@@ -13,7 +13,7 @@ from torch import nn
 
 from hybridize.train.allocator import retain_freed_memory
 from hybridize.train.config import FinetuneConfig
-from hybridize.train.distributed import DistEnv
+from hybridize.train.distributed import DistEnv, broadcast_flag
 from hybridize.train.errors import TrainError
 from hybridize.train.evaluate import check_amp
 from hybridize.train.optim import build_optimizer, build_scheduler
@@ -252,6 +252,23 @@ def _seed(seed: int) -> None:
 
 
 def _build_loaders(data: Any, model: nn.Module, cfg: FinetuneConfig, env: DistEnv, root):
+    """The run's loaders. A named data set under several processes is opened by rank 0 first
+    (it may download it into the shared cache) and then by the others; if rank 0 fails, every
+    rank stops (one download, never several writing and cleaning up the same folder)."""
+    if not (env.distributed and isinstance(data, str)):
+        return _open_loaders(data, model, cfg, env, root)
+    loaders, failure = None, None
+    if env.is_main:
+        try:
+            loaders = _open_loaders(data, model, cfg, env, root)
+        except Exception as exc:  # every rank learns of it before any raises
+            failure = exc
+    if broadcast_flag(failure is not None, env):
+        raise failure or TrainError(f"rank 0 could not open the data set {data!r}; see its error")
+    return loaders if loaders is not None else _open_loaders(data, model, cfg, env, root)
+
+
+def _open_loaders(data: Any, model: nn.Module, cfg: FinetuneConfig, env: DistEnv, root):
     from hybridize.data import build_loaders
 
     return build_loaders(

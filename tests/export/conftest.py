@@ -40,7 +40,6 @@ def _calibrate(model: nn.Module, shape: tuple[int, ...]) -> nn.Module:
 @pytest.fixture
 def parallel_hybrid() -> nn.Module:
     """Conv FusionBlock (conv-BN-ReLU | conv-BN-LIF) -> pool -> 2-D linear-head FusionBlock."""
-    pytest.importorskip("hybridize.spiking")
     from hybridize.spiking import FusionBlock
 
     torch.manual_seed(0)
@@ -55,7 +54,6 @@ def parallel_hybrid() -> nn.Module:
 @pytest.fixture
 def replace_hybrid() -> nn.Module:
     """A replace-mode SpikingBranch standing in for a conv block, then a plain linear head."""
-    pytest.importorskip("hybridize.spiking")
     torch.manual_seed(1)
     block = _branch(_conv_block(3, 6, True))
     model = nn.Sequential(block, nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(6, 5))

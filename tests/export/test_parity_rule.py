@@ -242,3 +242,29 @@ def test_outputs_of_another_shape_are_an_export_error():
     spikes = torch.zeros(T * N, K)
     with pytest.raises(ExportError, match=r"output has shape \(4, 2\), eager's \(4, 3\)"):
         c.add("random", [_logits(), spikes], [_logits()[:, :2], spikes])
+
+
+def _nan_at_top_class(logits: torch.Tensor) -> torch.Tensor:
+    """``logits`` with NaN written over each row's largest entry."""
+    out = logits.clone()
+    out[torch.arange(len(out)), logits.argmax(1)] = float("nan")
+    return out
+
+
+def test_non_finite_exported_logits_fail_even_where_every_other_check_passes():
+    """NaN compares as within tolerance nowhere and as the maximum nowhere: without the guard a
+    NaN at each row's top class would pass (max diff 0, top-1 agreement 1)."""
+    spikes = torch.zeros(T * N, K)
+    for bad in (_nan_at_top_class(_logits()), _logits() + float("inf")):
+        c = _check()
+        c.add("random", [_logits(), spikes], [bad, spikes])
+        r = c.finish()
+        assert r.ok is False and "non-finite logits" in r.message
+
+
+def test_non_finite_reference_logits_fail():
+    spikes = torch.zeros(T * N, K)
+    c = _check()
+    c.add("real", [_nan_at_top_class(_logits()), spikes], [_logits(), spikes])
+    r = c.finish()
+    assert r.ok is False and "non-finite logits" in r.message

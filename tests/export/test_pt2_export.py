@@ -49,3 +49,64 @@ def test_pt2_rejects_non_tensor_output(tmp_path):
     with pytest.raises(ExportError, match="not a logits tensor"):
         export_pt2(TwoHeads(), torch.rand(2, 3), tmp_path / "m.pt2", real_inputs=False)
     assert list(tmp_path.iterdir()) == []
+
+
+class _BatchDependent(torch.nn.Module):
+    """Python control flow on the batch size: export specialises the batch it saw."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.fc = torch.nn.Linear(12, 4)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fc(x.flatten(1)) * (2.0 if x.shape[0] == 2 else -3.0)
+
+
+class _DataDependent(torch.nn.Module):
+    """Control flow on a tensor's value: torch.export cannot trace it."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x.flatten(1) if x.sum() > 0 else -x.flatten(1)
+
+
+_CALLS = [0]
+
+
+class _CallCounting(torch.nn.Module):
+    """State outside the module that every forward advances: eager drifts call by call, the
+    exported program froze the call it traced."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        _CALLS[0] += 1
+        return x.flatten(1) * _CALLS[0]
+
+
+@pytest.mark.parametrize(
+    ("model", "expected"),
+    [
+        (_BatchDependent(), "the reloaded program fails on a batch of shape"),
+        (_DataDependent(), "torch.export.export failed"),
+        (_CallCounting(), "pt2 parity check failed .*; the file was not written"),
+    ],
+)
+def test_pt2_failures_are_one_line_and_leave_no_file(tmp_path, model, expected):
+    from hybridize.export import export_pt2
+
+    with pytest.raises(ExportError, match=expected) as info:
+        export_pt2(model, torch.rand(2, 3, 2, 2), tmp_path / "m.pt2", real_inputs=False)
+    assert "\n" not in str(info.value)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_a_failed_save_leaves_no_partial_file(tmp_path, monkeypatch, replace_hybrid):
+    from hybridize.export import export_pt2
+
+    def full_disk(program, path) -> None:
+        with open(path, "wb") as f:  # half a file, then the disk is full
+            f.write(b"PK\x03\x04")
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(torch.export, "save", full_disk)
+    with pytest.raises(ExportError, match="torch.export.save failed"):
+        export_pt2(replace_hybrid, torch.rand(2, 3, 16, 16), tmp_path / "m.pt2")
+    assert list(tmp_path.iterdir()) == []

@@ -30,7 +30,6 @@ def linear_hybrid() -> nn.Module:
     With X_t in {0, 2}, the LIF (tau 2, V_th 1, hard reset to 0) spikes exactly when X_t = 2, so
     neuron j spikes once per 1-bit of its input: the spike count is a popcount.
     """
-    pytest.importorskip("hybridize.spiking")
     from hybridize.spiking import LIF, FusionBlock, SpikingBranch
 
     twin_fc = nn.Linear(4, 3, bias=False)
@@ -47,7 +46,6 @@ def linear_hybrid() -> nn.Module:
 @pytest.fixture
 def conv_hybrid() -> nn.Module:
     """FusionBlock(Conv 1->2 3x3 pad 1 | same conv -> LIF)."""
-    pytest.importorskip("hybridize.spiking")
     from hybridize.spiking import LIF, FusionBlock, SpikingBranch
 
     twin = nn.Sequential(nn.Conv2d(1, 2, 3, padding=1), LIF(time_steps=T))
@@ -57,7 +55,6 @@ def conv_hybrid() -> nn.Module:
 @pytest.fixture
 def replace_model() -> nn.Module:
     """A replace-mode SpikingBranch (Linear 4->3 -> LIF), then an ANN Linear 3->2."""
-    pytest.importorskip("hybridize.spiking")
     from hybridize.spiking import LIF, SpikingBranch
 
     twin = nn.Sequential(nn.Linear(4, 3), LIF(time_steps=T))

@@ -1,8 +1,12 @@
 """Real ImageNet check: the offline EfficientNet-Lite0 weights on the 20 foolbox images.
 
-The original model gets 18/20 top-1 with timm's eval transform (measured, ENVIRONMENT.md);
-the has8-finetune conversion (gate 0) must give exactly the same outputs (checked on one
-image the original gets wrong and one it gets right, to keep the CPU time down).
+The labels are the ImageNet classes in the image file names. Correctly loaded weights
+(published top-1 75.1 % on ImageNet) classify most of these clean images right: 18 of 20 with
+timm's eval transform when this test was written; a wrong key mapping, a missed layer or a
+wrong normalisation gives a handful at most, so the test asks for at least 16 (a bound, not
+the measured count, so a timm transform detail cannot break it). The has8-finetune conversion
+(gate 0) must give exactly the same outputs (checked on one image the original gets wrong and
+one it gets right, to keep the CPU time down).
 """
 
 from __future__ import annotations
@@ -49,12 +53,12 @@ def batch_and_model():
     return model, x, labels
 
 
-def test_original_gets_18_of_20(batch_and_model) -> None:
+def test_original_classifies_most_of_the_20_images(batch_and_model) -> None:
     model, x, labels = batch_and_model
     assert x.shape == (20, 3, 224, 224)
     with torch.no_grad():
         correct = int((model(x).argmax(1) == labels).sum())
-    assert correct == 18
+    assert 16 <= correct < 20  # 18 measured; the next test needs an image it gets wrong
 
 
 def test_has8_finetune_gate0_keeps_predictions(batch_and_model) -> None:

@@ -140,6 +140,8 @@ def test_download_fetches_the_bytes(file_server, tmp_path) -> None:
 def test_hf_download_falls_back_to_the_next_file(file_server, hub_dir, monkeypatch) -> None:
     url, folder = file_server
     monkeypatch.setenv("HF_ENDPOINT", url)
+    # real transfers that must succeed: a timeout a loaded CI machine cannot miss
+    monkeypatch.setenv("HYBRIDIZE_DOWNLOAD_TIMEOUT", "30")
     repo = folder / "timm" / "tiny" / "resolve" / "main"
     repo.mkdir(parents=True)
     sd = {"w": torch.arange(4.0)}

@@ -32,7 +32,8 @@ def test_builtins_are_the_yaml_files_of_recipes_dir():
 
 
 def test_builtin_yaml_is_package_data():
-    tomllib = pytest.importorskip("tomllib")  # Python >= 3.11
+    import tomllib
+
     config = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]
     assert config["package-dir"]["hybridize.builtin_recipes"] == "recipes"
     patterns = config["package-data"]["hybridize.builtin_recipes"]

@@ -188,7 +188,8 @@ def test_fallbacks_stay_correct_and_keep_h():
 
 
 def test_timm_batch_norm_act_with_a_lif_is_fused():
-    timm_layers = pytest.importorskip("timm.layers")
+    import timm.layers as timm_layers
+
     bn = timm_layers.BatchNormAct2d(3, act_layer=nn.ReLU)
     bn.act = LIF(time_steps=T)  # what the twin builder does to a norm-act layer
     torch.manual_seed(0)
