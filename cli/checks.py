@@ -84,6 +84,26 @@ def export_folder(path: Path, option: str) -> None:
     _below_writable(path.parent, path, option)
 
 
+def output_folder(path: Path | None, option: str) -> None:
+    """A folder files are written into, new or existing: not a file, below a folder we may
+    write in."""
+    if path is None:
+        return
+    if path.exists() and not path.is_dir():
+        raise HybridizeError(f"{option} {path} is a file; give a folder")
+    _below_writable(path, path, option)
+
+
+def input_file(path: Path | None, option: str) -> None:
+    """A file to be read: present, and a file."""
+    if path is None:
+        return
+    if not path.exists():
+        raise HybridizeError(f"{option} {path}: no such file; check the path")
+    if not path.is_file():
+        raise HybridizeError(f"{option} {path} is a folder; give the file inside it")
+
+
 def _below_writable(start: Path, path: Path, option: str) -> None:
     existing = start
     while not existing.exists():

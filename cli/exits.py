@@ -35,6 +35,13 @@ _USER_ERRNOS = {
     errno.ENOENT: "no such file or folder; check the path",
     errno.ENAMETOOLONG: "file name too long; choose a shorter path",
     errno.EMFILE: "too many open files; lower --workers or raise the open-file limit",
+    errno.EPIPE: "the reader of the output went away (a closed pipe); nothing more to print",
+    errno.EIO: "input/output error on the device; check the disk or the network mount",
+    errno.EFBIG: "file too large for this file system; write elsewhere",
+    errno.ELOOP: "too many symbolic links in the path; check the path",
+    errno.EBUSY: "the file or folder is busy; close what holds it, or choose another path",
+    errno.ENOTEMPTY: "the folder is not empty and is in the way; choose another path",
+    errno.ESTALE: "stale network file handle; remount, or write to a local folder",
 }
 
 
@@ -104,6 +111,17 @@ def usage_error_line(exc: BaseException) -> str:
     return f"{one_line(message)} (see {path} --help)"
 
 
+def _out_of_memory(exc: BaseException) -> bool:
+    """Python's MemoryError, or torch's allocators failing (CPU: "DefaultCPUAllocator: not
+    enough memory"; CUDA: torch.OutOfMemoryError, a RuntimeError)."""
+    if isinstance(exc, MemoryError):
+        return True
+    text = str(exc)
+    return isinstance(exc, RuntimeError) and (
+        "out of memory" in text.lower() or "DefaultCPUAllocator: not enough memory" in text
+    )
+
+
 def classify(exc: BaseException) -> tuple[int, str]:
     """Exit code and line for an exception that ended a command."""
     if was_interrupted(exc):
@@ -120,6 +138,12 @@ def classify(exc: BaseException) -> tuple[int, str]:
         line = os_error_line(exc)
         if line is not None:
             return USER, f"error: {one_line(line)}"
+    if _out_of_memory(exc):
+        return USER, (
+            "error: out of memory "
+            f"({one_line(str(exc)) or type(exc).__name__}); lower --batch-size or --img-size, "
+            "or use a machine with more memory"
+        )
     name = type(exc).__name__
     return INTERNAL, (
         f"internal error: {name}: {one_line(str(exc))} (rerun with --debug for the traceback)"

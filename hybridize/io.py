@@ -184,8 +184,9 @@ def _raw_metadata(p: Path) -> dict[str, str]:
         ) from None
     if not meta or "hybridize.format" not in meta:
         raise CheckpointError(
-            f"{p} is a safetensors file without hybridize metadata; load plain weights with "
-            "hybridize.models.create(NAME, weights=PATH) instead"
+            f"{p} is a safetensors file without hybridize metadata (plain weights?); convert "
+            "them first: `hybridize convert NAME --weights PATH -o hybrid.safetensors`, or "
+            "hybridize.models.create(NAME, weights=PATH) in Python"
         )
     return meta
 

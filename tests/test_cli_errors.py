@@ -115,6 +115,8 @@ def image_folder(tmp_path) -> Path:
         (["evaluate", "x.safetensors", "--amp", "fp17"], "--amp"),
         (["convert", "resnet10t", "--img-size", "0"], "--img-size"),
         (["inspect", "x.safetensors", "--batch-size", "0"], "--batch-size"),
+        (["export", "x.safetensors", "--img-size", "0"], "--img-size"),
+        (["export", "x.safetensors", "--batch-size", "0"], "--batch-size"),
     ],
 )
 def test_usage_errors_exit_2_with_one_line(capsys, argv, needle):
@@ -449,3 +451,31 @@ def test_inspect_default_needs_no_extra(capsys, monkeypatch, checkpoint):
     out, err = capsys.readouterr()
     assert code == 0, err
     assert "spiking regions (8 images)" in out
+
+
+@pytest.mark.parametrize(
+    ("error", "needle"),
+    [
+        (
+            RuntimeError(
+                "[enforce fail at alloc_cpu.cpp:119] . DefaultCPUAllocator: not enough "
+                "memory: you tried to allocate 1073741824 bytes."
+            ),
+            "out of memory",
+        ),
+        (MemoryError(), "out of memory"),
+        (RuntimeError("CUDA out of memory. Tried to allocate 2.00 GiB"), "lower --batch-size"),
+        (BrokenPipeError(32, "Broken pipe"), "closed pipe"),
+        (OSError(5, "Input/output error", "/mnt/x"), "/mnt/x: input/output error"),
+    ],
+)
+def test_the_environment_running_out_is_a_user_error(capsys, monkeypatch, error, needle):
+    """Memory, a closed pipe, a failing disk: exit 2 with one line, not 'internal error'."""
+    import hybridize
+
+    def fail(*args, **kwargs):
+        raise error
+
+    monkeypatch.setattr(hybridize, "load", fail)
+    code, lines = cli(capsys, "inspect", "x.safetensors")
+    assert_user_error(code, lines, needle)

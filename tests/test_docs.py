@@ -26,3 +26,15 @@ def test_page_stays_inside_the_repository(page: Path) -> None:
 
 def test_method_page_is_linked_from_the_readme() -> None:
     assert "(docs/method.md)" in (ROOT / "README.md").read_text(encoding="utf-8")
+
+
+def test_the_cli_reference_is_the_commands_own() -> None:
+    """docs/cli.md's command reference is what the commands define (names, defaults, help):
+    an option added, renamed or given another default fails here until the doc is regenerated
+    with `python -m hybridize_cli.reference`."""
+    from hybridize_cli.main import app
+    from hybridize_cli.reference import BEGIN, END, reference
+
+    text = (ROOT / "docs" / "cli.md").read_text()
+    documented = text[text.index(BEGIN) : text.index(END) + len(END)]
+    assert documented == reference(app)

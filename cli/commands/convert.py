@@ -9,7 +9,6 @@ from rich.console import Console
 from rich.table import Table
 
 import hybridize
-from hybridize.io import refuse_same_file
 from hybridize_cli.checks import output_file
 
 
@@ -87,6 +86,8 @@ def convert(
     """Give the layers a recipe selects a spiking twin, and save the hybrid."""
     console = Console()
     recipe_file = Path(recipe) if Path(recipe).suffix in (".yaml", ".yml") else None
+    from hybridize.io import refuse_same_file  # torch: not at startup (--help)
+
     refuse_same_file(output, weights, recipe_file)
     output_file(output, "--output")
     hybridize.load_recipe(recipe)  # a bad recipe is reported before the model is built

@@ -27,18 +27,28 @@ def register(app: typer.Typer) -> None:
         ),
         full: bool = typer.Option(False, "--full", help="Whole data set, 64 px, 3 epochs (GPU)."),
         data_root: str | None = typer.Option(None, "--data-root", help="Fashion-MNIST folder."),
-        img_size: int | None = typer.Option(None, "--img-size", min=1),
-        batch_size: int | None = typer.Option(None, "--batch-size", min=1),
+        img_size: int | None = typer.Option(
+            None, "--img-size", min=1, help="Image size in px (default 32; --full 64)."
+        ),
+        batch_size: int | None = typer.Option(
+            None, "--batch-size", min=1, help="Batch size (default 32; --full 128)."
+        ),
         limit_train: int | None = typer.Option(
             None, "--limit-train", min=1, help="Training images."
         ),
         limit_eval: int | None = typer.Option(None, "--limit-eval", min=1, help="Eval images."),
-        epochs: int | None = typer.Option(None, "--epochs", min=1),
+        epochs: int | None = typer.Option(
+            None, "--epochs", min=1, help="Epochs (default 1; --full 3)."
+        ),
         lr: float = typer.Option(5e-3, "--lr", help="lr of the twins and gates."),
         ann_lr_scale: float = typer.Option(0.2, "--ann-lr-scale", help="ANN lr = lr x this."),
         weights: str | None = typer.Option(None, "--weights", help="Local ImageNet weights file."),
-        device: str | None = typer.Option(None, "--device", callback=device_callback),
-        workers: int | None = typer.Option(None, "--workers", min=0),
+        device: str | None = typer.Option(
+            None, "--device", callback=device_callback, help="cpu | cuda | cuda:N (auto)."
+        ),
+        workers: int | None = typer.Option(
+            None, "--workers", min=0, help="DataLoader workers (default: CPUs - 1, at most 8)."
+        ),
     ) -> None:
         """Fine-tune pretrained EfficientNet-Lite0 and its has8-finetune hybrid on Fashion-MNIST."""
         run_folder(out)

@@ -20,17 +20,27 @@ def register(app: typer.Typer) -> None:
     def evaluate_cmd(
         checkpoint: Path = typer.Argument(..., help="Checkpoint to evaluate."),
         data: str = typer.Option("fashion-mnist", "--data", help="Data set (as for finetune)."),
-        data_root: str | None = typer.Option(None, "--data-root"),
-        batch_size: int = typer.Option(128, "--batch-size", min=1),
+        data_root: str | None = typer.Option(
+            None, "--data-root", help="Folder holding the data set."
+        ),
+        batch_size: int = typer.Option(128, "--batch-size", min=1, help="Images per batch."),
         img_size: int | None = typer.Option(None, "--img-size", min=1, help="Input size (px)."),
         limit: int | None = typer.Option(
             None, "--limit", min=1, help="Eval samples kept (seeded)."
         ),
         paper_inputs: bool = typer.Option(False, "--paper-inputs", help="[0, 1] inputs."),
         amp: str = typer.Option("off", "--amp", callback=amp_callback, help="bf16 | fp16 | off"),
-        device: str | None = typer.Option(None, "--device", callback=device_callback),
-        workers: int | None = typer.Option(None, "--workers", min=0),
-        as_json: bool = typer.Option(False, "--json", help="Print the figures as JSON."),
+        device: str | None = typer.Option(
+            None, "--device", callback=device_callback, help="cpu | cuda | cuda:N (auto)."
+        ),
+        workers: int | None = typer.Option(
+            None, "--workers", min=0, help="DataLoader workers (default: CPUs - 1, at most 8)."
+        ),
+        as_json: bool = typer.Option(
+            False,
+            "--json",
+            help="Print the figures as one JSON line on stdout (inspect's --json takes a file).",
+        ),
         trust_code: bool = typer.Option(
             False,
             "--trust-code",

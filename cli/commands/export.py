@@ -9,7 +9,6 @@ from rich.console import Console
 
 import hybridize
 from hybridize.errors import HybridizeError
-from hybridize.io import refuse_same_file
 from hybridize_cli.checks import export_folder, output_file
 
 # the options each format uses besides the common ones; giving another is an error, not a no-op
@@ -44,11 +43,12 @@ def _export(
         "dynamo where it fails).",
     ),
     img_size: int | None = typer.Option(
-        None, "--img-size", help="Input height and width (default: the checkpoint's)."
+        None, "--img-size", min=1, help="Input height and width (default: the checkpoint's)."
     ),
     batch_size: int | None = typer.Option(
         None,
         "--batch-size",
+        min=1,
         help="Export with this static batch size (default: a dynamic batch axis).",
     ),
     check: bool = typer.Option(
@@ -83,20 +83,18 @@ def _export(
     if unused:
         them = "them" if len(unused) > 1 else "it"
         raise HybridizeError(f"{', '.join(unused)}: not used by --format {fmt}; leave {them} out")
-    if batch_size is not None and batch_size < 1:
-        raise HybridizeError(f"--batch-size {batch_size}: give a positive batch size")
     if max_flip_fraction is not None and not 0.0 <= max_flip_fraction <= 1.0:
         raise HybridizeError(
             f"--max-flip-fraction {max_flip_fraction:g}: give a fraction from 0 to 1"
         )
-    if img_size is not None and img_size < 1:
-        raise HybridizeError(f"--img-size {img_size}: give a positive size in pixels")
     if fmt == "nir":  # a folder, new or an earlier NIR export's
         dest = output or checkpoint.with_name(f"{checkpoint.stem}-nir")
         export_folder(dest, "--output")
     else:
         output_file(output, "--output")
         dest = output or checkpoint.with_suffix(f".{fmt}")
+    from hybridize.io import refuse_same_file  # torch: not at startup (--help)
+
     refuse_same_file(dest, checkpoint)
     import torch
 

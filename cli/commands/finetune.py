@@ -84,8 +84,14 @@ def register(app: typer.Typer) -> None:
         lr: float | None = typer.Option(None, "--lr", help="Learning rate of the spiking side."),
         optimizer: str | None = typer.Option(None, "--optimizer", help="adamw | adam | sgd"),
         scheduler: str | None = typer.Option(None, "--scheduler", help="cosine | none"),
-        warmup_epochs: float | None = typer.Option(None, "--warmup-epochs"),
-        weight_decay: float | None = typer.Option(None, "--weight-decay"),
+        warmup_epochs: float | None = typer.Option(
+            None, "--warmup-epochs", help="Linear warm-up epochs (default 0)."
+        ),
+        weight_decay: float | None = typer.Option(
+            None,
+            "--weight-decay",
+            help="Weight decay (default 0.05; none on gates, norms, biases).",
+        ),
         ann_lr_scale: float | None = typer.Option(
             None, "--ann-lr-scale", help="ANN lr = lr x this; 0 freezes the pretrained ANN."
         ),
@@ -101,7 +107,9 @@ def register(app: typer.Typer) -> None:
             "--channels-last/--no-channels-last",
             help="Weights and images channels-last (NHWC): faster convolutions.",
         ),
-        limit_train_batches: int | None = typer.Option(None, "--limit-train-batches", min=1),
+        limit_train_batches: int | None = typer.Option(
+            None, "--limit-train-batches", min=1, help="Training steps per epoch at most."
+        ),
         limit_train: int | None = typer.Option(
             None, "--limit-train", min=1, help="Training samples kept."
         ),
@@ -118,7 +126,9 @@ def register(app: typer.Typer) -> None:
             help="Inputs in [0, 1], no mean/std, flip only.",
         ),
         grad_clip: float | None = typer.Option(None, "--grad-clip", help="Clip the grad norm."),
-        seed: int | None = typer.Option(None, "--seed"),
+        seed: int | None = typer.Option(
+            None, "--seed", help="Seed of data order, augmentation, init (default 0)."
+        ),
         workers: int | None = typer.Option(None, "--workers", min=0, help="DataLoader workers."),
         sync_bn: bool | None = typer.Option(
             None, "--sync-bn/--no-sync-bn", help="SyncBatchNorm under DDP."

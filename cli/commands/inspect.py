@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 from pathlib import Path
 from typing import Any
 
@@ -11,7 +12,7 @@ from rich.table import Table
 
 import hybridize
 from hybridize.errors import HybridizeError
-from hybridize.io import refuse_same_file
+from hybridize_cli.checks import input_file, output_file, output_folder
 
 
 def _si(x: float | None) -> str:
@@ -102,13 +103,17 @@ def _inspect(
         "auto",
         "--data",
         help="auto (samples when installed, else random), samples (real images: pip install "
-        "'hybridize[samples]'), random, or a data set name (fashion-mnist, cifar10, ...).",
+        "'hybridize\\[samples]'), random, or a data set name (fashion-mnist, cifar10, ...).",
     ),
     batches: int = typer.Option(1, "--batches", min=1, help="Number of batches to run."),
     batch_size: int = typer.Option(8, "--batch-size", min=1, help="Images per batch."),
     img_size: int | None = typer.Option(None, "--img-size", min=1, help="Input size in pixels."),
     data_root: str | None = typer.Option(None, "--data-root", help="Folder of the data set."),
-    energy: str = typer.Option("45nm", "--energy", help="Energy preset: 45nm, fp16 or int8."),
+    energy: str = typer.Option(
+        "45nm",
+        "--energy",
+        help="Energy preset: 45nm (= 45nm-fp32, fp32), fp16 (= 45nm-fp16) or int8 (= 45nm-int8).",
+    ),
     json_out: Path | None = typer.Option(None, "--json", help="Write the report as JSON."),
     plots: Path | None = typer.Option(None, "--plots", help="Write PNG plots to this folder."),
     metrics: Path | None = typer.Option(
@@ -124,10 +129,7 @@ def _inspect(
     ),
 ) -> None:
     """Measure a hybrid per region: ops, firing rates, gates and energy."""
-    if metrics is not None and plots is None:
-        raise HybridizeError("--metrics FILE draws training curves into --plots DIR; give --plots")
-    refuse_same_file(json_out, checkpoint, metrics)
-    refuse_same_file(graph, checkpoint, metrics)
+    _check_outputs(checkpoint, json_out, plots, metrics, graph)
     with hybridize.trusting_code(trust_code):
         model = hybridize.load(checkpoint)
     report = hybridize.inspect(
@@ -139,16 +141,44 @@ def _inspect(
         img_size=img_size,
         data_root=data_root,
     )
+    # the files first: a reader that stops early (`| head`) must not cost them
+    written = []
+    if json_out is not None:
+        written.append(f"report: {report.save_json(json_out)}")
+    if plots is not None:
+        written += [f"plot: {p}" for p in hybridize.save_plots(report, plots, metrics)]
+    if graph is not None:
+        written.append(f"graph: {hybridize.render_graph(model, graph)}")
     console = Console()
     for table in _tables(report):
         console.print(table)
-    if json_out is not None:
-        console.print(f"report: {report.save_json(json_out)}")
-    if plots is not None:
-        for p in hybridize.save_plots(report, plots, metrics):
-            console.print(f"plot: {p}")
-    if graph is not None:
-        console.print(f"graph: {hybridize.render_graph(model, graph)}")
+    for line in written:
+        console.print(line)
+
+
+def _check_outputs(
+    checkpoint: Path, json_out: Path | None, plots: Path | None, metrics: Path | None,
+    graph: Path | None,
+) -> None:  # fmt: skip
+    """Every output option, before the measurement: a mistake costs no run, and no file of
+    the run is written when another cannot be."""
+    if metrics is not None and plots is None:
+        raise HybridizeError("--metrics FILE draws training curves into --plots DIR; give --plots")
+    from hybridize.io import refuse_same_file  # torch: not at startup (--help)
+
+    refuse_same_file(json_out, checkpoint, metrics)
+    refuse_same_file(graph, checkpoint, metrics)
+    output_file(json_out, "--json")
+    output_file(graph, "--graph")
+    if graph is not None and graph.suffix.lower() not in (".svg", ".html", ".htm"):
+        raise HybridizeError(
+            f"--graph {graph}: unknown picture format {graph.suffix!r}; use a .svg or .html "
+            "file name"
+        )
+    output_folder(plots, "--plots")
+    input_file(metrics, "--metrics")
+    if plots is not None and importlib.util.find_spec("matplotlib") is None:
+        raise HybridizeError("--plots needs matplotlib; pip install 'hybridize[plots]'")
 
 
 def register(app: typer.Typer) -> None:

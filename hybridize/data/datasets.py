@@ -95,7 +95,7 @@ def _find_idx_dir(name: str, root: Path | None) -> Path | None:
     candidates: list[Path] = []
     where = root if root is not None else DATA_CACHE  # the cache: earlier downloads
     candidates += [where, where / _TV_FOLDER[name] / "raw", where / name]
-    if name == "fashion-mnist":
+    if name == "fashion-mnist" and root is None:  # a --data-root given is the only place
         candidates.append(DEBIAN_FASHION)
     for folder in candidates:
         if all(_idx_path(folder, f) is not None for pair in _IDX_FILES.values() for f in pair):
@@ -147,7 +147,7 @@ def _idx_dataset(
         folder = _find_idx_dir(name, target)
     if folder is None:
         looked = [str(root or DATA_CACHE)]
-        if name == "fashion-mnist":
+        if name == "fashion-mnist" and root is None:
             looked.append(str(DEBIAN_FASHION))
         hint = (
             "install it (apt-get install dataset-fashion-mnist) or pass --data-root DIR"
@@ -204,6 +204,11 @@ def _imagefolder_dataset(path: str) -> tuple[dict, DataInfo]:
     from torchvision.datasets import ImageFolder
 
     root = Path(path).expanduser()
+    if not root.is_dir():
+        raise DataError(
+            f"imagefolder {root} does not exist; give a folder with train/CLASS/*.jpg and "
+            "val/CLASS/*.jpg"
+        )
     missing = [s for s in ("train", "val") if not (root / s).is_dir()]
     if missing:
         raise DataError(

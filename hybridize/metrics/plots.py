@@ -191,12 +191,12 @@ def save_plots(
     """Every plot the report supports, as PNG files in ``folder``; returns their paths."""
     out = Path(folder)
     written = []
-    if report.layers:
+    if metrics is not None:  # first: the one plot a bad input file can stop
+        written.append(plot_training_curves(metrics, out / "training_curves.png"))
+    if any(layer.rate is not None for layer in report.layers):
         written.append(plot_firing_rates(report, out / "firing_rates.png"))
     if report.regions:
         written.append(plot_energy(report, out / "energy.png"))
     if report.raster:
         written.append(plot_raster(report, out / "raster.png"))
-    if metrics is not None:
-        written.append(plot_training_curves(metrics, out / "training_curves.png"))
     return written

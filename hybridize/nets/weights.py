@@ -50,6 +50,8 @@ def load_weights_file(path: str | os.PathLike[str]) -> StateDict:
     ``module.`` prefix on every key is stripped.
     """
     p = Path(path)
+    if p.is_dir():
+        raise WeightsError(f"--weights {p} is a folder; give the weights file inside it")
     if not p.is_file():
         raise WeightsError(f"weights file not found: {p}; check the path given to --weights")
     suffix = p.suffix.lower()
@@ -59,9 +61,16 @@ def load_weights_file(path: str | os.PathLike[str]) -> StateDict:
         try:
             obj = torch.load(p, map_location="cpu", weights_only=True)
         except Exception as exc:  # unpickling refused or a corrupt file
+            reason = first_line(exc)
+            if "weights only load failed" in reason.lower():  # torch's hint would unpickle it
+                reason = (
+                    "not a plain torch.save file of tensors: damaged, or pickled objects or code"
+                )
+            elif len(reason) < 12:  # pickle's bare opcode number ("105") says nothing
+                reason = f"{type(exc).__name__}: not a torch.save file, or a damaged one ({reason})"
             raise WeightsError(
                 f"cannot read weights file {p} with torch.load(weights_only=True) "
-                f"({first_line(exc)}); "
+                f"({reason}); "
                 "save a plain state_dict (torch.save(model.state_dict(), path)) or use .safetensors"
             ) from None
     else:

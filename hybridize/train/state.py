@@ -138,6 +138,10 @@ def load_model(path: str | Path) -> nn.Module:
     from safetensors import safe_open
 
     path = Path(path)
+    if path.is_dir():
+        raise CheckpointError(
+            f"{path} is a folder, not a checkpoint file; give the .safetensors file"
+        )
     if not path.is_file():
         raise CheckpointError(f"checkpoint {path} not found; check the path")
     try:

@@ -176,3 +176,16 @@ def test_a_corrupt_gzip_body_is_a_data_error(tmp_path: Path) -> None:
     path.write_bytes(good[:12] + bytes(b ^ 0xFF for b in good[12:-8]) + good[-8:])
     with pytest.raises(DataError, match="cannot read IDX file"):
         read_idx(path)
+
+
+def test_a_data_root_given_is_the_only_place_looked_at(tmp_path, monkeypatch) -> None:
+    """An empty --data-root must not fall back to the system copy: a typo in the path would
+    silently train on other data."""
+    monkeypatch.setenv("HYBRIDIZE_OFFLINE", "1")
+    with pytest.raises(DataError, match=f"fashion-mnist not found \\(looked in {tmp_path}\\):"):
+        open_dataset("fashion-mnist", str(tmp_path))
+
+
+def test_an_imagefolder_that_does_not_exist_says_so(tmp_path) -> None:
+    with pytest.raises(DataError, match="does not exist"):
+        open_dataset(f"imagefolder:{tmp_path / 'nope'}", None)

@@ -72,7 +72,6 @@ def test_export_onnx_cli_exporter_option(loaded_hybrid, tmp_path):
     "args, message",
     [
         (["--format", "tflite"], "not supported"),
-        (["--format", "onnx", "--batch-size", "0"], "--batch-size 0"),
         (["--format", "onnx", "--max-flip-fraction", "2"], "--max-flip-fraction 2"),
         (["--format", "nir", "--opset", "18"], "--opset: not used by --format nir"),
         (["-f", "pt2", "--exporter", "dynamo", "--max-flip-fraction", "0.1"], "leave them out"),

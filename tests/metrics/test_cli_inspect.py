@@ -51,3 +51,32 @@ def test_inspect_cli_metrics_needs_plots(tmp_path):
     args = ["inspect", str(tmp_path / "c.safetensors"), "--metrics", str(tmp_path / "m.jsonl")]
     result = CliRunner().invoke(app, args)
     assert isinstance(result.exception, HybridizeError) and "--plots" in str(result.exception)
+
+
+@pytest.mark.parametrize(
+    ("option", "value", "expected"),
+    [
+        ("--graph", "g.png", "unknown picture format '.png'"),
+        ("--json", "missing/r.json", "folder missing does not exist"),
+        ("--plots", "a-file", "is a file; give a folder"),
+        ("--metrics", "none.jsonl", "no such file"),
+    ],
+)
+def test_inspect_cli_checks_its_outputs_before_measuring(
+    tmp_path, monkeypatch, option, value, expected
+):
+    import hybridize
+    from hybridize.errors import HybridizeError
+    from hybridize_cli.main import app
+
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "a-file").write_text("")
+    loaded = []
+    monkeypatch.setattr(hybridize, "load", lambda *a, **k: loaded.append(a))
+    args = ["inspect", "c.safetensors", option, value]
+    if option == "--metrics":
+        args += ["--plots", "plots"]
+    result = CliRunner().invoke(app, args)
+    assert isinstance(result.exception, HybridizeError)
+    assert expected in str(result.exception) and loaded == []  # refused before the load
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a-file"]

@@ -66,7 +66,21 @@ def test_pth_with_code_is_refused(tmp_path) -> None:
     torch.save({"w": torch.zeros(1), "obj": _NotATensor()}, path)
     with pytest.raises(WeightsError) as info:
         load_weights_file(path)
-    assert "weights_only" in str(info.value) and "\n" not in str(info.value)
+    message = str(info.value)
+    assert "weights_only" in message and "\n" not in message
+    assert "pickled objects or code" in message
+    assert "weights_only` set to `False`" not in message  # torch's advice would run the code
+
+
+def test_a_damaged_or_folder_weights_path_is_named_as_such(tmp_path) -> None:
+    damaged = tmp_path / "w.pth"
+    damaged.write_bytes(b"not a pickle at all")
+    with pytest.raises(WeightsError, match="damaged"):
+        load_weights_file(damaged)
+    folder = tmp_path / "weights.pth"
+    folder.mkdir()
+    with pytest.raises(WeightsError, match="is a folder; give the weights file inside it"):
+        load_weights_file(folder)
 
 
 @pytest.mark.parametrize("name", ["missing.pth", "w.npz"])
