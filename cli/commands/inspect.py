@@ -45,9 +45,15 @@ def _table(title: str, columns: list[str], rows: list[list[str]], left: int = 1)
     return table
 
 
+def _source(inputs: str) -> str:
+    if inputs == "random":  # firing rates of noise: say so where the rates are read
+        return "random inputs, uniform [0, 1]; rates need real images: --data samples or a set"
+    return inputs
+
+
 def _tables(report: Any) -> list[Table]:
     regions = _table(
-        f"spiking regions ({report.n_samples} images)",
+        f"spiking regions ({report.n_samples} images: {_source(report.inputs)})",
         ["region", "mode", "T", "params ANN", "params twin", "gate", "firing rate"],
         [
             [

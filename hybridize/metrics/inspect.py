@@ -107,12 +107,14 @@ def inspect(
     from hybridize.spiking.neuron import LIF
 
     model_energy = energy_model(energy)
+    source = "given"
     if isinstance(inputs, str):
-        from hybridize.metrics.inputs import named_inputs
+        from hybridize.metrics.inputs import named_inputs, resolve_data_name
 
+        source = resolve_data_name(inputs)
         inputs = named_inputs(
             model,
-            inputs,
+            source,
             batches=max_batches or 1,
             batch_size=batch_size,
             img_size=img_size,
@@ -200,9 +202,11 @@ def inspect(
             h.remove()
     if n_samples == 0:
         raise HybridizeError("inspect: no inputs were given; pass at least one batch")
-    return _build_report(
+    report = _build_report(
         regions, list(layers.values()), counter.tallies, n_samples, model_energy, raster
     )
+    report.inputs = source
+    return report
 
 
 def _build_report(

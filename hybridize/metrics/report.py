@@ -62,6 +62,9 @@ class Report:
     layers: list[LayerStats] = field(default_factory=list)
     outside_macs: float = 0.0  # ops outside every region (the plain ANN rest of the model)
     raster: dict | None = None  # {"region", "layers": [{"name", "neurons", "spikes" [T][K]}]}
+    # what ran: "samples", "random" (uniform [0, 1], seed 0), a data set name, or "given";
+    # counts per image hardly depend on it, firing rates and ACs do
+    inputs: str = "given"
 
     @property
     def energy_ann_pj(self) -> float:

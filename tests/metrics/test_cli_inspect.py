@@ -27,7 +27,8 @@ def test_inspect_cli_writes_everything(checkpoint, tmp_path):
     assert result.exit_code == 0, result.output
     assert "spiking regions" in result.output and "layer1.0" in result.output
     data = json.loads((tmp_path / "r.json").read_text())
-    assert data["n_samples"] == 4
+    assert data["n_samples"] == 4 and data["inputs"] == "random"
+    assert "random inputs" in result.output  # the rates are read next to that warning
     names = {r["name"] for r in data["regions"]}
     assert {"layer1.0", "layer4.0"} <= names
     assert all(r["twin_dense_macs"] > 0 for r in data["regions"])

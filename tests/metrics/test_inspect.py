@@ -160,3 +160,8 @@ def test_a_bf16_model_takes_float32_inputs(linear_hybrid):
 def test_an_empty_batch_is_one_clear_error(linear_hybrid):
     with pytest.raises(HybridizeError, match="batch 0 holds no images"):
         inspect(linear_hybrid, X[:0])
+
+
+def test_the_report_says_what_inputs_ran(linear_hybrid) -> None:
+    report = inspect(linear_hybrid, X)
+    assert report.inputs == "given" and report.to_dict()["inputs"] == "given"
