@@ -181,8 +181,18 @@ def _convert(
         regions = inner
         gm = traced(regions)
     regions = add_segment_regions(gm, recipe_obj, regions, graph_targets, blocks)
-    order = {n.target if n.op == "call_module" else n.name: i for i, n in enumerate(gm.graph.nodes)}
-    regions.sort(key=lambda r: order.get(r.name if r.segment is None else r.segment.nodes[0], 0))
+    # graph order: a module region by the node that calls it, a segment by its first node's
+    # name (a segment may start at a call_module node too); regions never called go last
+    by_name = {n.name: i for i, n in enumerate(gm.graph.nodes)}
+    by_module = {n.target: i for i, n in enumerate(gm.graph.nodes) if n.op == "call_module"}
+    never = len(by_name)
+    regions.sort(
+        key=lambda r: (
+            by_module.get(r.name, never)
+            if r.segment is None
+            else by_name.get(r.segment.nodes[0], never)
+        )
+    )
 
     results = splice(gm, regions, tracer_factory)
     hybrid = HybridModule(gm, gm.graph, type(model).__name__)

@@ -43,7 +43,12 @@ def find_node(graph: fx.Graph, ref: str) -> fx.Node:
 
     near = difflib.get_close_matches(ref, [str(n) for n in names], n=4, cutoff=0.5)
     hint = f"; closest: {', '.join(near)}" if near else ""
-    raise ConversionError(f"segment endpoint {ref!r} is not a node of the traced graph{hint}")
+    raise MissingEndpoint(f"segment endpoint {ref!r} is not a node of the traced graph{hint}")
+
+
+class MissingEndpoint(ConversionError):
+    """A segment endpoint that names no node of the traced graph (a target that is not
+    ``required`` then matches nothing, as any other selector)."""
 
 
 def _tensor_inputs(node: fx.Node) -> list[fx.Node]:

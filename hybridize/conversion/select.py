@@ -17,7 +17,12 @@ from torch import fx, nn
 
 from hybridize._util import is_within
 from hybridize.conversion import discover
-from hybridize.conversion.segment import SegmentNodes, segment_between, segment_from_endpoints
+from hybridize.conversion.segment import (
+    MissingEndpoint,
+    SegmentNodes,
+    segment_between,
+    segment_from_endpoints,
+)
 from hybridize.conversion.trace import class_matches
 from hybridize.errors import ConversionError
 from hybridize.recipe import BlockSettings, Recipe
@@ -88,10 +93,16 @@ def graph_candidates(
     gm: fx.GraphModule, recipe: Recipe, index: int, blocks: list[str]
 ) -> list[SegmentNodes]:
     """Segments target ``index`` selects in the traced graph."""
-    select = recipe.targets[index].select
+    target = recipe.targets[index]
+    select = target.select
     if select.segment is not None:  # the one key a selector sets
         ends = select.segment
-        return [segment_from_endpoints(gm.graph, ends.start, ends.end)]
+        try:
+            return [segment_from_endpoints(gm.graph, ends.start, ends.end)]
+        except MissingEndpoint:
+            if target.required:
+                raise
+            return []
     if select.auto == "stem":
         stem = discover.find_stem(gm, blocks)
         return [stem] if stem is not None else []

@@ -3,12 +3,21 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
+from pathlib import Path
 
 import torch
 
 from hybridize.data.samples import sample_images
 from hybridize.errors import ExportError
 from hybridize.export.parity import DEFAULT_CHECK_BATCH, CheckOptions, ParityReport
+
+
+def check_destination(dest: Path, suffix: str) -> Path:
+    """``dest`` for a one-file export, or a one-line :class:`ExportError` when it is a folder
+    (found before the export's work, not at its final rename)."""
+    if dest.is_dir():
+        raise ExportError(f"{dest} is a folder; give a file name, e.g. {dest / ('model' + suffix)}")
+    return dest
 
 
 def check_example(example: object) -> torch.Tensor:

@@ -21,7 +21,7 @@ from hybridize._util import example_shape, first_line, missing_packages, record_
 from hybridize.conversion.regions import find_regions
 from hybridize.errors import ExportError
 from hybridize.export.inputs import check_example
-from hybridize.export.nir_manifest import decoder_info, encoder_info, gate_info, manifest
+from hybridize.export.nir_manifest import FORMAT, decoder_info, encoder_info, gate_info, manifest
 from hybridize.export.prepare import export_state
 from hybridize.spiking.fusion import FusionBlock, SpikingBranch
 
@@ -157,6 +157,8 @@ def _files_of_export(manifest: Path) -> set[str]:
     ``manifest`` is missing or is not one of ours."""
     try:
         record = json.loads(manifest.read_text(encoding="utf-8"))
+        if record.get("format") != FORMAT:  # another program's manifest.json: not ours
+            return set()
         files = [r.get("file") for r in record.get("regions", [])]
         files.append(record.get("onnx", {}).get("file"))
     except (OSError, ValueError, AttributeError, TypeError):

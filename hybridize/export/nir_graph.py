@@ -460,7 +460,9 @@ class _Builder:
             tau=full(tau * self.dt),
             r=full(r),
             v_leak=full(0.0),
-            v_threshold=full(m.v_threshold),
+            # NIR fires on v > v_threshold, we on H >= V_th: the float32 just below V_th makes
+            # the two agree on an exactly representable membrane (integer spike sums, SEW adds)
+            v_threshold=full(float(np.nextafter(np.float32(m.v_threshold), np.float32(-np.inf)))),
             v_reset=full(0.0),
         )
         self._emit(name, node, [x])

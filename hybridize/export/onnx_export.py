@@ -13,7 +13,7 @@ from torch import nn
 from hybridize._atomic import atomic_path, remove_quietly, temp_beside
 from hybridize._util import missing_packages
 from hybridize.errors import ExportError
-from hybridize.export.inputs import check_batches, check_example
+from hybridize.export.inputs import check_batches, check_destination, check_example
 from hybridize.export.onnx_writers import OnnxJob, check_exporter, check_opset, write_onnx
 from hybridize.export.parity import (
     DEFAULT_CHECK_BATCH,
@@ -58,7 +58,7 @@ def export_onnx(
     check_opset(opset, exporter)
     options = check_options(options, overrides)
     require_packages(["onnx", "onnxruntime"] if check else ["onnx"])
-    dest = Path(path)
+    dest = check_destination(Path(path), ".onnx")
     example = check_example(example)
     device = next((p.device for p in model.parameters()), torch.device("cpu"))
     example = example.to(device)

@@ -15,6 +15,7 @@ deep hybrid are not mistaken for a wrong graph; the free-running figures are sti
 from __future__ import annotations
 
 import dataclasses
+import math
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -60,7 +61,41 @@ def check_options(options: CheckOptions | None, overrides: dict[str, Any]) -> Ch
     unknown = sorted(set(overrides) - set(names))
     if unknown:
         raise ExportError(f"unknown export option(s) {unknown}; the check options are {names}")
-    return dataclasses.replace(options or CheckOptions(), **overrides)
+    resolved = dataclasses.replace(options or CheckOptions(), **overrides)
+    _validate(resolved)
+    return resolved
+
+
+def _validate(o: CheckOptions) -> None:
+    """One line for a check option out of range (NaN included: it would disable a rule)."""
+
+    def fraction(v: float) -> bool:
+        return math.isfinite(v) and 0.0 <= v <= 1.0
+
+    checks = [
+        (
+            isinstance(o.n_random, int) and o.n_random >= 0,
+            f"n_random {o.n_random!r}: give 0 or more",
+        ),
+        (
+            isinstance(o.max_real, int) and o.max_real >= 0,
+            f"max_real {o.max_real!r}: give 0 or more",
+        ),
+        (
+            o.check_batch is None or (isinstance(o.check_batch, int) and o.check_batch >= 1),
+            f"check_batch {o.check_batch!r}: give 1 or more",
+        ),
+        (math.isfinite(o.atol) and o.atol >= 0, f"atol {o.atol!r}: give a finite value >= 0"),
+        (math.isfinite(o.rtol) and o.rtol >= 0, f"rtol {o.rtol!r}: give a finite value >= 0"),
+        (fraction(o.min_top1), f"min_top1 {o.min_top1!r}: give a fraction from 0 to 1"),
+        (
+            fraction(o.max_flip_fraction),
+            f"max_flip_fraction {o.max_flip_fraction!r}: give a fraction from 0 to 1",
+        ),
+    ]
+    for ok, message in checks:
+        if not ok:
+            raise ExportError(f"export check option {message}")
 
 
 @dataclass
@@ -302,6 +337,10 @@ class ParityCheck:
             r.samples_outside_tol_forced = self.forced.outside
             r.samples_unexplained_forced = self.forced.unexplained
         problems = []
+        if not self.total:
+            problems.append(
+                "no sample was compared (n_random 0 and no real inputs); compare at least one"
+            )
         if self.nonfinite:
             problems.append("non-finite logits")
         if judged.unexplained:

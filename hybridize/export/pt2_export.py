@@ -13,7 +13,7 @@ from torch import nn
 from hybridize._atomic import atomic_path
 from hybridize._util import first_line
 from hybridize.errors import ExportError
-from hybridize.export.inputs import check_batches, check_example
+from hybridize.export.inputs import check_batches, check_destination, check_example
 from hybridize.export.parity import CheckOptions, ParityCheck, ParityReport, check_options
 from hybridize.export.prepare import export_state
 
@@ -36,7 +36,7 @@ def export_pt2(
     kernels as eager). Raises :class:`ExportError` and leaves no file on failure.
     """
     options = check_options(options, overrides)
-    dest = Path(path)
+    dest = check_destination(Path(path), ".pt2")
     example = check_example(example)
     report = ParityReport.start("pt2", str(dest), options, dynamic_batch=dynamic_batch)
     with export_state(model, example), atomic_path(dest, suffix=".partial.pt2") as tmp:

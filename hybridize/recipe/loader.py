@@ -36,6 +36,8 @@ class _UniqueKeyLoader(yaml.SafeLoader):
     def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
         seen: set[Any] = set()
         for key_node, _ in node.value:
+            if key_node.tag == "tag:yaml.org,2002:merge":  # `<<: *base`: merged, not a key
+                continue
             key = self.construct_object(key_node, deep=deep)
             if not isinstance(key, Hashable):  # a list or mapping as a key
                 raise yaml.constructor.ConstructorError(

@@ -63,6 +63,8 @@ class SpikingBranch(nn.Module):
                 f"SpikingBranch: decoder bits={decoder.bits} != encoder bits="
                 f"{encoder.bits}; give both the same bits"
             )
+        if isinstance(encoder, BitPlaneEncoder) and isinstance(decoder, BitPlaneDecoder):
+            _check_plane_orders(encoder, decoder)
 
     def extra_repr(self) -> str:
         parts = [f"fold={self.fold}"] if self.fold else []
@@ -83,6 +85,25 @@ class SpikingBranch(nn.Module):
         if self.out_index is not None:
             out = out[self.out_index]
         return self.decoder(out.reshape(t, n, *out.shape[1:]))
+
+
+def _check_plane_orders(encoder: BitPlaneEncoder, decoder: BitPlaneDecoder) -> None:
+    """The decoder weighs step t as the plane the encoder put there; only the released code's
+    own mismatch (both sides ``compat``) is allowed to differ."""
+    if decoder.kind != "bitplane":
+        return
+    encoder_compat = encoder.options.compat
+    if decoder.compat is not None and encoder_compat is None:
+        raise SpikingConfigError(
+            f"SpikingBranch: a compat={decoder.compat!r} decoder goes with an encoder of the "
+            f"same compat (it reproduces the released order mismatch); give the encoder "
+            f"compat={decoder.compat!r} or drop the decoder's"
+        )
+    if decoder.compat is None and decoder.order != encoder.order:
+        raise SpikingConfigError(
+            f"SpikingBranch: the encoder emits planes in order {encoder.order!r} and the "
+            f"decoder weighs them as {decoder.order!r}; give both the same order"
+        )
 
 
 class FusionBlock(nn.Module):

@@ -138,7 +138,7 @@ class TrainingRun:
         if self.saved_epoch == epoch + 1:  # while its checkpoint was written, after the commit
             return (
                 f"{self.tag}: interrupted while saving epoch {epoch + 1}, which is kept: "
-                f"continue with --resume --out {out} (it completes {self.paths.last})"
+                f"continue with --resume --out {out} (which also completes {self.paths.last})"
             )
         return (
             f"{where}; {self.paths.last} holds epoch {self.saved_epoch}: continue with --resume "

@@ -445,3 +445,27 @@ def test_autowrap_entry_that_is_not_a_function_is_refused(net):
     recipe["trace"]["autowrap_functions"] = ["torch.pi"]  # a float
     with pytest.raises(ConversionError, match=r"'torch.pi' is a float, not a function"):
         hybridize.convert(net, recipe, example_input=X)
+
+
+def test_a_segment_target_that_is_not_required_may_match_nothing(net):
+    """`required: false` on a segment whose endpoints are not in this model: the target
+    matches nothing (as any other selector), the rest converts; required, it is one line."""
+    optional = {"select": {"segment": {"start": "stem_conv", "end": "stem_pool"}}}
+    blocks = {"select": {"auto": "blocks"}}
+    hybrid = hybridize.convert(
+        net, {"targets": [{**optional, "required": False}, blocks]}, example_input=X
+    )
+    assert any(isinstance(m, FusionBlock) for m in hybrid.modules())
+    with pytest.raises(ConversionError, match="segment endpoint 'stem_conv' is not a node"):
+        hybridize.convert(net, {"targets": [optional, blocks]}, example_input=X)
+
+
+def test_plan_rows_are_in_graph_order(net):
+    """Segments starting at a module call are ordered by their node, not put first."""
+    plan = hybridize.plan(net, {"targets": [{"select": {"auto": "conv-groups"}}]}, X)
+    names = [row.region.name for row in plan.rows]
+    assert names == [
+        "conv1__pool",
+        "stages_0_conv1__stages_0_act1",
+        "stages_1_conv1__stages_1_act1",
+    ]

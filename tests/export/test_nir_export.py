@@ -399,6 +399,12 @@ def test_reexport_replaces_an_earlier_export(tmp_path):
 
     with pytest.raises(ExportError, match="not empty"):
         export_nir(model, tmp_path / "other", torch.rand(1, 3, 12, 12), onnx=False)
+    # another program's manifest.json does not make a folder an earlier NIR export of ours
+    (tmp_path / "theirs").mkdir()
+    (tmp_path / "theirs" / "manifest.json").write_text(json.dumps({"name": "their app"}))
+    with pytest.raises(ExportError, match="not empty"):
+        export_nir(model, tmp_path / "theirs", torch.rand(1, 3, 12, 12), onnx=False)
+    assert (tmp_path / "theirs" / "manifest.json").is_file()
 
 
 def test_bad_dt_is_an_error(tmp_path):
@@ -468,3 +474,29 @@ def test_a_twin_with_side_inputs_is_refused_not_a_crash():
 
     result = twin_to_nir(WithSide().eval(), torch.rand(16, 3, 6, 6), dt=1e-4)
     assert result.graph is None and "more than one input" in result.reason
+
+
+def test_a_membrane_exactly_at_the_threshold_fires_in_nir_too(tmp_path):
+    """An identity synapse into a LIF without input decay: the membrane is an exact sum of
+    bit planes, so H == V_th happens all the time. NIR's strict v > v_threshold must then
+    fire where our H >= V_th does: the exported threshold is the float32 just below V_th."""
+    from hybridize.spiking.neuron import lif_multistep
+
+    fc = nn.Linear(4, 4, bias=False)
+    with torch.no_grad():
+        fc.weight.copy_(torch.eye(4))
+    twin = nn.Sequential(fc, _lif(tau=2.0, decay_input=False))
+    model = _calibrate(nn.Sequential(_fusion(nn.Linear(4, 4), twin)), (4,))
+    result = _export(model, tmp_path, shape=(3, 4), verify=False)
+    row = result.manifest["regions"][0]
+    graph = nir.read(str(tmp_path / "out" / row["file"]))
+    node = next(v for v in graph.nodes.values() if isinstance(v, nir.LIF))
+    assert np.all(node.v_threshold == np.nextafter(np.float32(1.0), np.float32(0.0)))
+    # planes of 1.0 (a full code): decay_input=False charges H = V/2 + 1 = 1 exactly at step 0
+    current = np.ones((8, 4))
+    ours = lif_multistep(
+        torch.tensor(current), tau=2.0, v_threshold=1.0, v_reset=0.0, decay_input=False,
+        detach_reset=False,
+    ).numpy()  # fmt: skip
+    assert ours.sum() > 0
+    np.testing.assert_array_equal(_nir_lif_euler(node, current, DT), ours)

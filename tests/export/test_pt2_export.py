@@ -110,3 +110,23 @@ def test_a_failed_save_leaves_no_partial_file(tmp_path, monkeypatch, replace_hyb
     with pytest.raises(ExportError, match="torch.export.save failed"):
         export_pt2(replace_hybrid, torch.rand(2, 3, 16, 16), tmp_path / "m.pt2")
     assert list(tmp_path.iterdir()) == []
+
+
+def test_a_check_that_compares_nothing_or_has_a_bad_option_fails(tmp_path, replace_hybrid):
+    from hybridize.export import export_pt2
+
+    x = torch.rand(2, 3, 16, 16)
+    with pytest.raises(ExportError, match="no sample was compared"):
+        export_pt2(replace_hybrid, x, tmp_path / "m.pt2", n_random=0, real_inputs=False)
+    for option in ({"max_flip_fraction": float("nan")}, {"n_random": -1}, {"check_batch": 0}):
+        with pytest.raises(ExportError, match="export check option"):
+            export_pt2(replace_hybrid, x, tmp_path / "m.pt2", **option)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_a_folder_as_destination_is_refused_before_the_work(tmp_path, monkeypatch, replace_hybrid):
+    from hybridize.export import export_pt2
+
+    monkeypatch.setattr(torch.export, "export", lambda *a, **k: pytest.fail("exported"))
+    with pytest.raises(ExportError, match="is a folder; give a file name"):
+        export_pt2(replace_hybrid, torch.rand(2, 3, 16, 16), tmp_path)

@@ -250,3 +250,25 @@ def test_loading_a_recipe_does_not_import_torch():
     )
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert done.returncode == 0, done.stderr
+
+
+def test_yaml_merge_keys_are_recipe_yaml(tmp_path):
+    """`<<: *base` (YAML's merge key) shares settings between targets; explicit keys beside it
+    win, as in any YAML reader."""
+    path = tmp_path / "merged.yaml"
+    path.write_text(
+        "name: merged\n"
+        "targets:\n"
+        "  - &base\n"
+        "    select: {auto: stem}\n"
+        "    required: false\n"
+        "    encoder: {bits: 4}\n"
+        "  - <<: *base\n"
+        "    select: {auto: blocks}\n"
+    )
+    recipe = load_recipe(path)
+    assert [t.select.auto for t in recipe.targets] == ["stem", "blocks"]
+    assert recipe.targets[1].to_dict() == {
+        **recipe.targets[0].to_dict(),
+        "select": {"auto": "blocks"},
+    }

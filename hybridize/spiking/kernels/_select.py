@@ -130,11 +130,17 @@ def _import_cpp_extension_quietly() -> None:
         log.setLevel(level)
 
 
-def run_kernel(key: tuple, fn: Callable[..., Any], *args: Any) -> Any:
-    """Run the compiled form of the pure function ``fn`` (built once per ``key``; dynamic shapes,
-    so one build per dtype). If compiling fails under ``auto`` the failure is remembered, warned
-    about once, and ``fn`` runs eagerly (same source, same values); under ``fused`` it raises."""
-    if key in _failed or kernel_backend() == "uncompiled":
+def run_kernel(key: tuple, fn: Callable[..., Any], *args: Any, backend: str | None = None) -> Any:
+    """Run the compiled form of the pure function ``fn`` (built once per ``key`` and the dtypes
+    and device types of its tensor arguments; dynamic shapes). If compiling fails under
+    ``auto`` the failure is remembered (for that key and those dtypes), warned about once, and
+    ``fn`` runs eagerly (same source, same values); under ``fused`` it raises. ``backend``: the
+    setting to obey (a backward passes its forward's, so a setting changed in between does
+    not switch paths halfway); default the one in force."""
+    mode = backend if backend is not None else kernel_backend()
+    tensors = tuple((a.dtype, a.device.type) for a in args if isinstance(a, Tensor))
+    key = (*key, tensors)
+    if key in _failed or mode in ("uncompiled", "eager"):
         return fn(*args)
     kernel = _compiled.get(key)
     if kernel is None:
@@ -159,7 +165,7 @@ def run_kernel(key: tuple, fn: Callable[..., Any], *args: Any) -> Any:
         ):
             return kernel(*args)
     except Exception as exc:  # compiler missing or broken: inductor/dynamo raise many types
-        if kernel_backend() == "fused" or isinstance(exc, _OUT_OF_MEMORY):
+        if mode == "fused" or isinstance(exc, _OUT_OF_MEMORY):
             raise  # memory is short for the eager path too: the caller's error, not the kernel's
         first = not _failed
         _failed.add(key)

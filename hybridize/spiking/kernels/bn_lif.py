@@ -24,7 +24,7 @@ import torch
 from torch import Tensor
 
 from hybridize.spiking.arithmetic import lif_charge, lif_reset
-from hybridize.spiking.kernels._select import run_kernel
+from hybridize.spiking.kernels._select import kernel_backend, run_kernel
 from hybridize.spiking.kernels.compact import compacting, mark_binary
 from hybridize.spiking.kernels.layout import MemoryOrder, dense_order, memory_order
 from hybridize.spiking.kernels.lif import FusedLIF, LIFConfig, lif_backward, lif_forward
@@ -63,13 +63,14 @@ def batch_norm_source(x: Tensor) -> BatchNormSource | None:
     c, weight = node._saved_input, node._saved_weight
     if c.shape != root.shape or c.dtype != root.dtype or c.stride() != root.stride():
         return None
-    bias = None
-    if weight is not None:
-        # the bias is not kept by the node (its backward needs none): its gradient sink holds it
-        sink = node.next_functions[2][0]
-        bias = getattr(sink, "variable", None)
-        if bias is None:  # a frozen or computed bias: not reachable, keep the plain LIF
-            return None
+    # the bias is not kept by the node (its backward needs none): its gradient sink holds it
+    # (with or without a weight; no sink: no bias, or a frozen one, which the node cannot tell)
+    sink = node.next_functions[2][0] if len(node.next_functions) > 2 else None
+    bias = getattr(sink, "variable", None) if sink is not None else None
+    if sink is not None and bias is None:  # a computed bias: not reachable, keep the plain LIF
+        return None
+    if sink is None and weight is not None:  # a frozen bias beside a weight: not reachable
+        return None
     return BatchNormSource(c, order, node._saved_result1, node._saved_result2, weight, bias)
 
 
@@ -80,8 +81,10 @@ def _rebuild_input(
     in float32 (or float64) and rounded to the LIF's dtype, as the BatchNorm's output is."""
     acc = torch.float64 if c.dtype == torch.float64 else torch.float32
     y = (c.to(acc) - mean.to(acc)) * invstd.to(acc)
-    if weight is not None and bias is not None:
-        y = y * weight.to(acc) + bias.to(acc)
+    if weight is not None:
+        y = y * weight.to(acc)
+    if bias is not None:
+        y = y + bias.to(acc)
     return y.to(dtype)
 
 
@@ -138,6 +141,7 @@ class FusedBatchNormLIF(torch.autograd.Function):
             kept, bn.input.detach(), *per_channel, tau if isinstance(tau, Tensor) else None
         )
         ctx.cfg, ctx.tau_value, ctx.tau_grad = cfg, tau, tau_grad
+        ctx.backend = kernel_backend()
         ctx.order = bn.order
         ctx.view = (steps, outer, channels, inner) if inner > 1 else (steps, outer, channels)
         return spikes
@@ -147,7 +151,14 @@ class FusedBatchNormLIF(torch.autograd.Function):
         kept, c, mean, invstd, weight, bias, tau_t = ctx.saved_tensors
         tau = tau_t if tau_t is not None else ctx.tau_value
         tau_key = tau if isinstance(tau, float) else None
-        key = ("bn_lif_backward", ctx.cfg, ctx.tau_grad, tau_key, weight is not None)
+        key = (
+            "bn_lif_backward",
+            ctx.cfg,
+            ctx.tau_grad,
+            tau_key,
+            weight is not None,
+            bias is not None,
+        )
         shape = ctx.view
         grad_y, grad_k = run_kernel(
             key,
@@ -162,6 +173,7 @@ class FusedBatchNormLIF(torch.autograd.Function):
             tau,
             ctx.cfg,
             ctx.tau_grad,
+            backend=ctx.backend,
         )
         grad_tau = None
         if grad_k is not None:  # d(1/tau)/dtau = -1/tau^2

@@ -28,11 +28,16 @@ _active = [0]  # depth of compacting contexts in force (saves inside them are pa
 
 
 def mark_binary(t: Tensor) -> Tensor:
-    """Mark ``t`` (all of whose values are 0 or 1) as storable in one bit; returns ``t``."""
-    setattr(t, _MARK, True)
+    """Mark ``t`` (all of whose values are 0 or 1) as storable in one bit; returns ``t``.
+
+    The mark holds the tensor's version counter: an in-place change afterwards (a residual
+    ``out.add_(x)`` making values of 2) voids it, so such a tensor is saved as it is."""
+    if t.is_inference():  # no version counter, and nothing is saved for backward anyway
+        return t
+    setattr(t, _MARK, t._version)
     base = t._base  # views of t (a flatten, a reshape) have the root as their _base
     if base is not None and base.numel() == t.numel():
-        setattr(base, _MARK, True)
+        setattr(base, _MARK, base._version)  # views share their base's counter
     return t
 
 
@@ -60,8 +65,14 @@ def _same(t: Any) -> Any:
     return t
 
 
+def _marked(t: Tensor) -> bool:
+    mark = getattr(t, _MARK, None)
+    return mark is not None and mark == t._version
+
+
 def _is_binary(t: Tensor) -> bool:
-    return getattr(t, _MARK, False) or (t._base is not None and getattr(t._base, _MARK, False))
+    """Marked by :func:`mark_binary` (itself or its base) and not changed in place since."""
+    return _marked(t) or (t._base is not None and _marked(t._base))
 
 
 def _pack_root(root: Tensor, order: MemoryOrder, fused: bool) -> Tensor:
@@ -84,9 +95,9 @@ def _unpack_root(
 
 @contextmanager
 def _compacting() -> Iterator[None]:
-    # id(root tensor) -> (weak reference to it, its packed bits); weak: the float tensor is
-    # freed as soon as the layers that use it are done
-    packed: dict[int, tuple[weakref.ref, Tensor]] = {}
+    # (id, version) of a root tensor -> (weak reference to it, its packed bits); weak: the
+    # float tensor is freed as soon as the layers that use it are done
+    packed: dict[tuple[int, int], tuple[weakref.ref, Tensor]] = {}
 
     # hooks already in force (a user's offloading, a memory count) still see what is stored
     top = getattr(torch._C._autograd, "_top_saved_tensors_default_hooks", None)
@@ -103,10 +114,11 @@ def _compacting() -> Iterator[None]:
             return (outer_pack(t.to(torch.uint8)), t.dtype)
         # one packed copy per root however many layers save it, through whichever views
         fused = use_fused(root)  # compiled packing where the kernels run compiled
-        hit = packed.get(id(root))
+        key = (id(root), root._version)
+        hit = packed.get(key)
         if hit is None or hit[0]() is not root:
             hit = (weakref.ref(root), _pack_root(root, order, fused))
-            packed[id(root)] = hit
+            packed[key] = hit
         view = None
         if t is not root:
             view = (t.shape, t.stride(), t.storage_offset() - root.storage_offset())

@@ -18,7 +18,7 @@ import torch
 from torch import Tensor
 
 from hybridize.spiking.arithmetic import quantize
-from hybridize.spiking.kernels._select import run_kernel
+from hybridize.spiking.kernels._select import kernel_backend, run_kernel
 from hybridize.spiking.kernels.layout import MemoryOrder, memory_order
 from hybridize.spiking.surrogates import ENCODER_SURROGATES
 
@@ -145,6 +145,7 @@ class FusedBitPlane(torch.autograd.Function):
         ctx.save_for_backward(z)
         ctx.weights_fn, ctx.cfg = weights_fn, cfg
         ctx.cosines = cosine_scheme(z)  # chosen with the forward (COSINES may change by then)
+        ctx.backend = kernel_backend()  # likewise the kernel setting
         return fused_planes(z, cfg)
 
     @staticmethod
@@ -158,7 +159,7 @@ class FusedBitPlane(torch.autograd.Function):
         cosines = ctx.cosines
         dz = run_kernel(
             ("encoder_backward", cfg, cosines),
-            encoder_backward, order.flat(z), g, weights, cfg, cosines,
+            encoder_backward, order.flat(z), g, weights, cfg, cosines, backend=ctx.backend,
         )  # fmt: skip
         return order.restore(dz, tuple(z.shape)), None, None
 

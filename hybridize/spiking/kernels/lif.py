@@ -19,7 +19,7 @@ import torch
 from torch import Tensor
 
 from hybridize.spiking.arithmetic import lif_charge, lif_reset
-from hybridize.spiking.kernels._select import run_kernel
+from hybridize.spiking.kernels._select import kernel_backend, run_kernel
 from hybridize.spiking.kernels.layout import memory_order
 from hybridize.spiking.surrogates import SPIKE_SURROGATES
 
@@ -108,6 +108,7 @@ class FusedLIF(torch.autograd.Function):
         tau_grad = isinstance(tau, Tensor) and ctx.needs_input_grad[1]
         ctx.save_for_backward(hs, tau if isinstance(tau, Tensor) else None)
         ctx.cfg, ctx.tau_value, ctx.tau_grad = cfg, tau, tau_grad
+        ctx.backend = kernel_backend()
         return spikes
 
     @staticmethod
@@ -117,8 +118,9 @@ class FusedLIF(torch.autograd.Function):
         tau_key = tau if isinstance(tau, float) else None
         key = ("lif_backward", ctx.cfg, ctx.tau_grad, tau_key)
         grad_x, grad_k = run_kernel(
-            key, lif_backward, grad.contiguous(), hs, tau, ctx.cfg, ctx.tau_grad
-        )
+            key, lif_backward, grad.contiguous(), hs, tau, ctx.cfg, ctx.tau_grad,
+            backend=ctx.backend,
+        )  # fmt: skip
         grad_tau = None
         if grad_k is not None:  # d(1/tau)/dtau = -1/tau^2
             grad_tau = (-grad_k / tau_t.double() ** 2).to(tau_t.dtype)
