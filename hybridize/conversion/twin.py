@@ -93,18 +93,22 @@ def build_twin(
     report = TwinReport()
     rules = _Rules(lambda: LIF(**neuron_kwargs, time_steps=time_steps), pooling, report, time_steps)
 
+    # fresh weights before tracing: a module fx traces through becomes a bare holder of its
+    # parameters, without the reset_parameters that would re-initialise them
+    source = copy.deepcopy(ann)
+    kept: list[str] = _reinitialise(source) if twin_init == "fresh" else []
     twin: nn.Module
-    if isinstance(ann, fx.GraphModule):
-        twin = copy.deepcopy(ann)
+    if isinstance(source, fx.GraphModule):
+        twin = source
     elif trace_fn is not None:
         try:
-            twin = trace_fn(copy.deepcopy(ann))
+            twin = trace_fn(copy.deepcopy(source))
         except Exception as exc:  # untraceable region: module surgery only
-            twin = copy.deepcopy(ann)
+            twin = source
             report.traced = False
             report.note = f"not traced ({first_line(exc, 120)}); module surgery only"
     else:
-        twin = copy.deepcopy(ann)
+        twin = source
         report.traced = False
 
     free_nodes, free_modules = (
@@ -121,8 +125,10 @@ def build_twin(
     if report.norms:
         over = f"{len(report.norms)} per-sample norm(s) with statistics over the T steps"
         report.note = "; ".join(n for n in (report.note, over) if n)
-    if twin_init == "fresh":
-        _reinitialise(twin)
+    if kept:
+        shown = ", ".join(kept[:3]) + (f" and {len(kept) - 3} more" if len(kept) > 3 else "")
+        fresh = f"fresh twin keeps the ANN's values of {shown} (no initialiser)"
+        report.note = "; ".join(n for n in (report.note, fresh) if n)
     if bn_momentum is not None:
         for m in twin.modules():
             if isinstance(m, nn.modules.batchnorm._BatchNorm):
@@ -308,21 +314,28 @@ def _apply_sew(gm: fx.GraphModule, rules: _Rules, static: Collection[str] = ()) 
         rules.report.sew_adds.append(node.name)
 
 
-def _reinitialise(module: nn.Module) -> None:
-    """Every layer's own default initialisation, except a norm whose scale is exactly zero:
-    that is the architecture's zero-init of a residual branch's last norm (timm's LeViT
+def _reinitialise(module: nn.Module) -> list[str]:
+    """Every layer's own default initialisation (``reset_parameters``, or
+    ``nn.MultiheadAttention``'s ``_reset_parameters``), except a norm whose scale is exactly
+    zero: that is the architecture's zero-init of a residual branch's last norm (timm's LeViT
     ``bn_weight_init=0``, ResNet ``zero_init_last``), which keeps the branch silent at the start;
     reset to 1 after sparse spikes it multiplied the branch's gradient by 1 / std of its input
-    (LeViT: ~200x per block; docs/conversion.md, rule 6)."""
-    for m in module.modules():
-        if m is module or isinstance(m, LIF):
+    (LeViT: ~200x per block; docs/conversion.md, rule 6). Returns the parameters of modules
+    with no initialiser (timm's LayerScale), which keep their values."""
+    kept: list[str] = []
+    for name, m in module.named_modules():
+        if isinstance(m, LIF):
             continue
         weight = getattr(m, "weight", None) if isinstance(m, NORM_LAYERS) else None
         zero_init = weight if isinstance(weight, nn.Parameter) and not weight.any() else None
-        reset = getattr(m, "reset_parameters", None)
+        reset = getattr(m, "reset_parameters", None) or getattr(m, "_reset_parameters", None)
         if callable(reset):
             reset()
+        else:
+            own = [f"{name}.{p}" if name else p for p, _ in m.named_parameters(recurse=False)]
+            kept += own
         if zero_init is not None:
             nn.init.zeros_(zero_init)  # the same Parameter: reset_parameters fills it in place
         if isinstance(m, nn.modules.batchnorm._BatchNorm):
             m.reset_running_stats()
+    return kept

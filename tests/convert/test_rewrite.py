@@ -469,3 +469,33 @@ def test_plan_rows_are_in_graph_order(net):
         "stages_0_conv1__stages_0_act1",
         "stages_1_conv1__stages_1_act1",
     ]
+
+
+def test_fresh_twins_are_fresh_also_where_fx_traced_through():
+    """`twin_init: fresh` (has8): the twin's parameters are re-initialised before tracing, so
+    modules fx traces through (timm's norms) and nn.MultiheadAttention (_reset_parameters)
+    do not keep the pretrained values; parameters with no initialiser are named in the plan."""
+    torch.manual_seed(0)
+    base = hybridize.create_model("test_vit", num_classes=3)
+    with torch.no_grad():
+        for p in base.parameters():
+            p.add_(torch.randn_like(p) * 0.1)  # no pretrained value equals a default
+    example = torch.zeros(1, 3, 160, 160)
+    hybrid = hybridize.convert(base, "has8", example_input=example)
+    blocks = [m for m in hybrid.modules() if isinstance(m, FusionBlock)]
+    for block in blocks[1:]:  # the transformer blocks
+        ann = dict(block.ann.named_parameters())
+        same = [
+            k
+            for k, p in block.branch.twin.named_parameters()
+            if k in ann and torch.equal(p, ann[k])
+        ]
+        assert same == []
+    mha = nn.Sequential(nn.Linear(4, 4))
+    mha.attn = nn.MultiheadAttention(4, 2)
+    from hybridize.conversion.twin import _reinitialise
+
+    before = mha.attn.in_proj_weight.clone()
+    assert _reinitialise(mha) == [] and not torch.equal(mha.attn.in_proj_weight, before)
+    notes = [row.twin_report.note for row in hybridize.plan(base, "has8", example).rows]
+    assert "keeps the ANN's values of cls_token, pos_embed" in notes[0]
