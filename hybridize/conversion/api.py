@@ -155,6 +155,11 @@ def _convert(
     spec = base_spec if base_spec is not None else getattr(model, "hybridize_spec", None)
     model = copy_model(model)  # the caller's model is left as it is
     example = default_example(model) if example_input is None else example_input
+    # shapes are learnt at a batch of 2 or more: at batch 1 every size is a multiple of the
+    # batch, and a side input with its batch on another axis would pass as foldable over T
+    probe = (
+        example.expand(2, *example.shape[1:]) if example.dim() and len(example) == 1 else example
+    )
     params_before = param_count(model)
 
     opaque = opaque_classes(recipe_obj.trace)
@@ -169,7 +174,7 @@ def _convert(
         gm = trace(
             model, make_tracer(recipe_obj.trace, leaf_names=[r.name for r in regions] + stem_leaves)
         )
-        shape_propagate(gm, example)
+        shape_propagate(gm, probe)
         return gm
 
     def tracer_factory():

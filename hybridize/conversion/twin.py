@@ -41,6 +41,7 @@ from hybridize.conversion.activations import (
     max_to_avg_pool,
 )
 from hybridize.conversion.calls import nodes_in
+from hybridize.conversion.drop_paths import drop_over_time
 from hybridize.conversion.sample_norms import (
     PER_STEP_NORM_FUNCTIONS,
     norm_act_twin,
@@ -219,6 +220,8 @@ def _swap_modules(twin: nn.Module, rules: _Rules, static: Collection[str] = ()) 
             twin.set_submodule(name, norm)
             kind = report.norms if isinstance(module, nn.GroupNorm) else report.step_norms
             kind.append(f"{name}: {type(module).__name__}")
+        elif (drop := drop_over_time(module, rules.time_steps)) is not None:
+            twin.set_submodule(name, drop)
         elif rules.pooling == "max-to-avg":
             avg = max_to_avg_pool(module)
             if avg is not None:

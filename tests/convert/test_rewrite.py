@@ -499,3 +499,24 @@ def test_fresh_twins_are_fresh_also_where_fx_traced_through():
     assert _reinitialise(mha) == [] and not torch.equal(mha.attn.in_proj_weight, before)
     notes = [row.twin_report.note for row in hybridize.plan(base, "has8", example).rows]
     assert "keeps the ANN's values of cls_token, pos_embed" in notes[0]
+
+
+def test_a_twins_drop_path_drops_a_sample_for_all_its_steps():
+    """timm's DropPath draws along dim 0, which a twin folds as [T*N]: wrapped, a sample is
+    kept or dropped for all T steps together (not plane by plane), scaled as DropPath scales."""
+    from timm.layers import DropPath
+
+    from hybridize.conversion.drop_paths import DropOverTime, drop_over_time
+
+    T, N = 8, 64
+    wrapped = drop_over_time(DropPath(0.5), T)
+    assert isinstance(wrapped, DropOverTime) and drop_over_time(nn.ReLU(), T) is None
+    torch.manual_seed(0)
+    out = wrapped.train()(torch.ones(T * N, 3)).reshape(T, N, 3)
+    per_sample = out[:, :, 0]  # [T, N]
+    assert torch.equal(per_sample, per_sample[:1].expand(T, N))  # the same over T
+    assert set(per_sample[0].tolist()) == {0.0, 2.0}  # dropped, or kept and scaled by 1 / 0.5
+    assert torch.equal(wrapped.eval()(torch.ones(T * N, 3)), torch.ones(T * N, 3))
+    base = hybridize.create_model("test_vit", num_classes=3, drop_path_rate=0.5)
+    hybrid = hybridize.convert(base, "has8", example_input=torch.zeros(1, 3, 160, 160))
+    assert any(isinstance(m, DropOverTime) for m in hybrid.modules())

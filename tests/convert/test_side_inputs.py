@@ -176,3 +176,42 @@ def test_tuple_output_without_an_input_shaped_item_is_refused():
 
     plan = hybridize.plan(Net(), {"targets": [{"select": {"name": "blk"}}]}, example_input=X)
     assert "no tensor of the input's shape" in plan.rows[0].reason
+
+
+class _SeqFirstBlock(torch.nn.Module):
+    """A block whose side input holds the batch on dim 1 ([L, N, C])."""
+
+    def __init__(self, c: int) -> None:
+        super().__init__()
+        self.fc1, self.fc2, self.act = torch.nn.Linear(c, c), torch.nn.Linear(c, c), torch.nn.GELU()
+
+    def forward(self, x: torch.Tensor, seq_first: torch.Tensor) -> torch.Tensor:
+        return x + self.fc2(self.act(self.fc1(x + seq_first.transpose(0, 1))))
+
+
+class _SeqFirstNet(torch.nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.embed = torch.nn.Linear(4, 8)
+        self.blocks = torch.nn.ModuleList([_SeqFirstBlock(8), _SeqFirstBlock(8)])
+        self.head = torch.nn.Linear(8, 3)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.embed(x)
+        sf = x.transpose(0, 1) * 0.5
+        for block in self.blocks:
+            x = block(x, sf)
+        return self.head(x.mean(1))
+
+
+def test_a_batch_one_example_does_not_hide_a_side_input_with_the_batch_elsewhere():
+    """At batch 1 every size is a multiple of the batch: the side input [L, N, C] passed as
+    foldable, the conversion 'succeeded' and every forward at batch > 1 crashed. Shapes are
+    now learnt at batch 2, and the blocks are refused with the reason."""
+    import hybridize
+    from hybridize.errors import ConversionError
+
+    with pytest.raises(ConversionError, match="not one tensor with the batch on dim 0"):
+        hybridize.convert(
+            _SeqFirstNet().eval(), "has8-finetune", example_input=torch.zeros(1, 5, 4)
+        )
