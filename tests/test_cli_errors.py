@@ -450,7 +450,7 @@ def test_inspect_default_needs_no_extra(capsys, monkeypatch, checkpoint):
     code = main_entry(["inspect", str(checkpoint)])
     out, err = capsys.readouterr()
     assert code == 0, err
-    assert "spiking regions (8 images)" in out
+    assert "spiking regions (8 images: random inputs" in out  # auto: random without the extra
 
 
 @pytest.mark.parametrize(

@@ -174,7 +174,7 @@ def _convert(
         gm = trace(
             model, make_tracer(recipe_obj.trace, leaf_names=[r.name for r in regions] + stem_leaves)
         )
-        shape_propagate(gm, probe)
+        shape_propagate(gm, probe, given=tuple(example.shape))
         return gm
 
     def tracer_factory():

@@ -270,11 +270,14 @@ def _is_scalar(value: object) -> bool:
     return isinstance(value, (bool, int, float))
 
 
-def shape_propagate(gm: fx.GraphModule, example: torch.Tensor) -> None:
+def shape_propagate(
+    gm: fx.GraphModule, example: torch.Tensor, given: tuple[int, ...] | None = None
+) -> None:
     """Record each node's output shape in ``node.meta['tensor_meta']``, and plain Python
     numbers (a height read off a shape, a size tuple) in ``node.meta[SCALAR_META]`` (eval
     mode, no grad). A node that fails is one line naming it and its error (fx's ShapeProp
-    would print a traceback first)."""
+    would print a traceback first), and the shape the caller ``given`` (default the
+    example's)."""
     from torch.fx.node import map_aggregate
     from torch.fx.passes.shape_prop import _extract_tensor_metadata
 
@@ -309,7 +312,8 @@ def shape_propagate(gm: fx.GraphModule, example: torch.Tensor) -> None:
         node, exc = failed.node, failed.error
         where = f"{node.op} {node.target}" if node.op != "call_function" else node.name
         raise ConversionError(
-            f"the traced model does not run on an example input of shape {tuple(example.shape)}: "
+            f"the traced model does not run on an example input of shape "
+            f"{given or tuple(example.shape)}: "
             f"at {node.name!r} ({where}): {type(exc).__name__}: {first_line(exc)}; "
             "pass an example_input (or --img-size) the model accepts"
         ) from exc
