@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Iterator
 from pathlib import Path
 
 import torch
 
+from hybridize._util import first_line
 from hybridize.data.samples import sample_images
 from hybridize.errors import ExportError
 from hybridize.export.parity import DEFAULT_CHECK_BATCH, CheckOptions, ParityReport
@@ -91,14 +93,33 @@ def check_batches(
     example: torch.Tensor, options: CheckOptions, dynamic_batch: bool, report: ParityReport
 ) -> Iterator[tuple[str, torch.Tensor]]:
     """The ``(kind, batch)`` pairs a parity check runs: ``n_random`` random samples, then the
-    real images (their source goes into ``report``); batches of ``check_batch``, or of the
-    example's batch size, padded, for a static-batch program."""
+    real images (their source goes into ``report``); batches of ``check_batch`` (one less, or
+    2 for 1, when that is the example's batch size: a dynamic batch axis is really exercised), or of
+    the example's batch size, padded, for a static-batch program."""
     images, report.real_source = real_inputs_for(example, options.real_inputs, options.max_real)
     sets = [("random", random_inputs(example, options.n_random))]
     if images is not None:
         sets.append(("real", images))
     batch = (options.check_batch or DEFAULT_CHECK_BATCH) if dynamic_batch else example.shape[0]
+    if dynamic_batch and batch == example.shape[0]:  # a dynamic batch is checked at another size
+        batch = batch - 1 if batch > 1 else 2
     report.check_batch = batch
     for kind, data in sets:
         for x in chunks(data, batch, pad=not dynamic_batch):
             yield kind, x
+
+
+@contextlib.contextmanager
+def batch_errors(shape: tuple[int, ...], what: str) -> Iterator[None]:
+    """A check batch that ``what`` (the model, the exported graph) cannot run: one line that
+    says so and points to a static batch, instead of the runtime's own error."""
+    try:
+        yield
+    except ExportError:
+        raise
+    except Exception as exc:
+        raise ExportError(
+            f"{what} does not run on a check batch of shape {shape} ({type(exc).__name__}: "
+            f"{first_line(exc, 200)}); its batch axis is not dynamic: export with a static "
+            "batch (--batch-size N)"
+        ) from exc

@@ -13,7 +13,7 @@ from torch import nn
 from hybridize._atomic import atomic_path, remove_quietly, temp_beside
 from hybridize._util import missing_packages
 from hybridize.errors import ExportError
-from hybridize.export.inputs import check_batches, check_destination, check_example
+from hybridize.export.inputs import batch_errors, check_batches, check_destination, check_example
 from hybridize.export.onnx_writers import OnnxJob, check_exporter, check_opset, write_onnx
 from hybridize.export.parity import (
     DEFAULT_CHECK_BATCH,
@@ -204,8 +204,9 @@ def _run_parity(
     if dynamic_batch and options.check_batch is None:
         options = dataclasses.replace(options, check_batch=_spike_chunk(tap, example, device))
     for kind, x in check_batches(example, options, dynamic_batch, check.report):
-        with torch.no_grad():
+        with torch.no_grad(), batch_errors(tuple(x.shape), "the model"):
             outputs, calls = tap.reference(x.to(device))
         ref = [t.detach().cpu() for t in outputs]
-        got = [torch.from_numpy(a) for a in session.run(None, {"input": x.cpu().numpy()})]
+        with batch_errors(tuple(x.shape), "the exported ONNX graph"):
+            got = [torch.from_numpy(a) for a in session.run(None, {"input": x.cpu().numpy()})]
         check.add(kind, ref, got, forced=tap.teacher_forced(x.to(device), got[1:], calls))

@@ -13,7 +13,7 @@ from torch import nn
 from hybridize._atomic import atomic_path
 from hybridize._util import first_line
 from hybridize.errors import ExportError
-from hybridize.export.inputs import check_batches, check_destination, check_example
+from hybridize.export.inputs import batch_errors, check_batches, check_destination, check_example
 from hybridize.export.parity import CheckOptions, ParityCheck, ParityReport, check_options
 from hybridize.export.prepare import export_state
 
@@ -65,7 +65,8 @@ def _check_reloaded(
     device = next((p.device for p in model.parameters()), torch.device("cpu"))
     for kind, x in check_batches(example, options, report.dynamic_batch, report):
         with torch.no_grad():
-            ref = model(x.to(device))
+            with batch_errors(tuple(x.shape), "the model"):
+                ref = model(x.to(device))
             got = _run_reloaded(reloaded, x.to(device))
         parity.add(kind, [_logits(ref).cpu()], [_logits(got).cpu()])
     parity.finish()

@@ -130,3 +130,29 @@ def test_a_folder_as_destination_is_refused_before_the_work(tmp_path, monkeypatc
     monkeypatch.setattr(torch.export, "export", lambda *a, **k: pytest.fail("exported"))
     with pytest.raises(ExportError, match="is a folder; give a file name"):
         export_pt2(replace_hybrid, torch.rand(2, 3, 16, 16), tmp_path)
+
+
+class _FixedBatch(torch.nn.Module):
+    """A buffer of the export's batch size: the program cannot take another batch."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.register_buffer("per_sample", torch.zeros(4, 12))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x.flatten(1) + self.per_sample
+
+
+def test_a_dynamic_batch_is_checked_at_another_batch_size(tmp_path):
+    """Exported at batch 4 with the default check batch of 4: the check runs batches of 3, so a
+    model whose batch axis is not dynamic is one line, not a pass."""
+    from hybridize.export import export_pt2
+
+    with pytest.raises(ExportError, match=r"check batch of shape \(3, 3, 2, 2\).*--batch-size N"):
+        export_pt2(_FixedBatch(), torch.rand(4, 3, 2, 2), tmp_path / "m.pt2", real_inputs=False)
+    assert list(tmp_path.iterdir()) == []
+    report = export_pt2(
+        _FixedBatch(), torch.rand(4, 3, 2, 2), tmp_path / "s.pt2", dynamic_batch=False,
+        real_inputs=False,
+    )  # fmt: skip
+    assert report.ok and report.check_batch == 4
