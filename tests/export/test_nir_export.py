@@ -500,3 +500,18 @@ def test_a_membrane_exactly_at_the_threshold_fires_in_nir_too(tmp_path):
     ).numpy()  # fmt: skip
     assert ours.sum() > 0
     np.testing.assert_array_equal(_nir_lif_euler(node, current, DT), ours)
+
+
+def test_verification_says_when_it_cannot_tell(tmp_path):
+    """A twin that fires no spike agrees with any silent peer: reported as not informative.
+    Another dt than snnTorch's importer assumes: not verified, with the reason."""
+    _peer_or_skip()
+    silent = _export(_conv_bn_lif_model(v_threshold=1e6), tmp_path / "a")
+    (row,) = silent.manifest["regions"]
+    assert row["verification"]["spikes_fired"] == 0
+    assert row["verification"]["status"].startswith("not informative")
+    fired = _export(_conv_bn_lif_model(), tmp_path / "b")
+    assert fired.manifest["regions"][0]["verification"]["status"] == "verified"
+    other_dt = _export(_conv_bn_lif_model(), tmp_path / "c", dt=1e-3)
+    status = other_dt.manifest["regions"][0]["verification"]["status"]
+    assert status.startswith("not verified") and "dt=0.0001" in status
