@@ -126,3 +126,13 @@ NORM_LAYERS: tuple[type[nn.Module], ...] = (
     nn.GroupNorm,
     nn.LayerNorm,
 )
+# spatial pools that may close a conv group (timm's *PoolSame subclass these)
+POOL_LAYERS: tuple[type[nn.Module], ...] = (
+    nn.modules.pooling._MaxPoolNd,
+    nn.modules.pooling._AvgPoolNd,
+    nn.modules.pooling._AdaptiveAvgPoolNd,
+    nn.modules.pooling._AdaptiveMaxPoolNd,
+)
+# layers a conv group passes through (timm blocks put drop_block / aa Identity between norm
+# and activation)
+PASS_THROUGH_LAYERS: tuple[type[nn.Module], ...] = (nn.Identity, nn.modules.dropout._DropoutNd)

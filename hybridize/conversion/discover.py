@@ -24,6 +24,8 @@ from hybridize.conversion.activations import (
     ACTIVATION_METHODS,
     CONV_LAYERS,
     NORM_LAYERS,
+    PASS_THROUGH_LAYERS,
+    POOL_LAYERS,
     WEIGHTED_LAYERS,
     is_activation_function,
     is_activation_module,
@@ -198,7 +200,9 @@ def find_conv_groups(gm: fx.GraphModule) -> list[SegmentNodes]:
         cur = node
         while len(cur.users) == 1:
             nxt = next(iter(cur.users))
-            if nxt.op == "call_module" and isinstance(modules[nxt.target], NORM_LAYERS):
+            if nxt.op == "call_module" and isinstance(
+                modules[nxt.target], (*NORM_LAYERS, *PASS_THROUGH_LAYERS)
+            ):
                 chain.append(nxt)
                 cur = nxt
                 continue
@@ -214,7 +218,7 @@ def find_conv_groups(gm: fx.GraphModule) -> list[SegmentNodes]:
         last = chain[-1]
         if len(last.users) == 1:
             pool = next(iter(last.users))
-            if pool.op == "call_module" and "Pool" in type(modules[pool.target]).__name__:
+            if pool.op == "call_module" and isinstance(modules[pool.target], POOL_LAYERS):
                 chain.append(pool)
         inputs = [n for n in node.all_input_nodes if n.op != "get_attr"]
         if len(inputs) != 1:

@@ -520,3 +520,16 @@ def test_a_twins_drop_path_drops_a_sample_for_all_its_steps():
     base = hybridize.create_model("test_vit", num_classes=3, drop_path_rate=0.5)
     hybrid = hybridize.convert(base, "has8", example_input=torch.zeros(1, 3, 160, 160))
     assert any(isinstance(m, DropOverTime) for m in hybrid.modules())
+
+
+def test_conv_groups_pass_through_identity_layers():
+    """timm's ResNet blocks put Identity layers (drop_block, aa) between bn1 and act1: the
+    conv-groups chain passes through them, so each block's first group is found."""
+    base = hybridize.create_model("resnet10t", num_classes=3)
+    plan = hybridize.plan(
+        base, {"targets": [{"select": {"auto": "conv-groups"}}]}, torch.zeros(1, 3, 32, 32)
+    )
+    names = [row.region.name for row in plan.rows]
+    assert [n for n in names if n.startswith("layer")] == [
+        f"layer{i}_0_conv1__layer{i}_0_act1" for i in (1, 2, 3, 4)
+    ]
