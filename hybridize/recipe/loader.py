@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import difflib
 import os
+import re
 from collections.abc import Hashable
 from importlib import resources
 from pathlib import Path
@@ -54,6 +55,14 @@ class _UniqueKeyLoader(yaml.SafeLoader):
         node = super().compose_document()
         _check_expansion(node)
         return node
+
+
+# YAML 1.1 (PyYAML) reads 1e-3 as a string; YAML 1.2 and every reader's intuition say float
+_UniqueKeyLoader.add_implicit_resolver(
+    "tag:yaml.org,2002:float",
+    re.compile(r"^[-+]?[0-9][0-9_]*(?:\.[0-9_]*)?[eE][-+]?[0-9]+$"),
+    list("-+0123456789"),
+)
 
 
 class _TooLarge(yaml.YAMLError):

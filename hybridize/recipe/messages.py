@@ -116,7 +116,10 @@ def validation_message(
     """Turn a pydantic ValidationError into ``recipe 'SRC' [line N]: PATH: problem (and N more)``."""
     seen: dict[str, str] = {}
     first_loc: tuple[Any, ...] = ()
-    for item in error.errors():
+    # an unknown key first: a misspelt required key also reads as "missing", and the
+    # unknown-key message is the one that names the fix (did you mean ...)
+    items = sorted(error.errors(), key=lambda e: e["type"] != "extra_forbidden")
+    for item in items:
         path, message = _describe(item, root)
         if path not in seen:
             if not seen:

@@ -272,3 +272,23 @@ def test_yaml_merge_keys_are_recipe_yaml(tmp_path):
         **recipe.targets[0].to_dict(),
         "select": {"auto": "blocks"},
     }
+
+
+def test_a_misspelt_key_is_reported_as_unknown_first(tmp_path):
+    path = tmp_path / "typo.yaml"
+    path.write_text("name: x\ntragets:\n  - select: {auto: blocks}\n")
+    with pytest.raises(RecipeError, match=r"tragets: unknown key \(did you mean 'targets'\?\)"):
+        load_recipe(path)
+
+
+def test_exponent_numbers_are_numbers(tmp_path):
+    """YAML 1.1 reads 1e-3 as a string ('must be a valid number (got '1e-3')'); recipes read it
+    as YAML 1.2 does."""
+    path = tmp_path / "exp.yaml"
+    path.write_text(
+        "name: x\ndefaults: {gate: learnable, gate_init: 1e-3}\ntargets:\n"
+        "  - select: {auto: blocks}\n    gate_init: 2.5E+1\n"
+    )
+    recipe = load_recipe(path)
+    assert recipe.defaults.gate_init == 1e-3 and recipe.targets[0].gate_init == 25.0
+    assert yaml.safe_load("a: 1e-3") == {"a": "1e-3"}  # PyYAML itself is left as it is
