@@ -268,3 +268,24 @@ def test_non_finite_reference_logits_fail():
     c.add("real", [_nan_at_top_class(_logits()), spikes], [_logits(), spikes])
     r = c.finish()
     assert r.ok is False and "non-finite logits" in r.message
+
+
+def test_a_near_tie_in_the_reference_is_not_a_top1_disagreement():
+    """Two reference logits 2e-7 apart, swapped by 4e-7 of rounding (within tolerance): the
+    export agrees; a swap far outside a tie still counts."""
+    ref = torch.tensor([[1.0, 1.0 + 2e-7, 0.0], [3.0, 1.0, 0.0]], dtype=torch.float64)
+    got = ref.clone()
+    got[0, 0] += 4e-7  # now class 0 wins by 2e-7
+    c = ParityCheck(
+        ParityReport(format="onnx", path="x", atol=1e-4, rtol=1e-3, min_top1=1.0), [], []
+    )
+    c.add("random", [ref], [got])
+    r = c.finish()
+    assert r.top1_agreement == 1.0 and r.ok
+    far = ref.clone()
+    far[1] = torch.tensor([1.0, 3.0, 0.0], dtype=torch.float64)  # no tie: a real disagreement
+    c = ParityCheck(
+        ParityReport(format="onnx", path="x", atol=1e-4, rtol=1e-3, min_top1=1.0), [], []
+    )
+    c.add("random", [ref], [far])
+    assert c.finish().top1_agreement == 0.5
