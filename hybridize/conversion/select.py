@@ -24,9 +24,9 @@ from hybridize.conversion.segment import (
     segment_from_endpoints,
 )
 from hybridize.conversion.trace import class_matches
-from hybridize.errors import ConversionError
+from hybridize.errors import ConversionError, RecipeError
 from hybridize.recipe import BlockSettings, Recipe
-from hybridize.recipe.messages import unmatched_target_error
+from hybridize.recipe.messages import closest_names, unmatched_target_error
 
 MODULE_AUTO_KINDS = {
     "blocks": discover.find_blocks,
@@ -160,6 +160,28 @@ def _candidates_for_error(model: nn.Module, recipe: Recipe, index: int) -> list[
     return [n for n, _ in model.named_modules() if n]
 
 
+def _refuse_dead_patterns(model: nn.Module, recipe: Recipe, index: int) -> None:
+    """A required target's list of patterns where one matches nothing (a typo beside a pattern
+    that works): one line naming that pattern."""
+    select = recipe.targets[index].select
+    if select.kind not in ("name", "type") or len(select.patterns) < 2:
+        return
+    named = [(n, m) for n, m in model.named_modules() if n]
+    for pattern in select.patterns:
+        if select.kind == "name":
+            hit = any(fnmatch.fnmatchcase(n, pattern) for n, _ in named)
+        else:
+            hit = any(class_matches(m, pattern) for _, m in named)
+        if not hit:
+            close = closest_names(pattern, _candidates_for_error(model, recipe, index))
+            hint = f"; closest names: {', '.join(close)}" if close else ""
+            raise RecipeError(
+                f"recipe {recipe.name!r}: target {index} ({select.describe()}): pattern "
+                f"{pattern!r} matches nothing{hint}; fix it, drop it, or set required: false "
+                "on that target"
+            )
+
+
 def select_module_regions(
     model: nn.Module, recipe: Recipe, opaque: tuple[type, ...] = ()
 ) -> tuple[list[Region], list[int]]:
@@ -173,6 +195,8 @@ def select_module_regions(
             continue
         if not names and target.required:
             raise unmatched_target_error(recipe, index, _candidates_for_error(model, recipe, index))
+        if target.required:
+            _refuse_dead_patterns(model, recipe, index)
         settings = recipe.settings_for(index)
         for name in names:
             replaced = [r for r in regions if is_within(r.name, name)]

@@ -533,3 +533,13 @@ def test_conv_groups_pass_through_identity_layers():
     assert [n for n in names if n.startswith("layer")] == [
         f"layer{i}_0_conv1__layer{i}_0_act1" for i in (1, 2, 3, 4)
     ]
+
+
+def test_a_dead_pattern_in_a_required_targets_list_is_named(net):
+    """`name: [stages.0, stagse.1]`: the target as a whole matches (stages.0), but the typo
+    would silently leave stages.1 as ANN."""
+    recipe = {"targets": [{"select": {"name": ["stages.0", "stagse.1"]}}]}
+    with pytest.raises(RecipeError, match="pattern 'stagse.1' matches nothing; closest names"):
+        hybridize.convert(net, recipe, example_input=X)
+    optional = {"targets": [{"select": {"name": ["stages.0", "stagse.1"]}, "required": False}]}
+    hybridize.convert(net, optional, example_input=X)  # not required: the live pattern converts
