@@ -117,10 +117,13 @@ def _parent(name: str) -> str:
 
 
 def find_stages(model: nn.Module, opaque: tuple[type, ...] = ()) -> list[str]:
-    """The parents of the blocks, in module order."""
+    """The parents of the blocks that run as one call, in module order: not the model itself,
+    and not a ModuleList / ModuleDict (a container the forward loops over, never calls)."""
     stages: list[str] = []
     for block in find_blocks(model, opaque):
         parent = _parent(block)
+        if not parent or isinstance(model.get_submodule(parent), (nn.ModuleList, nn.ModuleDict)):
+            continue
         if parent not in stages:
             stages.append(parent)
     return stages

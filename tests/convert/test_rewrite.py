@@ -543,3 +543,28 @@ def test_a_dead_pattern_in_a_required_targets_list_is_named(net):
         hybridize.convert(net, recipe, example_input=X)
     optional = {"targets": [{"select": {"name": ["stages.0", "stagse.1"]}, "required": False}]}
     hybridize.convert(net, optional, example_input=X)  # not required: the live pattern converts
+
+
+def test_stages_are_modules_that_run_as_one_call(net):
+    """`auto: stages` on a model whose blocks sit in a ModuleList (never called as a whole)
+    or directly on the model: no stage to convert (one clear line), instead of a region that
+    the plan then reported as 'called 0 times'."""
+    from hybridize.conversion.discover import find_stages
+
+    assert find_stages(net) == ["stages"]  # an nn.Sequential: called as one
+
+    class Looped(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.stem = nn.Conv2d(3, 4, 3, padding=1)
+            self.blocks = nn.ModuleList(copy.deepcopy(net.stages[0]) for _ in range(3))
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            x = self.stem(x)
+            for block in self.blocks:
+                x = block(x)
+            return x.mean((2, 3))
+
+    assert find_stages(Looped()) == []
+    with pytest.raises(RecipeError, match=r"target 0 \(auto: stages\) matched nothing"):
+        hybridize.convert(Looped(), {"targets": [{"select": {"auto": "stages"}}]}, example_input=X)
