@@ -125,11 +125,25 @@ def _function(path: str, what: str) -> Callable[..., Any]:
 
 
 def class_matches(module: nn.Module, spec: str) -> bool:
-    """True if ``spec`` names the module's class or one of its bases (by name or dotted path)."""
+    """True if ``spec`` names the module's class or one of its bases: by name, by its defining
+    path, or by any dotted path a loaded module exports it under (``timm.layers.Mlp`` is
+    defined in ``timm.layers.mlp``)."""
+    exported = _exported_class(spec)
+    if exported is not None:
+        return isinstance(module, exported)
     for cls in type(module).__mro__:
         if spec in (cls.__name__, f"{cls.__module__}.{cls.__qualname__}"):
             return True
     return False
+
+
+def _exported_class(spec: str) -> type | None:
+    """The class a dotted ``spec`` names in a module already imported (nothing is imported
+    and no module hook runs); None for a plain name or a path that names no class."""
+    module_name, _, attr = spec.replace(":", ".").rpartition(".")
+    module = sys.modules.get(module_name) if module_name else None
+    found = vars(module).get(attr) if module is not None else None
+    return found if isinstance(found, type) else None
 
 
 class HybridTracer(fx.Tracer):

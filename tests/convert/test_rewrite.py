@@ -568,3 +568,16 @@ def test_stages_are_modules_that_run_as_one_call(net):
     assert find_stages(Looped()) == []
     with pytest.raises(RecipeError, match=r"target 0 \(auto: stages\) matched nothing"):
         hybridize.convert(Looped(), {"targets": [{"select": {"auto": "stages"}}]}, example_input=X)
+
+
+def test_a_class_named_by_the_path_a_package_exports_it_under_matches():
+    """docs/recipes.md's own example, `type: timm.layers.BatchNormAct2d`: the class is defined
+    in timm.layers.norm_act, and the exported path must match as the defining one does."""
+    from timm.layers import BatchNormAct2d, Mlp
+
+    from hybridize.conversion.trace import class_matches
+
+    assert class_matches(BatchNormAct2d(4), "timm.layers.BatchNormAct2d")
+    assert class_matches(Mlp(4), "timm.layers.Mlp") and class_matches(Mlp(4), "Mlp")
+    assert class_matches(Mlp(4), "timm.layers.mlp.Mlp")
+    assert not class_matches(Mlp(4), "torch.nn.Linear") and not class_matches(Mlp(4), "Mlpx")
