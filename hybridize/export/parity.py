@@ -260,6 +260,7 @@ class ParityCheck:
         self.forced: _Logits | None = None
         self.tallies = {"random": _Tally(), "real": _Tally()}
         self.nonfinite = False
+        self.compared: dict[str, int] = {}  # spikes compared per tapped layer
 
     def add(
         self,
@@ -286,6 +287,8 @@ class ParityCheck:
         flat_test = test_logits.reshape(n, -1)
         flips = self._flips(ref[1:], test[1:], n, r.flips_per_layer)
         r.spikes_compared += sum(a.numel() for a in test[1:])
+        for name, spikes in zip(self.layer_names, test[1:], strict=True):
+            self.compared[name] = self.compared.get(name, 0) + spikes.numel()
         r.spikes_flipped += int(flips.total)
         diff = self.free.add(ref_logits.reshape(n, -1), flat_test, flips.explained, r)
         if forced is not None:
@@ -327,6 +330,20 @@ class ParityCheck:
         explained = torch.ones(n, dtype=torch.bool) if unattributed else per_sample > 0
         return _Flips(total, explained)
 
+    def _layer_flip_problems(self) -> list[str]:
+        """Rule 4 per tapped layer, on the teacher-forced flips (local to each layer)."""
+        r = self.report
+        problems = []
+        for name, flips in r.forced_flips_per_layer.items():
+            compared = self.compared.get(name, 0)
+            if compared and flips > _layer_flips_allowed(compared, r.max_flip_fraction):
+                problems.append(
+                    f"teacher-forced flips in {name}: {flips} of its {compared} spikes "
+                    f"({flips / compared:.3g} > {r.max_flip_fraction:g}); given the exported "
+                    "spikes upstream, that layer's part of the graph computes other spikes"
+                )
+        return problems
+
     def finish(self) -> ParityReport:
         """Fill in the summary fields and the verdict."""
         r = self.report
@@ -365,6 +382,8 @@ class ParityCheck:
         frac = (r.spikes_flipped if forced is None else forced) / max(r.spikes_compared, 1)
         if frac > r.max_flip_fraction:
             problems.append(_too_many_flips(r, frac))
+        elif forced is not None:  # and per layer: one wrong small layer hides among large ones
+            problems += self._layer_flip_problems()[:1]
         r.ok = not problems
         r.message = "; ".join(problems)
         return r
@@ -400,6 +419,12 @@ def _per_sample(flipped: torch.Tensor, n: int, layout: str) -> torch.Tensor | No
 def _flipped(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     """Where two spike (or bit-plane) tensors disagree: values 0/1, compared in float64."""
     return (a.double() - b.double()).abs() > 0.5
+
+
+def _layer_flips_allowed(compared: int, fraction: float) -> float:
+    """Teacher-forced flips a layer may have: the fraction of its own spikes, at least 2 (a
+    rounding flip or two in a small layer is not a wrong graph)."""
+    return max(fraction * compared, 2.0)
 
 
 def _too_many_flips(r: ParityReport, frac: float) -> str:

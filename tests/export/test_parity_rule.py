@@ -289,3 +289,32 @@ def test_a_near_tie_in_the_reference_is_not_a_top1_disagreement():
     )
     c.add("random", [ref], [far])
     assert c.finish().top1_agreement == 0.5
+
+
+def test_one_wrong_small_layer_fails_among_large_ones():
+    """Rule 4 per layer on the teacher-forced flips: 40 flips in a layer of 768 spikes (5 %)
+    are 4.8e-4 of all 83,712 compared, under the overall bound of 1e-3, yet that layer's part
+    of the graph is wrong; two flips in a layer are allowed (rounding)."""
+    small, large = torch.zeros(T * N, 96), torch.zeros(T * N, 10368)
+    wrong = small.clone()
+    wrong.view(-1)[:40] = 1.0
+    c = _check(("folded", "folded"))
+    c.add(
+        "random",
+        [_logits(), small, large],
+        [_logits(), wrong, large],
+        forced=[_logits(), small, large],  # eager given the exported spikes upstream
+    )
+    r = c.finish()
+    assert r.spikes_flipped_forced == 40 and 40 / r.spikes_compared < r.max_flip_fraction
+    assert r.ok is False and "teacher-forced flips in l0: 40 of its 768 spikes" in r.message
+    two = small.clone()
+    two.view(-1)[:2] = 1.0
+    c = _check(("folded", "folded"))
+    c.add(
+        "random",
+        [_logits(), small, large],
+        [_logits(), two, large],
+        forced=[_logits(), small, large],
+    )
+    assert c.finish().ok
