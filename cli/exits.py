@@ -10,7 +10,7 @@ import re
 
 import typer
 
-from hybridize.errors import HybridizeError
+from hybridize.errors import HybridizeError, is_out_of_memory
 
 OK, INTERNAL, USER, INTERRUPTED = 0, 1, 2, 130
 
@@ -111,17 +111,6 @@ def usage_error_line(exc: BaseException) -> str:
     return f"{one_line(message)} (see {path} --help)"
 
 
-def _out_of_memory(exc: BaseException) -> bool:
-    """Python's MemoryError, or torch's allocators failing (CPU: "DefaultCPUAllocator: not
-    enough memory"; CUDA: torch.OutOfMemoryError, a RuntimeError)."""
-    if isinstance(exc, MemoryError):
-        return True
-    text = str(exc)
-    return isinstance(exc, RuntimeError) and (
-        "out of memory" in text.lower() or "DefaultCPUAllocator: not enough memory" in text
-    )
-
-
 def classify(exc: BaseException) -> tuple[int, str]:
     """Exit code and line for an exception that ended a command."""
     if was_interrupted(exc):
@@ -138,7 +127,7 @@ def classify(exc: BaseException) -> tuple[int, str]:
         line = os_error_line(exc)
         if line is not None:
             return USER, f"error: {one_line(line)}"
-    if _out_of_memory(exc):
+    if is_out_of_memory(exc):
         return USER, (
             "error: out of memory "
             f"({one_line(str(exc)) or type(exc).__name__}); lower --batch-size or --img-size, "

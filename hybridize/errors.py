@@ -59,3 +59,15 @@ class OutputError(HybridizeError):
     def __init__(self, message: str, errno: int | None = None) -> None:
         super().__init__(message)
         self.errno = errno
+
+
+def is_out_of_memory(exc: BaseException) -> bool:
+    """Python's MemoryError, or an allocator of torch failing: CUDA ("CUDA out of memory",
+    torch.OutOfMemoryError) or the CPU ("DefaultCPUAllocator: can't allocate memory" / "not
+    enough memory")."""
+    if isinstance(exc, MemoryError):
+        return True
+    text = str(exc).lower()
+    return isinstance(exc, RuntimeError) and any(
+        marker in text for marker in ("out of memory", "can't allocate memory", "not enough memory")
+    )

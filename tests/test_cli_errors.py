@@ -12,6 +12,7 @@ import types
 from pathlib import Path
 
 import pytest
+import torch
 
 
 def _run(*args: str) -> subprocess.CompletedProcess:
@@ -453,6 +454,16 @@ def test_inspect_default_needs_no_extra(capsys, monkeypatch, checkpoint):
     assert "spiking regions (8 images: random inputs" in out  # auto: random without the extra
 
 
+def _cpu_allocator_error() -> BaseException:
+    """The error torch's CPU allocator raises for a request it cannot meet (nothing is
+    allocated: the size is refused up front)."""
+    try:
+        torch.empty(2**60, dtype=torch.uint8)
+    except RuntimeError as exc:
+        return exc
+    raise AssertionError("2^60 bytes were allocated")
+
+
 @pytest.mark.parametrize(
     ("error", "needle"),
     [
@@ -464,6 +475,7 @@ def test_inspect_default_needs_no_extra(capsys, monkeypatch, checkpoint):
             "out of memory",
         ),
         (MemoryError(), "out of memory"),
+        (_cpu_allocator_error(), "out of memory"),  # torch's own words on this machine
         (RuntimeError("CUDA out of memory. Tried to allocate 2.00 GiB"), "lower --batch-size"),
         (BrokenPipeError(32, "Broken pipe"), "closed pipe"),
         (OSError(5, "Input/output error", "/mnt/x"), "/mnt/x: input/output error"),

@@ -158,7 +158,9 @@ def _convert(
     # shapes are learnt at a batch of 2 or more: at batch 1 every size is a multiple of the
     # batch, and a side input with its batch on another axis would pass as foldable over T
     probe = (
-        example.expand(2, *example.shape[1:]) if example.dim() and len(example) == 1 else example
+        example.repeat(2, *[1] * (example.dim() - 1))
+        if example.dim() and len(example) == 1
+        else example
     )
     params_before = param_count(model)
 

@@ -151,7 +151,9 @@ def _idx_dataset(
             looked.append(str(DEBIAN_FASHION))
         hint = (
             "install it (apt-get install dataset-fashion-mnist) or pass --data-root DIR"
-            if name == "fashion-mnist"
+            if name == "fashion-mnist" and root is None
+            else f"put the IDX files in {root} or drop --data-root"
+            if root is not None
             else "pass --data-root DIR holding MNIST/raw/*-ubyte(.gz), or go online to download"
         )
         raise DataError(f"{name} not found (looked in {', '.join(looked)}): {hint}")

@@ -11,7 +11,8 @@ Mapping (docs/export.md, "NIR"):
   row/column at the bottom/right is made symmetric by prepending a zero row/column to the
   kernel; any other asymmetry is refused.
 - LIF -> ``nir.LIF`` with the time step ``dt``: tau_NIR = tau * dt, v_leak = v_reset = 0,
-  R = 1 (decay_input) or R = tau (not), v_threshold = V_th. Forward Euler on NIR's
+  R = 1 (decay_input) or R = tau (not), v_threshold = the float32 just below V_th (NIR's
+  threshold is strict, ours is not). Forward Euler on NIR's
   tau dv/dt = (v_leak - v) + R I with step dt is then exactly our discrete charge equation.
 - AvgPool2d (count_include_pad, no ceil overhang) and divisible AdaptiveAvgPool2d ->
   ``nir.AvgPool2d``: NIR's average pool is SumPool2d / (kh * kw), zero padding counted.
@@ -456,13 +457,14 @@ class _Builder:
         def full(v: float) -> np.ndarray:
             return np.full(shape, v, dtype=np.float32)
 
+        # NIR fires on v > v_threshold, we on H >= V_th: the float32 just below V_th makes the
+        # two agree on an exactly representable membrane (integer spike sums, SEW adds)
+        threshold = float(np.nextafter(np.float32(m.v_threshold), np.float32(-np.inf)))
         node = nir.LIF(
             tau=full(tau * self.dt),
             r=full(r),
             v_leak=full(0.0),
-            # NIR fires on v > v_threshold, we on H >= V_th: the float32 just below V_th makes
-            # the two agree on an exactly representable membrane (integer spike sums, SEW adds)
-            v_threshold=full(float(np.nextafter(np.float32(m.v_threshold), np.float32(-np.inf)))),
+            v_threshold=full(threshold),
             v_reset=full(0.0),
         )
         self._emit(name, node, [x])
@@ -477,7 +479,7 @@ class _Builder:
                 "r": r,
                 "v_leak": 0.0,
                 "v_reset": 0.0,
-                "v_threshold": float(m.v_threshold),
+                "v_threshold": threshold,
             },
         )
 

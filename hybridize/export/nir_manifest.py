@@ -18,8 +18,9 @@ LIF_MAPPING = (
     "V_reset. NIR LIF: tau_n dv/dt = (v_leak - v) + R I, z = [v > v_threshold], v = v_reset "
     "on z. Forward Euler with step dt gives v += (dt / tau_n) (v_leak - v + R I), which is ours "
     "with tau_n = tau * dt, v_leak = v_reset = 0, R = 1 (decay_input) or R = tau. NIR's "
-    "threshold is strict (v > v_threshold), ours is not (H >= V_th): they differ only when H "
-    "equals V_th exactly. Soft reset and v_reset != 0 are refused (no NIR form)."
+    "threshold is strict (v > v_threshold), ours is not (H >= V_th): v_threshold is the float32 "
+    "just below V_th, so that both fire on H == V_th. Soft reset and v_reset != 0 are refused "
+    "(no NIR form)."
 )
 
 

@@ -56,6 +56,8 @@ def _local_gpu(local_rank: int) -> torch.device:
     fewer GPUs than processes (two processes on one GPU fail later, in NCCL, as an internal
     error)."""
     count = torch.cuda.device_count()
+    if count == 1:  # a launcher that shows each process its own GPU (CUDA_VISIBLE_DEVICES)
+        return torch.device("cuda", 0)
     if count and local_rank >= count:
         raise TrainError(
             f"process {local_rank} on this machine has no GPU of its own (the machine has "

@@ -91,9 +91,10 @@ def finetune(
         report = resolve_progress(progress, env.is_main)
         lock = _lock_run(out, env, report)
         try:
+            source = None if isinstance(model_or_path, nn.Module) else Path(model_or_path)
             run = open_run(
                 model, data, cfg, env, out=out, resume=resume, explicit=explicit,
-                data_root=data_root, tag=tag,
+                data_root=data_root, tag=tag, source=source.resolve() if source else None,
             )  # fmt: skip
             with _terminate_as_interrupt():
                 return _train(run, stop_after, report)

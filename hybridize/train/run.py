@@ -157,15 +157,18 @@ def open_run(
     explicit: set[str] | None = None,
     data_root: str | None = None,
     tag: str = "finetune",
+    source: Path | None = None,
 ) -> TrainingRun:
     """Build a run: a new one (``out`` emptied of an earlier run's checkpoints and metrics),
-    or the run in ``out`` continued from its last finished epoch (``resume``)."""
+    or the run in ``out`` continued from its last finished epoch (``resume``). ``source``: the
+    checkpoint file the model was read from, if any (a new run never deletes it)."""
     paths = RunPaths(out)
     state: dict[str, Any] | None = None
     if resume:
         assert out is not None and paths.last is not None
         state = load_state(state_path(paths.last))
-        cfg = resumed_config(state.get("config") or {}, cfg, explicit or set(), out, data)
+        stored = {**(state.get("config") or {}), "data": state.get("data")}  # data: beside it
+        cfg = resumed_config(stored, cfg, explicit or set(), out, data)
         data = data if data is not None else _stored_data(state, out)
     elif data is None:
         data = DEFAULT_DATA
@@ -205,21 +208,23 @@ def open_run(
     if state is not None:
         _continue(run, state)
     elif env.is_main and out is not None:
-        _clear_earlier_run(paths)
+        _clear_earlier_run(paths, keep=source)
         run.writer.rewrite([])
     if env.is_main and out is not None:  # a resumed run's config.json is the run's own config
         write_json(out / "config.json", {"tag": tag, **run.cfg.to_dict()})
     return run
 
 
-def _clear_earlier_run(paths: RunPaths) -> None:
+def _clear_earlier_run(paths: RunPaths, keep: Path | None = None) -> None:
     """A new run in a folder replaces the run that was there: its checkpoints and training
     states go before anything is written, so that a resume can never continue the earlier
-    run's state under this run's config (metrics.jsonl is emptied by the caller)."""
+    run's state under this run's config (metrics.jsonl is emptied by the caller). ``keep``:
+    the checkpoint this run starts from, when it is one of them (never deleted)."""
     for path in (paths.last, paths.best):
         assert path is not None
         for stale in (state_path(path), path):  # the state first: it is the commit record
-            stale.unlink(missing_ok=True)
+            if keep is None or not (stale.exists() and stale.resolve() == keep):
+                stale.unlink(missing_ok=True)
 
 
 def _stored_data(state: dict[str, Any], out: Path) -> str:
@@ -246,6 +251,7 @@ def _check_fit(cfg: FinetuneConfig, env: DistEnv) -> None:
 
 
 def _seed(seed: int) -> None:
+    seed %= 2**32  # seed + rank may pass numpy's range
     torch.manual_seed(seed)
     random.seed(seed)
     np.random.seed(seed)

@@ -65,13 +65,13 @@ def test_batch_norm_with_a_bias_and_no_weight_keeps_its_bias():
 
 
 def test_backward_follows_the_setting_of_its_forward(monkeypatch):
-    """A forward with the uncompiled kernels and the setting switched to eager before the
+    """A forward with the uncompiled kernels and the setting switched to fused before the
     backward: the backward neither compiles nor changes path."""
     monkeypatch.setattr(_select, "_compiled", {})
     x = torch.randn(T * 2, 8, requires_grad=True)
     with backend("uncompiled"):
         s = LIF(time_steps=T)(x)
-    with backend("eager"):
+    with backend("fused"):  # would compile, were the setting read at backward time
         s.sum().backward()
     assert _select._compiled == {} and x.grad is not None
 

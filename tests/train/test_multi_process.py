@@ -49,6 +49,9 @@ def test_cuda_device_under_torchrun_is_the_local_rank_gpu(monkeypatch) -> None:
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
     with pytest.raises(TrainError, match="at most 2 processes per machine"):
         resolve_device(None, local_rank=2, world_size=3)
+    # one visible GPU per process (CUDA_VISIBLE_DEVICES set per rank by the launcher)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
+    assert resolve_device("cuda", local_rank=3, world_size=4) == torch.device("cuda", 0)
     assert resolve_device("cuda", local_rank=0, world_size=1) == torch.device("cuda")
     assert resolve_device("cuda:1", local_rank=0, world_size=1) == torch.device("cuda", 1)
     assert resolve_device("cpu", local_rank=1, world_size=2) == torch.device("cpu")

@@ -159,3 +159,38 @@ def test_resume_without_data_takes_the_runs_own(half_run: Path, data, monkeypatc
     monkeypatch.setattr(hybridize, "finetune", lambda *a, **kw: seen.update(data=a[1]))
     CliRunner().invoke(app, ["finetune", "x.safetensors", "--resume", "--out", str(half_run)])
     assert seen == {"data": None}
+
+
+def test_a_resume_with_another_data_set_is_refused(half_run: Path, data) -> None:
+    """The run's data set is stored beside its config; a resume naming another is refused
+    (it was compared against a key the config never held)."""
+    state = torch.load(half_run / "last.state.pt", weights_only=True)
+    state["data"] = "mnist"  # as a run on a named data set stores it
+    torch.save(state, half_run / "last.state.pt")
+    with pytest.raises(ResumeMismatchError, match="data 'mnist' -> 'fashion-mnist'"):
+        finetune(make_hybrid(), "fashion-mnist", resume=True, out=half_run, **COMMON)
+
+
+def test_a_new_run_keeps_the_checkpoint_it_starts_from(tmp_path: Path, data, monkeypatch):
+    """`finetune runs/x/best.safetensors --out runs/x` (no --resume): the earlier run's files
+    are cleared, but not the file this run was read from."""
+    from hybridize.train import TrainInterrupted
+    from hybridize.train import loop as loop_module
+
+    from .conftest import interrupt_at
+
+    finetune(make_hybrid(), data, epochs=1, out=tmp_path, **COMMON)
+    source = tmp_path / "best.safetensors"
+    kept = source.read_bytes()
+
+    def read(path):  # the model of that file (a tiny hybrid), stopped at its first step
+        assert Path(path) == source
+        model = make_hybrid()
+        interrupt_at(model, 1)
+        return model
+
+    monkeypatch.setattr(loop_module, "resolve_model", read)
+    with pytest.raises(TrainInterrupted):
+        finetune(source, data, epochs=1, out=tmp_path, **COMMON)
+    assert source.read_bytes() == kept
+    assert not (tmp_path / "last.safetensors").exists()  # the earlier run's other files: gone
