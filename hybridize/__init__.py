@@ -35,6 +35,7 @@ _LAZY = {
     "inspect": "hybridize.metrics:inspect",
     "save_plots": "hybridize.metrics:save_plots",
     "render_graph": "hybridize.metrics:render_graph",
+    "check_graph_path": "hybridize.metrics.graph:check_graph_path",
 }
 
 # public subpackages, imported on first use: ``hybridize.models.create(...)`` builds a model

@@ -84,25 +84,33 @@ def first_line(exc: BaseException, limit: int | None = None) -> str:
 
 
 @contextlib.contextmanager
-def model_input_errors(
-    shape: tuple[int, ...], make: Callable[[str], HybridizeError]
-) -> Iterator[None]:
-    """Within the block the model runs on a user's input of ``shape``: an error the model
-    raises (timm's patch embedding asserting its image size, a position table of another
-    length) becomes one line, ``make(message)``, naming the shape and the size to change.
-    Out-of-memory and our own errors pass through unchanged."""
+def reraise_as(make: Callable[[Exception], HybridizeError]) -> Iterator[None]:
+    """Within the block, an error from code we do not own (the user's model, a runtime)
+    becomes our one-line ``make(exc)``; our own errors and out-of-memory (short for any input,
+    not the input's fault) pass through unchanged."""
     try:
         yield
     except HybridizeError:
         raise
     except Exception as exc:
-        if is_out_of_memory(exc):  # memory is short for any size: not the input's fault
+        if is_out_of_memory(exc):
             raise
-        raise make(
+        raise make(exc) from exc
+
+
+def model_input_errors(
+    shape: tuple[int, ...], make: Callable[[str], HybridizeError]
+) -> contextlib.AbstractContextManager[None]:
+    """:func:`reraise_as` for a model run on a user's input of ``shape``: an error the model
+    raises (timm's patch embedding asserting its image size, a position table of another
+    length) names the shape and the size to change."""
+    return reraise_as(
+        lambda exc: make(
             f"the model does not run on an input of shape {tuple(shape)} "
             f"({type(exc).__name__}: {first_line(exc, 200)}); pass an image size the model "
             "accepts (--img-size), usually the one it was converted at"
-        ) from exc
+        )
+    )
 
 
 def param_count(module: nn.Module) -> int:

@@ -176,11 +176,8 @@ def _check_outputs(
     refuse_same_file(graph, checkpoint, metrics)
     output_file(json_out, "--json")
     output_file(graph, "--graph")
-    if graph is not None and graph.suffix.lower() not in (".svg", ".html", ".htm"):
-        raise HybridizeError(
-            f"--graph {graph}: unknown picture format {graph.suffix!r}; use a .svg or .html "
-            "file name"
-        )
+    if graph is not None:
+        hybridize.check_graph_path(graph)
     output_folder(plots, "--plots")
     input_file(metrics, "--metrics")
     if plots is not None and importlib.util.find_spec("matplotlib") is None:

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import torch
 
-from hybridize._util import first_line
+from hybridize._util import first_line, reraise_as
 from hybridize.data.samples import sample_images
 from hybridize.errors import ExportError
 from hybridize.export.parity import DEFAULT_CHECK_BATCH, CheckOptions, ParityReport
@@ -109,17 +109,13 @@ def check_batches(
             yield kind, x
 
 
-@contextlib.contextmanager
-def batch_errors(shape: tuple[int, ...], what: str) -> Iterator[None]:
+def batch_errors(shape: tuple[int, ...], what: str) -> contextlib.AbstractContextManager[None]:
     """A check batch that ``what`` (the model, the exported graph) cannot run: one line that
     says so and points to a static batch, instead of the runtime's own error."""
-    try:
-        yield
-    except ExportError:
-        raise
-    except Exception as exc:
-        raise ExportError(
+    return reraise_as(
+        lambda exc: ExportError(
             f"{what} does not run on a check batch of shape {shape} ({type(exc).__name__}: "
             f"{first_line(exc, 200)}); its batch axis is not dynamic: export with a static "
             "batch (--batch-size N)"
-        ) from exc
+        )
+    )

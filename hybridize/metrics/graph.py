@@ -155,14 +155,21 @@ def render_svg(model: nn.Module, title: str = "hybrid graph") -> str:
     return "\n".join(parts)
 
 
+def check_graph_path(path: str | os.PathLike) -> Path:
+    """``path`` as a graph picture's destination: a ``.svg`` or ``.html`` file name, else
+    one line (callers check it before the work that precedes the picture)."""
+    dest = Path(path)
+    if dest.suffix.lower() not in (".svg", ".html", ".htm"):
+        raise HybridizeError(
+            f"--graph {dest}: unknown picture format {dest.suffix!r}; use a .svg or .html file name"
+        )
+    return dest
+
+
 def render_graph(model: nn.Module, path: str | os.PathLike) -> Path:
     """Write the graph picture to ``path``: ``.svg`` as is, ``.html`` as a self-contained page."""
-    dest = Path(path)
+    dest = check_graph_path(path)
     suffix = dest.suffix.lower()
-    if suffix not in (".svg", ".html", ".htm"):
-        raise HybridizeError(
-            f"--graph {dest}: unknown picture format {suffix!r}; use a .svg or .html file name"
-        )
     svg = render_svg(model, title=f"{type(model).__name__} hybrid graph")
     if suffix == ".svg":
         text = '<?xml version="1.0" encoding="UTF-8"?>\n' + svg

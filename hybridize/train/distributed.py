@@ -52,9 +52,10 @@ def resolve_device(
 
 
 def _local_gpu(local_rank: int) -> torch.device:
-    """The GPU of the process with ``local_rank`` on this machine; one line when there are
-    fewer GPUs than processes (two processes on one GPU fail later, in NCCL, as an internal
-    error)."""
+    """The GPU of the process with ``local_rank`` on this machine: with one visible GPU that
+    one (a launcher that shows each process its own through CUDA_VISIBLE_DEVICES; two
+    processes sharing a machine's only GPU are not told apart from that); with several, one
+    line when there are fewer than processes (NCCL would fail later as an internal error)."""
     count = torch.cuda.device_count()
     if count == 1:  # a launcher that shows each process its own GPU (CUDA_VISIBLE_DEVICES)
         return torch.device("cuda", 0)
