@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -12,8 +13,15 @@ from torch import fx, nn
 from hybridize._util import example_shape, is_within, param_count
 from hybridize.conversion import discover
 from hybridize.conversion.module_state import copy_model
+from hybridize.conversion.open_regions import carry_segments, regions_to_open, split_regions
 from hybridize.conversion.rewrite import RegionResult, splice
-from hybridize.conversion.select import Region, add_segment_regions, select_module_regions
+from hybridize.conversion.segment import SegmentNodes
+from hybridize.conversion.select import (
+    Region,
+    add_segment_regions,
+    graph_candidates,
+    select_module_regions,
+)
 from hybridize.conversion.trace import make_tracer, opaque_classes, shape_propagate, trace
 from hybridize.errors import ConversionError
 from hybridize.recipe import Recipe, load_recipe
@@ -169,9 +177,10 @@ def _convert(
     blocks = discover.find_blocks(model, opaque)
     wants_stem = any(recipe_obj.targets[i].select.auto == "stem" for i in graph_targets)
 
-    def traced(regions: list[Region]) -> fx.GraphModule:
+    def traced(regions: list[Region], opened: Sequence[Region] = ()) -> fx.GraphModule:
         # blocks are leaves only to delimit the stem, and never hide a region inside them
         hosts = {b for b in blocks if any(is_within(r.name, b, strict=True) for r in regions)}
+        hosts |= {b for b in blocks for r in opened if is_within(r.name, b) or is_within(b, r.name)}
         stem_leaves = [b for b in blocks if b not in hosts] if wants_stem else []
         gm = trace(
             model, make_tracer(recipe_obj.trace, leaf_names=[r.name for r in regions] + stem_leaves)
@@ -182,12 +191,25 @@ def _convert(
     def tracer_factory():
         return make_tracer(recipe_obj.trace)
 
+    def resolve(gm: fx.GraphModule) -> dict[int, list[SegmentNodes]]:
+        return {i: graph_candidates(gm, recipe_obj, i, blocks) for i in graph_targets}
+
+    # later graph targets are resolved with the earlier module regions opened (open_regions)
+    opened = regions_to_open(regions, graph_targets)
+    if opened:
+        gm_open = traced([r for r in regions if r not in opened], opened)
+        segments = resolve(gm_open)
+        regions, taken_from = split_regions(model, gm_open, regions, segments)
     gm = traced(regions)
     inner = _inner_regions_of_list_blocks(model, gm, recipe_obj, regions)
     if inner is not None:
         regions = inner
         gm = traced(regions)
-    regions = add_segment_regions(gm, recipe_obj, regions, graph_targets, blocks)
+    if opened:
+        segments, taken_from = carry_segments(gm_open, gm, segments, taken_from)
+    else:
+        segments, taken_from = resolve(gm), {}
+    regions = add_segment_regions(gm, recipe_obj, regions, segments, taken_from)
     # graph order: a module region by the node that calls it, a segment by its first node's
     # name (a segment may start at a call_module node too); regions never called go last
     by_name = {n.name: i for i, n in enumerate(gm.graph.nodes)}
@@ -201,7 +223,10 @@ def _convert(
         )
     )
 
-    results = splice(gm, regions, tracer_factory)
+    # a batch of another size, coprime with the probe's: a side input whose dim 0 is only a
+    # multiple of the probe's batch by chance (an even token count) does not grow with it
+    other = probe[:1].repeat(len(probe) + 1, *[1] * (probe.dim() - 1)) if probe.dim() else None
+    results = splice(gm, regions, tracer_factory, other)
     hybrid = HybridModule(gm, gm.graph, type(model).__name__)
     hybrid.train(model.training)
     for attr in CARRIED_ATTRIBUTES:  # data configs and sizes that timm/our loaders read

@@ -170,8 +170,11 @@ def call_spec(
     out_meta: object,
     batch_nodes: set[fx.Node],
     batch_size: int | None,
+    other_batch: OtherBatch | None = None,
 ) -> CallSpec | str:
-    """The call spec of one region, or why it cannot host a twin."""
+    """The call spec of one region, or why it cannot host a twin. ``other_batch`` (dim 0 of
+    the batch-shaped side inputs at another batch size) tells a side input whose dim 0 only
+    happens to be a multiple of ``batch_size`` from one that holds the batch."""
     if not args or not isinstance(args[0], fx.Node):
         return "its first argument is not a tensor; a twin needs one tensor input"
     in_meta = args[0].meta.get("tensor_meta")
@@ -192,6 +195,7 @@ def call_spec(
             isinstance(meta, TensorMetadata)
             and len(meta.shape) > 0
             and (not batch_size or meta.shape[0] % batch_size == 0)
+            and (other_batch is None or other_batch.scales(value, meta.shape[0], batch_size))
         ):
             return (
                 f"its side input {label}={_describe(value)!r} depends on the model input but is "
@@ -211,6 +215,21 @@ def call_spec(
         spec.out_index, spec.out_size = same[0], len(out_meta)
         return spec
     return "its output is not a tensor or a tuple of tensors"
+
+
+@dataclass(frozen=True)
+class OtherBatch:
+    """Dim 0 of batch-shaped nodes (by name) when the model runs at ``batch`` instead."""
+
+    batch: int
+    dim0: dict[str, int]
+
+    def scales(self, value: object, dim0: int, batch_size: int | None) -> bool:
+        """Whether ``value``'s dim 0 (``dim0`` at ``batch_size``) grows with the batch."""
+        name = getattr(value, "name", None)
+        if not batch_size or name not in self.dim0:
+            return True  # not measured: the multiple-of-the-batch check stands alone
+        return self.dim0[name] * batch_size == dim0 * self.batch
 
 
 def _is_graph_value(value: fx.node.Argument) -> bool:

@@ -6,21 +6,24 @@ import inspect
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+import torch
 from torch import fx, nn
 from torch.fx.passes.shape_prop import TensorMetadata
 
 from hybridize._util import fresh_attr, param_count
 from hybridize.conversion.calls import (
     CallSpec,
+    OtherBatch,
     batch_dependent,
     call_spec,
+    nodes_in,
     primary_output_meta,
     unfix_placeholders,
 )
 from hybridize.conversion.divisors import input_divisions
 from hybridize.conversion.segment import extract
 from hybridize.conversion.select import Region
-from hybridize.conversion.trace import HybridTracer, trace
+from hybridize.conversion.trace import HybridTracer, dim0_sizes, trace
 from hybridize.conversion.twin import TwinReport, build_twin, spikes_reach_output
 from hybridize.spiking import BitPlaneDecoder, BitPlaneEncoder, FusionBlock, SpikingBranch
 
@@ -95,6 +98,7 @@ def build_region(
     tracer_factory: Callable[[], HybridTracer],
     batch_nodes: set[fx.Node] | None = None,
     batch_size: int | None = None,
+    other_batch: OtherBatch | None = None,
 ) -> tuple[nn.Module | None, RegionResult]:
     """The replacement module for one region (None when skipped) and its plan row."""
     result = RegionResult(region=region, status="skipped", ann_params=param_count(ann))
@@ -102,7 +106,9 @@ def build_region(
     if s.mode == "skip":
         result.reason = f"mode skip (target {region.target_index})"
         return None, result
-    spec = call_spec(ann, call_args, call_kwargs, out_meta, batch_nodes or set(), batch_size)
+    spec = call_spec(
+        ann, call_args, call_kwargs, out_meta, batch_nodes or set(), batch_size, other_batch
+    )
     if isinstance(spec, str):  # why the region cannot host a twin
         result.reason = spec
         return None, result
@@ -171,10 +177,35 @@ def build_region(
     return fusion, result
 
 
+def _side_inputs_at(
+    gm: fx.GraphModule,
+    example: torch.Tensor | None,
+    regions: list[Region],
+    module_nodes: dict[str, list[fx.Node]],
+    batch_nodes: set[fx.Node],
+) -> OtherBatch | None:
+    """Dim 0 of the module regions' batch-shaped side inputs with the model run on ``example``
+    (a batch of another size); None when there are none (the extra run is skipped)."""
+    side: set[str] = set()
+    for region in regions:
+        calls = module_nodes.get(region.name, []) if region.segment is None else []
+        for node in calls[:1]:
+            values = [*node.args[1:], *node.kwargs.values()]
+            side |= {n.name for v in values for n in nodes_in(v) if n in batch_nodes}
+    if example is None or not side:
+        return None
+    return OtherBatch(len(example), dim0_sizes(gm, example, side))
+
+
 def splice(
-    gm: fx.GraphModule, regions: list[Region], tracer_factory: Callable[[], HybridTracer]
+    gm: fx.GraphModule,
+    regions: list[Region],
+    tracer_factory: Callable[[], HybridTracer],
+    other_example: torch.Tensor | None = None,
 ) -> list[RegionResult]:
-    """Rewrite ``gm`` in place; returns one result per region, in graph order."""
+    """Rewrite ``gm`` in place; returns one result per region, in graph order.
+    ``other_example``: the input at another batch size than the shapes were recorded at, to
+    check that batch-shaped side inputs hold the batch on dim 0 (calls.OtherBatch)."""
     nodes = {n.name: n for n in gm.graph.nodes}
     module_nodes: dict[str, list[fx.Node]] = {}
     for n in gm.graph.nodes:
@@ -186,6 +217,7 @@ def splice(
     first = next((n for n in gm.graph.nodes if n.op == "placeholder"), None)
     first_meta = first.meta.get("tensor_meta") if first is not None else None
     batch_size = int(first_meta.shape[0]) if isinstance(first_meta, TensorMetadata) else None
+    other_batch = _side_inputs_at(gm, other_example, regions, module_nodes, batch_nodes)
     for region in regions:
         if region.segment is None:
             calls = module_nodes.get(region.name, [])
@@ -209,6 +241,7 @@ def splice(
                 tracer_factory,
                 batch_nodes,
                 batch_size,
+                other_batch,
             )
             if replacement is not None:  # called as before: the side inputs go to both paths
                 gm.set_submodule(region.name, replacement)

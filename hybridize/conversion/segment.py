@@ -36,8 +36,8 @@ def find_node(graph: fx.Graph, ref: str) -> fx.Node:
     if inside:
         raise ConversionError(
             f"segment endpoint {ref!r} lies inside module {inside[0]!r}, which is traced as one "
-            "call (a region an earlier target selects, or a leaf); select the modules inside it "
-            "by name instead"
+            "call (a tracing leaf, or a region a later target selects); select the modules inside "
+            "it by name instead"
         )
     import difflib
 
@@ -51,7 +51,7 @@ class MissingEndpoint(ConversionError):
     ``required`` then matches nothing, as any other selector)."""
 
 
-def _tensor_inputs(node: fx.Node) -> list[fx.Node]:
+def tensor_inputs(node: fx.Node) -> list[fx.Node]:
     return [n for n in node.all_input_nodes if n.op != "get_attr"]
 
 
@@ -79,7 +79,7 @@ def segment_between(graph: fx.Graph, entry: fx.Node, exit_: fx.Node) -> SegmentN
             f"segment {entry.name}..{exit_.name}: {exit_.name} does not depend on {entry.name}"
         )
     for n in members:
-        for inp in _tensor_inputs(n):
+        for inp in tensor_inputs(n):
             if inp is not entry and inp not in members:
                 raise ConversionError(
                     f"segment ending at {exit_.name} is not single-entry: {n.name} also reads "
@@ -100,7 +100,7 @@ def segment_from_endpoints(graph: fx.Graph, start: str, end: str) -> SegmentNode
     """The segment whose first node is ``start`` and last node is ``end``."""
     start_node = find_node(graph, start)
     end_node = find_node(graph, end)
-    inputs = _tensor_inputs(start_node)
+    inputs = tensor_inputs(start_node)
     if len(inputs) != 1:
         raise ConversionError(
             f"segment {start}..{end}: {start} reads {len(inputs)} tensors; a segment must start at "

@@ -227,10 +227,12 @@ def add_segment_regions(
     gm: fx.GraphModule,
     recipe: Recipe,
     regions: list[Region],
-    graph_targets: list[int],
-    blocks: list[str],
+    segments: dict[int, list[SegmentNodes]],
+    taken_from: dict[SegmentNodes, set[int]] | None = None,
 ) -> list[Region]:
-    """Resolve graph targets in the traced graph and merge them (last wins) with ``regions``."""
+    """Merge the graph targets' ``segments`` (index -> segments of ``gm``; graph_candidates)
+    with ``regions``, last wins. ``taken_from`` names, per segment, the earlier targets whose
+    regions it took before this trace (open_regions)."""
     nodes = {n.name: n for n in gm.graph.nodes}
     module_of_node = {n.name: n.target for n in gm.graph.nodes if n.op == "call_module"}
 
@@ -259,19 +261,19 @@ def add_segment_regions(
         return target is not None and overlap(region, Region(target, -1, "", region.settings))
 
     ordered = sorted(regions, key=lambda r: r.target_index)
-    for index in graph_targets:
+    for index in sorted(segments):
         target = recipe.targets[index]
-        segments = graph_candidates(gm, recipe, index, blocks)
-        if not segments and target.required:
+        if not segments[index] and target.required:
             raise unmatched_target_error(recipe, index, list(nodes))
         settings = recipe.settings_for(index)
-        for segment in segments:
+        for segment in segments[index]:
             region = Region(
                 name=_segment_name(segment, target.select.auto),
                 target_index=index,
                 selector=target.select.describe(),
                 settings=settings,
                 segment=segment,
+                overrides=sorted((taken_from or {}).get(segment, ())),
             )
             # a later module target takes its part of this segment; the rest stays with this one
             later = [r for r in ordered if r.target_index > index and overlap(r, region)]

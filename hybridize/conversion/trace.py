@@ -335,6 +335,30 @@ def shape_propagate(
         gm.train(was_training)
 
 
+def dim0_sizes(gm: fx.GraphModule, example: torch.Tensor, names: set[str]) -> dict[str, int]:
+    """Dim 0 of the tensors the nodes ``names`` compute when ``gm`` runs on ``example`` (eval
+    mode, no grad); empty when the model does not run on it (e.g. a batch it was fixed to)."""
+    sizes: dict[str, int] = {}
+
+    class _Sizes(fx.Interpreter):
+        def run_node(self, n: fx.Node) -> Any:
+            result = super().run_node(n)
+            if n.name in names and isinstance(result, torch.Tensor) and result.dim():
+                sizes[n.name] = int(result.shape[0])
+            return result
+
+    was_training = gm.training
+    gm.eval()
+    try:
+        with torch.no_grad():
+            _Sizes(gm).run(example)
+    except Exception:
+        return {}
+    finally:
+        gm.train(was_training)
+    return sizes
+
+
 class _NodeFailed(Exception):
     """A node of the shape propagation raised ``error``."""
 

@@ -109,6 +109,16 @@ def any_rank(flags: list[bool], env: DistEnv) -> list[bool]:
     return [v > 0 for v in t.tolist()]
 
 
+def sync_buffers(model: torch.nn.Module, env: DistEnv) -> None:
+    """Rank 0's buffers (norm running statistics, encoder ranges) on every rank. DDP broadcasts
+    them at the start of each training forward, so after the last step each rank holds its
+    own update; evaluation and the checkpoint (rank 0's) then agree."""
+    if not env.distributed:
+        return
+    for buffer in model.buffers():
+        dist.broadcast(buffer.data, src=0)
+
+
 def broadcast_flag(flag: bool, env: DistEnv) -> bool:
     """True on every rank if it is true on any rank (stop together)."""
     return any_rank([flag], env)[0]

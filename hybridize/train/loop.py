@@ -15,7 +15,7 @@ import torch
 from torch import nn
 
 from hybridize.train.config import FinetuneConfig, option_names, resolve_config
-from hybridize.train.distributed import DistEnv, broadcast_flag, setup, teardown
+from hybridize.train.distributed import DistEnv, broadcast_flag, setup, sync_buffers, teardown
 from hybridize.train.epoch import GradientOverflow, train_epoch
 from hybridize.train.errors import RunInUseError, TrainError, TrainInterrupted
 from hybridize.train.evaluate import run_eval
@@ -188,6 +188,7 @@ def _epoch(run: TrainingRun, epoch: int, report: ProgressCallback) -> dict[str, 
         raise run.nonfinite("training loss", epoch)
     if broadcast_flag(not _all_finite(run.model), run.env):
         raise run.nonfinite("weights", epoch)
+    sync_buffers(run.model, run.env)
     evaluation = run_eval(
         run.eval_net, run.loaders.eval, run.env, run.cfg.amp, probe_model=run.model,
         channels_last=run.cfg.channels_last,

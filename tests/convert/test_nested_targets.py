@@ -118,12 +118,98 @@ def test_later_segment_inside_an_earlier_segment_splits_it(net):
     assert plan.rows[1].region.overrides == [0]
 
 
-def test_segment_inside_an_earlier_module_region_is_a_clear_error(net):
+def test_later_segment_inside_an_earlier_block_takes_its_nodes(net):
     recipe = {
+        "defaults": FINETUNE,
         "targets": [
-            {"select": {"auto": "blocks"}},
+            {"select": {"auto": "blocks"}},  # -> stages.0, stages.1
             {"select": {"segment": {"start": "stages.0.conv1", "end": "stages.0.act1"}}},
         ],
     }
+    hybrid = hybridize.convert(net, recipe, example_input=X).eval()
+    plan = hybrid.conversion_plan
+    # stages.0 keeps its children the segment leaves alone; its own add + relu stay ANN
+    assert _rows(plan) == [
+        ("stages_0_conv1__stages_0_act1", 1, "converted"),
+        ("stages.0.conv2", 0, "skipped"),
+        ("stages.0.bn2", 0, "skipped"),
+        ("stages.1", 0, "converted"),
+    ]
+    rows = {r.region.name: r for r in plan.rows}
+    assert rows["stages_0_conv1__stages_0_act1"].region.overrides == [0]
+    assert rows["stages_0_conv1__stages_0_act1"].region.segment.entry == "pool"
+    assert rows["stages.0.conv2"].region.split_from == "stages.0"
+    assert rows["stages.1"].region.split_from == ""
+    with torch.no_grad():  # learnable gates at 0: still exactly the original
+        assert torch.equal(hybrid(X), net(X))
+
+
+def test_later_conv_groups_reach_inside_an_earlier_stage_region(net):
+    recipe = {
+        "defaults": FINETUNE,
+        "targets": [
+            {"select": {"auto": "stages"}},  # -> stages
+            {"select": {"auto": "conv-groups"}, "encoder": {"bits": 4}},
+        ],
+    }
+    hybrid = hybridize.convert(net, recipe, example_input=X).eval()
+    plan = hybrid.conversion_plan
+    # conv -> bn -> act [-> pool] chains: the stem and the first three layers of each block
+    assert _rows(plan) == [
+        ("conv1__pool", 1, "converted"),
+        ("stages_0_conv1__stages_0_act1", 1, "converted"),
+        ("stages.0.conv2", 0, "skipped"),
+        ("stages.0.bn2", 0, "skipped"),
+        ("stages_1_conv1__stages_1_act1", 1, "converted"),
+        ("stages.1.conv2", 0, "skipped"),
+        ("stages.1.bn2", 0, "skipped"),
+    ]
+    rows = {r.region.name: r for r in plan.rows}
+    assert rows["conv1__pool"].region.overrides == []  # in no earlier region
+    assert rows["stages_1_conv1__stages_1_act1"].region.overrides == [0]
+    assert {rows[n].region.split_from for n in ("stages.0.bn2", "stages.1.conv2")} == {"stages"}
+    block = hybrid.get_submodule("stages_1_conv1__stages_1_act1")
+    assert isinstance(block, FusionBlock) and block.encoder.bits == 4
+    with torch.no_grad():
+        assert torch.equal(hybrid(X), net(X))
+
+
+def test_later_segment_around_a_whole_earlier_region_replaces_it(net):
+    recipe = {
+        "targets": [
+            {"select": {"name": "stages.0.conv1"}},
+            {"select": {"segment": {"start": "stages.0.conv1", "end": "stages.0.act1"}}},
+        ],
+    }
+    plan = hybridize.plan(net, recipe, example_input=X)
+    assert _rows(plan) == [("stages_0_conv1__stages_0_act1", 1, "converted")]
+    assert plan.rows[0].region.overrides == [0]
+
+
+def test_segment_inside_a_tracing_leaf_is_a_clear_error(net):
+    recipe = {
+        "trace": {"leaf_modules": ["Block"]},
+        "targets": [{"select": {"segment": {"start": "stages.0.conv1", "end": "stages.0.act1"}}}],
+    }
     with pytest.raises(ConversionError, match="lies inside module 'stages.0', which is traced"):
         hybridize.plan(net, recipe, example_input=X)
+
+
+def test_segment_carried_to_the_final_trace_where_node_names_shift(net):
+    # with both blocks traced through, stages.1's add and relu are add_1 and relu_2; in the
+    # final trace stages.0 is one call and they become add and relu_1
+    recipe = {
+        "defaults": FINETUNE,
+        "targets": [
+            {"select": {"auto": "blocks"}},
+            {"select": {"segment": {"start": "stages.1.conv1", "end": "relu_2"}}},
+        ],
+    }
+    hybrid = hybridize.convert(net, recipe, example_input=X).eval()
+    plan = hybrid.conversion_plan
+    assert _rows(plan) == [("stages.0", 0, "converted"), ("stages_1_conv1__relu_1", 1, "converted")]
+    segment = plan.rows[1].region.segment
+    assert segment.entry == "stages_0" and segment.nodes[-2:] == ("add", "relu_1")
+    assert plan.rows[1].region.overrides == [0]
+    with torch.no_grad():
+        assert torch.equal(hybrid(X), net(X))

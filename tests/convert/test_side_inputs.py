@@ -215,3 +215,45 @@ def test_a_batch_one_example_does_not_hide_a_side_input_with_the_batch_elsewhere
         hybridize.convert(
             _SeqFirstNet().eval(), "has8-finetune", example_input=torch.zeros(1, 5, 4)
         )
+
+
+def test_an_even_token_count_does_not_hide_a_side_input_with_the_batch_elsewhere():
+    """With 4 tokens the side input [L, N, C] has a dim 0 that is a multiple of the probe's
+    batch 2; at batch 3 it stays 4, so it is not the batch: refused, not folded (before, every
+    forward of the converted model crashed)."""
+    from hybridize.errors import ConversionError
+
+    for example in (torch.zeros(1, 4, 4), torch.zeros(2, 4, 4)):
+        with pytest.raises(ConversionError, match="not one tensor with the batch on dim 0"):
+            hybridize.convert(_SeqFirstNet().eval(), "has8-finetune", example_input=example)
+
+
+def test_a_side_input_holding_the_batch_on_dim_0_still_folds_at_any_probe_batch():
+    for example in (torch.zeros(1, 4, 4), torch.zeros(4, 4, 4)):
+        hybrid = hybridize.convert(_BatchFirstNet().eval(), "has8-finetune", example_input=example)
+        rows = hybrid.conversion_plan.rows
+        assert [r.status for r in rows] == ["converted", "converted"]
+        assert all("batch_first (folded over T)" in r.twin_report.note for r in rows)
+        x = torch.randn(3, 4, 4)
+        assert torch.equal(hybrid.eval()(x), _BatchFirstNet().eval()(x))
+
+
+class _BatchFirstBlock(_SeqFirstBlock):
+    def forward(self, x: torch.Tensor, batch_first: torch.Tensor) -> torch.Tensor:
+        return x + self.fc2(self.act(self.fc1(x + batch_first)))
+
+
+class _BatchFirstNet(_SeqFirstNet):
+    """The same net whose blocks take a side input with the batch on dim 0 ([N, L, C])."""
+
+    def __init__(self) -> None:
+        torch.manual_seed(0)
+        super().__init__()
+        self.blocks = torch.nn.ModuleList([_BatchFirstBlock(8), _BatchFirstBlock(8)])
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.embed(x)
+        side = x * 0.5
+        for block in self.blocks:
+            x = block(x, side)
+        return self.head(x.mean(1))

@@ -13,7 +13,7 @@ from safetensors.torch import load_file
 
 from hybridize.train import finetune, read_metrics
 
-from .conftest import make_data, make_plain
+from .conftest import make_data, make_hybrid, make_plain
 
 OPTS = dict(
     epochs=2, batch_size=8, workers=0, progress=False, lr=0.05, optimizer="sgd", device="cpu"
@@ -74,3 +74,19 @@ def test_an_empty_eval_shard_with_norm_buffers_does_not_hang(tmp_path: Path) -> 
     assert _run_two_ranks(tmp_path, options) == [0, 0]
     (record,) = read_metrics(tmp_path)
     assert record["eval_samples"] == 1 and record["train_samples"] == 2
+
+
+def test_evaluation_uses_the_buffers_of_the_checkpoint(tmp_path: Path) -> None:
+    """After the last step each rank holds its own BatchNorm update (DDP broadcasts buffers
+    only at the start of a forward): rank 1 evaluated its shard with statistics the saved
+    model does not have. The eval loss now equals the saved model's, evaluated alone."""
+    from hybridize.train import evaluate
+
+    options = {**OPTS, "epochs": 1, "_model": "hybrid"}
+    assert _run_two_ranks(tmp_path, options) == [0, 0]
+    (record,) = read_metrics(tmp_path)
+    saved = make_hybrid()
+    saved.load_state_dict(load_file(tmp_path / "last.safetensors"))
+    alone = evaluate(saved, make_data(), device="cpu", workers=0)
+    assert alone["eval_samples"] == record["eval_samples"] == 24
+    assert abs(alone["eval_loss"] - record["eval_loss"]) <= 1e-6 * abs(alone["eval_loss"])
