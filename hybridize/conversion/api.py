@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import copy
-from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -177,8 +176,12 @@ def _convert(
     blocks = discover.find_blocks(model, opaque)
     wants_stem = any(recipe_obj.targets[i].select.auto == "stem" for i in graph_targets)
 
-    def traced(regions: list[Region], opened: Sequence[Region] = ()) -> fx.GraphModule:
-        # blocks are leaves only to delimit the stem, and never hide a region inside them
+    # later graph targets are resolved with the earlier module regions opened (open_regions)
+    opened = regions_to_open(regions, graph_targets)
+
+    def traced(regions: list[Region]) -> fx.GraphModule:
+        # blocks are leaves only to delimit the stem, and never hide a region inside them (nor
+        # what a later graph target found inside an opened region)
         hosts = {b for b in blocks if any(is_within(r.name, b, strict=True) for r in regions)}
         hosts |= {b for b in blocks for r in opened if is_within(r.name, b) or is_within(b, r.name)}
         stem_leaves = [b for b in blocks if b not in hosts] if wants_stem else []
@@ -194,10 +197,8 @@ def _convert(
     def resolve(gm: fx.GraphModule) -> dict[int, list[SegmentNodes]]:
         return {i: graph_candidates(gm, recipe_obj, i, blocks) for i in graph_targets}
 
-    # later graph targets are resolved with the earlier module regions opened (open_regions)
-    opened = regions_to_open(regions, graph_targets)
     if opened:
-        gm_open = traced([r for r in regions if r not in opened], opened)
+        gm_open = traced([r for r in regions if r not in opened])
         segments = resolve(gm_open)
         regions, taken_from = split_regions(model, gm_open, regions, segments)
     gm = traced(regions)

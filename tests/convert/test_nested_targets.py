@@ -213,3 +213,26 @@ def test_segment_carried_to_the_final_trace_where_node_names_shift(net):
     assert plan.rows[1].region.overrides == [0]
     with torch.no_grad():
         assert torch.equal(hybrid(X), net(X))
+
+
+def test_segment_over_a_whole_block_beside_a_stem_target(net):
+    # a stem target makes blocks without regions leaves (to find where the stem ends); the
+    # block the segment replaces must not become one, or its nodes vanish from the final trace
+    recipe = {
+        "defaults": FINETUNE,
+        "targets": [
+            {"select": {"auto": "stem"}},
+            {"select": {"auto": "blocks"}},
+            {"select": {"segment": {"start": "stages.1.conv1", "end": "relu_2"}}},
+        ],
+    }
+    hybrid = hybridize.convert(net, recipe, example_input=X).eval()
+    plan = hybrid.conversion_plan
+    assert _rows(plan) == [
+        ("stem", 0, "converted"),
+        ("stages.0", 1, "converted"),
+        ("stages_1_conv1__relu_1", 2, "converted"),
+    ]
+    assert plan.rows[2].region.overrides == [1]
+    with torch.no_grad():
+        assert torch.equal(hybrid(X), net(X))
