@@ -12,7 +12,7 @@ from torch import fx, nn
 from hybridize._util import example_shape, is_within, param_count
 from hybridize.conversion import discover
 from hybridize.conversion.module_state import copy_model
-from hybridize.conversion.open_regions import carry_segments, regions_to_open, split_regions
+from hybridize.conversion.open_regions import carry_segments, regions_to_open, resolve_opened
 from hybridize.conversion.rewrite import RegionResult, splice
 from hybridize.conversion.segment import SegmentNodes
 from hybridize.conversion.select import (
@@ -194,22 +194,20 @@ def _convert(
     def tracer_factory():
         return make_tracer(recipe_obj.trace)
 
-    def resolve(gm: fx.GraphModule) -> dict[int, list[SegmentNodes]]:
-        return {i: graph_candidates(gm, recipe_obj, i, blocks) for i in graph_targets}
+    def candidates(gm: fx.GraphModule, index: int) -> list[SegmentNodes]:
+        return graph_candidates(gm, recipe_obj, index, blocks)
 
     if opened:
-        gm_open = traced([r for r in regions if r not in opened])
-        segments = resolve(gm_open)
-        regions, taken_from = split_regions(model, gm_open, regions, segments)
+        regions, found = resolve_opened(model, regions, graph_targets, traced, candidates)
     gm = traced(regions)
     inner = _inner_regions_of_list_blocks(model, gm, recipe_obj, regions)
     if inner is not None:
         regions = inner
         gm = traced(regions)
     if opened:
-        segments, taken_from = carry_segments(gm_open, gm, segments, taken_from)
+        segments, taken_from = carry_segments(found, gm)
     else:
-        segments, taken_from = resolve(gm), {}
+        segments, taken_from = {i: candidates(gm, i) for i in graph_targets}, {}
     regions = add_segment_regions(gm, recipe_obj, regions, segments, taken_from)
     # graph order: a module region by the node that calls it, a segment by its first node's
     # name (a segment may start at a call_module node too); regions never called go last

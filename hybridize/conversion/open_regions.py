@@ -1,17 +1,19 @@
 """Later graph targets inside earlier module regions: the last target wins there too.
 
 A module region is traced as one call, so a later target found on the graph (a ``segment``,
-``conv-groups``, the ``stem``) cannot see inside it. When a recipe has such a pair, the model is
-first traced with those earlier regions opened; the graph targets are resolved on that trace;
-each earlier region they reach into falls apart into the children they leave alone (level by
-level, as for a later module target), and one they cover whole is replaced. The segments are
-then carried over, node by node, to the final trace, in which the remaining regions are leaves.
+``conv-groups``, the ``stem``) cannot see inside it. When a recipe has such a pair, each graph
+target is resolved on a trace of its own in which the module regions of earlier targets are
+opened (traced through) and those of later targets stay leaves; each earlier region its
+segments reach into falls apart into the children they leave alone (level by level, as for a
+later module target), and one they cover whole is replaced. The segments are then carried over,
+node by node, to the final trace, in which the remaining regions are leaves.
 """
 
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
 
 from torch import fx, nn
 
@@ -20,16 +22,58 @@ from hybridize.conversion.segment import SegmentNodes, segment_between, tensor_i
 from hybridize.conversion.select import Region
 from hybridize.errors import ConversionError
 
-Segments = dict[int, list[SegmentNodes]]  # graph target index -> the segments it selects
 Taken = dict[SegmentNodes, set[int]]  # segment -> the earlier targets it took a region from
 
 _CALLS = ("call_module", "call_function", "call_method")
+
+
+@dataclass
+class Found:
+    """The segments graph target ``index`` selects, on the trace ``gm`` they were found on."""
+
+    index: int
+    gm: fx.GraphModule
+    segments: list[SegmentNodes]
+    taken_from: Taken
 
 
 def regions_to_open(regions: Iterable[Region], graph_targets: Iterable[int]) -> list[Region]:
     """The module regions of targets that come before some graph target."""
     last = max(graph_targets, default=-1)
     return [r for r in regions if r.segment is None and r.target_index < last]
+
+
+def resolve_opened(
+    model: nn.Module,
+    regions: list[Region],
+    graph_targets: list[int],
+    trace_with: Callable[[list[Region]], fx.GraphModule],
+    candidates: Callable[[fx.GraphModule, int], list[SegmentNodes]],
+) -> tuple[list[Region], list[Found]]:
+    """Resolve each graph target on ``trace_with(leaves)`` with the module regions of earlier
+    targets opened, splitting those regions as it goes. An earlier region that cannot be
+    traced through stays one call for that target (nothing inside a leaf is looked at)."""
+    found = []
+    traces: dict[tuple[str, ...], fx.GraphModule] = {}
+
+    def traced(leaves: list[Region]) -> fx.GraphModule:
+        key = tuple(r.name for r in leaves)
+        if key not in traces:
+            traces[key] = trace_with(leaves)
+        return traces[key]
+
+    for index in sorted(graph_targets):
+        leaves = [r for r in regions if r.segment is not None or r.target_index > index]
+        try:
+            gm = traced(leaves)
+        except ConversionError:
+            if len(leaves) == len(regions):
+                raise
+            gm = traced(regions)
+        segments = candidates(gm, index)
+        regions, taken_from = split_regions(model, gm, regions, index, segments)
+        found.append(Found(index, gm, segments, taken_from))
+    return regions, found
 
 
 def module_path(node: fx.Node) -> str:
@@ -41,22 +85,21 @@ def module_path(node: fx.Node) -> str:
 
 
 def split_regions(
-    model: nn.Module, gm: fx.GraphModule, regions: list[Region], segments: Segments
+    model: nn.Module, gm: fx.GraphModule, regions: list[Region], index: int, segments: list
 ) -> tuple[list[Region], Taken]:
-    """``regions`` after the later graph targets' ``segments`` (found on ``gm``, traced with the
-    earlier regions opened) took their part: a region they reach into keeps the children they
-    leave alone, one they cover whole is gone. Also which targets each segment took from."""
+    """``regions`` after graph target ``index``'s ``segments`` (found on ``gm``) took their part
+    of the earlier ones: a region they reach into keeps the children they leave alone, one they
+    cover whole is gone. Also which targets each segment took from."""
     paths = {n.name: module_path(n) for n in gm.graph.nodes if n.op in _CALLS}
     kept: list[Region] = []
     taken_from: Taken = {}
     for region in regions:
-        later = [s for g, ss in segments.items() if g > region.target_index for s in ss]
-        if region.segment is not None or not later:
+        if region.segment is not None or region.target_index >= index:
             kept.append(region)
             continue
         mine = {n for n, p in paths.items() if is_within(p, region.name)}
         taken: set[str] = set()
-        for segment in later:
+        for segment in segments:
             hit = mine & set(segment.nodes)
             if hit:
                 taken |= hit
@@ -85,46 +128,88 @@ def _untouched_children(
     return pieces
 
 
+def _scope(node: fx.Node) -> str:
+    """The module whose forward makes this call ("" at the root); a shared module is named by
+    fx after its first registration, but its caller's scope is where the call is."""
+    paths = [str(p) for p, _ in (node.meta.get("nn_module_stack") or {}).values()]
+    if node.op == "call_module" and paths:
+        paths = paths[:-1]
+    return paths[-1] if paths else ""
+
+
 def _node_keys(graph: fx.Graph) -> dict[fx.Node, tuple[str, str, str, int]]:
-    """A name for each node that does not depend on which other modules are leaves: its module,
-    what it calls, and how many such calls of that module came before it."""
+    """A name for each node that does not depend on which other modules are leaves: the scope
+    it is called from, what it calls, and how many such calls that scope made before it."""
     seen: Counter[tuple[str, str, str]] = Counter()
     keys = {}
     for node in graph.nodes:
         target = node.target
         what = target if isinstance(target, str) else getattr(target, "__qualname__", repr(target))
-        base = (module_path(node), node.op, f"{getattr(target, '__module__', '')}.{what}")
+        base = (_scope(node), node.op, f"{getattr(target, '__module__', '')}.{what}")
         keys[node] = (*base, seen[base])
         seen[base] += 1
     return keys
 
 
 def carry_segments(
-    src: fx.GraphModule, dst: fx.GraphModule, segments: Segments, taken_from: Taken
-) -> tuple[Segments, Taken]:
-    """``segments`` (and ``taken_from``) found on ``src``, expressed in the nodes of ``dst``."""
-    src_keys = _node_keys(src.graph)
-    dst_nodes = {key: node for node, key in _node_keys(dst.graph).items()}
-    src_nodes = {n.name: n for n in src.graph.nodes}
+    found: list[Found], dst: fx.GraphModule
+) -> tuple[dict[int, list[SegmentNodes]], Taken]:
+    """The segments of ``found`` expressed in the nodes of ``dst`` (the final trace)."""
+    carry = _Carrier(dst)
+    segments: dict[int, list[SegmentNodes]] = {}
+    taken_from: Taken = {}
+    for f in found:
+        segments[f.index] = []
+        for segment in f.segments:
+            piece = carry(f.gm, segment)
+            segments[f.index].append(piece)
+            if segment in f.taken_from:
+                taken_from[piece] = f.taken_from[segment]
+    return segments, taken_from
 
-    def carry(segment: SegmentNodes) -> SegmentNodes:
-        members = [dst_nodes.get(src_keys[src_nodes[name]]) for name in segment.nodes]
-        inputs = tensor_inputs(members[0]) if members[0] is not None else []
-        if None in members or len(inputs) != 1:
-            raise ConversionError(
-                f"segment {segment.label} could not be found again once the earlier regions "
-                "around it were leaves; select the modules inside them by name instead"
-            )
-        found = segment_between(dst.graph, inputs[0], members[-1])  # type: ignore[arg-type]
-        if set(found.nodes) != {m.name for m in members if m is not None}:
+
+class _Carrier:
+    """Finds a segment of another trace in ``dst``: node by node key, and a module that trace
+    held as one call and ``dst`` traces through (a later graph target split it) by the nodes
+    inside it."""
+
+    def __init__(self, dst: fx.GraphModule) -> None:
+        self.dst = dst
+        self.by_key = {key: node for node, key in _node_keys(dst.graph).items()}
+        self.order = {n: i for i, n in enumerate(dst.graph.nodes)}
+        self.keys: dict[fx.Graph, dict[fx.Node, tuple[str, str, str, int]]] = {}
+
+    def __call__(self, src: fx.GraphModule, segment: SegmentNodes) -> SegmentNodes:
+        keys = self.keys.setdefault(src.graph, _node_keys(src.graph))
+        nodes = {n.name: n for n in src.graph.nodes}
+        members: set[fx.Node] = set()
+        for name in segment.nodes:
+            mapped = self._members(nodes[name], keys[nodes[name]])
+            if not mapped:
+                raise ConversionError(
+                    f"segment {segment.label} could not be found again once the earlier regions "
+                    "around it were leaves; select the modules inside them by name instead"
+                )
+            members.update(mapped)
+        first = min(members, key=self.order.__getitem__)
+        last = max(members, key=self.order.__getitem__)
+        inputs = tensor_inputs(first)
+        try:
+            piece = segment_between(self.dst.graph, inputs[0], last) if len(inputs) == 1 else None
+        except ConversionError:
+            piece = None
+        if piece is None or set(piece.nodes) != {m.name for m in members}:
             raise ConversionError(
                 f"segment {segment.label} changed once the earlier regions around it were "
                 "leaves; select the modules inside them by name instead"
             )
-        return found
+        return piece
 
-    carried = {s: carry(s) for ss in segments.values() for s in ss}
-    return (
-        {g: [carried[s] for s in ss] for g, ss in segments.items()},
-        {carried[s]: targets for s, targets in taken_from.items()},
-    )
+    def _members(self, node: fx.Node, key: tuple[str, str, str, int]) -> list[fx.Node]:
+        same = self.by_key.get(key)
+        if same is not None:
+            return [same]
+        if node.op != "call_module":
+            return []
+        inside = str(node.target)
+        return [n for n in self.order if n.op in _CALLS and is_within(module_path(n), inside)]

@@ -36,8 +36,8 @@ def find_node(graph: fx.Graph, ref: str) -> fx.Node:
     if inside:
         raise ConversionError(
             f"segment endpoint {ref!r} lies inside module {inside[0]!r}, which is traced as one "
-            "call (a tracing leaf, or a region a later target selects); select the modules inside "
-            "it by name instead"
+            "call (a tracing leaf, a region a later target selects, or a block kept whole to find "
+            "where a stem target ends); select the modules inside it by name instead"
         )
     import difflib
 

@@ -115,8 +115,15 @@ def sync_buffers(model: torch.nn.Module, env: DistEnv) -> None:
     own update; evaluation and the checkpoint (rank 0's) then agree."""
     if not env.distributed:
         return
+    by_kind: dict[tuple[torch.dtype, torch.device], list[torch.Tensor]] = {}
     for buffer in model.buffers():
-        dist.broadcast(buffer.data, src=0)
+        by_kind.setdefault((buffer.dtype, buffer.device), []).append(buffer)
+    for buffers in by_kind.values():  # one collective per dtype, contiguous whatever the layout
+        flat = torch.cat([b.detach().reshape(-1) for b in buffers])
+        dist.broadcast(flat, src=0)
+        with torch.no_grad():
+            for b, value in zip(buffers, flat.split([b.numel() for b in buffers]), strict=True):
+                b.copy_(value.view(b.shape))
 
 
 def broadcast_flag(flag: bool, env: DistEnv) -> bool:

@@ -8,6 +8,7 @@ from __future__ import annotations
 import pytest
 import torch
 from tiny_resnet import Net
+from torch import nn
 
 import hybridize
 from hybridize.errors import ConversionError
@@ -234,5 +235,110 @@ def test_segment_over_a_whole_block_beside_a_stem_target(net):
         ("stages_1_conv1__relu_1", 2, "converted"),
     ]
     assert plan.rows[2].region.overrides == [1]
+    with torch.no_grad():
+        assert torch.equal(hybrid(X), net(X))
+
+
+def test_an_earlier_graph_target_is_resolved_with_the_later_regions_as_leaves(net):
+    # conv-groups (target 0) does not look inside stages.1, which target 1 selects, although
+    # target 2 is resolved with stages.1 opened
+    recipe = {
+        "defaults": FINETUNE,
+        "targets": [
+            {"select": {"auto": "conv-groups"}},
+            {"select": {"name": "stages.1"}},
+            {"select": {"segment": {"start": "stages.0.conv1", "end": "stages.0.act1"}}},
+        ],
+    }
+    hybrid = hybridize.convert(net, recipe, example_input=X).eval()
+    plan = hybrid.conversion_plan
+    assert _rows(plan) == [
+        ("conv1__pool", 0, "converted"),
+        ("stages_0_conv1__stages_0_act1", 2, "converted"),
+        ("stages.1", 1, "converted"),
+    ]
+    assert plan.rows[1].region.overrides == [0]
+    with torch.no_grad():
+        assert torch.equal(hybrid(X), net(X))
+
+
+class _Gated(torch.nn.Module):
+    """A block fx cannot trace through (control flow on a tensor's value)."""
+
+    def __init__(self, c: int) -> None:
+        super().__init__()
+        self.conv, self.act = torch.nn.Conv2d(c, c, 3, padding=1), torch.nn.ReLU()
+
+    def forward(self, x):
+        return self.act(self.conv(x)) if x.sum() > 0 else x
+
+
+class _GatedNet(torch.nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv1, self.act1 = torch.nn.Conv2d(3, 4, 3, padding=1), torch.nn.ReLU()
+        self.gated = _Gated(4)
+        self.hconv, self.hact = torch.nn.Conv2d(4, 4, 1), torch.nn.ReLU()
+        self.head = torch.nn.Linear(4, 3)
+
+    def forward(self, x):
+        x = self.gated(self.act1(self.conv1(x)))
+        return self.head(self.hact(self.hconv(x)).mean((2, 3)))
+
+
+def test_an_earlier_region_that_cannot_be_traced_through_stays_one_call():
+    torch.manual_seed(0)
+    net = _GatedNet().eval()
+    recipe = {
+        "defaults": FINETUNE,
+        "targets": [
+            {"select": {"name": "gated"}},
+            {"select": {"segment": {"start": "hconv", "end": "hact"}}},
+        ],
+    }
+    hybrid = hybridize.convert(net, recipe, example_input=X).eval()
+    assert _rows(hybrid.conversion_plan) == [
+        ("gated", 0, "converted"),
+        ("hconv__hact", 1, "converted"),
+    ]
+    with torch.no_grad():
+        assert torch.equal(hybrid(X), net(X))
+
+
+class _SharedActNet(Net):
+    """One ReLU module called by the stem, inside both blocks and in a head conv group."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.hconv = nn.Conv2d(4, 4, 1)
+        for block in self.stages:
+            block.act1 = self.relu
+
+    def forward(self, x):
+        x = self.stages(self.pool(self.relu(self.bn1(self.conv1(x)))))
+        return self.head(self.relu(self.hconv(x)).mean((2, 3)))
+
+
+def test_a_shared_module_called_inside_opened_regions_keeps_the_root_calls_apart():
+    # with the blocks traced through the head's relu call is relu_5 (after the stem's relu,
+    # each block's act1 and its functional relu); in the final trace the blocks are one call
+    # each and it is relu_1: the segment must be that call, not another call of the module
+    torch.manual_seed(0)
+    net = _SharedActNet().eval()
+    recipe = {
+        "defaults": FINETUNE,
+        "targets": [
+            {"select": {"name": ["stages.0", "stages.1"]}},
+            {"select": {"segment": {"start": "hconv", "end": "relu_5"}}},
+        ],
+    }
+    hybrid = hybridize.convert(net, recipe, example_input=X).eval()
+    plan = hybrid.conversion_plan
+    assert _rows(plan) == [
+        ("stages.0", 0, "converted"),
+        ("stages.1", 0, "converted"),
+        ("hconv__relu_1", 1, "converted"),
+    ]
+    assert plan.rows[2].region.segment.entry == "stages_1"
     with torch.no_grad():
         assert torch.equal(hybrid(X), net(X))
