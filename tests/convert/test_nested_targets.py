@@ -342,3 +342,28 @@ def test_a_shared_module_called_inside_opened_regions_keeps_the_root_calls_apart
     assert plan.rows[2].region.segment.entry == "stages_1"
     with torch.no_grad():
         assert torch.equal(hybrid(X), net(X))
+
+
+def test_an_earlier_segment_around_a_region_that_a_later_segment_splits(net):
+    # target 0's segment holds stages.0 as one call; target 2 splits stages.0 (target 1), so
+    # the final trace has its nodes instead. Target 0 keeps the runs of its nodes that neither
+    # later target took and that are single-entry single-exit: none here (relu..act1 also
+    # feeds the block's residual add, which needs stages.0.bn2's output as well)
+    recipe = {
+        "defaults": FINETUNE,
+        "targets": [
+            {"select": {"segment": {"start": "relu", "end": "stages.0"}}},
+            {"select": {"name": "stages.0"}},
+            {"select": {"segment": {"start": "stages.0.conv1", "end": "stages.0.act1"}}},
+        ],
+    }
+    hybrid = hybridize.convert(net, recipe, example_input=X).eval()
+    plan = hybrid.conversion_plan
+    assert _rows(plan) == [
+        ("stages_0_conv1__stages_0_act1", 2, "converted"),
+        ("stages.0.conv2", 1, "skipped"),
+        ("stages.0.bn2", 1, "skipped"),
+    ]
+    assert plan.rows[0].region.overrides == [1]  # it took its part of stages.0
+    with torch.no_grad():
+        assert torch.equal(hybrid(X), net(X))
