@@ -64,6 +64,24 @@ def test_batch_norm_with_a_bias_and_no_weight_keeps_its_bias():
         torch.testing.assert_close(got, want)
 
 
+def test_batch_norm_with_a_frozen_bias_and_no_weight_keeps_its_bias():
+    """The autograd node keeps neither the bias nor a gradient sink for a frozen one, so it
+    cannot be told from no bias: the fused path must step aside, not rebuild y without it."""
+    bias = torch.tensor([1.7, -0.4, 2.3]).double()
+    x0 = torch.randn(T * 4, 3, 5, generator=torch.Generator().manual_seed(2)).double()
+
+    def run(kernels: str) -> tuple[torch.Tensor, torch.Tensor]:
+        x = x0.clone().requires_grad_()
+        with backend(kernels):
+            y = F.batch_norm(x, None, None, weight=None, bias=bias, training=True)
+            s = LIF(time_steps=T)(y)
+            (s * torch.linspace(-1, 1, s.numel()).reshape(s.shape)).sum().backward()
+        return s.detach(), x.grad
+
+    for got, want in zip(run("uncompiled"), run("eager"), strict=True):
+        torch.testing.assert_close(got, want)
+
+
 def test_backward_follows_the_setting_of_its_forward(monkeypatch):
     """A forward with the uncompiled kernels and the setting switched to fused before the
     backward: the backward neither compiles nor changes path."""

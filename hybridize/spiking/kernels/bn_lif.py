@@ -71,7 +71,19 @@ def batch_norm_source(x: Tensor) -> BatchNormSource | None:
         return None
     if sink is None and weight is not None:  # a frozen bias beside a weight: not reachable
         return None
-    return BatchNormSource(c, order, node._saved_result1, node._saved_result2, weight, bias)
+    mean, invstd = node._saved_result1, node._saved_result2
+    if sink is None and not _unbiased(root, c, mean, invstd):  # a frozen bias, no weight
+        return None
+    return BatchNormSource(c, order, mean, invstd, weight, bias)
+
+
+def _unbiased(y: Tensor, c: Tensor, mean: Tensor, invstd: Tensor) -> bool:
+    """Whether a BatchNorm without weight or bias sink (``affine=False``, or a frozen bias the
+    node cannot show) computed ``y`` without a bias: checked on its first sample."""
+    channels = y.shape[1]
+    got = y[0].reshape(channels, -1).double()
+    want = (c[0].reshape(channels, -1).double() - mean.double()[:, None]) * invstd.double()[:, None]
+    return bool(torch.allclose(got, want, rtol=1e-5, atol=1e-6))
 
 
 def _rebuild_input(
