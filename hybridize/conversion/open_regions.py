@@ -51,8 +51,8 @@ def resolve_opened(
     candidates: Callable[[fx.GraphModule, int], list[SegmentNodes]],
 ) -> tuple[list[Region], list[Found]]:
     """Resolve each graph target on ``trace_with(leaves)`` with the module regions of earlier
-    targets opened, splitting those regions as it goes. An earlier region that cannot be
-    traced through stays one call for that target (nothing inside a leaf is looked at)."""
+    targets opened, splitting those regions as it goes. When they cannot be traced through,
+    they stay one call each for that target (nothing inside a leaf is looked at)."""
     found = []
     traces: dict[tuple[str, ...], fx.GraphModule] = {}
 
