@@ -10,7 +10,8 @@ from __future__ import annotations
 
 import importlib
 import sys
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import torch
@@ -317,10 +318,8 @@ def shape_propagate(
                 n.meta[SCALAR_META] = result
             return result
 
-    was_training = gm.training
-    gm.eval()
     try:
-        with torch.no_grad():
+        with _evaluating(gm):
             _Prop(gm).run(example)
     except _NodeFailed as failed:
         node, exc = failed.node, failed.error
@@ -331,8 +330,6 @@ def shape_propagate(
             f"at {node.name!r} ({where}): {type(exc).__name__}: {first_line(exc)}; "
             "pass an example_input (or --img-size) the model accepts"
         ) from exc
-    finally:
-        gm.train(was_training)
 
 
 def dim0_sizes(gm: fx.GraphModule, example: torch.Tensor, names: set[str]) -> dict[str, int]:
@@ -347,16 +344,24 @@ def dim0_sizes(gm: fx.GraphModule, example: torch.Tensor, names: set[str]) -> di
                 sizes[n.name] = int(result.shape[0])
             return result
 
+    try:
+        with _evaluating(gm):
+            _Sizes(gm).run(example)
+    except Exception:
+        return {}
+    return sizes
+
+
+@contextmanager
+def _evaluating(gm: fx.GraphModule) -> Iterator[None]:
+    """Eval mode and no grad for one run of ``gm``; its mode restored after."""
     was_training = gm.training
     gm.eval()
     try:
         with torch.no_grad():
-            _Sizes(gm).run(example)
-    except Exception:
-        return {}
+            yield
     finally:
         gm.train(was_training)
-    return sizes
 
 
 class _NodeFailed(Exception):
