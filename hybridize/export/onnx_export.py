@@ -21,9 +21,10 @@ from hybridize.export.parity import (
     CheckOptions,
     ParityCheck,
     ParityReport,
+    TeacherForced,
     check_options,
 )
-from hybridize.export.prepare import SpikeTap, export_state, spiking_layers
+from hybridize.export.prepare import ExactTap, SpikeTap, export_state, spiking_layers
 
 if TYPE_CHECKING:  # optional at run time: imported where an export needs it
     import onnx
@@ -203,10 +204,18 @@ def _run_parity(
     device = next((p.device for p in tap.model.parameters()), torch.device("cpu"))
     if dynamic_batch and options.check_batch is None:
         options = dataclasses.replace(options, check_batch=_spike_chunk(tap, example, device))
+    exact = ExactTap(tap)
     for kind, x in check_batches(example, options, dynamic_batch, check.report):
         with torch.no_grad(), batch_errors(tuple(x.shape), "the model"):
             outputs, calls = tap.reference(x.to(device))
         ref = [t.detach().cpu() for t in outputs]
         with batch_errors(tuple(x.shape), "the exported ONNX graph"):
             got = [torch.from_numpy(a) for a in session.run(None, {"input": x.cpu().numpy()})]
-        check.add(kind, ref, got, forced=tap.teacher_forced(x.to(device), got[1:], calls))
+        shared = {name for name, count in calls.items() if count > 1}
+        forced = TeacherForced(tap.teacher_forced(x.to(device), got[1:], calls), shared)
+        if check.needs_exact(got, forced):
+            forced = dataclasses.replace(
+                forced, exact=exact.teacher_forced(x.to(device), got[1:], calls)
+            )
+        check.add(kind, ref, got, forced)
+    check.report.exact_unavailable = exact.unavailable

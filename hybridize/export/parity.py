@@ -10,12 +10,16 @@ top-1 agreement >= ``min_top1`` and a flipped-spike fraction <= ``max_flip_fract
 Where eager was also run teacher-forced (every spiking layer given the exported program's
 spikes), the rule is judged on that comparison, so that a few rounding flips cascading through a
 deep hybrid are not mistaken for a wrong graph; the free-running figures are still reported.
+Teacher-forced, a layer's own flips cannot move the logits (the layers after it are given the
+exported spikes), so only float rounding may remain; where float32 eager is too far from exact
+to judge that (an ill-conditioned model), the same pass in float64 judges it (:class:`TeacherForced`).
 """
 
 from __future__ import annotations
 
 import dataclasses
 import math
+from collections.abc import Collection
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -28,6 +32,10 @@ RTOL = 1e-3
 MIN_TOP1 = 0.95
 MAX_FLIP_FRACTION = 1e-3
 DEFAULT_CHECK_BATCH = 4
+# Judged against the float64 pass, an exported program may be this many times as far from it
+# as float32 eager is (its logits' distance, its flips), plus the tolerance: it is another
+# float32 program, whose sums run in other orders
+FLOAT32_SPREAD = 2.0
 # The ONNX check holds a chunk's spikes of every tapped layer three times (eager, onnxruntime,
 # the teacher-forced pass); without a check_batch it shrinks the chunk to keep each copy within
 # this (a 256 px ResNet-50-size hybrid has ~1 GB of spikes per sample)
@@ -133,6 +141,11 @@ class ParityReport:
     top1_agreement_forced: float | None = None
     samples_outside_tol_forced: int = 0
     samples_unexplained_forced: int = 0
+    # batches judged against the teacher-forced pass in float64, and float32 eager's own largest
+    # logit error against it there (None: not needed)
+    exact_batches: int = 0
+    float32_error: float | None = None
+    exact_unavailable: str = ""  # why the float64 pass could not run, where it was needed
     warning: str = ""
 
     @classmethod
@@ -199,6 +212,15 @@ class ParityReport:
                 f"{self.samples_outside_tol_forced} ({self.samples_unexplained_forced} without "
                 "any teacher-forced flip); the rule is judged on these"
             )
+        if self.exact_batches:
+            out.append(
+                f"float64 reference: {self.exact_batches} batch(es) judged against eager run in "
+                f"float64 from the exported spikes (float32 eager is itself {self.float32_error:.3g}"
+                f" from it there; the exported program may be {FLOAT32_SPREAD:g} times as far, "
+                "plus the tolerance, and flip as often, plus the allowed fraction)"
+            )
+        if self.exact_unavailable:
+            out.append(f"float64 reference not available: {self.exact_unavailable}")
         if self.warning:
             out.append(f"warning: {self.warning}")
         if self.message:
@@ -222,25 +244,48 @@ class _Logits:
     unexplained: int = 0
 
     def add(
-        self, ref: torch.Tensor, test: torch.Tensor, explained: torch.Tensor, r: ParityReport
+        self,
+        ref: torch.Tensor,
+        test: torch.Tensor,
+        explained: torch.Tensor,
+        r: ParityReport,
+        slack: torch.Tensor | None = None,
     ) -> torch.Tensor:
         """``ref``/``test``: [N, classes] float64; ``explained``: per sample, whether a flip
-        stands behind a difference. Returns the per-sample max |difference|."""
+        stands behind a difference; ``slack``: per sample, how far float32 eager itself is from
+        an exact ``ref`` (added to the tolerance and to the tie margin). Returns the per-sample
+        max |difference|."""
         diff = (ref - test).abs().amax(dim=1)
-        tolerance = r.atol + r.rtol * ref.abs().amax(dim=1)
+        extra = torch.zeros_like(diff) if slack is None else slack
+        tolerance = r.atol + r.rtol * ref.abs().amax(dim=1) + extra
         outside = diff > tolerance
         self.max_diff = max(self.max_diff, float(diff.max()))
         # a sample whose top reference logits lie within rounding of each other (rtol of the
         # largest) is a tie: the exported program may pick either of them
         same = ref.argmax(dim=1) == test.argmax(dim=1)
         if ref.shape[1] > 1:
-            margin = r.rtol * ref.abs().amax(dim=1)
+            margin = r.rtol * ref.abs().amax(dim=1) + extra
             picked = ref.gather(1, test.argmax(dim=1, keepdim=True)).squeeze(1)
             same |= ref.amax(dim=1) - picked <= margin
         self.agree += int(same.sum())
         self.outside += int(outside.sum())
         self.unexplained += int((outside & ~explained).sum())
         return diff
+
+
+@dataclass(frozen=True)
+class TeacherForced:
+    """Eager's ``[logits, *spikes]`` with every spiking layer given the exported program's spikes
+    (:meth:`SpikeTap.teacher_forced`), in the model's dtype and, where needed, in float64.
+
+    ``shared``: layers called more than once per forward; they are forced at their last call
+    only, so their earlier calls' flips are the only ones that can move the forced logits.
+    ``exact``: the same pass in float64 (None where float32 eager judged the batch alone).
+    """
+
+    outputs: list[torch.Tensor]
+    shared: Collection[str] = frozenset()
+    exact: list[torch.Tensor] | None = None
 
 
 class ParityCheck:
@@ -267,12 +312,10 @@ class ParityCheck:
         source: str,
         ref: list[torch.Tensor],
         test: list[torch.Tensor],
-        forced: list[torch.Tensor] | None = None,
+        forced: TeacherForced | None = None,
     ) -> None:
         """Compare one chunk: ``ref``/``test`` are ``[logits, *spikes]`` for the same inputs;
-        ``forced`` the same as eager computes them when each spiking layer gives ``test``'s
-        spikes instead of its own (:meth:`SpikeTap.teacher_forced`), on which the rule is then
-        judged."""
+        ``forced`` eager's teacher-forced pass on them, on which the rule is then judged."""
         r = self.report
         ref_logits, test_logits = ref[0].double(), test[0].double()
         if ref_logits.shape != test_logits.shape:
@@ -285,18 +328,14 @@ class ParityCheck:
         if not (torch.isfinite(ref_logits).all() and torch.isfinite(test_logits).all()):
             self.nonfinite = True
         flat_test = test_logits.reshape(n, -1)
-        flips = self._flips(ref[1:], test[1:], n, r.flips_per_layer)
+        flips = self._flips(self._count(ref[1:], test[1:], n), n, r.flips_per_layer)
         r.spikes_compared += sum(a.numel() for a in test[1:])
         for name, spikes in zip(self.layer_names, test[1:], strict=True):
             self.compared[name] = self.compared.get(name, 0) + spikes.numel()
         r.spikes_flipped += int(flips.total)
         diff = self.free.add(ref_logits.reshape(n, -1), flat_test, flips.explained, r)
         if forced is not None:
-            forced_flips = self._flips(forced[1:], test[1:], n, r.forced_flips_per_layer)
-            r.spikes_flipped_forced = (r.spikes_flipped_forced or 0) + int(forced_flips.total)
-            self.forced = self.forced or _Logits()
-            forced_logits = forced[0].double().reshape(n, -1)
-            self.forced.add(forced_logits, flat_test, forced_flips.explained, r)
+            self._add_forced(forced, test, n)
         self.total += n
         t = self.tallies[source]
         t.max_diff, t.seen = max(t.max_diff, float(diff.max())), True
@@ -305,25 +344,78 @@ class ParityCheck:
         else:
             r.n_real += n
 
-    def _flips(
-        self, a: list[torch.Tensor], b: list[torch.Tensor], n: int, per_layer: dict[str, int]
-    ) -> _Flips:
-        """Flips between two lists of spike tensors, added to ``per_layer``; per sample, whether
-        any flipped (every sample when a flip cannot be located in its sample)."""
+    def needs_exact(self, test: list[torch.Tensor], forced: TeacherForced) -> bool:
+        """Whether float32 eager alone would fail this chunk teacher-forced (a sample outside
+        the tolerance, a top-1 disagreement, a layer over its flips): then the float64 pass
+        decides whether the export or float32 eager is the one off."""
+        n = test[0].shape[0]
+        probe = _Logits()
+        probe.add(
+            forced.outputs[0].double().reshape(n, -1),
+            test[0].double().reshape(n, -1),
+            torch.zeros(n, dtype=torch.bool),
+            self.report,
+        )
+        counts = self._count(forced.outputs[1:], test[1:], n)
+        over = any(
+            c.total > _layer_flips_allowed(spikes.numel(), self.report.max_flip_fraction)
+            for c, spikes in zip(counts, test[1:], strict=True)
+        )
+        return bool(probe.outside or probe.agree < n or over)
+
+    def _add_forced(self, forced: TeacherForced, test: list[torch.Tensor], n: int) -> None:
+        """The judged comparison: the exported program against eager teacher-forced, or, where
+        the float64 pass ran, against that, allowing float32 eager's own distance from it."""
+        r = self.report
+        ref_logits = forced.outputs[0].double().reshape(n, -1)
+        slack = None
+        if forced.exact is None:
+            counts = self._count(forced.outputs[1:], test[1:], n)
+        else:
+            exact = forced.exact[0].double().reshape(n, -1)
+            own = (ref_logits - exact).abs().amax(dim=1)
+            r.exact_batches += 1
+            r.float32_error = max(r.float32_error or 0.0, float(own.max()))
+            slack = FLOAT32_SPREAD * own
+            counts = _excess(
+                self._count(forced.exact[1:], test[1:], n),
+                self._count(forced.exact[1:], forced.outputs[1:], n),
+            )
+            ref_logits = exact
+        shared = [
+            c if name in forced.shared else _LayerFlips(0, None)
+            for name, c in zip(self.layer_names, counts, strict=True)
+        ]
+        flips = self._flips(counts, n, r.forced_flips_per_layer)
+        r.spikes_flipped_forced = (r.spikes_flipped_forced or 0) + int(flips.total)
+        self.forced = self.forced or _Logits()
+        explained = self._flips(shared, n, {}).explained
+        self.forced.add(ref_logits, test[0].double().reshape(n, -1), explained, r, slack)
+
+    def _count(self, a: list[torch.Tensor], b: list[torch.Tensor], n: int) -> list[_LayerFlips]:
+        """Per tapped layer, the flips between two lists of spike tensors: how many, and per
+        sample where they can be located."""
+        counts = []
+        for layout, x, y in zip(self.layouts, a, b, strict=True):
+            flipped = _flipped(x, y)
+            total = int(flipped.sum())
+            counts.append(_LayerFlips(total, _per_sample(flipped, n, layout) if total else None))
+        return counts
+
+    def _flips(self, counts: list[_LayerFlips], n: int, per_layer: dict[str, int]) -> _Flips:
+        """``counts`` added to ``per_layer``; per sample, whether any flipped (every sample
+        when a flip cannot be located in its sample)."""
         per_sample = torch.zeros(n, dtype=torch.long)
         total = unattributed = 0
-        for name, layout, x, y in zip(self.layer_names, self.layouts, a, b, strict=True):
-            flipped = _flipped(x, y)
-            count = int(flipped.sum())
-            if not count:
+        for name, c in zip(self.layer_names, counts, strict=True):
+            if not c.total:
                 continue
-            total += count
-            per_layer[name] = per_layer.get(name, 0) + count
-            located = _per_sample(flipped, n, layout)
-            if located is None:
-                unattributed += count
+            total += c.total
+            per_layer[name] = per_layer.get(name, 0) + c.total
+            if c.per_sample is None:
+                unattributed += c.total
             else:
-                per_sample += located
+                per_sample += c.per_sample
         ordered = {name: per_layer[name] for name in self.layer_names if name in per_layer}
         per_layer.clear()  # in the order the layers ran, whichever chunk flipped them first
         per_layer.update(ordered)
@@ -384,9 +476,31 @@ class ParityCheck:
             problems.append(_too_many_flips(r, frac))
         elif forced is not None:  # and per layer: one wrong small layer hides among large ones
             problems += self._layer_flip_problems()[:1]
+        if problems and r.exact_unavailable:
+            problems.append(
+                "the float64 reference, which tells float32 rounding from a wrong graph, could "
+                f"not run ({r.exact_unavailable})"
+            )
         r.ok = not problems
         r.message = "; ".join(problems)
         return r
+
+
+@dataclass(frozen=True)
+class _LayerFlips:
+    total: int
+    per_sample: torch.Tensor | None  # [N] counts; None where none flipped or not locatable
+
+
+def _excess(exported: list[_LayerFlips], float32: list[_LayerFlips]) -> list[_LayerFlips]:
+    """Per layer, the exported program's flips against the float64 pass beyond
+    :data:`FLOAT32_SPREAD` times float32 eager's own against it: what the export adds to
+    rounding. Located per sample as the exported ones."""
+    out = []
+    for e, f in zip(exported, float32, strict=True):
+        extra = max(0, e.total - math.floor(FLOAT32_SPREAD * f.total))
+        out.append(_LayerFlips(extra, e.per_sample if extra else None))
+    return out
 
 
 @dataclass(frozen=True)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 from collections import Counter
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -135,3 +136,36 @@ class SpikeTap(nn.Module):
             for handle in handles:
                 handle.remove()
         return [logits.detach().cpu(), *(computed[name] for name in self.layer_names)]
+
+
+class ExactTap:
+    """:meth:`SpikeTap.teacher_forced` in float64, on a copy of the model made at first use.
+
+    Float32 eager is not exact: in an ill-conditioned model (a layer norm over values with a
+    large common offset, a quantiser whose inputs sit near its steps) it differs from the exact
+    result by more than a float tolerance, and so may an exported program that is faithful.
+    This pass tells which of the two is off. A model that cannot run in float64 leaves
+    :attr:`unavailable` saying why, and the check keeps float32's verdict."""
+
+    def __init__(self, tap: SpikeTap) -> None:
+        self._tap = tap
+        self._copy: SpikeTap | None = None
+        self.unavailable = ""
+
+    def teacher_forced(
+        self, x: torch.Tensor, spikes: list[torch.Tensor], calls: Counter[str]
+    ) -> list[torch.Tensor] | None:
+        if self.unavailable:
+            return None
+        try:
+            if self._copy is None:
+                model = copy.deepcopy(self._tap.model).to(torch.float64)
+                modules = dict(model.named_modules())
+                layers = [(name, modules[name]) for name in self._tap.layer_names]
+                self._copy = SpikeTap(model, layers)
+            return self._copy.teacher_forced(x.to(torch.float64), spikes, calls)
+        except (RuntimeError, TypeError, ValueError, NotImplementedError) as exc:
+            # an op without a float64 kernel, a dtype the model fixes itself: float32 decides
+            self.unavailable = f"{type(exc).__name__}: {str(exc).strip().splitlines()[0][:200]}"
+            self._copy = None
+            return None

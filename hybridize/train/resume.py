@@ -32,9 +32,9 @@ def explicit_fields(preset: str | None, options: dict[str, Any]) -> set[str]:
 
 def stored_option(out: Path, name: str) -> Any:
     """The value of option ``name`` in the run in ``out`` (None when unreadable or absent; the
-    resume itself reports why)."""
+    resume itself reports why). Only the config is read: the tensors are mapped, not loaded."""
     try:
-        state = load_state(state_path(out / "last.safetensors"))
+        state = load_state(state_path(out / "last.safetensors"), mmap=True)
     except CheckpointError:
         return None
     config = state.get("config")

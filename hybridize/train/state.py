@@ -110,15 +110,16 @@ def save_state(path: str | Path, state: dict[str, Any]) -> None:
     _atomic_write(Path(path), lambda tmp: torch.save(state, tmp))
 
 
-def load_state(path: str | Path) -> dict[str, Any]:
-    """Read a training state written by :func:`save_state` (``weights_only=True``)."""
+def load_state(path: str | Path, mmap: bool = False) -> dict[str, Any]:
+    """Read a training state written by :func:`save_state` (``weights_only=True``); with
+    ``mmap`` its tensors are mapped from the file, read only where touched."""
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(
             f"training state {path} not found; resume needs the folder of an earlier run (--out)"
         )
     try:
-        return torch.load(path, map_location="cpu", weights_only=True)
+        return torch.load(path, map_location="cpu", weights_only=True, mmap=mmap)
     except Exception as exc:
         raise CheckpointError(  # torch's own messages run over many lines: the first one
             f"cannot read training state {path} ({first_line(exc, 200)}); start afresh without "

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-from hybridize.export.parity import ParityCheck, ParityReport
+from hybridize.export.parity import ParityCheck, ParityReport, TeacherForced
 
 N, T, K = 4, 2, 3
 
@@ -148,12 +148,19 @@ def test_rule_four_counts_teacher_forced_flips_when_given():
     logits = _logits()
 
     passes = _check(("folded",))
-    passes.add("random", [logits, quiet], [logits, cascade], forced=[logits, cascade.clone()])
+    passes.add(
+        "random",
+        [logits, quiet],
+        [logits, cascade],
+        forced=TeacherForced([logits, cascade.clone()]),
+    )
     r = passes.finish()
     assert r.spikes_flipped == 12 and r.spikes_flipped_forced == 0 and r.ok
 
     fails = _check(("folded",))
-    fails.add("random", [logits, quiet], [logits, cascade], forced=[logits, quiet.clone()])
+    fails.add(
+        "random", [logits, quiet], [logits, cascade], forced=TeacherForced([logits, quiet.clone()])
+    )
     r = fails.finish()
     assert r.spikes_flipped_forced == 12 and r.forced_flips_per_layer == {"l0": 12}
     assert r.ok is False and "teacher-forced flip fraction 0.5 > 0.001 (most in l0: 12" in (
@@ -176,7 +183,12 @@ def test_a_cascade_that_moves_the_predictions_passes_teacher_forced_with_a_warni
     exported spikes equal the exported logits: a faithful program, accepted and flagged."""
     quiet, cascade, exported = _cascade()
     c = _check(("folded",))
-    c.add("random", [_logits(), quiet], [exported, cascade], forced=[exported.clone(), cascade])
+    c.add(
+        "random",
+        [_logits(), quiet],
+        [exported, cascade],
+        forced=TeacherForced([exported.clone(), cascade]),
+    )
     r = c.finish()
     assert r.ok, r.message
     assert r.top1_agreement == 0.0 and r.top1_agreement_forced == 1.0
@@ -200,7 +212,7 @@ def test_teacher_forced_logits_off_without_a_flip_are_a_wrong_graph():
     head[2, 0] += 0.5  # one sample's logits off by far more than the tolerance
     c = _check(("folded",))
     c.report.min_top1 = 0.0
-    c.add("random", [_logits(), quiet], [exported, cascade], forced=[head, cascade])
+    c.add("random", [_logits(), quiet], [exported, cascade], forced=TeacherForced([head, cascade]))
     r = c.finish()
     assert r.samples_outside_tol_forced == 1 and r.samples_unexplained_forced == 1
     assert r.samples_unexplained == 0  # free-running, the cascade's flips would explain it
@@ -214,7 +226,7 @@ def test_teacher_forced_top1_below_the_bound_fails():
     head[:3] = head[:3].roll(1, dims=1)  # three of four teacher-forced predictions disagree
     c = _check(("folded",))
     c.report.atol = 100.0  # every difference within tolerance: only top-1 decides
-    c.add("random", [_logits(), quiet], [exported, cascade], forced=[head, cascade])
+    c.add("random", [_logits(), quiet], [exported, cascade], forced=TeacherForced([head, cascade]))
     r = c.finish()
     assert r.top1_agreement_forced == 0.25 and r.ok is False
     assert "teacher-forced top-1 agreement 0.2500 < 0.75" in r.message
@@ -303,7 +315,7 @@ def test_one_wrong_small_layer_fails_among_large_ones():
         "random",
         [_logits(), small, large],
         [_logits(), wrong, large],
-        forced=[_logits(), small, large],  # eager given the exported spikes upstream
+        forced=TeacherForced([_logits(), small, large]),  # eager given the exported spikes upstream
     )
     r = c.finish()
     assert r.spikes_flipped_forced == 40 and 40 / r.spikes_compared < r.max_flip_fraction
@@ -315,6 +327,116 @@ def test_one_wrong_small_layer_fails_among_large_ones():
         "random",
         [_logits(), small, large],
         [_logits(), two, large],
-        forced=[_logits(), small, large],
+        forced=TeacherForced([_logits(), small, large]),
     )
     assert c.finish().ok
+
+
+def test_a_forced_flip_does_not_explain_a_forced_logit_difference():
+    """Teacher-forced, the layers after a flipping layer get the exported spikes, so its flip
+    cannot move eager's logits: a difference there is the graph after the spikes (a shared
+    layer's earlier, unforced call is the exception)."""
+    spikes = torch.zeros(T * N, K)
+    flipped = spikes.clone()
+    flipped[1 * N + 2, 0] = 1.0  # sample 2's own flip, teacher-forced
+    head = _logits().clone()
+    head[2, 0] += 0.5
+    for shared, ok in ((frozenset(), False), (frozenset({"l0"}), True)):
+        c = _check()
+        c.report.max_flip_fraction = 1.0
+        c.add(
+            "random",
+            [_logits(), spikes],
+            [head, spikes],
+            TeacherForced([_logits(), flipped], shared),
+        )
+        r = c.finish()
+        assert r.samples_outside_tol_forced == 1 and r.ok is ok, r.message
+        assert r.samples_unexplained_forced == (0 if ok else 1)
+
+
+def _ill_conditioned():
+    """Exact logits, float32 eager's 2e-3 off them (an ill-conditioned model), and an exported
+    program 3e-3 off them the other way (under twice eager's error): eager and export differ by
+    5e-3, beyond the 1e-4 + 1e-3 * 0.01 tolerance of logits near 0.01."""
+    exact = torch.tensor([[0.010, 0.002, -0.004]] * N, dtype=torch.float64)
+    eager = exact + torch.tensor([2e-3, -2e-3, 0.0], dtype=torch.float64)
+    exported = exact - torch.tensor([3e-3, -3e-3, 0.0], dtype=torch.float64)
+    return exact, eager, exported
+
+
+def test_the_float64_pass_accepts_an_export_as_close_to_exact_as_float32_eager():
+    exact, eager, exported = _ill_conditioned()
+    spikes = torch.zeros(T * N, K)
+    c = _check()
+    forced = TeacherForced([eager, spikes])
+    assert c.needs_exact([exported, spikes], forced)  # float32 alone would fail it
+    c.add(
+        "random",
+        [eager, spikes],
+        [exported, spikes],
+        TeacherForced([eager, spikes], exact=[exact, spikes]),
+    )
+    r = c.finish()
+    assert r.ok, r.message
+    assert r.exact_batches == 1 and abs(r.float32_error - 2e-3) < 1e-12
+    assert r.samples_outside_tol_forced == 0 and abs(r.max_abs_diff_forced - 3e-3) < 1e-12
+    assert any(line.startswith("float64 reference: 1 batch") for line in r.lines())
+
+    without = _check()  # the same chunk judged by float32 eager alone: a wrong graph
+    without.add("random", [eager, spikes], [exported, spikes], TeacherForced([eager, spikes]))
+    assert without.finish().ok is False
+
+
+def test_the_float64_pass_still_fails_an_export_farther_from_exact_than_float32():
+    """Float32 eager is 2e-3 from exact; an export 0.05 from it is off by more than twice
+    float32's rounding plus the tolerance: a wrong graph."""
+    exact, eager, _ = _ill_conditioned()
+    wrong = exact.clone()
+    wrong[:, 2] += 0.05
+    spikes = torch.zeros(T * N, K)
+    c = _check()
+    c.add(
+        "random",
+        [eager, spikes],
+        [wrong, spikes],
+        TeacherForced([eager, spikes], exact=[exact, spikes]),
+    )
+    r = c.finish()
+    assert r.ok is False and r.samples_unexplained_forced == N
+
+
+def test_the_float64_pass_counts_only_flips_beyond_float32_eagers_own():
+    """A layer of 20,000 spikes (20 flips allowed): float32 eager flips 30 against float64, the
+    export 70 (over the allowance alone): 10 beyond twice eager's rounding, within it; 110 are
+    50 beyond it."""
+    exact_spikes = torch.zeros(T * N, 2500)
+    eager_spikes = exact_spikes.clone()
+    eager_spikes.view(-1)[:30] = 1.0
+    logits = _logits()
+    for n_flips, ok, counted in ((70, True, 10), (110, False, 50)):
+        exported = exact_spikes.clone()
+        exported.view(-1)[100 : 100 + n_flips] = 1.0
+        c = _check()
+        c.add(
+            "random",
+            [logits, eager_spikes],
+            [logits, exported],
+            TeacherForced([logits, eager_spikes], exact=[logits, exact_spikes]),
+        )
+        r = c.finish()
+        assert r.forced_flips_per_layer == {"l0": counted} and r.ok is ok, r.message
+
+
+def test_needs_exact_only_where_float32_eager_would_fail_the_chunk():
+    spikes = torch.zeros(T * N, K)
+    c = _check()
+    assert not c.needs_exact([_logits(), spikes], TeacherForced([_logits(), spikes]))
+    two = spikes.clone()
+    two[0, :2] = 1.0  # two flips: within a layer's allowance
+    assert not c.needs_exact([_logits(), two], TeacherForced([_logits(), spikes]))
+    three = spikes.clone()
+    three[0, :3] = 1.0
+    assert c.needs_exact([_logits(), three], TeacherForced([_logits(), spikes]))
+    swapped = _logits().roll(1, dims=1)
+    assert c.needs_exact([swapped, spikes], TeacherForced([_logits(), spikes]))
