@@ -79,20 +79,23 @@ def real_inputs_for(
     return images.to(example.dtype), source
 
 
-def chunks(x: torch.Tensor, size: int, pad: bool) -> Iterator[torch.Tensor]:
-    """Split ``x`` into batches of ``size``; with ``pad`` (static-batch programs) the last batch
-    is filled up by repeating its first sample, and the repeats are compared like the others."""
+def chunks(x: torch.Tensor, size: int, pad: bool) -> Iterator[tuple[torch.Tensor, int]]:
+    """Split ``x`` into batches of ``size``, each with its number of samples; with ``pad``
+    (static-batch programs) the last batch is filled up by repeating its first sample, and only
+    its own samples are counted (the repeats run, but are not compared)."""
     for start in range(0, x.shape[0], size):
         part = x[start : start + size]
-        if pad and part.shape[0] < size:
-            part = torch.cat([part, part[:1].expand(size - part.shape[0], *part.shape[1:])])
-        yield part
+        valid = part.shape[0]
+        if pad and valid < size:
+            part = torch.cat([part, part[:1].expand(size - valid, *part.shape[1:])])
+        yield part, valid
 
 
 def check_batches(
     example: torch.Tensor, options: CheckOptions, dynamic_batch: bool, report: ParityReport
-) -> Iterator[tuple[str, torch.Tensor]]:
-    """The ``(kind, batch)`` pairs a parity check runs: ``n_random`` random samples, then the
+) -> Iterator[tuple[str, torch.Tensor, int]]:
+    """The ``(kind, batch, samples)`` a parity check runs (``samples``: the batch's own, before
+    a static batch's padding): ``n_random`` random samples, then the
     real images (their source goes into ``report``); batches of ``check_batch`` (one less, or
     2 for 1, when that is the example's batch size: a dynamic batch axis is really exercised), or of
     the example's batch size, padded, for a static-batch program."""
@@ -105,8 +108,8 @@ def check_batches(
         batch = batch - 1 if batch > 1 else 2
     report.check_batch = batch
     for kind, data in sets:
-        for x in chunks(data, batch, pad=not dynamic_batch):
-            yield kind, x
+        for x, valid in chunks(data, batch, pad=not dynamic_batch):
+            yield kind, x, valid
 
 
 def batch_errors(shape: tuple[int, ...], what: str) -> contextlib.AbstractContextManager[None]:

@@ -205,7 +205,7 @@ def _run_parity(
     if dynamic_batch and options.check_batch is None:
         options = dataclasses.replace(options, check_batch=_spike_chunk(tap, example, device))
     exact = ExactTap(tap)
-    for kind, x in check_batches(example, options, dynamic_batch, check.report):
+    for kind, x, valid in check_batches(example, options, dynamic_batch, check.report):
         with torch.no_grad(), batch_errors(tuple(x.shape), "the model"):
             outputs, calls = tap.reference(x.to(device))
         ref = [t.detach().cpu() for t in outputs]
@@ -217,5 +217,5 @@ def _run_parity(
             forced = dataclasses.replace(
                 forced, exact=exact.teacher_forced(x.to(device), got[1:], calls)
             )
-        check.add(kind, ref, got, forced)
+        check.add(kind, ref, got, forced, valid=valid)
     check.report.exact_unavailable = exact.unavailable

@@ -313,10 +313,17 @@ class ParityCheck:
         ref: list[torch.Tensor],
         test: list[torch.Tensor],
         forced: TeacherForced | None = None,
+        valid: int | None = None,
     ) -> None:
         """Compare one chunk: ``ref``/``test`` are ``[logits, *spikes]`` for the same inputs;
-        ``forced`` eager's teacher-forced pass on them, on which the rule is then judged."""
+        ``forced`` eager's teacher-forced pass on them, on which the rule is then judged;
+        ``valid``: the chunk's first samples that count (the rest pad a static batch)."""
         r = self.report
+        if valid is not None and valid < test[0].shape[0]:
+            ref, test = self._first(ref, valid), self._first(test, valid)
+            if forced is not None:
+                exact = None if forced.exact is None else self._first(forced.exact, valid)
+                forced = TeacherForced(self._first(forced.outputs, valid), forced.shared, exact)
         ref_logits, test_logits = ref[0].double(), test[0].double()
         if ref_logits.shape != test_logits.shape:
             raise ExportError(
@@ -343,6 +350,21 @@ class ParityCheck:
             r.n_random += n
         else:
             r.n_real += n
+
+    def _first(self, outputs: list[torch.Tensor], valid: int) -> list[torch.Tensor]:
+        """``[logits, *spikes]`` of the first ``valid`` samples (spikes by their layout)."""
+        n = outputs[0].shape[0]
+        kept = [outputs[0][:valid]]
+        for layout, spikes in zip(self.layouts, outputs[1:], strict=True):
+            if layout == "folded" and spikes.dim() >= 1 and spikes.shape[0] % n == 0:
+                steps = spikes.shape[0] // n
+                view = spikes.reshape(steps, n, *spikes.shape[1:])[:, :valid]
+                kept.append(view.reshape(steps * valid, *spikes.shape[1:]))
+            elif layout == "time_first" and spikes.dim() >= 2 and spikes.shape[1] == n:
+                kept.append(spikes[:, :valid])
+            else:  # not located per sample: compared whole
+                kept.append(spikes)
+        return kept
 
     def needs_exact(self, test: list[torch.Tensor], forced: TeacherForced) -> bool:
         """Whether float32 eager alone would fail this chunk teacher-forced (a sample outside

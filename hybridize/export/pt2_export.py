@@ -63,12 +63,12 @@ def _check_reloaded(
 ) -> None:
     parity = ParityCheck(report, [], [])
     device = next((p.device for p in model.parameters()), torch.device("cpu"))
-    for kind, x in check_batches(example, options, report.dynamic_batch, report):
+    for kind, x, valid in check_batches(example, options, report.dynamic_batch, report):
         with torch.no_grad():
             with batch_errors(tuple(x.shape), "the model"):
                 ref = model(x.to(device))
             got = _run_reloaded(reloaded, x.to(device))
-        parity.add(kind, [_logits(ref).cpu()], [_logits(got).cpu()])
+        parity.add(kind, [_logits(ref).cpu()], [_logits(got).cpu()], valid=valid)
     parity.finish()
 
 

@@ -115,11 +115,39 @@ def test_check_batches_pad_a_static_batch_and_name_each_kind():
     opts = CheckOptions(real_inputs=real, n_random=5)
     static = list(check_batches(example, opts, dynamic_batch=False, report=report))
     # 5 random -> batches of 3 and 2 padded to 3; 4 real -> 3 and 1 padded to 3
-    assert [(k, x.shape[0]) for k, x in static] == [("random", 3)] * 2 + [("real", 3)] * 2
+    assert [(k, x.shape[0], v) for k, x, v in static] == [
+        ("random", 3, 3),
+        ("random", 3, 2),
+        ("real", 3, 3),
+        ("real", 3, 1),
+    ]
     assert torch.equal(static[3][1], torch.stack([real[3]] * 3))
     assert report.real_source == "given tensor"
     dynamic = list(check_batches(example, opts, dynamic_batch=True, report=report))
-    assert [x.shape[0] for _, x in dynamic] == [4, 1, 4]
+    assert [(x.shape[0], v) for _, x, v in dynamic] == [(4, 4), (1, 1), (4, 4)]
+
+
+def test_a_static_batchs_padding_is_neither_counted_nor_compared():
+    """A batch of 4 holding 2 samples and 2 repeats: the repeats' logits and spikes (here made
+    to differ, which would fail the check) are left out of every count, in both layouts."""
+    folded, time_first = torch.zeros(T * N, K), torch.zeros(T, N, K)
+    got_folded, got_time_first = folded.clone(), time_first.clone()
+    got_folded.view(T, N, K)[:, 2:] = 1.0  # every spike of the padding flipped
+    got_time_first[:, 3] = 1.0
+    got = _logits().clone()
+    got[2:] += 10.0
+    c = _check(("folded", "time_first"))
+    c.add(
+        "random",
+        [_logits(), folded, time_first],
+        [got, got_folded, got_time_first],
+        TeacherForced([_logits(), folded, time_first]),
+        valid=2,
+    )
+    r = c.finish()
+    assert r.ok, r.message
+    assert r.n_random == 2 and r.spikes_compared == 2 * (T * 2 * K)
+    assert r.spikes_flipped == 0 and r.max_abs_diff == 0.0
 
 
 def test_a_flip_cascade_is_located_in_the_message():
