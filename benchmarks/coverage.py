@@ -239,6 +239,9 @@ def _check_exports(hybrid: Any, base: Any, x: Any, rec: dict[str, Any], enter: A
             try:
                 report = exporters[fmt](hybrid, x, Path(tmp) / f"hybrid.{fmt}", real_inputs=False)
                 out[fmt] = {"ok": True, **({"warning": report.warning} if report.warning else {})}
+                if report.exact_batches:  # judged against the float64 reference (docs/export.md)
+                    out[fmt]["exact_batches"] = report.exact_batches
+                    out[fmt]["float32_error"] = report.float32_error
             except Exception as exc:
                 out[fmt] = {"ok": False, **_failure(exc)}
             out[fmt]["seconds"] = round(time.monotonic() - start, 1)
