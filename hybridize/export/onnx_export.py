@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import dataclasses
 import os
+from collections import Counter
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -70,12 +73,14 @@ def export_onnx(
     try:
         with export_state(model, example), atomic_path(dest, suffix=".partial.onnx") as final:
             layers = spiking_layers(model) if check else []
-            layouts = [_layout(m) for _, m in layers]
             tap = SpikeTap(model, layers).eval()  # the exporter restores the wrapper's mode
+            calls: Counter[str] = Counter()
             if layers:  # a tapped layer the forward never runs: its own error, not an exporter's
                 with torch.no_grad():
-                    tap.reference(example)
-            spike_names = [f"spikes_{i}" for i in range(len(layers))]
+                    _, calls = tap.reference(example)
+            # one output per call of each layer (a shared layer runs more than once)
+            layouts = [_layout(m) for name, m in layers for _ in range(calls[name])]
+            spike_names = [f"spikes_{i}" for i in range(len(layouts))]
             job = OnnxJob(
                 tap,
                 example,
@@ -93,8 +98,8 @@ def export_onnx(
             _check_written_opset(proto, report.opset)
             report.dynamic_batch = _batch_is_dynamic(proto)
             if check:
-                check_ = ParityCheck(report, [name for name, _ in layers], layouts)
-                _run_parity(tap, tapped, example, check_, report.dynamic_batch, options)
+                check_ = ParityCheck(report, tap.output_names(calls), layouts)
+                _run_parity(tap, tapped, example, check_, report.dynamic_batch, options, calls)
                 check_.finish()
             if report.ok is False:
                 raise ExportError(
@@ -195,6 +200,7 @@ def _run_parity(
     check: ParityCheck,
     dynamic_batch: bool,
     options: CheckOptions,
+    traced_calls: Counter[str],
 ) -> None:
     import onnxruntime as ort
 
@@ -205,17 +211,40 @@ def _run_parity(
     if dynamic_batch and options.check_batch is None:
         options = dataclasses.replace(options, check_batch=_spike_chunk(tap, example, device))
     exact = ExactTap(tap)
-    for kind, x, valid in check_batches(example, options, dynamic_batch, check.report):
-        with torch.no_grad(), batch_errors(tuple(x.shape), "the model"):
-            outputs, calls = tap.reference(x.to(device))
-        ref = [t.detach().cpu() for t in outputs]
-        with batch_errors(tuple(x.shape), "the exported ONNX graph"):
-            got = [torch.from_numpy(a) for a in session.run(None, {"input": x.cpu().numpy()})]
-        shared = {name for name, count in calls.items() if count > 1}
-        forced = TeacherForced(tap.teacher_forced(x.to(device), got[1:], calls), shared)
-        if check.needs_exact(got, forced):
-            forced = dataclasses.replace(
-                forced, exact=exact.teacher_forced(x.to(device), got[1:], calls)
+    batches = check_batches(example, options, dynamic_batch, check.report)
+    with full_float32():
+        for kind, x, valid in batches:
+            with torch.no_grad(), batch_errors(tuple(x.shape), "the model"):
+                outputs, calls = tap.reference(x.to(device))
+            if calls != traced_calls:
+                raise ExportError(
+                    f"the model runs its spiking layers a different number of times at batch "
+                    f"{x.shape[0]} than at the example's ({dict(calls)} vs {dict(traced_calls)}); "
+                    "export with a static batch (--batch-size N)"
+                )
+            ref = check.first([t.detach().cpu() for t in outputs], valid)
+            with batch_errors(tuple(x.shape), "the exported ONNX graph"):
+                run = session.run(None, {"input": x.cpu().numpy()})
+            got_all = [torch.from_numpy(a) for a in run]
+            got = check.first(got_all, valid)
+            forced = TeacherForced(
+                check.first(tap.teacher_forced(x.to(device), got_all[1:], calls), valid)
             )
-        check.add(kind, ref, got, forced, valid=valid)
+            if check.needs_exact(got, forced):
+                exact_outputs = exact.teacher_forced(x, got_all[1:], calls)
+                if exact_outputs is not None:
+                    forced = TeacherForced(forced.outputs, check.first(exact_outputs, valid))
+            check.add(kind, ref, got, forced)
     check.report.exact_unavailable = exact.unavailable
+
+
+@contextmanager
+def full_float32() -> Iterator[None]:
+    """CUDA's TF32 off (matmuls and cuDNN convolutions in float32 proper) while a check runs
+    eager: the exported program runs in float32 on onnxruntime's CPU."""
+    matmul, cudnn = torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32
+    torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = False
+    try:
+        yield
+    finally:
+        torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = matmul, cudnn

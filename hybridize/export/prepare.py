@@ -11,7 +11,7 @@ from typing import Protocol, TypeGuard
 import torch
 from torch import nn
 
-from hybridize._util import model_input_errors, record_outputs
+from hybridize._util import first_line, model_input_errors, record_outputs
 from hybridize.errors import ExportError
 from hybridize.spiking import LIF, BitPlaneEncoder
 
@@ -60,8 +60,10 @@ def export_state(model: nn.Module, example: torch.Tensor | None = None) -> Itera
 class SpikeTap(nn.Module):
     """Wraps a model so that forward returns ``(logits, *spike_tensors)``.
 
-    The spike tensors are the outputs of ``layers`` in the order given, collected by forward hooks
-    that live only for the duration of one call (nothing survives the call).
+    The spike tensors are the outputs of ``layers`` in the order given, every call of each (a
+    layer shared within one forward, as Res2Net shares its activation, gives one tensor per call,
+    in call order), collected by forward hooks that live only for the duration of one call
+    (nothing survives the call).
     """
 
     def __init__(self, model: nn.Module, layers: list[tuple[str, nn.Module]]) -> None:
@@ -74,18 +76,15 @@ class SpikeTap(nn.Module):
         return self.reference(x)[0]
 
     def reference(self, x: torch.Tensor) -> tuple[tuple[torch.Tensor, ...], Counter[str]]:
-        """``forward``'s outputs, and how many times each spiking layer ran (a layer shared
-        within one forward runs more than once; its last output is the one returned)."""
-        captured: dict[str, torch.Tensor] = {}
-        calls: Counter[str] = Counter()
+        """``forward``'s outputs, and how many times each spiking layer ran."""
+        captured: dict[str, list[torch.Tensor]] = {name: [] for name in self.layer_names}
 
         def record(name: str, output: torch.Tensor) -> None:
-            captured[name] = output
-            calls[name] += 1
+            captured[name].append(output)
 
         with record_outputs(zip(self.layer_names, self._layers, strict=True), record):
             out = self.model(x)
-        missing = [name for name in self.layer_names if name not in captured]
+        missing = [name for name in self.layer_names if not captured[name]]
         if missing:  # a layer that did not run (unused branch): it cannot be compared
             shown = ", ".join(missing[:3]) + (
                 f" and {len(missing) - 3} more" if len(missing) > 3 else ""
@@ -94,40 +93,49 @@ class SpikeTap(nn.Module):
                 f"spiking layers {shown} do not run in the model's forward, so the parity check "
                 "cannot compare their spikes; remove the unused twins or export with --no-check"
             )
-        return (out, *(captured[name] for name in self.layer_names)), calls
+        calls = Counter({name: len(outputs) for name, outputs in captured.items()})
+        return (out, *(t for name in self.layer_names for t in captured[name])), calls
+
+    def output_names(self, calls: Counter[str]) -> list[str]:
+        """A name per tapped tensor of :meth:`reference`: the layer's, with the call where the
+        layer runs more than once."""
+        return [
+            name if calls[name] == 1 else f"{name} (call {k + 1} of {calls[name]})"
+            for name in self.layer_names
+            for k in range(calls[name])
+        ]
 
     def teacher_forced(
         self, x: torch.Tensor, spikes: list[torch.Tensor], calls: Counter[str]
     ) -> list[torch.Tensor]:
-        """``[logits, *spikes]`` as eager computes them when every spiking layer gives
-        ``spikes`` (an exported program's, in ``layer_names`` order) instead of its own output:
-        a difference to ``spikes`` then comes from that layer's segment of the graph alone, not
-        from flips upstream that cascade, and the logits are eager's from the exported spikes
-        (a difference to the exported logits comes from the graph after or beside the spikes).
-
-        A layer called more than once per forward (one activation module shared by several
-        branches, as in Res2Net) is forced and compared at its last call, the one the tap
-        exports; its earlier calls run free. ``calls``: the layers' call counts from
+        """``[logits, *spikes]`` as eager computes them when every call of every spiking layer
+        gives ``spikes`` (an exported program's, in :meth:`reference`'s order) instead of its
+        own output: a difference to ``spikes`` then comes from that layer's segment of the
+        graph alone, not from flips upstream that cascade, and the logits are eager's from the
+        exported spikes (a difference to the exported logits comes from the graph after or
+        beside the spikes, never from a flip). ``calls``: the layers' call counts from
         :meth:`reference` on the same input."""
-        layers = list(zip(self.layer_names, self._layers, strict=True))
-        seen: Counter[str] = Counter()
-        computed: dict[str, torch.Tensor] = {}
+        given: dict[str, list[torch.Tensor]] = {}
+        rest = iter(spikes)
+        for name in self.layer_names:
+            given[name] = [next(rest) for _ in range(calls[name])]
+        computed: dict[str, list[torch.Tensor]] = {name: [] for name in self.layer_names}
 
-        def force(name: str, given: torch.Tensor) -> Callable[..., torch.Tensor | None]:
+        def force(name: str) -> Callable[..., torch.Tensor | None]:
             def hook(
                 _module: nn.Module, _inputs: object, output: torch.Tensor
             ) -> torch.Tensor | None:
-                seen[name] += 1
-                if seen[name] < calls[name]:
-                    return None  # an earlier call of a shared layer: its own output
-                computed[name] = output.detach().cpu()
-                return given.to(device=output.device, dtype=output.dtype)
+                done = computed[name]
+                done.append(output.detach().cpu())
+                if len(done) > len(given[name]):
+                    return None  # more calls than the exported program made: caught below
+                return given[name][len(done) - 1].to(device=output.device, dtype=output.dtype)
 
             return hook
 
         handles = [
-            m.register_forward_hook(force(name, given))
-            for (name, m), given in zip(layers, spikes, strict=True)
+            m.register_forward_hook(force(name))
+            for name, m in zip(self.layer_names, self._layers, strict=True)
         ]
         try:
             with torch.no_grad():
@@ -135,17 +143,27 @@ class SpikeTap(nn.Module):
         finally:
             for handle in handles:
                 handle.remove()
-        return [logits.detach().cpu(), *(computed[name] for name in self.layer_names)]
+        changed = [n for n in self.layer_names if len(computed[n]) != calls[n]]
+        if changed:
+            raise ExportError(
+                f"spiking layer {changed[0]} ran {len(computed[changed[0]])} times given the "
+                f"exported spikes and {calls[changed[0]]} times on its own: the model's control "
+                "flow depends on its spikes, which an exported graph cannot follow"
+            )
+        return [logits.detach().cpu(), *(t for n in self.layer_names for t in computed[n])]
 
 
 class ExactTap:
-    """:meth:`SpikeTap.teacher_forced` in float64, on a copy of the model made at first use.
+    """:meth:`SpikeTap.teacher_forced` in float64 on the CPU, on a copy of the model made at
+    first use.
 
     Float32 eager is not exact: in an ill-conditioned model (a layer norm over values with a
     large common offset, a quantiser whose inputs sit near its steps) it differs from the exact
     result by more than a float tolerance, and so may an exported program that is faithful.
-    This pass tells which of the two is off. A model that cannot run in float64 leaves
-    :attr:`unavailable` saying why, and the check keeps float32's verdict."""
+    This pass tells which of the two is off. It runs on the CPU whatever the model's device
+    (float64 is slow or missing on many GPUs, and a GPU's float32 may be TF32). A model that
+    cannot run in float64 leaves :attr:`unavailable` saying why, and the check keeps float32's
+    verdict."""
 
     def __init__(self, tap: SpikeTap) -> None:
         self._tap = tap
@@ -159,13 +177,12 @@ class ExactTap:
             return None
         try:
             if self._copy is None:
-                model = copy.deepcopy(self._tap.model).to(torch.float64)
+                model = copy.deepcopy(self._tap.model).to("cpu", torch.float64)
                 modules = dict(model.named_modules())
                 layers = [(name, modules[name]) for name in self._tap.layer_names]
                 self._copy = SpikeTap(model, layers)
-            return self._copy.teacher_forced(x.to(torch.float64), spikes, calls)
-        except (RuntimeError, TypeError, ValueError, NotImplementedError) as exc:
-            # an op without a float64 kernel, a dtype the model fixes itself: float32 decides
-            self.unavailable = f"{type(exc).__name__}: {str(exc).strip().splitlines()[0][:200]}"
+            return self._copy.teacher_forced(x.to("cpu", torch.float64), spikes, calls)
+        except Exception as exc:  # any failure of this optional pass: float32 eager decides
+            self.unavailable = f"{type(exc).__name__}: {first_line(exc, 200)}"
             self._copy = None
             return None

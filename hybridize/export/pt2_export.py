@@ -68,7 +68,8 @@ def _check_reloaded(
             with batch_errors(tuple(x.shape), "the model"):
                 ref = model(x.to(device))
             got = _run_reloaded(reloaded, x.to(device))
-        parity.add(kind, [_logits(ref).cpu()], [_logits(got).cpu()], valid=valid)
+        first = [parity.first([_logits(t).cpu()], valid) for t in (ref, got)]
+        parity.add(kind, first[0], first[1])
     parity.finish()
 
 

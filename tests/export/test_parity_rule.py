@@ -129,7 +129,8 @@ def test_check_batches_pad_a_static_batch_and_name_each_kind():
 
 def test_a_static_batchs_padding_is_neither_counted_nor_compared():
     """A batch of 4 holding 2 samples and 2 repeats: the repeats' logits and spikes (here made
-    to differ, which would fail the check) are left out of every count, in both layouts."""
+    to differ, which would fail the check) are cut off before the comparison, in both layouts;
+    a tensor that cannot be cut per sample keeps the whole batch."""
     folded, time_first = torch.zeros(T * N, K), torch.zeros(T, N, K)
     got_folded, got_time_first = folded.clone(), time_first.clone()
     got_folded.view(T, N, K)[:, 2:] = 1.0  # every spike of the padding flipped
@@ -137,17 +138,17 @@ def test_a_static_batchs_padding_is_neither_counted_nor_compared():
     got = _logits().clone()
     got[2:] += 10.0
     c = _check(("folded", "time_first"))
-    c.add(
-        "random",
-        [_logits(), folded, time_first],
-        [got, got_folded, got_time_first],
-        TeacherForced([_logits(), folded, time_first]),
-        valid=2,
-    )
+    ref = c.first([_logits(), folded, time_first], 2)
+    test = c.first([got, got_folded, got_time_first], 2)
+    assert [t.shape for t in test] == [(2, K), (T * 2, K), (T, 2, K)]
+    assert torch.equal(test[1], got_folded.view(T, N, K)[:, :2].reshape(T * 2, K))
+    c.add("random", ref, test, TeacherForced(list(ref)))
     r = c.finish()
     assert r.ok, r.message
     assert r.n_random == 2 and r.spikes_compared == 2 * (T * 2 * K)
     assert r.spikes_flipped == 0 and r.max_abs_diff == 0.0
+    odd = [_logits(), torch.zeros(7, K)]  # 7 rows: no t-major fold of 4 samples
+    assert _check(("folded",)).first(odd, 2) is odd
 
 
 def test_a_flip_cascade_is_located_in_the_message():
@@ -362,25 +363,36 @@ def test_one_wrong_small_layer_fails_among_large_ones():
 
 def test_a_forced_flip_does_not_explain_a_forced_logit_difference():
     """Teacher-forced, the layers after a flipping layer get the exported spikes, so its flip
-    cannot move eager's logits: a difference there is the graph after the spikes (a shared
-    layer's earlier, unforced call is the exception)."""
+    cannot move eager's logits: a difference there is the graph after the spikes."""
     spikes = torch.zeros(T * N, K)
     flipped = spikes.clone()
     flipped[1 * N + 2, 0] = 1.0  # sample 2's own flip, teacher-forced
     head = _logits().clone()
     head[2, 0] += 0.5
-    for shared, ok in ((frozenset(), False), (frozenset({"l0"}), True)):
-        c = _check()
-        c.report.max_flip_fraction = 1.0
-        c.add(
-            "random",
-            [_logits(), spikes],
-            [head, spikes],
-            TeacherForced([_logits(), flipped], shared),
-        )
-        r = c.finish()
-        assert r.samples_outside_tol_forced == 1 and r.ok is ok, r.message
-        assert r.samples_unexplained_forced == (0 if ok else 1)
+    c = _check()
+    c.report.max_flip_fraction = 1.0
+    c.add("random", [_logits(), spikes], [head, spikes], TeacherForced([_logits(), flipped]))
+    r = c.finish()
+    assert r.samples_outside_tol_forced == 1 and r.samples_unexplained_forced == 1
+    assert r.ok is False and "with no spike flip to explain it" in r.message
+
+
+def test_non_finite_teacher_forced_logits_fail_whatever_the_float64_pass_says():
+    """An infinite float32 forced logit would make float32 eager's distance from float64, and
+    with it the tolerance, infinite: it fails as non-finite instead."""
+    spikes = torch.zeros(T * N, K)
+    broken = _logits().clone()
+    broken[0, 0] = float("inf")
+    c = _check()
+    wrong = _logits().roll(1, dims=1)
+    c.add(
+        "random",
+        [_logits(), spikes],
+        [wrong, spikes],
+        TeacherForced([broken, spikes], exact=[_logits(), spikes]),
+    )
+    r = c.finish()
+    assert r.ok is False and "non-finite logits" in r.message and r.exact_batches == 0
 
 
 def _ill_conditioned():
@@ -456,15 +468,34 @@ def test_the_float64_pass_counts_only_flips_beyond_float32_eagers_own():
         assert r.forced_flips_per_layer == {"l0": counted} and r.ok is ok, r.message
 
 
-def test_needs_exact_only_where_float32_eager_would_fail_the_chunk():
+def test_needs_exact_where_float32_eager_might_fail():
+    """Flips are judged summed over every chunk, so any teacher-forced flip asks for the
+    float64 pass; a chunk within tolerance, without flips, does not."""
     spikes = torch.zeros(T * N, K)
     c = _check()
     assert not c.needs_exact([_logits(), spikes], TeacherForced([_logits(), spikes]))
-    two = spikes.clone()
-    two[0, :2] = 1.0  # two flips: within a layer's allowance
-    assert not c.needs_exact([_logits(), two], TeacherForced([_logits(), spikes]))
-    three = spikes.clone()
-    three[0, :3] = 1.0
-    assert c.needs_exact([_logits(), three], TeacherForced([_logits(), spikes]))
+    one = spikes.clone()
+    one[0, 0] = 1.0
+    assert c.needs_exact([_logits(), one], TeacherForced([_logits(), spikes]))
     swapped = _logits().roll(1, dims=1)
     assert c.needs_exact([swapped, spikes], TeacherForced([_logits(), spikes]))
+
+
+def test_flips_summed_over_chunks_are_judged_against_float64_where_it_ran():
+    """Two flips per chunk in a layer of 24 spikes, five chunks: 10 of 120 teacher-forced flips
+    fail float32's count (8 %); float64 shows float32 eager makes the same flips (the
+    exported spikes are the exact ones), so none counts."""
+    exact = torch.zeros(T * N, K)
+    eager = exact.clone()
+    eager[0, :2] = 1.0
+    checks = {"float32 only": _check(), "with float64": _check()}
+    for _ in range(5):
+        plain = TeacherForced([_logits(), eager])
+        assert checks["float32 only"].needs_exact([_logits(), exact], plain)
+        checks["float32 only"].add("random", [_logits(), exact], [_logits(), exact], plain)
+        judged = TeacherForced([_logits(), eager], exact=[_logits(), exact])
+        checks["with float64"].add("random", [_logits(), exact], [_logits(), exact], judged)
+    r = checks["float32 only"].finish()
+    assert r.spikes_flipped_forced == 10 and r.ok is False
+    r = checks["with float64"].finish()
+    assert r.spikes_flipped_forced == 0 and r.exact_batches == 5 and r.ok, r.message

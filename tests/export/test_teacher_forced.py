@@ -45,15 +45,49 @@ class SharedActivation(nn.Module):
         return self.step(self.second(self.step(self.first(x)))).sum(1)
 
 
-def test_a_shared_layer_is_forced_at_its_last_call_only():
+def test_a_shared_layer_is_tapped_and_forced_at_every_call():
     torch.manual_seed(0)
     model = SharedActivation()
     tap = SpikeTap(model, [("step", model.step)])
     x = torch.randn(6, 4)
-    (_, exported), calls = tap.reference(x)  # the tap exports the last call: shape [6, 3]
-    assert exported.shape == (6, 3) and calls == {"step": 2}
-    logits, forced = tap.teacher_forced(x, [torch.zeros(6, 3)], calls)
-    with torch.no_grad():  # the first call ran free, the second is eager's own from it
-        assert torch.equal(forced, Step()(model.second(Step()(model.first(x)))))
-    assert torch.equal(logits, torch.zeros(6))  # the output is computed from the given zeros
+    (_, first, second), calls = tap.reference(x)  # one tapped tensor per call, in call order
+    assert (first.shape, second.shape) == ((6, 5), (6, 3)) and calls == {"step": 2}
+    assert tap.output_names(calls) == ["step (call 1 of 2)", "step (call 2 of 2)"]
+    given_first, given_second = torch.ones(6, 5), torch.zeros(6, 3)
+    logits, forced_first, forced_second = tap.teacher_forced(x, [given_first, given_second], calls)
+    with torch.no_grad():
+        assert torch.equal(forced_first, Step()(model.first(x)))  # its own input is x
+        assert torch.equal(forced_second, Step()(model.second(given_first)))  # given call 1
+    assert torch.equal(logits, torch.zeros(6))  # the output is computed from call 2's zeros
+    assert not model.step._forward_hooks
+
+
+class SpikeDependentCalls(nn.Module):
+    """Runs its step a second time only when the first one fired: control flow on spikes."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.fc = nn.Linear(4, 4)
+        self.step = Step()
+
+    def forward(self, x):
+        s = self.step(self.fc(x))
+        return self.step(s - 0.5) if bool(s.any()) else s
+
+
+def test_control_flow_on_spikes_is_one_line():
+    import pytest
+
+    from hybridize.errors import ExportError
+
+    torch.manual_seed(0)
+    model = SpikeDependentCalls()
+    with torch.no_grad():
+        model.fc.bias.fill_(100.0)  # the first call fires on its own: the step runs twice
+    tap = SpikeTap(model, [("step", model.step)])
+    x = torch.rand(2, 4)
+    _, calls = tap.reference(x)
+    assert calls == {"step": 2}
+    with pytest.raises(ExportError, match="ran 1 times given the exported spikes and 2 times"):
+        tap.teacher_forced(x, [torch.zeros(2, 4), torch.zeros(2, 4)], calls)
     assert not model.step._forward_hooks
