@@ -217,10 +217,12 @@ def _run_parity(
             with torch.no_grad(), batch_errors(tuple(x.shape), "the model"):
                 outputs, calls = tap.reference(x.to(device))
             if calls != traced_calls:
+                layer = next(n for n in traced_calls if calls[n] != traced_calls[n])
                 raise ExportError(
-                    f"the model runs its spiking layers a different number of times at batch "
-                    f"{x.shape[0]} than at the example's ({dict(calls)} vs {dict(traced_calls)}); "
-                    "export with a static batch (--batch-size N)"
+                    f"spiking layer {layer} runs {calls[layer]} times on a check batch of shape "
+                    f"{tuple(x.shape)} and {traced_calls[layer]} times on the example: the "
+                    "model's control flow depends on its input (its values or batch size), "
+                    "which the exported graph, traced on the example, cannot follow"
                 )
             ref = check.first([t.detach().cpu() for t in outputs], valid)
             with batch_errors(tuple(x.shape), "the exported ONNX graph"):
@@ -238,13 +240,40 @@ def _run_parity(
     check.report.exact_unavailable = exact.unavailable
 
 
+# the backends whose float32 may run at a lower precision (TF32 on CUDA, bf16/TF32 in oneDNN)
+# where torch has the per-backend ``fp32_precision`` setting
+_FP32_BACKENDS = ("cuda.matmul", "cudnn.conv", "cudnn.rnn", "mkldnn.matmul", "mkldnn.conv")
+
+
 @contextmanager
 def full_float32() -> Iterator[None]:
-    """CUDA's TF32 off (matmuls and cuDNN convolutions in float32 proper) while a check runs
-    eager: the exported program runs in float32 on onnxruntime's CPU."""
+    """Float32 proper (no TF32, no bf16 in float32 ops) while a check runs eager: the exported
+    program runs in float32 on onnxruntime's CPU. Uses torch's ``fp32_precision`` settings
+    where they exist (reading the older ``allow_tf32`` flags after a user set those raises)."""
+    backends = [_backend(path) for path in _FP32_BACKENDS]
+    settable = [b for b in backends if b is not None and hasattr(b, "fp32_precision")]
+    if settable:
+        saved = [b.fp32_precision for b in settable]
+        for b in settable:
+            b.fp32_precision = "ieee"
+        try:
+            yield
+        finally:
+            for b, value in zip(settable, saved, strict=True):
+                b.fp32_precision = value
+        return
     matmul, cudnn = torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32
     torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = False
     try:
         yield
     finally:
         torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = matmul, cudnn
+
+
+def _backend(path: str) -> Any:
+    obj: Any = torch.backends
+    for part in path.split("."):
+        obj = getattr(obj, part, None)
+        if obj is None:
+            return None
+    return obj

@@ -35,6 +35,10 @@ DEFAULT_CHECK_BATCH = 4
 # as float32 eager is (its logits' distance, its flips), plus the tolerance: it is another
 # float32 program, whose sums run in other orders
 FLOAT32_SPREAD = 2.0
+# ... but not where float32 eager is farther than this many tolerances from the float64 pass:
+# then the model is too ill-conditioned to check, or computes something else in float64
+# (dtype-dependent code), and float32 eager judges the batch
+MAX_FLOAT32_ERROR = 100.0
 # The ONNX check holds a chunk's spikes of every tapped layer three times (eager, onnxruntime,
 # the teacher-forced pass; five times' worth where the float64 pass runs too); without a
 # check_batch it shrinks the chunk to keep each copy within this (a 256 px ResNet-50-size
@@ -146,6 +150,7 @@ class ParityReport:
     exact_batches: int = 0
     float32_error: float | None = None
     exact_unavailable: str = ""  # why the float64 pass could not run, where it was needed
+    exact_distrusted: int = 0  # batches where float32 eager was too far from float64 to use it
     warning: str = ""
 
     @classmethod
@@ -206,11 +211,12 @@ class ParityReport:
         )
         if self.top1_agreement_forced is not None:
             out.append(
-                f"teacher-forced logits (eager from the exported spikes): max |d logits| "
-                f"{self.max_abs_diff_forced:.3g}, top-1 agreement "
+                "teacher-forced logits (eager from the exported spikes"
+                + (", against float64 where it ran" if self.exact_batches else "")
+                + f"): max |d logits| {self.max_abs_diff_forced:.3g}, top-1 agreement "
                 f"{self.top1_agreement_forced:.4f}, outside tolerance "
-                f"{self.samples_outside_tol_forced} ({self.samples_unexplained_forced} without "
-                "any teacher-forced flip); the rule is judged on these"
+                f"{self.samples_outside_tol_forced} (no flip can explain these); the rule is "
+                "judged on these"
             )
         if self.exact_batches:
             out.append(
@@ -388,7 +394,9 @@ class ParityCheck:
             self.nonfinite = True
         slack = None
         exact = forced.exact
-        if exact is None or not torch.isfinite(exact[0]).all() or self.nonfinite:
+        if exact is not None and not self._trusted(ref_logits, exact[0].double().reshape(n, -1)):
+            exact = None
+        if exact is None:
             counts = self._count(forced.outputs[1:], test[1:], n)
         else:
             exact_logits = exact[0].double().reshape(n, -1)
@@ -406,6 +414,18 @@ class ParityCheck:
         self.forced = self.forced or _Logits()
         unexplained = torch.zeros(n, dtype=torch.bool)
         self.forced.add(ref_logits, test[0].double().reshape(n, -1), unexplained, r, slack)
+
+    def _trusted(self, float32: torch.Tensor, exact: torch.Tensor) -> bool:
+        """Whether the float64 logits may judge a chunk: finite, float32 eager's too, and float32
+        eager within :data:`MAX_FLOAT32_ERROR` tolerances of them (counted when not)."""
+        if self.nonfinite or not torch.isfinite(exact).all():
+            return False
+        r = self.report
+        tolerance = r.atol + r.rtol * exact.abs().amax(dim=1)
+        if ((float32 - exact).abs().amax(dim=1) > MAX_FLOAT32_ERROR * tolerance).any():
+            r.exact_distrusted += 1
+            return False
+        return True
 
     def _count(self, a: list[torch.Tensor], b: list[torch.Tensor], n: int) -> list[_LayerFlips]:
         """Per tapped layer, the flips between two lists of spike tensors: how many, and per
@@ -476,9 +496,13 @@ class ParityCheck:
         if self.nonfinite:
             problems.append("non-finite logits")
         if judged.unexplained:
+            why = (
+                "(every spiking layer was given the exported spikes: no flip explains it)"
+                if kind
+                else "with no spike flip to explain it"
+            )
             problems.append(
-                f"{judged.unexplained} sample(s) differ by more than the tolerance {kind}"
-                "with no spike flip to explain it"
+                f"{judged.unexplained} sample(s) differ by more than the tolerance {kind}{why}"
             )
         top1 = judged.agree / total if self.total else None
         if top1 is not None and top1 < r.min_top1:
@@ -491,6 +515,13 @@ class ParityCheck:
             problems.append(_too_many_flips(r, frac))
         elif forced is not None:  # and per layer: one wrong small layer hides among large ones
             problems += self._layer_flip_problems()[:1]
+        if problems and r.exact_distrusted:
+            problems.append(
+                f"on {r.exact_distrusted} batch(es) float32 eager is more than "
+                f"{MAX_FLOAT32_ERROR:g} tolerances from its float64 pass, so float32 judged them: "
+                "the model is too ill-conditioned to check in float32, or computes something "
+                "else in float64"
+            )
         if problems and r.exact_unavailable:
             problems.append(
                 "the float64 reference, which tells float32 rounding from a wrong graph, could "

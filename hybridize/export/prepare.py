@@ -177,12 +177,26 @@ class ExactTap:
             return None
         try:
             if self._copy is None:
-                model = copy.deepcopy(self._tap.model).to("cpu", torch.float64)
+                model = _float64_cpu_copy(self._tap.model)
                 modules = dict(model.named_modules())
                 layers = [(name, modules[name]) for name in self._tap.layer_names]
                 self._copy = SpikeTap(model, layers)
-            return self._copy.teacher_forced(x.to("cpu", torch.float64), spikes, calls)
+            if x.is_floating_point():  # an integer image stays one: the model decodes it itself
+                x = x.to(torch.float64)
+            return self._copy.teacher_forced(x.cpu(), spikes, calls)
         except Exception as exc:  # any failure of this optional pass: float32 eager decides
             self.unavailable = f"{type(exc).__name__}: {first_line(exc, 200)}"
             self._copy = None
             return None
+
+
+def _float64_cpu_copy(model: nn.Module) -> nn.Module:
+    """A deep copy of ``model`` on the CPU with its floating tensors in float64, made without a
+    second copy on the model's own device (deepcopy takes the prepared tensors from its memo)."""
+    memo: dict[int, object] = {}
+    for p in model.parameters():
+        data = p.detach().to("cpu", torch.float64 if p.is_floating_point() else p.dtype)
+        memo[id(p)] = nn.Parameter(data, requires_grad=p.requires_grad)
+    for b in model.buffers():
+        memo[id(b)] = b.detach().to("cpu", torch.float64 if b.is_floating_point() else b.dtype)
+    return copy.deepcopy(model, memo)

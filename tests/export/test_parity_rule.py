@@ -374,7 +374,7 @@ def test_a_forced_flip_does_not_explain_a_forced_logit_difference():
     c.add("random", [_logits(), spikes], [head, spikes], TeacherForced([_logits(), flipped]))
     r = c.finish()
     assert r.samples_outside_tol_forced == 1 and r.samples_unexplained_forced == 1
-    assert r.ok is False and "with no spike flip to explain it" in r.message
+    assert r.ok is False and "given the exported spikes: no flip explains it" in r.message
 
 
 def test_non_finite_teacher_forced_logits_fail_whatever_the_float64_pass_says():
