@@ -412,8 +412,8 @@ class ParityCheck:
         flips = self._flips(counts, n, r.forced_flips_per_layer)
         r.spikes_flipped_forced = (r.spikes_flipped_forced or 0) + int(flips.total)
         self.forced = self.forced or _Logits()
-        unexplained = torch.zeros(n, dtype=torch.bool)
-        self.forced.add(ref_logits, test[0].double().reshape(n, -1), unexplained, r, slack)
+        no_flip_explains = torch.zeros(n, dtype=torch.bool)
+        self.forced.add(ref_logits, test[0].double().reshape(n, -1), no_flip_explains, r, slack)
 
     def _trusted(self, float32: torch.Tensor, exact: torch.Tensor) -> bool:
         """Whether the float64 logits may judge a chunk: finite, float32 eager's too, and float32
