@@ -32,8 +32,9 @@ MIN_TOP1 = 0.95
 MAX_FLIP_FRACTION = 1e-3
 DEFAULT_CHECK_BATCH = 4
 # Judged against the float64 pass, an exported program may be this many times as far from it
-# as float32 eager is (its logits' distance, its flips), plus the tolerance: it is another
-# float32 program, whose sums run in other orders
+# as float32 eager is (its logits' distance, relative to each sample's largest |logit| and the
+# largest over a chunk; its flips), plus the tolerance: it is another float32 program, whose
+# sums run in other orders
 FLOAT32_SPREAD = 2.0
 # ... but not where float32 eager is farther than this many tolerances from the float64 pass:
 # then the model is too ill-conditioned to check, or computes something else in float64
@@ -403,7 +404,11 @@ class ParityCheck:
             own = (ref_logits - exact_logits).abs().amax(dim=1)
             r.exact_batches += 1
             r.float32_error = max(r.float32_error or 0.0, float(own.max()))
-            slack = FLOAT32_SPREAD * own
+            # float32's error scale, pooled over the chunk: one sample's own distance is a draw
+            # (it may be small by luck where the export's is not); its largest relative distance
+            # is the estimate, applied at each sample's scale
+            scale = exact_logits.abs().amax(dim=1).clamp_min(r.atol)
+            slack = FLOAT32_SPREAD * scale * float((own / scale).max())
             counts = _excess(
                 self._count(exact[1:], test[1:], n),
                 self._count(exact[1:], forced.outputs[1:], n),

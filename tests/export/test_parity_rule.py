@@ -428,6 +428,25 @@ def test_the_float64_pass_accepts_an_export_as_close_to_exact_as_float32_eager()
     assert without.finish().ok is False
 
 
+def test_float32s_error_scale_is_pooled_over_the_chunk():
+    """Sample 0's float32 logits are 2e-3 from exact, sample 1's only 1e-5 (a lucky draw); the
+    export is 3e-3 off on both. Per sample, sample 1 would fail (3e-3 > 2 * 1e-5 + 1.1e-4); the
+    chunk's relative float32 error (2e-3 of 0.01) at sample 1's scale allows it."""
+    exact = torch.tensor([[0.010, 0.002, -0.004]] * 2, dtype=torch.float64)
+    eager = exact + torch.tensor([[2e-3, 0.0, 0.0], [1e-5, 0.0, 0.0]], dtype=torch.float64)
+    exported = exact - torch.tensor([3e-3, 0.0, 0.0], dtype=torch.float64)
+    spikes = torch.zeros(T * 2, K)
+    c = _check()
+    c.add(
+        "random",
+        [eager, spikes],
+        [exported, spikes],
+        TeacherForced([eager, spikes], exact=[exact, spikes]),
+    )
+    r = c.finish()
+    assert r.ok and r.samples_outside_tol_forced == 0, r.message
+
+
 def test_the_float64_pass_still_fails_an_export_farther_from_exact_than_float32():
     """Float32 eager is 2e-3 from exact; an export 0.05 from it is off by more than twice
     float32's rounding plus the tolerance: a wrong graph."""
