@@ -520,21 +520,28 @@ class ParityCheck:
             problems.append(_too_many_flips(r, frac))
         elif forced is not None:  # and per layer: one wrong small layer hides among large ones
             problems += self._layer_flip_problems()[:1]
-        if problems and r.exact_distrusted:
-            problems.append(
+        if problems:  # why float64 did not judge comes first: it is what to read
+            problems = self._float64_notes() + problems
+        r.ok = not problems
+        r.message = "; ".join(problems)
+        return r
+
+    def _float64_notes(self) -> list[str]:
+        """Why the float64 reference did not judge some batches, where it did not."""
+        r, notes = self.report, []
+        if r.exact_distrusted:
+            notes.append(
                 f"on {r.exact_distrusted} batch(es) float32 eager is more than "
                 f"{MAX_FLOAT32_ERROR:g} tolerances from its float64 pass, so float32 judged them: "
                 "the model is too ill-conditioned to check in float32, or computes something "
                 "else in float64"
             )
-        if problems and r.exact_unavailable:
-            problems.append(
+        if r.exact_unavailable:
+            notes.append(
                 "the float64 reference, which tells float32 rounding from a wrong graph, could "
                 f"not run ({r.exact_unavailable})"
             )
-        r.ok = not problems
-        r.message = "; ".join(problems)
-        return r
+        return notes
 
 
 @dataclass(frozen=True)
