@@ -181,9 +181,10 @@ class ExactTap:
                 modules = dict(model.named_modules())
                 layers = [(name, modules[name]) for name in self._tap.layer_names]
                 self._copy = SpikeTap(model, layers)
+            x = x.cpu()
             if x.is_floating_point():  # an integer image stays one: the model decodes it itself
                 x = x.to(torch.float64)
-            return self._copy.teacher_forced(x.cpu(), spikes, calls)
+            return self._copy.teacher_forced(x, spikes, calls)
         except Exception as exc:  # any failure of this optional pass: float32 eager decides
             self.unavailable = f"{type(exc).__name__}: {first_line(exc, 200)}"
             self._copy = None
