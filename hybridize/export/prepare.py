@@ -193,11 +193,21 @@ class ExactTap:
 
 def _float64_cpu_copy(model: nn.Module) -> nn.Module:
     """A deep copy of ``model`` on the CPU with its floating tensors in float64, made without a
-    second copy on the model's own device (deepcopy takes the prepared tensors from its memo)."""
+    second copy on the model's own device (deepcopy takes the prepared tensors from its memo):
+    parameters, buffers and tensors kept as plain module attributes, each copied (never shared
+    with the model, also where no conversion was needed)."""
+
+    def cpu64(t: torch.Tensor) -> torch.Tensor:
+        dtype = torch.float64 if t.is_floating_point() else t.dtype
+        return t.detach().to("cpu", dtype, copy=True)
+
     memo: dict[int, object] = {}
     for p in model.parameters():
-        data = p.detach().to("cpu", torch.float64 if p.is_floating_point() else p.dtype)
-        memo[id(p)] = nn.Parameter(data, requires_grad=p.requires_grad)
+        memo[id(p)] = nn.Parameter(cpu64(p), requires_grad=p.requires_grad)
     for b in model.buffers():
-        memo[id(b)] = b.detach().to("cpu", torch.float64 if b.is_floating_point() else b.dtype)
+        memo[id(b)] = cpu64(b)
+    for m in model.modules():
+        for value in vars(m).values():
+            if isinstance(value, torch.Tensor) and id(value) not in memo:
+                memo[id(value)] = cpu64(value)
     return copy.deepcopy(model, memo)

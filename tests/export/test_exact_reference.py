@@ -183,3 +183,30 @@ def test_the_check_runs_float32_proper_and_restores_the_users_precision_settings
     finally:
         for b, value in zip(backends, before, strict=True):
             b.fp32_precision = value
+
+
+class _Stateful(nn.Module):
+    """An integer buffer changed by the forward and a float tensor kept as a plain attribute."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.fc = nn.Linear(4, 2)
+        self.register_buffer("calls", torch.zeros((), dtype=torch.long))
+        self.offset = torch.full((2,), 0.25)  # not a buffer
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        self.calls += 1
+        return self.fc(x) + self.offset
+
+
+def test_the_float64_copy_shares_nothing_with_the_model():
+    """Its integer buffer is its own (the model's count does not move when the copy runs) and
+    a plain tensor attribute is widened with the weights (no float32 left to mix)."""
+    from hybridize.export.prepare import _float64_cpu_copy
+
+    model = _Stateful()
+    copy64 = _float64_cpu_copy(model)
+    out = copy64(torch.rand(3, 4, dtype=torch.float64))
+    assert out.dtype == torch.float64 and copy64.offset.dtype == torch.float64
+    assert int(copy64.calls) == 1 and int(model.calls) == 0
+    assert model.fc.weight.dtype == torch.float32 and model.offset.dtype == torch.float32

@@ -488,19 +488,59 @@ def test_the_float64_pass_counts_only_flips_beyond_float32_eagers_own():
 
 
 def test_needs_exact_where_float32_eager_might_fail():
-    """Flips are judged summed over every chunk: a chunk asks for the float64 pass when a
-    layer flips more than the allowed fraction of its spikes in that chunk (then the sum might
-    fail), not for a rare flip in a large layer; logits outside tolerance or a top-1
-    disagreement ask for it too."""
-    spikes, large = torch.zeros(T * N, K), torch.zeros(T * N, 2500)  # 96 and 80,000 spikes
+    """Flips are judged summed over every chunk, and the float64 pass may take a chunk's count
+    below float32's: any teacher-forced flip asks for it, as do logits outside tolerance and a
+    top-1 disagreement; a clean chunk does not."""
+    spikes, large = torch.zeros(T * N, K), torch.zeros(T * N, 2500)
     c = _check(("folded", "folded"))
     assert not c.needs_exact([_logits(), spikes, large], TeacherForced([_logits(), spikes, large]))
-    one, rare = spikes.clone(), large.clone()
-    one[0, 0] = rare[0, 0] = 1.0
-    assert c.needs_exact([_logits(), one, large], TeacherForced([_logits(), spikes, large]))
-    assert not c.needs_exact([_logits(), spikes, rare], TeacherForced([_logits(), spikes, large]))
+    rare = large.clone()
+    rare[0, 0] = 1.0  # one flip in 80,000
+    assert c.needs_exact([_logits(), spikes, rare], TeacherForced([_logits(), spikes, large]))
     swapped = _logits().roll(1, dims=1)
     assert c.needs_exact([swapped, spikes, large], TeacherForced([_logits(), spikes, large]))
+
+
+def test_a_sample_with_tiny_logits_does_not_widen_the_others_slack():
+    """Sample 0's logits are ~5e-5, and float32 eager is 5e-3 off them (45 tolerances: still
+    trusted); sample 1's export is wrong by hundreds. Pooled in tolerances, float32's error
+    allows sample 1 at most 2 x 45 of its own tolerances (0.011 each): it fails."""
+    exact = torch.tensor([[5e-5, -5e-5, 0.0], [10.0, 2.0, 1.0]], dtype=torch.float64)
+    eager = exact.clone()
+    eager[0, 0] += 5e-3
+    exported = exact.clone()
+    exported[1] = torch.tensor([-500.0, 900.0, 3.0], dtype=torch.float64)
+    spikes = torch.zeros(T * 2, K)
+    c = _check()
+    c.add(
+        "random",
+        [eager, spikes],
+        [exported, spikes],
+        TeacherForced([eager, spikes], exact=[exact, spikes]),
+    )
+    r = c.finish()
+    assert r.exact_batches == 1 and r.ok is False and r.samples_outside_tol_forced == 1
+
+
+def test_an_all_zero_sample_at_zero_atol_does_not_disable_the_check():
+    """atol 0 and a sample whose exact logits are all zero: its tolerance is 0, float32 is
+    exact on it; the float64 pass must still fail a wrong export of the other sample."""
+    exact = torch.tensor([[0.0, 0.0, 0.0], [10.0, 2.0, 1.0]], dtype=torch.float64)
+    eager = exact.clone()
+    eager[1, 0] += 1e-3  # 0.1 of sample 1's tolerance (0.01)
+    exported = exact.clone()
+    exported[1, 0] += 1.0
+    spikes = torch.zeros(T * 2, K)
+    c = _check()
+    c.report.atol = 0.0
+    c.add(
+        "random",
+        [eager, spikes],
+        [exported, spikes],
+        TeacherForced([eager, spikes], exact=[exact, spikes]),
+    )
+    r = c.finish()
+    assert r.exact_batches == 1 and r.ok is False and r.samples_outside_tol_forced == 1
 
 
 def test_flips_summed_over_chunks_are_judged_against_float64_where_it_ran():
