@@ -395,6 +395,21 @@ def test_non_finite_teacher_forced_logits_fail_whatever_the_float64_pass_says():
     assert r.ok is False and "non-finite logits" in r.message and r.exact_batches == 0
 
 
+def _judged_by_float64(eager, exported, exact, **report_fields):
+    """One chunk of logits (no flips) judged against a float64 pass: the finished report."""
+    spikes = torch.zeros(T * exact.shape[0], K)
+    c = _check()
+    for name, value in report_fields.items():
+        setattr(c.report, name, value)
+    c.add(
+        "random",
+        [eager, spikes],
+        [exported, spikes],
+        TeacherForced([eager, spikes], exact=[exact, spikes]),
+    )
+    return c.finish()
+
+
 def _ill_conditioned():
     """Exact logits, float32 eager's 2e-3 off them (an ill-conditioned model), and an exported
     program 3e-3 off them the other way (under twice eager's error): eager and export differ by
@@ -431,19 +446,11 @@ def test_the_float64_pass_accepts_an_export_as_close_to_exact_as_float32_eager()
 def test_float32s_error_scale_is_pooled_over_the_chunk():
     """Sample 0's float32 logits are 2e-3 from exact, sample 1's only 1e-5 (a lucky draw); the
     export is 3e-3 off on both. Per sample, sample 1 would fail (3e-3 > 2 * 1e-5 + 1.1e-4); the
-    chunk's relative float32 error (2e-3 of 0.01) at sample 1's scale allows it."""
+    chunk's float32 error in tolerances (2e-3 / 1.1e-4) at sample 1's tolerance allows it."""
     exact = torch.tensor([[0.010, 0.002, -0.004]] * 2, dtype=torch.float64)
     eager = exact + torch.tensor([[2e-3, 0.0, 0.0], [1e-5, 0.0, 0.0]], dtype=torch.float64)
     exported = exact - torch.tensor([3e-3, 0.0, 0.0], dtype=torch.float64)
-    spikes = torch.zeros(T * 2, K)
-    c = _check()
-    c.add(
-        "random",
-        [eager, spikes],
-        [exported, spikes],
-        TeacherForced([eager, spikes], exact=[exact, spikes]),
-    )
-    r = c.finish()
+    r = _judged_by_float64(eager, exported, exact)
     assert r.ok and r.samples_outside_tol_forced == 0, r.message
 
 
@@ -453,15 +460,7 @@ def test_the_float64_pass_still_fails_an_export_farther_from_exact_than_float32(
     exact, eager, _ = _ill_conditioned()
     wrong = exact.clone()
     wrong[:, 2] += 0.05
-    spikes = torch.zeros(T * N, K)
-    c = _check()
-    c.add(
-        "random",
-        [eager, spikes],
-        [wrong, spikes],
-        TeacherForced([eager, spikes], exact=[exact, spikes]),
-    )
-    r = c.finish()
+    r = _judged_by_float64(eager, wrong, exact)
     assert r.ok is False and r.samples_unexplained_forced == N
 
 
@@ -510,15 +509,7 @@ def test_a_sample_with_tiny_logits_does_not_widen_the_others_slack():
     eager[0, 0] += 5e-3
     exported = exact.clone()
     exported[1] = torch.tensor([-500.0, 900.0, 3.0], dtype=torch.float64)
-    spikes = torch.zeros(T * 2, K)
-    c = _check()
-    c.add(
-        "random",
-        [eager, spikes],
-        [exported, spikes],
-        TeacherForced([eager, spikes], exact=[exact, spikes]),
-    )
-    r = c.finish()
+    r = _judged_by_float64(eager, exported, exact)
     assert r.exact_batches == 1 and r.ok is False and r.samples_outside_tol_forced == 1
 
 
@@ -530,16 +521,7 @@ def test_an_all_zero_sample_at_zero_atol_does_not_disable_the_check():
     eager[1, 0] += 1e-3  # 0.1 of sample 1's tolerance (0.01)
     exported = exact.clone()
     exported[1, 0] += 1.0
-    spikes = torch.zeros(T * 2, K)
-    c = _check()
-    c.report.atol = 0.0
-    c.add(
-        "random",
-        [eager, spikes],
-        [exported, spikes],
-        TeacherForced([eager, spikes], exact=[exact, spikes]),
-    )
-    r = c.finish()
+    r = _judged_by_float64(eager, exported, exact, atol=0.0)
     assert r.exact_batches == 1 and r.ok is False and r.samples_outside_tol_forced == 1
 
 
