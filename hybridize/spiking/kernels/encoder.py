@@ -54,9 +54,10 @@ COSINES: str | None = None
 
 
 def cosine_scheme(z: Tensor) -> str:
-    """The fused backward's cosine scheme for z: "doubling" for float32 / half on CPU, where one
-    float64 cosine is cheaper than B + 1 float32 ones; "direct" for float64 (no wider type to
-    double in) and on CUDA (float64 is slow on most GPUs). ``COSINES`` overrides it."""
+    """The fused backward's cosine scheme for z: "doubling" for float32 / half on CPU (the more
+    accurate; faster on some CPUs, slower on others: docs/performance.md); "direct" for float64
+    (no wider type to double in) and on CUDA (float64 is slow on most GPUs). ``COSINES``
+    overrides it."""
     if COSINES is not None:
         return COSINES
     return "doubling" if z.device.type == "cpu" and z.dtype != torch.float64 else "direct"
