@@ -12,13 +12,14 @@ spikes), the rule is judged on that comparison, so that a few rounding flips cas
 deep hybrid are not mistaken for a wrong graph; the free-running figures are still reported.
 Teacher-forced, a layer's own flips cannot move the logits (the layers after it are given the
 exported spikes), so only float rounding may remain; where float32 eager is too far from exact
-to judge that (an ill-conditioned model), the same pass in float64 judges it (:class:`TeacherForced`).
+to judge that (an ill-conditioned model), the same pass in float64 judges it.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import math
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -280,16 +281,6 @@ class _Logits:
         return diff
 
 
-@dataclass(frozen=True)
-class TeacherForced:
-    """Eager's ``[logits, *spikes]`` with every call of every spiking layer given the exported
-    program's spikes (:meth:`SpikeTap.teacher_forced`), in the model's dtype and, where needed,
-    in float64 (``exact``; None where float32 eager judged the chunk alone)."""
-
-    outputs: list[torch.Tensor]
-    exact: list[torch.Tensor] | None = None
-
-
 class ParityCheck:
     """Accumulates chunk-by-chunk comparisons and decides pass/fail."""
 
@@ -314,10 +305,14 @@ class ParityCheck:
         source: str,
         ref: list[torch.Tensor],
         test: list[torch.Tensor],
-        forced: TeacherForced | None = None,
+        forced: list[torch.Tensor] | None = None,
+        exact: Callable[[], list[torch.Tensor] | None] | None = None,
     ) -> None:
         """Compare one chunk: ``ref``/``test`` are ``[logits, *spikes]`` for the same inputs;
-        ``forced`` eager's teacher-forced pass on them, on which the rule is then judged."""
+        ``forced`` the same from eager with every spiking layer given ``test``'s spikes
+        (:meth:`SpikeTap.teacher_forced`), on which the rule is then judged; ``exact`` runs that
+        pass in float64 (None where it cannot run), called only where float32 eager alone might
+        fail the chunk (:class:`ExactTap`)."""
         r = self.report
         ref_logits, test_logits = ref[0].double(), test[0].double()
         if ref_logits.shape != test_logits.shape:
@@ -337,7 +332,7 @@ class ParityCheck:
         r.spikes_flipped += int(flips.total)
         diff = self.free.add(ref_logits.reshape(n, -1), flat_test, flips.explained, r)
         if forced is not None:
-            self._add_forced(forced, test, n)
+            self._add_forced(forced, test, n, exact)
         self.total += n
         t = self.tallies[source]
         t.max_diff, t.seen = max(t.max_diff, float(diff.max())), True
@@ -365,34 +360,35 @@ class ParityCheck:
                 return outputs
         return kept
 
-    def needs_exact(self, test: list[torch.Tensor], forced: TeacherForced) -> bool:
-        """Whether float32 eager alone might fail this chunk teacher-forced (a sample outside
-        the tolerance, a top-1 disagreement, or any flip: flips are judged summed over the
-        chunks, and float64 may take a chunk's count below float32's): then the float64 pass
-        decides whether the export or float32 eager is off."""
-        n = test[0].shape[0]
-        logits = [o.double().reshape(n, -1) for o in (forced.outputs[0], test[0])]
-        flips = any(c.total for c in self._count(forced.outputs[1:], test[1:], n))
-        return self._fails_alone(*logits) or flips
-
-    def _add_forced(self, forced: TeacherForced, test: list[torch.Tensor], n: int) -> None:
+    def _add_forced(
+        self,
+        forced: list[torch.Tensor],
+        test: list[torch.Tensor],
+        n: int,
+        exact_pass: Callable[[], list[torch.Tensor] | None] | None,
+    ) -> None:
         """The judged comparison: the exported program against eager teacher-forced, or, where
-        the float64 pass ran, against that, allowing :data:`FLOAT32_SPREAD` times float32
-        eager's own distance from it. No flip excuses a difference here: every layer after a
-        flip was given the exported spikes, so only float rounding can remain."""
+        float32 eager alone might fail the chunk (a sample outside the tolerance, a top-1
+        disagreement, or any flip: flips are judged summed over the chunks, and float64 may take
+        a chunk's count below float32's), against the float64 pass, allowing
+        :data:`FLOAT32_SPREAD` times float32 eager's own distance from it. No flip excuses a
+        difference here: every layer after a flip was given the exported spikes, so only float
+        rounding can remain."""
         r = self.report
-        ref_logits = forced.outputs[0].double().reshape(n, -1)
+        ref_logits = forced[0].double().reshape(n, -1)
+        test_logits = test[0].double().reshape(n, -1)
         if not torch.isfinite(ref_logits).all():
             self.nonfinite = True
-        slack = None
-        exact = forced.exact
+        counts = self._count(forced[1:], test[1:], n)
+        fails_alone = self._fails_alone(ref_logits, test_logits)
+        exact = None
+        if exact_pass is not None and (fails_alone or any(c.total for c in counts)):
+            exact = exact_pass()
         if exact is not None and not self._trusted(ref_logits, exact[0].double().reshape(n, -1)):
             exact = None
-            if self._fails_alone(ref_logits, test[0].double().reshape(n, -1)):
-                r.exact_distrusted += 1  # a batch float32 then fails: say why float64 did not
-        if exact is None:
-            counts = self._count(forced.outputs[1:], test[1:], n)
-        else:
+            r.exact_distrusted += fails_alone  # a chunk float32 then fails: say why, below
+        slack = None
+        if exact is not None:
             exact_logits = exact[0].double().reshape(n, -1)
             own = (ref_logits - exact_logits).abs().amax(dim=1)
             r.exact_batches += 1
@@ -404,15 +400,14 @@ class ParityCheck:
             ratio = torch.where(own == 0, torch.zeros_like(own), own / tolerance)
             slack = FLOAT32_SPREAD * float(ratio.max()) * tolerance
             counts = _excess(
-                self._count(exact[1:], test[1:], n),
-                self._count(exact[1:], forced.outputs[1:], n),
+                self._count(exact[1:], test[1:], n), self._count(exact[1:], forced[1:], n)
             )
             ref_logits = exact_logits
         flips = self._flips(counts, n, r.forced_flips_per_layer)
         r.spikes_flipped_forced = (r.spikes_flipped_forced or 0) + int(flips.total)
         self.forced = self.forced or _Logits()
         no_flip_explains = torch.zeros(n, dtype=torch.bool)
-        self.forced.add(ref_logits, test[0].double().reshape(n, -1), no_flip_explains, r, slack)
+        self.forced.add(ref_logits, test_logits, no_flip_explains, r, slack)
 
     def _trusted(self, float32: torch.Tensor, exact: torch.Tensor) -> bool:
         """Whether the float64 logits may judge a chunk: finite, float32 eager's too, and float32
@@ -552,12 +547,11 @@ class _LayerFlips:
 def _excess(exported: list[_LayerFlips], float32: list[_LayerFlips]) -> list[_LayerFlips]:
     """Per layer, the exported program's flips against the float64 pass beyond
     :data:`FLOAT32_SPREAD` times float32 eager's own against it: what the export adds to
-    rounding. Located per sample as the exported ones."""
-    out = []
-    for e, f in zip(exported, float32, strict=True):
-        extra = max(0, e.total - math.floor(FLOAT32_SPREAD * f.total))
-        out.append(_LayerFlips(extra, e.per_sample if extra else None))
-    return out
+    rounding (not located per sample: teacher-forced, no flip explains a sample)."""
+    return [
+        _LayerFlips(max(0, e.total - math.floor(FLOAT32_SPREAD * f.total)), None)
+        for e, f in zip(exported, float32, strict=True)
+    ]
 
 
 @dataclass(frozen=True)

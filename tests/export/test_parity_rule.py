@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-from hybridize.export.parity import ParityCheck, ParityReport, TeacherForced
+from hybridize.export.parity import ParityCheck, ParityReport
 
 N, T, K = 4, 2, 3
 
@@ -142,7 +142,7 @@ def test_a_static_batchs_padding_is_neither_counted_nor_compared():
     test = c.first([got, got_folded, got_time_first], 2)
     assert [t.shape for t in test] == [(2, K), (T * 2, K), (T, 2, K)]
     assert torch.equal(test[1], got_folded.view(T, N, K)[:, :2].reshape(T * 2, K))
-    c.add("random", ref, test, TeacherForced(list(ref)))
+    c.add("random", ref, test, list(ref))
     r = c.finish()
     assert r.ok, r.message
     assert r.n_random == 2 and r.spikes_compared == 2 * (T * 2 * K)
@@ -181,15 +181,13 @@ def test_rule_four_counts_teacher_forced_flips_when_given():
         "random",
         [logits, quiet],
         [logits, cascade],
-        forced=TeacherForced([logits, cascade.clone()]),
+        forced=[logits, cascade.clone()],
     )
     r = passes.finish()
     assert r.spikes_flipped == 12 and r.spikes_flipped_forced == 0 and r.ok
 
     fails = _check(("folded",))
-    fails.add(
-        "random", [logits, quiet], [logits, cascade], forced=TeacherForced([logits, quiet.clone()])
-    )
+    fails.add("random", [logits, quiet], [logits, cascade], forced=[logits, quiet.clone()])
     r = fails.finish()
     assert r.spikes_flipped_forced == 12 and r.forced_flips_per_layer == {"l0": 12}
     assert r.ok is False and "teacher-forced flip fraction 0.5 > 0.001 (most in l0: 12" in (
@@ -216,7 +214,7 @@ def test_a_cascade_that_moves_the_predictions_passes_teacher_forced_with_a_warni
         "random",
         [_logits(), quiet],
         [exported, cascade],
-        forced=TeacherForced([exported.clone(), cascade]),
+        forced=[exported.clone(), cascade],
     )
     r = c.finish()
     assert r.ok, r.message
@@ -241,7 +239,7 @@ def test_teacher_forced_logits_off_without_a_flip_are_a_wrong_graph():
     head[2, 0] += 0.5  # one sample's logits off by far more than the tolerance
     c = _check(("folded",))
     c.report.min_top1 = 0.0
-    c.add("random", [_logits(), quiet], [exported, cascade], forced=TeacherForced([head, cascade]))
+    c.add("random", [_logits(), quiet], [exported, cascade], forced=[head, cascade])
     r = c.finish()
     assert r.samples_outside_tol_forced == 1 and r.samples_unexplained_forced == 1
     assert r.samples_unexplained == 0  # free-running, the cascade's flips would explain it
@@ -255,7 +253,7 @@ def test_teacher_forced_top1_below_the_bound_fails():
     head[:3] = head[:3].roll(1, dims=1)  # three of four teacher-forced predictions disagree
     c = _check(("folded",))
     c.report.atol = 100.0  # every difference within tolerance: only top-1 decides
-    c.add("random", [_logits(), quiet], [exported, cascade], forced=TeacherForced([head, cascade]))
+    c.add("random", [_logits(), quiet], [exported, cascade], forced=[head, cascade])
     r = c.finish()
     assert r.top1_agreement_forced == 0.25 and r.ok is False
     assert "teacher-forced top-1 agreement 0.2500 < 0.75" in r.message
@@ -344,7 +342,7 @@ def test_one_wrong_small_layer_fails_among_large_ones():
         "random",
         [_logits(), small, large],
         [_logits(), wrong, large],
-        forced=TeacherForced([_logits(), small, large]),  # eager given the exported spikes upstream
+        forced=[_logits(), small, large],  # eager given the exported spikes upstream
     )
     r = c.finish()
     assert r.spikes_flipped_forced == 40 and 40 / r.spikes_compared < r.max_flip_fraction
@@ -356,7 +354,7 @@ def test_one_wrong_small_layer_fails_among_large_ones():
         "random",
         [_logits(), small, large],
         [_logits(), two, large],
-        forced=TeacherForced([_logits(), small, large]),
+        forced=[_logits(), small, large],
     )
     assert c.finish().ok
 
@@ -371,7 +369,7 @@ def test_a_forced_flip_does_not_explain_a_forced_logit_difference():
     head[2, 0] += 0.5
     c = _check()
     c.report.max_flip_fraction = 1.0
-    c.add("random", [_logits(), spikes], [head, spikes], TeacherForced([_logits(), flipped]))
+    c.add("random", [_logits(), spikes], [head, spikes], [_logits(), flipped])
     r = c.finish()
     assert r.samples_outside_tol_forced == 1 and r.samples_unexplained_forced == 1
     assert r.ok is False and "given the exported spikes: no flip explains it" in r.message
@@ -389,7 +387,8 @@ def test_non_finite_teacher_forced_logits_fail_whatever_the_float64_pass_says():
         "random",
         [_logits(), spikes],
         [wrong, spikes],
-        TeacherForced([broken, spikes], exact=[_logits(), spikes]),
+        [broken, spikes],
+        exact=lambda: [_logits(), spikes],
     )
     r = c.finish()
     assert r.ok is False and "non-finite logits" in r.message and r.exact_batches == 0
@@ -405,7 +404,8 @@ def _judged_by_float64(eager, exported, exact, **report_fields):
         "random",
         [eager, spikes],
         [exported, spikes],
-        TeacherForced([eager, spikes], exact=[exact, spikes]),
+        [eager, spikes],
+        exact=lambda: [exact, spikes],
     )
     return c.finish()
 
@@ -423,15 +423,9 @@ def _ill_conditioned():
 def test_the_float64_pass_accepts_an_export_as_close_to_exact_as_float32_eager():
     exact, eager, exported = _ill_conditioned()
     spikes = torch.zeros(T * N, K)
+    assert _asks_float64([exported, spikes], [eager, spikes])  # float32 alone would fail it
     c = _check()
-    forced = TeacherForced([eager, spikes])
-    assert c.needs_exact([exported, spikes], forced)  # float32 alone would fail it
-    c.add(
-        "random",
-        [eager, spikes],
-        [exported, spikes],
-        TeacherForced([eager, spikes], exact=[exact, spikes]),
-    )
+    c.add("random", [eager, spikes], [exported, spikes], [eager, spikes], lambda: [exact, spikes])
     r = c.finish()
     assert r.ok, r.message
     assert r.exact_batches == 1 and abs(r.float32_error - 2e-3) < 1e-12
@@ -439,7 +433,7 @@ def test_the_float64_pass_accepts_an_export_as_close_to_exact_as_float32_eager()
     assert any(line.startswith("float64 reference: 1 batch") for line in r.lines())
 
     without = _check()  # the same chunk judged by float32 eager alone: a wrong graph
-    without.add("random", [eager, spikes], [exported, spikes], TeacherForced([eager, spikes]))
+    without.add("random", [eager, spikes], [exported, spikes], [eager, spikes])
     assert without.finish().ok is False
 
 
@@ -480,24 +474,36 @@ def test_the_float64_pass_counts_only_flips_beyond_float32_eagers_own():
             "random",
             [logits, eager_spikes],
             [logits, exported],
-            TeacherForced([logits, eager_spikes], exact=[logits, exact_spikes]),
+            [logits, eager_spikes],
+            exact=lambda: [logits, exact_spikes],
         )
         r = c.finish()
         assert r.forced_flips_per_layer == {"l0": counted} and r.ok is ok, r.message
 
 
-def test_needs_exact_where_float32_eager_might_fail():
+def _asks_float64(test, forced, layouts=("folded",)) -> bool:
+    """Whether comparing ``test`` with eager's teacher-forced ``forced`` calls the float64 pass
+    (which here gives nothing, so float32 judges)."""
+    asked = []
+    c = _check(layouts)
+    c.add("random", forced, test, forced, lambda: asked.append(True))
+    return bool(asked)
+
+
+def test_the_float64_pass_runs_only_where_float32_eager_might_fail():
     """Flips are judged summed over every chunk, and the float64 pass may take a chunk's count
     below float32's: any teacher-forced flip asks for it, as do logits outside tolerance and a
     top-1 disagreement; a clean chunk does not."""
     spikes, large = torch.zeros(T * N, K), torch.zeros(T * N, 2500)
-    c = _check(("folded", "folded"))
-    assert not c.needs_exact([_logits(), spikes, large], TeacherForced([_logits(), spikes, large]))
+    both = ("folded", "folded")
+    assert not _asks_float64([_logits(), spikes, large], [_logits(), spikes, large], both)
     rare = large.clone()
     rare[0, 0] = 1.0  # one flip in 80,000
-    assert c.needs_exact([_logits(), spikes, rare], TeacherForced([_logits(), spikes, large]))
+    assert _asks_float64([_logits(), spikes, rare], [_logits(), spikes, large], both)
     swapped = _logits().roll(1, dims=1)
-    assert c.needs_exact([swapped, spikes, large], TeacherForced([_logits(), spikes, large]))
+    assert _asks_float64([swapped, spikes, large], [_logits(), spikes, large], both)
+    off = _logits() + 0.1  # every sample outside the tolerance, top-1 kept
+    assert _asks_float64([off, spikes, large], [_logits(), spikes, large], both)
 
 
 def test_a_sample_with_tiny_logits_does_not_widen_the_others_slack():
@@ -534,11 +540,17 @@ def test_flips_summed_over_chunks_are_judged_against_float64_where_it_ran():
     eager[0, :2] = 1.0
     checks = {"float32 only": _check(), "with float64": _check()}
     for _ in range(5):
-        plain = TeacherForced([_logits(), eager])
-        assert checks["float32 only"].needs_exact([_logits(), exact], plain)
-        checks["float32 only"].add("random", [_logits(), exact], [_logits(), exact], plain)
-        judged = TeacherForced([_logits(), eager], exact=[_logits(), exact])
-        checks["with float64"].add("random", [_logits(), exact], [_logits(), exact], judged)
+        assert _asks_float64([_logits(), exact], [_logits(), eager])
+        checks["float32 only"].add(
+            "random", [_logits(), exact], [_logits(), exact], [_logits(), eager]
+        )
+        checks["with float64"].add(
+            "random",
+            [_logits(), exact],
+            [_logits(), exact],
+            [_logits(), eager],
+            lambda: [_logits(), exact],
+        )
     r = checks["float32 only"].finish()
     assert r.spikes_flipped_forced == 10 and r.ok is False
     r = checks["with float64"].finish()
