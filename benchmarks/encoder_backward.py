@@ -1,8 +1,7 @@
 """Benchmark: the fused encoder backward's two cosine schemes, side by side in one process.
 
-"direct" takes one float32 cosine per angle (B + 1 per element: the previous kernel);
-"doubling" takes one float64 cosine and the rest by cos(2u) = 2 cos(u)^2 - 1 (the default on
-CPU). For each scheme, compiled: the median CPU time of the kernel alone on M elements (B = 8
+"direct" takes one float32 cosine per angle (B + 1 per element: the default);
+"doubling" takes one float64 cosine and the rest by cos(2u) = 2 cos(u)^2 - 1. For each scheme, compiled: the median CPU time of the kernel alone on M elements (B = 8
 planes, fourier alpha 5, the chain's defaults), and over a dense sweep of z in [0, 2^B - 1] the
 largest error of every plane's d_k(z) against the float64 formula (surrogates.py's, at the same
 float32-rounded angles U 2^-k, U = fl32(pi z), as eager takes them), in units of max |d_k|;

@@ -2,8 +2,8 @@
 
 Runs, in one process on the same tensor, forward + backward (gradient w.r.t. the input) of
 - the chain BitPlaneEncoder(bits=8, normalize="minmax") -> LIF() -> BitPlaneDecoder(bits=8) with
-  the eager ops (HYBRIDIZE_KERNELS=eager) and with the fused kernels (=fused; "fused direct":
-  the encoder backward with one float32 cosine per angle, the previous kernel), beside ReLU and a
+  the eager ops (HYBRIDIZE_KERNELS=eager) and with the fused kernels (=fused; "fused doubling":
+  the encoder backward from one float64 cosine per element, the other scheme), beside ReLU and a
   naive reference written here (a Python loop over planes that keeps every per-plane tensor);
 - the multi-step LIF alone on the T = 8 planes' shape: eager, fused, and SpikingJelly's
   ``neuron.LIFNode`` (tau 2, ATan, multi-step) when spikingjelly is installed (extra ``bench``).
@@ -74,11 +74,12 @@ def with_backend(fn: Fn, name: str) -> Fn:
     return run
 
 
-def with_direct_cosines(fn: Fn) -> Fn:
-    """fn with the fused encoder backward taking B + 1 float32 cosines (the previous kernel)."""
+def with_doubled_cosines(fn: Fn) -> Fn:
+    """fn with the fused encoder backward taking one float64 cosine per element and the others
+    by the double-angle formula (the other scheme, docs/spiking.md)."""
 
     def run(x: torch.Tensor) -> torch.Tensor:
-        encoder_kernels.COSINES = "direct"
+        encoder_kernels.COSINES = "doubling"
         try:
             return fn(x)
         finally:
@@ -286,7 +287,7 @@ def main() -> None:
         "relu": torch.relu,
         "eager": with_backend(the_chain, "eager"),
         "fused": with_backend(the_chain, "fused"),
-        "fused direct": with_direct_cosines(with_backend(the_chain, "fused")),
+        "fused doubling": with_doubled_cosines(with_backend(the_chain, "fused")),
         "naive": naive_encode_lif_decode,
     }
     lif_cases: dict[str, Fn] = {
@@ -298,7 +299,7 @@ def main() -> None:
         lif_cases["spikingjelly"] = sj
     start = time.perf_counter()
     step(chain_cases["fused"], x)
-    step(chain_cases["fused direct"], x)
+    step(chain_cases["fused doubling"], x)
     step(lif_cases["lif fused"], planes)
     print(f"first fused steps in this process (compilation included): "
           f"{time.perf_counter() - start:.1f} s")  # fmt: skip
@@ -316,7 +317,7 @@ def main() -> None:
     figures["lif"] = measure(lif_cases, planes, args)
     report(f"LIF alone on {tuple(planes.shape)}", figures["lif"], "lif eager", mem_kind)
     c, sj_lif = figures["chain"], figures["lif"].get("spikingjelly")
-    for name in ("fused", "fused direct"):
+    for name in ("fused", "fused doubling"):
         print(
             f"chain: {name} is x{c['eager']['seconds'] / c[name]['seconds']:.2f} faster than eager"
         )

@@ -1,6 +1,6 @@
 """The element-wise rules shared by the eager ops and the fused kernels, in one place so that
 both compute the same values bit for bit: the LIF's charge and reset (docs/method.md 4) and
-the encoder's quantisation (3)."""
+the encoder's normalisation and quantisation (2-3)."""
 
 from __future__ import annotations
 
@@ -32,3 +32,28 @@ def quantize(z: Tensor, mode: str = "round") -> Tensor:
     if mode == "round":
         return torch.round(z)
     return z
+
+
+def normalize_range(x: Tensor, lo: Tensor | float, hi: Tensor | float, *, clamp: bool) -> Tensor:
+    """r = (x - lo) / (hi - lo), r = 1 where hi == lo; no host sync, never a NaN gradient."""
+    lo_t = _like(lo, x)
+    hi_t = _like(hi, x)
+    span = hi_t - lo_t
+    ok = span > 0
+    r = (x - lo_t) / torch.where(ok, span, torch.ones_like(span))
+    r = torch.where(ok, r, torch.ones_like(r))
+    return clamp_unit(r) if clamp else r
+
+
+def clamp_unit(r: Tensor) -> Tensor:
+    """r clamped to [0, 1] with the gradient 1 on the edges (r == 0, r == 1) and 0 outside.
+    Written with ``where``: torch's own clamp passes no gradient on the edges in recent versions
+    and did in older ones, and the fused kernels need one rule to match."""
+    return torch.where(r < 0.0, torch.zeros_like(r), torch.where(r > 1.0, torch.ones_like(r), r))
+
+
+def _like(v: Tensor | float, x: Tensor) -> Tensor:
+    """v as a tensor of x's dtype and device."""
+    if isinstance(v, Tensor):
+        return v.to(x.dtype)
+    return torch.tensor(v, dtype=x.dtype, device=x.device)

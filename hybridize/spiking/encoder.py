@@ -6,21 +6,26 @@ their rules live in :mod:`hybridize.spiking.options`.
 from __future__ import annotations
 
 from functools import lru_cache, partial
-from typing import Any
+from typing import Any, NamedTuple
 
 import torch
 from torch import Tensor, nn
 
 from hybridize.errors import SpikingConfigError
 from hybridize.spiking._dispatch import compute_dtype, exporting, use_custom_backward
+from hybridize.spiking.arithmetic import normalize_range as normalize_range  # public here
 from hybridize.spiking.arithmetic import quantize as quantize  # public here too
 from hybridize.spiking.kernels import (
     EncoderKernelConfig,
     FusedBitPlane,
+    FusedRangeBitPlane,
+    RangeConfig,
     compacting,
     encoder_kernel_config,
     fused_planes,
+    fuses_range,
     mark_binary,
+    range_planes,
     use_fused,
 )
 from hybridize.spiking.options import (
@@ -69,23 +74,31 @@ def _broadcast_k(k: Tensor, ndim: int, dtype: torch.dtype) -> Tensor:
     return k.to(dtype).reshape(-1, *([1] * ndim))
 
 
-def normalize_range(x: Tensor, lo: Tensor | float, hi: Tensor | float, *, clamp: bool) -> Tensor:
-    """r = (x - lo) / (hi - lo), r = 1 where hi == lo; no host sync, never a NaN gradient."""
-    lo_t = (
-        lo.to(x.dtype)
-        if isinstance(lo, Tensor)
-        else torch.tensor(lo, dtype=x.dtype, device=x.device)
+class InputRange(NamedTuple):
+    """The range a normalisation maps to [0, 1]: r = (x - lo) / (hi - lo)."""
+
+    lo: Tensor  # a scalar, or [N, 1, ...] per sample
+    hi: Tensor
+    how: RangeConfig  # clamped, taken from the data, per sample
+
+
+def input_range(
+    x: Tensor, mode: str, *, lo: float | None = None, hi: float | None = None
+) -> InputRange:
+    """The range of a stateless mode other than ``auto``: ``minmax`` (x's own, per sample, with
+    its gradient) or ``fixed`` (lo, hi; clamped)."""
+    if mode == "minmax":
+        flat = x.reshape(x.shape[0], -1) if x.ndim > 0 else x.reshape(1, 1)
+        shape = (x.shape[0],) + (1,) * (x.ndim - 1) if x.ndim > 0 else ()
+        lo_t = flat.amin(dim=1).reshape(shape)
+        hi_t = flat.amax(dim=1).reshape(shape)
+        return InputRange(lo_t, hi_t, RangeConfig(clamp=False, from_data=True, per_sample=True))
+    lo_f, hi_f = check_fixed_range("normalize", lo, hi)
+    return InputRange(
+        torch.tensor(lo_f, dtype=x.dtype, device=x.device),
+        torch.tensor(hi_f, dtype=x.dtype, device=x.device),
+        RangeConfig(clamp=True, from_data=False, per_sample=False),
     )
-    hi_t = (
-        hi.to(x.dtype)
-        if isinstance(hi, Tensor)
-        else torch.tensor(hi, dtype=x.dtype, device=x.device)
-    )
-    span = hi_t - lo_t
-    ok = span > 0
-    r = (x - lo_t) / torch.where(ok, span, torch.ones_like(span))
-    r = torch.where(ok, r, torch.ones_like(r))
-    return r.clamp(0.0, 1.0) if clamp else r
 
 
 def normalize(
@@ -103,14 +116,8 @@ def normalize(
         lo_t, hi_t = x.min(), x.max()
         inside = (lo_t >= 0) & (hi_t <= 1)
         return torch.where(inside, x, normalize_range(x, lo_t, hi_t, clamp=False))
-    if mode == "minmax":
-        flat = x.reshape(x.shape[0], -1) if x.ndim > 0 else x.reshape(1, 1)
-        shape = (x.shape[0],) + (1,) * (x.ndim - 1) if x.ndim > 0 else ()
-        lo_t = flat.amin(dim=1).reshape(shape)
-        hi_t = flat.amax(dim=1).reshape(shape)
-        return normalize_range(x, lo_t, hi_t, clamp=False)
-    lo_f, hi_f = check_fixed_range("normalize", lo, hi)
-    return normalize_range(x, lo_f, hi_f, clamp=True)
+    rng = input_range(x, mode, lo=lo, hi=hi)
+    return normalize_range(x, rng.lo, rng.hi, clamp=rng.how.clamp)
 
 
 def bit_planes(z: Tensor, bits: int, order: str = "msb") -> Tensor:
@@ -207,6 +214,34 @@ def encode_normalized(r: Tensor, opts: EncoderOptions, *, export_mode: bool = Fa
     return planes
 
 
+def encode_range(
+    x: Tensor, rng: InputRange, opts: EncoderOptions, *, export_mode: bool = False
+) -> Tensor:
+    """Planes [B, *x.shape] of normalize_range(x, rng.lo, rng.hi) (see :func:`encode_normalized`);
+    on the CPU, where the kernel backend selects the fused kernels, the normalisation runs
+    inside them (forward and backward: same values, a dozen eager ops fewer)."""
+    fused = (
+        opts.compat is None
+        and not exporting(export_mode)
+        and fuses_range(x)
+        and use_fused(x, opts.bits)
+    )
+    if not fused:
+        r = normalize_range(x, rng.lo, rng.hi, clamp=rng.how.clamp)
+        return encode_normalized(r, opts, export_mode=export_mode)
+    scale = float(2**opts.bits - 1)
+    if use_custom_backward(x, export_mode):
+        # the range's gradient is the kernel's: lo and hi go in detached (no min / max node)
+        lo, hi = rng.lo.detach(), rng.hi.detach()
+        weights_fn = partial(plane_gradient_weights, opts)
+        planes = FusedRangeBitPlane.apply(x, lo, hi, weights_fn, _config(opts), scale, rng.how)
+        return planes if opts.quantize == "none" else mark_binary(planes)
+    planes = range_planes(x, rng.lo, rng.hi, _config(opts), scale, rng.how)
+    if opts.quantize != "none" and compacting():  # an input without gradient (an image)
+        mark_binary(planes)
+    return planes
+
+
 def encode(x: Tensor, *, export_mode: bool = False, **options: Any) -> Tensor:
     """Functional encoder for the stateless normalizations (auto, minmax, fixed).
 
@@ -219,8 +254,11 @@ def encode(x: Tensor, *, export_mode: bool = False, **options: Any) -> Tensor:
             "encode: normalize='running' keeps state; use BitPlaneEncoder or another mode"
         )
     xc = x.to(compute_dtype(x.dtype)) if x.is_floating_point() else x.to(torch.float32)
-    r = normalize(xc, opts.normalize, lo=opts.lo, hi=opts.hi)
-    out = encode_normalized(r, opts, export_mode=export_mode)
+    if opts.normalize == "auto":
+        out = encode_normalized(normalize(xc, "auto"), opts, export_mode=export_mode)
+    else:
+        rng = input_range(xc, opts.normalize, lo=opts.lo, hi=opts.hi)
+        out = encode_range(xc, rng, opts, export_mode=export_mode)
     return out.to(x.dtype) if x.is_floating_point() else out
 
 
@@ -298,11 +336,12 @@ class BitPlaneEncoder(nn.Module):
             parts.append(f"compat={o.compat!r}")
         return ", ".join(parts)
 
-    def _running(self, x: Tensor) -> Tensor:
+    def _running_range(self, x: Tensor) -> InputRange:
+        """Eval: the running range, clamped. Training: the batch's own (with its gradient),
+        which also moves the running range."""
         if not self.training:
-            lo = self.running_min.to(x.dtype)
-            hi = self.running_max.to(x.dtype)
-            return normalize_range(x, lo, hi, clamp=True)
+            how = RangeConfig(clamp=True, from_data=False, per_sample=False)
+            return InputRange(self.running_min.to(x.dtype), self.running_max.to(x.dtype), how)
         lo, hi = x.min(), x.max()
         with torch.no_grad():
             m = self.options.momentum
@@ -311,14 +350,18 @@ class BitPlaneEncoder(nn.Module):
                 b = batch.detach().to(buf.dtype)
                 buf.copy_(torch.where(first, b, (1.0 - m) * buf + m * b))
             self.num_batches_tracked.add_(1)
-        return normalize_range(x, lo, hi, clamp=False)
+        return InputRange(lo, hi, RangeConfig(clamp=False, from_data=True, per_sample=False))
 
     def forward(self, x: Tensor) -> Tensor:
         o = self.options
         xc = x.to(compute_dtype(x.dtype)) if x.is_floating_point() else x.to(torch.float32)
-        if o.normalize == "running":
-            r = self._running(xc)
+        if o.normalize == "auto":
+            out = encode_normalized(normalize(xc, "auto"), o, export_mode=self.export_mode)
         else:
-            r = normalize(xc, o.normalize, lo=o.lo, hi=o.hi)
-        out = encode_normalized(r, o, export_mode=self.export_mode)
+            rng = (
+                self._running_range(xc)
+                if o.normalize == "running"
+                else input_range(xc, o.normalize, lo=o.lo, hi=o.hi)
+            )
+            out = encode_range(xc, rng, o, export_mode=self.export_mode)
         return out.to(x.dtype) if x.is_floating_point() else out

@@ -165,11 +165,10 @@ def test_encoder_backward_cosine_schemes_against_float64_sweep(scheme, bits, ord
 def test_encoder_cosine_scheme_choice(monkeypatch):
     from hybridize.spiking.kernels import encoder as enc_kernels
 
+    for dtype in (torch.float32, torch.bfloat16, torch.float64):
+        assert enc_kernels.cosine_scheme(torch.zeros(2, dtype=dtype)) == "direct"
+    monkeypatch.setattr(enc_kernels, "COSINES", "doubling")
     assert enc_kernels.cosine_scheme(torch.zeros(2)) == "doubling"
-    assert enc_kernels.cosine_scheme(torch.zeros(2, dtype=torch.bfloat16)) == "doubling"
-    assert enc_kernels.cosine_scheme(torch.zeros(2, dtype=torch.float64)) == "direct"
-    monkeypatch.setattr(enc_kernels, "COSINES", "direct")
-    assert enc_kernels.cosine_scheme(torch.zeros(2)) == "direct"
 
 
 # --------------------------------------------------------------------- compiled (inductor)
@@ -180,23 +179,27 @@ needs_compiler = pytest.mark.skipif(
 )
 
 
-def _chain(bits: int = 8) -> torch.nn.Module:
-    enc = BitPlaneEncoder(bits=bits, normalize="minmax")
+def _chain(bits: int = 8, normalize: str = "minmax") -> torch.nn.Module:
+    enc = BitPlaneEncoder(bits=bits, normalize=normalize)
     return torch.nn.Sequential(enc, LIF(tau=2.0), BitPlaneDecoder(bits=bits))
 
 
 @pytest.mark.slow
 @needs_compiler
 def test_compiled_kernels_match_eager_and_reuse_one_build_per_function():
-    chain = _chain()
+    # minmax: the normalisation inside the encoder kernels; auto: the encoder kernels alone
+    chains = [_chain(), _chain(normalize="auto")]
     x = torch.randn(3, 4, 6, 6, generator=torch.Generator().manual_seed(7))
-    _assert_same(chain, x, "fused", *TOL[torch.float32])
+    for chain in chains:
+        _assert_same(chain, x, "fused", *TOL[torch.float32])
     builds = dict(_select._compiled)
     assert {key[0] for key in builds} >= {
-        "encoder_forward", "encoder_backward", "lif_forward", "lif_backward"
+        "range_encoder_forward", "range_encoder_backward", "encoder_forward",
+        "encoder_backward", "lif_forward", "lif_backward",
     }  # fmt: skip
     # another size and rank reuses the same compiled functions (dynamic shapes)
-    _assert_same(chain, torch.randn(5, 2, 9) * 4, "fused", *TOL[torch.float32])
+    for chain in chains:
+        _assert_same(chain, torch.randn(5, 2, 9) * 4, "fused", *TOL[torch.float32])
     assert dict(_select._compiled) == builds
 
 
@@ -241,7 +244,11 @@ def test_auto_uses_kernels_only_where_they_pay(monkeypatch):
         assert not kernels.use_fused(big)
     with backend("uncompiled"):
         assert "FusedLIFBackward" in _graph_names(lif(small))
-        assert "FusedBitPlaneBackward" in _graph_names(BitPlaneEncoder(bits=4)(small))
+        # the normalisation inside the kernels: no min / max node in the graph
+        assert _graph_names(BitPlaneEncoder(bits=4)(small)) == {
+            "FusedRangeBitPlaneBackward", "AccumulateGrad"
+        }  # fmt: skip
+        assert "FusedBitPlaneBackward" in _graph_names(BitPlaneEncoder(4, normalize="auto")(small))
         lif.export_mode = True  # export: standard ops whatever the backend
         assert not _graph_names(lif(small)) & {"FusedLIFBackward", "_LIFSequenceBackward"}
 

@@ -20,13 +20,14 @@ from hybridize.spiking import LIF, BitPlaneDecoder, BitPlaneEncoder, SpikingBran
 from hybridize.spiking.kernels import encoder as encoder_kernels
 from hybridize.spiking.kernels import kernel_backend_override as backend
 from hybridize.spiking.kernels import lif as lif_kernels
+from hybridize.spiking.kernels import range_encoder as range_kernels
 
 
 @pytest.fixture
 def ran(monkeypatch) -> list[str]:
     """The names of the kernels run (compiled or not) while the test runs."""
     names: list[str] = []
-    for module in (lif_kernels, encoder_kernels):
+    for module in (lif_kernels, encoder_kernels, range_kernels):
         real = module.run_kernel
 
         def record(key, fn, *args, real=real):
@@ -105,7 +106,7 @@ def test_encoder_without_grad_runs_the_plane_kernel_bit_for_bit(ran, options, dt
         fused = _no_grad_outputs(enc, x, "uncompiled")
         for e, f in zip(eager, fused, strict=True):
             assert f.dtype == dtype and f.shape == (bits, *x.shape) and torch.equal(f, e)
-    assert ran == ["encoder_forward"] * 4
+    assert ran == ["range_encoder_forward"] * 4  # the normalisation inside the kernel
     if options["quantize"] != "none":  # planes are 0/1 (and not all one value)
         assert set(eager[0].unique().tolist()) == {0.0, 1.0}
 
@@ -118,7 +119,8 @@ def test_encoder_compat_and_running_modes_without_grad(ran):
         eager = _no_grad_outputs(enc, x, "eager")
         fused = _no_grad_outputs(enc, x, "uncompiled")
         assert all(torch.equal(f, e) for e, f in zip(eager, fused, strict=True))
-    assert ran == ["encoder_forward"] * 4
+    # compat normalises with "auto" (eagerly); running's clamped range joins the kernel
+    assert ran == ["encoder_forward"] * 2 + ["range_encoder_forward"] * 2
 
 
 def test_export_mode_and_exporters_keep_the_standard_ops(ran, monkeypatch):
@@ -138,7 +140,7 @@ def test_export_mode_and_exporters_keep_the_standard_ops(ran, monkeypatch):
     assert not ran
     with backend("uncompiled"), torch.no_grad():
         lif(x), enc(x)
-    assert ran == ["lif_spikes", "encoder_forward"]
+    assert ran == ["lif_spikes", "range_encoder_forward"]
 
 
 def test_spikes_of_a_frozen_layer_are_saved_as_bits_in_a_branch():
@@ -181,7 +183,7 @@ def test_hybrid_eval_forward_is_the_same_with_and_without_kernels(ran):
         with backend("uncompiled"):
             out = model(x)
     assert torch.equal(out, ref)
-    assert {"encoder_forward", "lif_spikes"} <= set(ran)
+    assert {"range_encoder_forward", "lif_spikes"} <= set(ran)
 
 
 # --------------------------------------------------------------------- compiled (inductor)
@@ -199,4 +201,4 @@ def test_compiled_forward_kernels_without_grad_bit_for_bit(ran, dtype):
     eager = _no_grad_outputs(chain, x, "eager")
     fused = _no_grad_outputs(chain, x, "fused")
     assert all(torch.equal(f, e) for e, f in zip(eager, fused, strict=True))
-    assert ran == ["encoder_forward", "lif_spikes"] * 2
+    assert ran == ["range_encoder_forward", "lif_spikes"] * 2

@@ -41,6 +41,14 @@ from hybridize.spiking.kernels.lif import (
     lif_forward,
     lif_spikes,
 )
+from hybridize.spiking.kernels.range_encoder import (
+    FusedRangeBitPlane,
+    RangeConfig,
+    fuses_range,
+    range_encoder_backward,
+    range_encoder_forward,
+    range_planes,
+)
 
 __all__ = [
     "AUTO_MIN_NUMEL",
@@ -48,8 +56,10 @@ __all__ = [
     "EncoderKernelConfig",
     "FusedBitPlane",
     "FusedLIF",
+    "FusedRangeBitPlane",
     "KERNEL_BACKENDS",
     "LIFConfig",
+    "RangeConfig",
     "divides_as_eager",
     "encoder_backward",
     "encoder_forward",
@@ -57,6 +67,7 @@ __all__ = [
     "fused_lif",
     "fused_lif_spikes",
     "fused_planes",
+    "fuses_range",
     "compact_binary_saves",
     "compacting",
     "compacting_binary_saves",
@@ -66,6 +77,9 @@ __all__ = [
     "lif_forward",
     "lif_spikes",
     "mark_binary",
+    "range_encoder_backward",
+    "range_encoder_forward",
+    "range_planes",
     "run_kernel",
     "set_kernel_backend",
     "use_fused",
