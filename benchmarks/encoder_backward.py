@@ -5,7 +5,8 @@
 planes, fourier alpha 5, the chain's defaults), and over a dense sweep of z in [0, 2^B - 1] the
 largest error of every plane's d_k(z) against the float64 formula (surrogates.py's, at the same
 float32-rounded angles U 2^-k, U = fl32(pi z), as eager takes them), in units of max |d_k|;
-beside the same error of the eager float32 surrogate.
+beside the same error of the eager float32 surrogate; and the cost of one compiled cosine over
+the same M elements in float32 and in float64 (what the schemes trade).
 
     .venv/bin/python benchmarks/encoder_backward.py [--repeats 11] [--threads 1]
 """
@@ -70,6 +71,22 @@ def sweep_errors(scheme: str | None, z: torch.Tensor) -> list[float]:
     return errors
 
 
+def cosine_cost(z: torch.Tensor, repeats: int) -> dict[str, float]:
+    """Median CPU seconds of one compiled cosine over z in float32 and in float64 (the
+    doubling scheme's one float64 cosine against one of direct's B + 1 float32 ones)."""
+    fns = {
+        "float32": torch.compile(lambda v: torch.cos(v * 0.0245), dynamic=True),
+        "float64": torch.compile(lambda v: torch.cos(v.double() * 0.0245).float(), dynamic=True),
+    }
+    times: dict[str, list[float]] = {name: [] for name in fns}
+    for fn in fns.values():
+        fn(z)  # build
+    for _ in range(repeats):
+        for name, fn in fns.items():
+            times[name].append(cpu_seconds(lambda fn=fn: fn(z)))
+    return {name: statistics.median(t) for name, t in times.items()}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeats", type=int, default=11)
@@ -99,6 +116,11 @@ def main() -> None:
             print(f"{s:9s}: {statistics.median(times[s]) * 1e3:7.2f} ms CPU (median)")
         direct, doubling = (statistics.median(times[s]) for s in SCHEMES)
         print(f"doubling is x{direct / doubling:.2f} faster than direct")
+        cos = cosine_cost(z, args.repeats)
+        print(
+            f"one compiled cosine over z: float32 {cos['float32'] * 1e3:.2f} ms, float64 "
+            f"{cos['float64'] * 1e3:.2f} ms CPU (x{cos['float64'] / cos['float32']:.1f})"
+        )
         zs = torch.linspace(0, 2**BITS - 1, args.sweep)
         for label, scheme in (("eager f32", None), ("direct", "direct"), ("doubling", "doubling")):
             errors = sweep_errors(scheme, zs)

@@ -1,6 +1,7 @@
 """Bit-plane encoder (docs/method.md 2-3): normalize -> scale -> quantize -> bit planes, with the
-surrogate backward of section 3 as a custom autograd.Function that saves only z. Its options and
-their rules live in :mod:`hybridize.spiking.options`.
+surrogate backward of section 3 as a custom autograd.Function that saves only z (the fused
+kernels, where they run, save x and its range). Its options and their rules live in
+:mod:`hybridize.spiking.options`.
 """
 
 from __future__ import annotations
@@ -223,7 +224,7 @@ def encode_range(
     fused = (
         opts.compat is None
         and not exporting(export_mode)
-        and fuses_range(x)
+        and fuses_range(x, rng.how)
         and use_fused(x, opts.bits)
     )
     if not fused:

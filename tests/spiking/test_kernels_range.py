@@ -136,3 +136,36 @@ def test_clamp_unit_is_torch_clamp_forward_with_gradient_on_the_edges():
     torch.testing.assert_close(out, r.detach().clamp(0.0, 1.0), equal_nan=True, rtol=0, atol=0)
     out.sum().backward()
     assert r.grad.tolist() == [0.0, 1.0, 1.0, 1.0, 0.0, 1.0]
+
+
+def _both(enc: BitPlaneEncoder, x: torch.Tensor) -> dict:
+    gen = torch.Generator().manual_seed(13)
+    w = torch.randn(enc.bits, *x.shape, generator=gen, dtype=x.dtype)
+    return {name: _grad(enc, x, w, name) for name in ("eager", "uncompiled")}
+
+
+@pytest.mark.parametrize("normalize", ["minmax", "running"])
+@pytest.mark.parametrize("bad", [float("nan"), float("inf"), -float("inf")])
+def test_a_nan_or_infinite_input_gives_eager_gradient(normalize, bad):
+    # amin/amax spread a NaN share over the sample; min()/max() only onto the tied elements
+    x = torch.tensor([[0.0, 1.0, 2.0, bad], [0.0, 1.0, 2.0, 3.0]])
+    out = _both(BitPlaneEncoder(bits=4, normalize=normalize), x)
+    torch.testing.assert_close(*(out[n][0] for n in ("uncompiled", "eager")), equal_nan=True)
+    torch.testing.assert_close(*(out[n][1] for n in ("uncompiled", "eager")), equal_nan=True)
+
+
+def test_per_sample_range_of_a_transposed_input_keeps_its_strides():
+    x = torch.randn(3, 5, 4, generator=torch.Generator().manual_seed(14)).transpose(0, 1)
+    out = _both(BitPlaneEncoder(bits=8, normalize="minmax"), x)
+    assert torch.equal(out["uncompiled"][0], out["eager"][0])
+    assert out["uncompiled"][0].stride() == out["eager"][0].stride()
+    torch.testing.assert_close(out["uncompiled"][1], out["eager"][1], rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("normalize", ["minmax", "running", "fixed", "auto"])
+def test_a_0d_input_with_gradient(normalize):
+    kw = dict(lo=-1.0, hi=1.0) if normalize == "fixed" else {}
+    out = _both(BitPlaneEncoder(bits=4, normalize=normalize, **kw), torch.tensor(0.25))
+    assert out["uncompiled"][0].shape == (4,)
+    assert torch.equal(out["uncompiled"][0], out["eager"][0])
+    torch.testing.assert_close(out["uncompiled"][1], out["eager"][1])

@@ -56,7 +56,7 @@ COSINES: str | None = None
 def cosine_scheme(z: Tensor) -> str:
     """The fused backward's cosine scheme: "direct" (B + 1 cosines in z's dtype) unless
     ``COSINES`` says otherwise. "doubling" is closer to the exact values (5.5e-7 against 1.0e-6
-    of the largest derivative) but its float64 cosine costs ~6 float32 ones on some CPUs
+    of the largest derivative) but a compiled float64 cosine costs 6.3 float32 ones on some CPUs
     (docs/performance.md); z is the tensor whose scheme is asked (for future per-device
     choices)."""
     del z  # one scheme everywhere: the gradient does not depend on the machine's speed

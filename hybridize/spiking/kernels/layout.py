@@ -34,7 +34,7 @@ class MemoryOrder:
         """A flat result in this order as ``shape`` (``extra`` leading dims of flat's are kept
         before it): the same strides as a dense tensor of ``shape`` in this order."""
         permuted = [shape[d] for d in self.perm]
-        y = flat.reshape(*flat.shape[:extra], *permuted)
+        y = flat.reshape((*flat.shape[:extra], *permuted))  # a tuple: () for a 0-d shape
         if self.identity:
             return y
         inverse = [0] * len(self.perm)

@@ -30,7 +30,7 @@ from hybridize.spiking.kernels.encoder import (
     encoder_backward,
     encoder_forward,
 )
-from hybridize.spiking.kernels.layout import MemoryOrder, memory_order
+from hybridize.spiking.kernels.layout import MemoryOrder, dense_order, memory_order
 
 
 @dataclass(frozen=True)
@@ -79,9 +79,22 @@ def range_encoder_backward(
         at_lo, at_hi = x == lo, x == hi
         share_lo = g_lo / at_lo.sum(1, keepdim=True).to(x.dtype)
         share_hi = g_hi / at_hi.sum(1, keepdim=True).to(x.dtype)
-        zero = torch.zeros_like(dx)
-        dx = dx + torch.where(at_lo, share_lo, zero) + torch.where(at_hi, share_hi, zero)
+        dx = (
+            dx
+            + _to_ties(at_lo, share_lo, rng.per_sample)
+            + _to_ties(at_hi, share_hi, rng.per_sample)
+        )
     return dx
+
+
+def _to_ties(tied: Tensor, share: Tensor, per_sample: bool) -> Tensor:
+    """Each group's share on its tied elements, as torch's backward puts it there: ``amin`` /
+    ``amax`` (per sample) multiply by the tie mask, so a NaN share (a NaN or infinite sample)
+    reaches the whole sample; ``min()`` / ``max()`` (the whole tensor) fill it in, only on the
+    tied elements."""
+    if per_sample:
+        return tied.to(share.dtype) * share
+    return torch.where(tied, share, torch.zeros_like(share))
 
 
 def _grouped(x: Tensor, per_sample: bool) -> tuple[MemoryOrder, Tensor]:
@@ -125,7 +138,9 @@ def range_planes(
 
 class FusedRangeBitPlane(torch.autograd.Function):
     """Planes of quantize(scale * normalize_range(x, lo, hi)) forward; the surrogate backward
-    chained through the normalisation (and its range when taken from x). Saves x, lo and hi."""
+    chained through the normalisation (and its range when taken from x). Saves x, lo and hi:
+    x itself, so changing x in place before backward is an error (as for any op that saves
+    its input; the eager path saves x as well for a range taken from the data)."""
 
     @staticmethod
     def forward(
@@ -161,6 +176,10 @@ class FusedRangeBitPlane(torch.autograd.Function):
         return order.restore(dx.reshape(-1), tuple(x.shape)), None, None, None, None, None, None
 
 
-def fuses_range(x: Tensor) -> bool:
-    """Whether the normalisation can join the encoder's kernels on x's device (bit for bit)."""
-    return x.device.type == "cpu"
+def fuses_range(x: Tensor, rng: RangeConfig) -> bool:
+    """Whether the normalisation can join the encoder's kernels for x: on the CPU (bit for
+    bit), and for per-sample ranges where dim 0 lies outermost in memory (the kernels see x as
+    [samples, rest] without a copy, and the planes keep x's strides)."""
+    if x.device.type != "cpu":
+        return False
+    return not rng.per_sample or x.ndim == 0 or dense_order(x, outer=1) is not None
