@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from collections import Counter
 
 import pytest
@@ -183,6 +185,31 @@ def test_the_check_runs_float32_proper_and_restores_the_users_precision_settings
     finally:
         for b, value in zip(backends, before, strict=True):
             b.fp32_precision = value
+
+
+def test_the_check_falls_back_to_the_allow_tf32_flags_on_an_older_torch():
+    """Without fp32_precision (torch before 2.9) TF32 is turned off through allow_tf32 and the
+    user's flags come back, also when the check raises. In a fresh process: once this torch's
+    fp32_precision has been set, reading allow_tf32 raises."""
+    code = """
+import torch
+from hybridize.export import onnx_export
+onnx_export._backend = lambda path: None  # no fp32_precision anywhere, as in an older torch
+flags = torch.backends.cuda.matmul, torch.backends.cudnn
+for f in flags:
+    f.allow_tf32 = True
+with onnx_export.full_float32():
+    assert [f.allow_tf32 for f in flags] == [False, False]
+try:
+    with onnx_export.full_float32():
+        raise KeyError
+except KeyError:
+    pass
+assert [f.allow_tf32 for f in flags] == [True, True]
+print("restored")
+"""
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0 and done.stdout.strip() == "restored", done.stderr[-2000:]
 
 
 class _Stateful(nn.Module):
