@@ -53,13 +53,12 @@ def encoder_forward(z: Tensor, cfg: EncoderKernelConfig) -> Tensor:
 COSINES: str | None = None
 
 
-def cosine_scheme(z: Tensor) -> str:
+def cosine_scheme() -> str:
     """The fused backward's cosine scheme: "direct" (B + 1 cosines in z's dtype) unless
     ``COSINES`` says otherwise. "doubling" is closer to the exact values (5.5e-7 against 1.0e-6
     of the largest derivative) but a compiled float64 cosine costs 6.3 float32 ones on some CPUs
-    (docs/performance.md); z is the tensor whose scheme is asked (for future per-device
-    choices)."""
-    del z  # one scheme everywhere: the gradient does not depend on the machine's speed
+    (docs/performance.md). One scheme on every machine: the gradient does not depend on which
+    is faster where it runs."""
     return COSINES if COSINES is not None else "direct"
 
 
@@ -145,7 +144,7 @@ class FusedBitPlane(torch.autograd.Function):
     def forward(ctx: Any, z: Tensor, weights_fn: Any, cfg: EncoderKernelConfig) -> Tensor:
         ctx.save_for_backward(z)
         ctx.weights_fn, ctx.cfg = weights_fn, cfg
-        ctx.cosines = cosine_scheme(z)  # chosen with the forward (COSINES may change by then)
+        ctx.cosines = cosine_scheme()  # chosen with the forward (COSINES may change by then)
         ctx.backend = kernel_backend()  # likewise the kernel setting
         return fused_planes(z, cfg)
 

@@ -156,7 +156,7 @@ class FusedRangeBitPlane(torch.autograd.Function):
         planes, lo_c, hi_c = _planes(x, lo, hi, cfg, scale, rng)
         ctx.save_for_backward(x, lo_c, hi_c)
         ctx.weights_fn, ctx.cfg, ctx.scale, ctx.rng = weights_fn, cfg, scale, rng
-        ctx.cosines = cosine_scheme(x)  # chosen with the forward, as FusedBitPlane's
+        ctx.cosines = cosine_scheme()  # chosen with the forward, as FusedBitPlane's
         ctx.backend = kernel_backend()
         return planes
 
