@@ -14,27 +14,20 @@ torch's.
 from __future__ import annotations
 
 import argparse
-import statistics
 import time
 from collections.abc import Callable
 
 import torch
 import torch.nn.functional as F
 from timm.layers.padding import pad_same
-from twin_convs import conv_shapes
+from twin_convs import conv_shapes, shape_arguments, timed
 
 import hybridize
 from hybridize.train.allocator import retain_freed_memory
 
 
 def cpu_ms(fn: Callable[[], object], repeats: int) -> float:
-    fn()  # warm-up (oneDNN primitive creation)
-    times = []
-    for _ in range(repeats):
-        start = time.process_time()
-        fn()
-        times.append(time.process_time() - start)
-    return statistics.median(times) * 1e3
+    return timed(fn, repeats, clock=time.process_time) * 1e3
 
 
 def shifted_weight_grad(conv: torch.nn.Conv2d, x: torch.Tensor, go: torch.Tensor) -> torch.Tensor:
@@ -53,12 +46,7 @@ def shifted_weight_grad(conv: torch.nn.Conv2d, x: torch.Tensor, go: torch.Tensor
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--model", default="tf_efficientnet_lite0")
-    p.add_argument("--img-size", type=int, default=64)
-    p.add_argument("--batch-size", type=int, default=32)
-    p.add_argument("--time-steps", type=int, default=8)
-    p.add_argument("--repeats", type=int, default=3)
-    p.add_argument("--threads", type=int, default=None)
+    shape_arguments(p, repeats=3)
     p.add_argument("--static", action="store_true", help="compile per shape, not dynamic")
     args = p.parse_args()
     if args.threads:

@@ -42,13 +42,16 @@ def conv_shapes(model: nn.Module, example: torch.Tensor) -> list[tuple[str, nn.C
     return seen
 
 
-def timed(fn: Callable[[], None], repeats: int) -> float:
-    fn()  # warm-up (mkldnn primitive creation)
+def timed(
+    fn: Callable[[], object], repeats: int, clock: Callable[[], float] = time.perf_counter
+) -> float:
+    """Median seconds of fn by ``clock`` after one warm-up call (oneDNN primitive creation)."""
+    fn()
     out = []
     for _ in range(repeats):
-        start = time.perf_counter()
+        start = clock()
         fn()
-        out.append(time.perf_counter() - start)
+        out.append(clock() - start)
     return statistics.median(out)
 
 
@@ -64,14 +67,20 @@ def step(conv: nn.Conv2d, x: torch.Tensor, grad_out: torch.Tensor) -> Callable[[
     return run
 
 
-def main() -> None:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+def shape_arguments(p: argparse.ArgumentParser, repeats: int) -> None:
+    """The options that pick the model, its input and the twin's batch (shared with
+    depthwise_grads.py)."""
     p.add_argument("--model", default="tf_efficientnet_lite0")
     p.add_argument("--img-size", type=int, default=64)
     p.add_argument("--batch-size", type=int, default=32)
     p.add_argument("--time-steps", type=int, default=8)
-    p.add_argument("--repeats", type=int, default=5)
+    p.add_argument("--repeats", type=int, default=repeats)
     p.add_argument("--threads", type=int, default=None)
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    shape_arguments(p, repeats=5)
     p.add_argument(
         "--malloc",
         choices=("system", "retain"),
