@@ -47,8 +47,11 @@ def normalize_range(x: Tensor, lo: Tensor | float, hi: Tensor | float, *, clamp:
 
 def clamp_unit(r: Tensor) -> Tensor:
     """r clamped to [0, 1] with the gradient 1 on the edges (r == 0, r == 1) and 0 outside.
-    Written with ``where``: torch's own clamp passes no gradient on the edges in recent versions
-    and did in older ones, and the fused kernels need one rule to match."""
+    With a gradient it is written with ``where``: torch's own clamp passes no gradient on the
+    edges in recent versions and did in older ones, and the fused kernels need one rule to
+    match; without one (eval, export, the forward kernels) it is torch's clamp, same values."""
+    if not (torch.is_grad_enabled() and r.requires_grad):
+        return r.clamp(0.0, 1.0)
     return torch.where(r < 0.0, torch.zeros_like(r), torch.where(r > 1.0, torch.ones_like(r), r))
 
 

@@ -136,6 +136,8 @@ def test_clamp_unit_is_torch_clamp_forward_with_gradient_on_the_edges():
     torch.testing.assert_close(out, r.detach().clamp(0.0, 1.0), equal_nan=True, rtol=0, atol=0)
     out.sum().backward()
     assert r.grad.tolist() == [0.0, 1.0, 1.0, 1.0, 0.0, 1.0]
+    with torch.no_grad():  # without a gradient: torch's clamp itself, same values
+        torch.testing.assert_close(clamp_unit(r), out.detach(), equal_nan=True, rtol=0, atol=0)
 
 
 def _both(enc: BitPlaneEncoder, x: torch.Tensor) -> dict:
